@@ -1,0 +1,246 @@
+"""The command line: parse options, build a config, call the library. Nothing else here."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+from click.core import ParameterSource
+
+from .errors import FastscoreError
+
+EXAMPLE = """\b
+Examples:
+  fastscore demo
+  fastscore run data.jsonl --base ./base --ref ./sft --output-dir out --fraction 0.06
+  fastscore score data.jsonl --base ./base --ref ./sft --output scores.jsonl
+  fastscore select scores.jsonl --input data.jsonl --output subset.jsonl --top-k 3000
+"""
+
+# CLI option name -> dotted field of ScoreConfig
+SCORE_OPTIONS = {
+    "input": "input",
+    "base": "base",
+    "ref": "ref",
+    "output": "output",
+    "format": "format",
+    "template": "template",
+    "max_length": "max_length",
+    "batch_tokens": "batch_tokens",
+    "progress": "progress",
+    "engine": "engine.kind",
+    "dtype": "engine.dtype",
+    "gpu_memory_utilization": "engine.gpu_memory_utilization",
+    "kv_cache_gb": "engine.kv_cache_gb",
+    "enforce_eager": "engine.enforce_eager",
+    "tensor_parallel_size": "engine.tensor_parallel_size",
+    "logprobs_path": "engine.logprobs_path",
+    "seed": "engine.seed",
+    "trust_remote_code": "engine.trust_remote_code",
+}
+SELECT_OPTIONS = {
+    "scores": "scores",
+    "input": "input",
+    "output": "output",
+    "top_k": "top_k",
+    "fraction": "fraction",
+    "threshold": "threshold",
+    "score": "score",
+    "order": "order",
+}
+
+
+def _apply(ctx: click.Context, cfg, mapping: dict[str, str], prefix: str = "") -> None:
+    """Copy the options the user actually typed onto the config (they beat the file)."""
+    from .config import set_path
+
+    for name, dotted in mapping.items():
+        if name not in ctx.params:
+            continue
+        value = ctx.params[name]
+        source = ctx.get_parameter_source(name)
+        if value is not None and source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            set_path(cfg, prefix + dotted, value)
+
+
+def score_options(f):
+    opts = [
+        click.option("--base", help="Base model: a local Hugging Face checkpoint directory."),
+        click.option("--ref", help="Reference model fine-tuned from the base on the full set."),
+        click.option(
+            "--format",
+            type=click.Choice(["auto", "messages", "alpaca", "sharegpt", "prompt-response"]),
+            help="Record format [default: auto, detected from the first record].",
+        ),
+        click.option(
+            "--template",
+            type=click.Choice(["auto", "model", "plain"]),
+            help="Chat template: the tokenizer's (model), the plain alpaca-style one, or "
+            "auto (the tokenizer's when it has one) [default: auto].",
+        ),
+        click.option("--engine", type=click.Choice(["vllm"]), help="[default: vllm]"),
+        click.option(
+            "--max-length", type=int, help="Longest sample scored, in tokens [default: context-1]."
+        ),
+        click.option(
+            "--batch-tokens", type=int, help="Tokens per engine step [default: 32768]."
+        ),
+        click.option(
+            "--dtype", help="auto, float32, bfloat16, float16 [default: auto, the checkpoint's]."
+        ),
+        click.option("--gpu-memory-utilization", type=float, help="Per engine (vLLM)."),
+        click.option("--kv-cache-gb", type=float, help="KV cache per engine [CPU default: 1]."),
+        click.option("--enforce-eager/--no-enforce-eager", default=None, help="vLLM eager mode."),
+        click.option("--tensor-parallel-size", type=int, help="GPUs per model [default: 1]."),
+        click.option(
+            "--logprobs-path",
+            type=click.Choice(["auto", "flat", "token_ids"]),
+            help="How vLLM returns logprobs [default: auto].",
+        ),
+        click.option("--seed", type=int, help="Engine seed [default: 0]."),
+        click.option(
+            "--trust-remote-code", is_flag=True, default=None, help="Run the model's own code."
+        ),
+        click.option("--progress/--no-progress", default=None, help="Progress bar [default: on]."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def select_rule_options(f):
+    opts = [
+        click.option("--top-k", type=int, help="Keep the k best records."),
+        click.option("--fraction", type=float, help="Keep floor(F x records) best records."),
+        click.option("--threshold", type=float, help="Keep records scoring at least T."),
+        click.option("--score", help="Score column to rank by [default: lobass]."),
+        click.option(
+            "--order", type=click.Choice(["desc", "asc"]), help="desc: highest first [default]."
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _handle_errors(fn):
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FastscoreError as e:
+            raise click.ClickException(str(e)) from e
+
+    return wrapper
+
+
+@click.group(epilog=EXAMPLE)
+@click.option("-v", "--verbose", is_flag=True, help="Log more, the engines' logs included.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.version_option(package_name="fastscore")
+def main(verbose: bool, quiet: bool) -> None:
+    """fastscore: pick the most learnable SFT samples for a base model (LoBaSS / DavIR)."""
+    from .engines.vllm_engine import quiet_vllm
+
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    quiet_vllm(verbose)
+
+
+@main.command(epilog="\b\nExample:\n  fastscore score data.jsonl --base ./base --ref ./sft "
+              "--output scores.jsonl --dtype float32")
+@click.argument("input", required=False)
+@click.option("--output", help="Scores file to write (JSONL, one line per input record).")
+@score_options
+@click.pass_context
+@_handle_errors
+def score(ctx: click.Context, config_file: str | None, **_: object) -> None:
+    """Score every record of INPUT under the base and the reference model."""
+    from .config import ScoreConfig, load_yaml
+    from .pipeline import score as run_score
+
+    cfg = load_yaml(ScoreConfig, config_file) if config_file else ScoreConfig()
+    _apply(ctx, cfg, SCORE_OPTIONS)
+    m = run_score(cfg)
+    click.echo(_summary(m), err=True)
+
+
+@main.command(epilog="\b\nExample:\n  fastscore select scores.jsonl --input data.jsonl "
+              "--output subset.jsonl --fraction 0.06")
+@click.argument("scores", required=False)
+@click.option("--input", help="The input file the scores were computed on.")
+@click.option("--output", help="Subset to write (.jsonl, .json or .parquet).")
+@select_rule_options
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file.")
+@click.pass_context
+@_handle_errors
+def select(ctx: click.Context, config_file: str | None, **_: object) -> None:
+    """Write the best-scoring records of INPUT, unchanged and in input order."""
+    from .config import SelectConfig, load_yaml
+    from .select import select as run_select
+
+    cfg = load_yaml(SelectConfig, config_file) if config_file else SelectConfig()
+    _apply(ctx, cfg, SELECT_OPTIONS)
+    summary = run_select(cfg)
+    click.echo(
+        f"selected {summary['selected']} of {summary['records']} records "
+        f"({summary['eligible']} eligible) by {summary['score']} -> {summary['output']}",
+        err=True,
+    )
+
+
+@main.command(epilog="\b\nExample:\n  fastscore run data.jsonl --base ./base --ref ./sft "
+              "--output-dir out --fraction 0.06")
+@click.argument("input", required=False)
+@click.option("--output-dir", help="Directory for scores.jsonl, selected.jsonl, manifest.json.")
+@score_options
+@select_rule_options
+@click.pass_context
+@_handle_errors
+def run(ctx: click.Context, config_file: str | None, **_: object) -> None:
+    """Score INPUT and select from it in one go."""
+    from .config import RunConfig, load_yaml
+    from .run import run as run_all
+
+    cfg = load_yaml(RunConfig, config_file) if config_file else RunConfig()
+    if ctx.params.get("output_dir"):
+        cfg.output_dir = ctx.params["output_dir"]
+    _apply(ctx, cfg, {k: v for k, v in SCORE_OPTIONS.items() if k != "output"}, "score.")
+    _apply(ctx, cfg, {k: v for k, v in SELECT_OPTIONS.items()
+                      if k not in ("scores", "input", "output")}, "select.")
+    m = run_all(cfg)
+    click.echo(_summary(m), err=True)
+    sel = m["selection"]
+    click.echo(f"selected {sel['selected']} of {sel['records']} by {sel['score']} -> "
+               f"{sel['output']}", err=True)
+
+
+@main.command(epilog="\b\nExample:\n  fastscore demo --output-dir runs/demo")
+@click.option("--output-dir", default="runs/demo", show_default=True)
+@click.option("--fraction", default=0.2, show_default=True, type=float)
+@click.option("--progress/--no-progress", default=True)
+@_handle_errors
+def demo(output_dir: str, fraction: float, progress: bool) -> None:
+    """Build the tiny demo models and data (once, cached), then score and select."""
+    from .run import demo as run_demo
+    from .run import format_demo
+
+    result = run_demo(output_dir, fraction=fraction, progress=progress)
+    click.echo(format_demo(result))
+    click.echo(f"outputs in {output_dir}/ (scores.jsonl, selected.jsonl, manifest.json)")
+
+
+def _summary(m: dict) -> str:
+    by = ", ".join(f"{k}={v}" for k, v in m["counts"]["by_status"].items())
+    return (
+        f"scored {m['counts']['records']} records ({by}) at "
+        f"{m['throughput']['tokens_per_second']:,.0f} tokens/s -> {m['output']}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Config dataclasses. A ``configs/*.yaml`` file maps 1:1 onto them; unknown keys are refused.
+
+``ScoreConfig`` is what ``fastscore score`` takes, ``SelectConfig`` what ``fastscore select``
+takes, and ``RunConfig`` (``score:`` and ``select:`` sections plus ``output_dir``) what
+``fastscore run`` takes. CLI options override the file's values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+ENGINES = ("vllm",)
+LOGPROB_PATHS = ("auto", "flat", "token_ids")
+
+
+@dataclass
+class EngineConfig:
+    """How each model is run. Applies to the base and the reference engine alike."""
+
+    kind: str = "vllm"
+    # "auto" keeps the checkpoint's dtype; "float32" matches a transformers fp32 reference.
+    dtype: str = "auto"
+    # Share of accelerator memory per engine (two engines share one device). On CPU
+    # vLLM reads it as a share of RAM; kv_cache_gb is the simpler knob there.
+    gpu_memory_utilization: float | None = None
+    kv_cache_gb: float | None = None  # KV cache per engine; default 1 GiB on CPU
+    enforce_eager: bool | None = None  # None: eager on CPU (no compile wait), graphs on GPU
+    tensor_parallel_size: int = 1
+    # token_ids: vLLM's response-only fast path (V2 model runner); flat: prompt_logprobs=0
+    # at every position; auto: the fast path when the engine supports it.
+    logprobs_path: str = "auto"
+    seed: int = 0
+    trust_remote_code: bool = False
+
+
+@dataclass
+class ScoreConfig:
+    input: str | None = None
+    base: str | None = None
+    ref: str | None = None
+    output: str | None = None
+    format: str = "auto"
+    template: str = "auto"  # auto: the tokenizer's chat template, else the plain one
+    # Longest sample scored, in tokens; longer ones get status too_long.
+    # None: the models' context length minus one.
+    max_length: int | None = None
+    batch_tokens: int = 32768  # tokens handed to the engines per step (the streaming unit)
+    progress: bool = True
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+
+@dataclass
+class SelectConfig:
+    scores: str | None = None
+    input: str | None = None
+    output: str | None = None
+    top_k: int | None = None
+    fraction: float | None = None
+    threshold: float | None = None
+    score: str = "lobass"
+    order: str = "desc"  # desc: highest scores first
+
+
+@dataclass
+class RunConfig:
+    output_dir: str | None = None
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+
+
+def _dataclass_of(tp: Any) -> type | None:
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        for arg in typing.get_args(tp):
+            if dataclasses.is_dataclass(arg):
+                return arg
+    return None
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+    """Build ``cls`` from a nested dict, refusing keys the dataclass does not have."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {unknown}; valid keys for {cls.__name__}: {sorted(names)}"
+        )
+    kwargs = {}
+    for key, value in data.items():
+        sub = _dataclass_of(hints[key])
+        kwargs[key] = from_dict(sub, value, f"{where}.{key}") if sub else value
+    return cls(**kwargs)
+
+
+def load_yaml(cls: type, path: str | Path) -> Any:
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path}: invalid YAML ({e})") from e
+    return from_dict(cls, data, where=str(path))
+
+
+def set_path(obj: Any, dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` on nested dataclasses."""
+    *parents, last = dotted.split(".")
+    for p in parents:
+        obj = getattr(obj, p)
+    setattr(obj, last, value)
+
+
+def validate_score(cfg: ScoreConfig) -> None:
+    from .formats import FORMATS
+    from .render import TEMPLATES
+
+    for name in ("input", "base", "ref", "output"):
+        if not getattr(cfg, name):
+            raise ConfigError(f"score: {name!r} is required (--{name} or '{name}:' in the config)")
+    if cfg.format != "auto" and cfg.format not in FORMATS:
+        raise ConfigError(f"format must be auto or one of {FORMATS}, got {cfg.format!r}")
+    if cfg.template not in TEMPLATES:
+        raise ConfigError(f"template must be one of {TEMPLATES}, got {cfg.template!r}")
+    if cfg.engine.kind not in ENGINES:
+        raise ConfigError(f"engine must be one of {ENGINES}, got {cfg.engine.kind!r}")
+    if cfg.engine.logprobs_path not in LOGPROB_PATHS:
+        raise ConfigError(
+            f"logprobs_path must be one of {LOGPROB_PATHS}, got {cfg.engine.logprobs_path!r}"
+        )
+    if cfg.batch_tokens < 1:
+        raise ConfigError(f"batch_tokens must be >= 1, got {cfg.batch_tokens}")
+    if cfg.max_length is not None and cfg.max_length < 2:
+        raise ConfigError(f"max_length must be >= 2, got {cfg.max_length}")
+    if Path(cfg.output).resolve() == Path(cfg.input).resolve():
+        raise ConfigError("the scores output must not be the input file")
+
+
+def validate_select(cfg: SelectConfig, need_paths: bool = True) -> None:
+    if need_paths:
+        for name in ("scores", "input", "output"):
+            if not getattr(cfg, name):
+                raise ConfigError(f"select: {name!r} is required")
+        if Path(cfg.output).resolve() == Path(cfg.input).resolve():
+            raise ConfigError("the subset output must not be the input file")
+    given = [n for n in ("top_k", "fraction", "threshold") if getattr(cfg, n) is not None]
+    if len(given) != 1:
+        raise ConfigError(
+            "select: give exactly one of --top-k, --fraction, --threshold"
+            + (f" (got {given})" if given else "")
+        )
+    if cfg.top_k is not None and cfg.top_k < 0:
+        raise ConfigError(f"top_k must be >= 0, got {cfg.top_k}")
+    if cfg.fraction is not None and not 0.0 <= cfg.fraction <= 1.0:
+        raise ConfigError(f"fraction must be in [0, 1], got {cfg.fraction}")
+    if cfg.order not in ("desc", "asc"):
+        raise ConfigError(f"order must be desc or asc, got {cfg.order!r}")

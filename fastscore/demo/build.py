@@ -1,0 +1,229 @@
+"""Build the demo's tokenizer, base model and reference model, once, into the cache.
+
+No model hub is reachable, so the demo makes its own: a byte-level BPE tokenizer with a
+ChatML chat template, a tiny Llama "pretrained" on the world's corpus, and a reference
+model fine-tuned from it on the demo SFT set with the response-only loss (the same
+response masks the scorer uses). Seeded and deterministic; a few minutes on 2 CPU cores.
+head_dim is 64 because vLLM's CPU attention refuses smaller heads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import orjson
+
+from ..paths import cache_dir
+from . import world as world_mod
+
+log = logging.getLogger(__name__)
+
+CHATML_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+
+
+@dataclass(frozen=True)
+class TinyLlama:
+    hidden_size: int = 128
+    intermediate_size: int = 512
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 2
+    head_dim: int = 64
+    max_position_embeddings: int = 256
+    vocab_size: int = 1024
+
+
+@dataclass(frozen=True)
+class Training:
+    epochs: int
+    lr: float
+    batch_size: int = 32
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    world: world_mod.World = field(default_factory=world_mod.World)
+    model: TinyLlama = field(default_factory=TinyLlama)
+    pretrain: Training = field(default_factory=lambda: Training(epochs=3, lr=3e-3))
+    finetune: Training = field(default_factory=lambda: Training(epochs=2, lr=1e-3, batch_size=16))
+    seed: int = 0
+
+    def key(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True).encode() + CHATML_TEMPLATE.encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class DemoAssets:
+    root: Path
+
+    @property
+    def base(self) -> Path:
+        return self.root / "base"
+
+    @property
+    def ref(self) -> Path:
+        return self.root / "ref"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "sft.jsonl"
+
+
+def ensure_demo(recipe: DemoRecipe | None = None, root: Path | None = None) -> DemoAssets:
+    """The demo assets, built on first use and reused afterwards."""
+    recipe = recipe or DemoRecipe()
+    root = Path(root) if root else cache_dir() / f"demo-{recipe.key()}"
+    assets = DemoAssets(root)
+    if (root / "COMPLETE").exists():
+        return assets
+    tmp = root.with_name(root.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    t0 = time.perf_counter()
+    _build(recipe, DemoAssets(tmp))
+    (tmp / "COMPLETE").write_text(f"built in {time.perf_counter() - t0:.1f}s\n")
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(tmp, root)  # atomic: a half-built demo is never picked up
+    return assets
+
+
+def build_tokenizer(texts: list[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    fast.chat_template = CHATML_TEMPLATE
+    return fast
+
+
+def _build(recipe: DemoRecipe, out: DemoAssets) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ..formats import to_samples
+    from ..records import OK, RawRecord
+    from ..render import Renderer
+
+    torch.manual_seed(recipe.seed)
+    pretrain, sft = world_mod.build(recipe.world)
+    with open(out.data, "wb") as f:
+        for rec in sft:
+            f.write(orjson.dumps(rec) + b"\n")
+
+    texts = [m["content"] for conv in pretrain for m in conv]
+    texts += [m["content"] for rec in sft for m in rec["messages"]]
+    tokenizer = build_tokenizer(texts, recipe.model.vocab_size)
+    m = recipe.model
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=m.hidden_size,
+        intermediate_size=m.intermediate_size,
+        num_hidden_layers=m.num_hidden_layers,
+        num_attention_heads=m.num_attention_heads,
+        num_key_value_heads=m.num_attention_heads,
+        head_dim=m.head_dim,
+        max_position_embeddings=m.max_position_embeddings,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        torch_dtype="float32",
+    )
+    model = LlamaForCausalLM(config)
+
+    # Pretraining: every token of the ChatML-formatted corpus counts.
+    pre_ids = [
+        tokenizer.apply_chat_template(conv, tokenize=False) for conv in pretrain
+    ]
+    pre_examples = []
+    for text in pre_ids:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        pre_examples.append((ids, list(range(1, len(ids)))))
+    _train(model, pre_examples, recipe.pretrain, tokenizer.pad_token_id, "pretrain base")
+    model.save_pretrained(out.base)
+    tokenizer.save_pretrained(out.base)
+
+    # Fine-tuning: response tokens only, with the scorer's own masks.
+    renderer = Renderer(tokenizer)
+    raws = [RawRecord(i, rec) for i, rec in enumerate(sft)]
+    ft_examples = []
+    for r in renderer.render_all(to_samples(raws, "messages")):
+        assert r.status == OK, f"demo record {r.id} did not render: {r.reason}"
+        ft_examples.append((r.token_ids.tolist(), r.response_positions.tolist()))
+    _train(model, ft_examples, recipe.finetune, tokenizer.pad_token_id, "fine-tune reference")
+    model.save_pretrained(out.ref)
+    tokenizer.save_pretrained(out.ref)
+
+
+def _train(model, examples, cfg: Training, pad_id: int, what: str) -> None:
+    """AdamW with warm-up then cosine decay; loss on the given target positions only.
+
+    ``examples`` are (token ids, positions whose token is a target).
+    """
+    import torch
+
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    g = torch.Generator().manual_seed(0)
+    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+    step, t0, loss_v = 0, time.perf_counter(), float("nan")
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(examples), generator=g).tolist()
+        for b in range(0, len(order), cfg.batch_size):
+            batch = [examples[i] for i in order[b : b + cfg.batch_size]]
+            width = max(len(ids) for ids, _ in batch)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            labels = torch.full((len(batch), width), -100, dtype=torch.long)
+            attn = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, (ids, targets) in enumerate(batch):
+                t = torch.tensor(ids)
+                input_ids[row, : len(ids)] = t
+                attn[row, : len(ids)] = 1
+                labels[row, targets] = t[targets]
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step)
+            # transformers shifts labels itself: labels[t] is predicted from tokens < t.
+            out = model(input_ids=input_ids, attention_mask=attn, labels=labels)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            loss_v = out.loss.item()
+            step += 1
+    log.info("%s: %d steps, final loss %.3f, %.1fs", what, step, loss_v, time.perf_counter() - t0)
+    model.eval()

