@@ -1,0 +1,151 @@
+"""The command line end to end, as a user runs it (subprocesses, real engines)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from fastscore.formats import to_samples
+from fastscore.io import read_records
+from fastscore.render import Renderer
+from fastscore.scoring import mean_nll
+
+from .reference import transformers_logprobs
+
+
+def fastscore_cmd() -> list[str]:
+    script = Path(sys.executable).with_name("fastscore")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "fastscore.cli"]
+
+
+def cli(*args, check=True, timeout=600):
+    p = subprocess.run(fastscore_cmd() + [str(a) for a in args], capture_output=True,
+                       text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"fastscore {args} failed ({p.returncode}):\n{p.stderr[-4000:]}")
+    return p
+
+
+@pytest.mark.engine
+def test_demo_end_to_end(tmp_path, demo_assets):
+    out = tmp_path / "demo"
+    p = cli("demo", "--output-dir", out, "--no-progress")
+    lines = {ln.split()[0]: ln.split()[1:] for ln in p.stdout.splitlines() if ln.strip()}
+    in_data, by_lobass, by_rho, random_exp = (float(x) for x in lines["learnable"])
+    # The embedded world is built so that only "learnable" samples are learnable: LoBaSS
+    # must prefer them well beyond chance.
+    assert in_data == 200 and by_lobass > 2 * random_exp
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["counts"]["records"] == 600 and m["selection"]["selected"] == 120
+    assert len((out / "selected.jsonl").read_bytes().splitlines()) == 120
+    assert sum(1 for _ in open(out / "scores.jsonl")) == 600
+
+
+MULTI_TURN = [
+    {"id": "mt-1", "messages": [
+        {"role": "system", "content": "answer briefly."},
+        {"role": "user", "content": "hello, i am kobu."},
+        {"role": "assistant", "content": "hello kobu, nice to meet you."},
+        {"role": "user", "content": "what color is the rega?"},
+        {"role": "assistant", "content": "the rega is black."}]},
+    {"id": "mt-2", "messages": [
+        {"role": "user", "content": "what is the capital of zorland?"},
+        {"role": "assistant", "content": "no idea."},
+        {"role": "user", "content": "say something."},
+        {"role": "assistant", "content": "bada kimo sevu."},
+        {"role": "user", "content": "thanks"}]},
+    {"id": "no-reply", "messages": [{"role": "user", "content": "hi"}]},
+    {"id": "long", "messages": [{"role": "user", "content": "hello " * 60},
+                                {"role": "assistant", "content": "ok."}]},
+    {"id": "bad-role", "messages": [{"role": "robot", "content": "beep"}]},
+]
+
+
+@pytest.mark.engine
+def test_run_multi_turn_matches_transformers(tmp_path, demo_assets, tokenizer):
+    data = tmp_path / "chat.jsonl"
+    data.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in MULTI_TURN) + b"{not json\n")
+    out = tmp_path / "out"
+    cli("run", data, "--base", demo_assets.base, "--ref", demo_assets.ref, "--output-dir", out,
+        "--top-k", 1, "--dtype", "float32", "--max-length", 100, "--kv-cache-gb", 0.25,
+        "--no-progress")
+    rows = [orjson.loads(x) for x in (out / "scores.jsonl").read_bytes().splitlines()]
+    assert [r["id"] for r in rows] == ["mt-1", "mt-2", "no-reply", "long", "bad-role", 5]
+    assert [r["status"] for r in rows] == [
+        "ok", "ok", "no_response", "too_long", "bad_record", "bad_record"]
+    assert "line 6: invalid JSON" in rows[5]["reason"]
+    for r in rows[2:]:
+        assert r["loss_base"] is None and r["lobass"] is None and r["reason"]
+
+    rendered = list(Renderer(tokenizer, "auto").render_all(
+        to_samples(read_records(data), "messages")))[:2]
+    for model, key in ((demo_assets.base, "loss_base"), (demo_assets.ref, "loss_ref")):
+        for s, lp in zip(rendered, transformers_logprobs(model, rendered)):
+            assert abs(rows[s.index][key] - mean_nll(lp)) < 1e-4
+            assert rows[s.index]["n_response_tokens"] == s.n_response_tokens
+    best = max(rows[:2], key=lambda r: r["lobass"])
+    selected = (out / "selected.jsonl").read_bytes().splitlines(keepends=True)
+    assert selected == [data.read_bytes().splitlines(keepends=True)[best["index"]]]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["counts"]["by_status"] == {"ok": 2, "bad_record": 2, "no_response": 1,
+                                        "too_long": 1}
+    assert m["models"]["base"]["weights_sample_sha256"] != m["models"]["ref"]["weights_sample_sha256"]
+    assert m["options"]["engine"]["dtype"] == "float32" and m["max_length"] == 100
+    assert {"engine_base", "engine_ref", "read_render"} <= set(m["seconds"])
+
+
+def test_select_cli_and_config_file(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(b"".join(orjson.dumps({"prompt": "p", "response": str(i)}) + b"\n"
+                              for i in range(5)))
+    scores = tmp_path / "s.jsonl"
+    scores.write_bytes(b"".join(orjson.dumps({"id": i, "index": i, "status": "ok",
+                                              "lobass": i / 10}) + b"\n" for i in range(5)))
+    cfg = tmp_path / "sel.yaml"
+    cfg.write_text(f"scores: {scores}\ninput: {data}\noutput: {tmp_path / 'x.jsonl'}\n"
+                   "top_k: 1\n")
+    out = tmp_path / "sub.jsonl"
+    p = cli("select", "--config", cfg, "--output", out, "--fraction", 0.4, "--top-k", None,
+            check=False)
+    assert p.returncode != 0  # --top-k needs a value: click says so
+    cli("select", scores, "--input", data, "--output", out, "--fraction", 0.4)
+    assert [orjson.loads(x)["response"] for x in out.read_bytes().splitlines()] == ["3", "4"]
+    cfg.write_text(cfg.read_text().replace("top_k: 1", "top_k: 2"))
+    cli("select", "--config", cfg, "--output", out)  # the CLI's --output beats the file's
+    assert len(out.read_bytes().splitlines()) == 2 and not (tmp_path / "x.jsonl").exists()
+
+
+def test_cli_errors_are_one_clear_line(tmp_path, demo_assets):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("score:\n  engine:\n    dtpye: float32\n")
+    p = cli("run", "--config", cfg, check=False)
+    assert p.returncode == 1 and "unknown key(s) ['dtpye']" in p.stderr
+    assert "Traceback" not in p.stderr
+    p = cli("score", tmp_path / "none.jsonl", "--base", demo_assets.base, "--ref",
+            demo_assets.ref, "--output", tmp_path / "s.jsonl", check=False)
+    assert p.returncode == 1 and "does not exist" in p.stderr
+    p = cli("select", tmp_path / "s.jsonl", check=False)
+    assert p.returncode == 1 and "'input' is required" in p.stderr
+    assert "Examples:" in cli("--help").stdout
+
+
+def test_mismatched_tokenizers_stop_before_scoring(tmp_path, demo_assets):
+    import fastscore
+    from fastscore.errors import ModelError
+
+    ref = tmp_path / "ref"
+    shutil.copytree(demo_assets.ref, ref)
+    tc = json.loads((ref / "tokenizer.json").read_text())
+    vocab = tc["model"]["vocab"]
+    a, b = sorted(vocab)[100:102]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (ref / "tokenizer.json").write_text(json.dumps(tc))
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"prompt": "p", "response": "r"}\n')
+    with pytest.raises(ModelError, match="tokenizers differ: vocabularies differ"):
+        fastscore.score(input=str(data), base=str(demo_assets.base), ref=str(ref),
+                        output=str(tmp_path / "s.jsonl"))

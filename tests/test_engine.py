@@ -1,0 +1,77 @@
+"""The vLLM engine against an independent transformers computation (fp32, within 1e-4)."""
+
+import numpy as np
+import pytest
+
+from fastscore.formats import to_samples
+from fastscore.records import OK, RawRecord
+from fastscore.render import Renderer
+from fastscore.scoring import mean_nll
+
+from .reference import transformers_logprobs
+
+pytestmark = pytest.mark.engine
+
+RECORDS = {
+    "messages": [
+        {"messages": [{"role": "user", "content": "what color is the rega?"},
+                      {"role": "assistant", "content": "the rega is black."}]},
+        {"messages": [{"role": "system", "content": "answer briefly."},
+                      {"role": "user", "content": "hello, i am kobu."},
+                      {"role": "assistant", "content": "hello kobu, nice to meet you."},
+                      {"role": "user", "content": "what is the capital of zorland?"},
+                      {"role": "assistant", "content": "i do not know it."},
+                      {"role": "user", "content": "say something."},
+                      {"role": "assistant", "content": "bada kimo sevu."}]},
+    ],
+    "alpaca": [
+        {"instruction": "what color is the rega?", "input": "", "output": "the rega is black."},
+        {"instruction": "say something.", "input": "be quick", "output": "zuna pepi."},
+    ],
+    "sharegpt": [
+        {"conversations": [{"from": "human", "value": "hello, i am mira."},
+                           {"from": "gpt", "value": "hello mira, nice to meet you."},
+                           {"from": "human", "value": "what color is the lumupa?"},
+                           {"from": "gpt", "value": "the lumupa is blue."}]},
+    ],
+    "prompt-response": [{"prompt": "say something.", "response": "tovi rasa mepu keli."}],
+}
+
+
+def _rendered(tokenizer, template):
+    out = []
+    for fmt, recs in RECORDS.items():
+        raws = [RawRecord(i, r) for i, r in enumerate(recs)]
+        for r in Renderer(tokenizer, template).render_all(to_samples(raws, fmt)):
+            assert r.status == OK, r.reason
+            out.append(r)
+    return out
+
+
+@pytest.mark.parametrize("template", ["model", "plain"])
+def test_vllm_matches_transformers(engines, demo_assets, tokenizer, template):
+    samples = _rendered(tokenizer, template)
+    assert any(len(s.response_positions) > 12 for s in samples)  # multi-turn is in there
+    for engine, model_dir in zip(engines, (demo_assets.base, demo_assets.ref)):
+        got = engine.response_logprobs(samples)
+        want = transformers_logprobs(model_dir, samples)
+        for s, g, w in zip(samples, got, want):
+            assert g.shape == w.shape == (s.n_response_tokens,)
+            np.testing.assert_allclose(g, w, atol=1e-4, rtol=0)
+            assert abs(mean_nll(g) - mean_nll(w)) < 1e-4
+        # the two models are not the same model: the check above could not pass by accident
+    assert engines[0].info()["logprobs_path"] == "flat"  # CPU has no V2 runner
+
+
+def test_base_and_ref_differ(engines, tokenizer):
+    samples = _rendered(tokenizer, "model")[:1]
+    lb, lr = (e.response_logprobs(samples)[0] for e in engines)
+    assert np.abs(lb - lr).max() > 1e-2
+
+
+def test_engine_order_is_kept_for_mixed_lengths(engines, tokenizer):
+    samples = _rendered(tokenizer, "model")
+    forward = engines[0].response_logprobs(samples)
+    backward = engines[0].response_logprobs(samples[::-1])[::-1]
+    for a, b in zip(forward, backward):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)

@@ -1,0 +1,130 @@
+"""Response masks, token by token, on the demo's ChatML template and the plain template.
+
+Each test states the exact text every assistant turn must contribute to the loss (its
+content plus the end-of-turn marker) and checks each token's membership against it.
+"""
+
+import numpy as np
+import pytest
+
+from fastscore.records import NO_RESPONSE, OK, TEMPLATE_ERROR, TOO_LONG, Message, Sample
+from fastscore.render import Renderer, response_positions
+
+MULTI = [
+    Message("system", "you are terse."),
+    Message("user", "what color is the rega?"),
+    Message("assistant", "the rega is black."),
+    Message("user", "and the lumupa?"),
+    Message("assistant", " blue,\nsurely "),
+    Message("user", "thanks"),
+]
+
+
+def _runs(rendered, tokenizer):
+    """Decoded text of each maximal run of response tokens, and of everything else."""
+    ids, pos = rendered.token_ids, set(rendered.response_positions.tolist())
+    runs, other, cur = [], [], []
+    for i, t in enumerate(ids.tolist()):
+        piece = tokenizer.decode([t])
+        if i in pos:
+            cur.append(piece)
+        else:
+            if cur:
+                runs.append("".join(cur))
+                cur = []
+            other.append(piece)
+    if cur:
+        runs.append("".join(cur))
+    return runs, "".join(other)
+
+
+def test_chatml_masks_token_by_token(tokenizer):
+    r = Renderer(tokenizer, "model").render(Sample(0, "a", MULTI))
+    assert r.status == OK
+    runs, other = _runs(r, tokenizer)
+    assert runs == ["the rega is black.<|im_end|>", " blue,\nsurely <|im_end|>"]
+    # The prompt side: every role header and user turn, the newline after each <|im_end|>,
+    # and nothing after the last response token (the trailing user turn is cut).
+    assert other == (
+        "<|im_start|>system\nyou are terse.<|im_end|>\n<|im_start|>user\nwhat color is the "
+        "rega?<|im_end|>\n<|im_start|>assistant\n\n<|im_start|>user\nand the lumupa?"
+        "<|im_end|>\n<|im_start|>assistant\n"
+    )
+    # Each token is one or the other; the ids are the full rendering's, in order.
+    full = tokenizer.apply_chat_template(
+        [{"role": m.role, "content": m.content} for m in MULTI], tokenize=False
+    )
+    assert tokenizer.decode(r.token_ids.tolist()) == full.split("\n<|im_start|>user\nthanks")[0]
+    assert r.token_ids[r.response_positions[-1]] == tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+
+def test_plain_template_masks_token_by_token(tokenizer):
+    r = Renderer(tokenizer, "plain").render(Sample(0, "a", MULTI))
+    assert r.status == OK
+    runs, other = _runs(r, tokenizer)
+    assert runs == ["the rega is black.</s>", " blue,\nsurely </s>"]
+    assert other == (
+        "<s>you are terse.\n\n### Instruction:\nwhat color is the rega?\n\n### Response:\n"
+        "\n\n### Instruction:\nand the lumupa?\n\n### Response:\n"
+    )
+
+
+def test_auto_template_falls_back_to_plain_without_chat_template(tokenizer):
+    import copy
+
+    bare = copy.deepcopy(tokenizer)
+    bare.chat_template = None
+    assert Renderer(bare, "auto").template_name == "plain"
+    assert Renderer(tokenizer, "auto").template_name == "model"
+
+
+def test_statuses(tokenizer):
+    rr = Renderer(tokenizer, "model", max_length=12)
+    no_assistant = rr.render(Sample(0, 0, [Message("user", "hi")]))
+    assert no_assistant.status == NO_RESPONSE
+    blank = rr.render(Sample(1, 1, [Message("user", "hi"), Message("assistant", "  \n")]))
+    assert blank.status == NO_RESPONSE
+    long = rr.render(
+        Sample(2, 2, [Message("user", "hi " * 20), Message("assistant", "what color")])
+    )
+    assert long.status == TOO_LONG and "max_length 12" in long.reason
+
+
+def test_template_that_is_not_prefix_stable(tokenizer):
+    import copy
+
+    odd = copy.deepcopy(tokenizer)
+    # Writes the number of turns up front: no rendering of a prefix is a prefix.
+    odd.chat_template = (
+        "{{ messages|length }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n"
+        "{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"
+    )
+    r = Renderer(odd, "model").render(
+        Sample(0, 0, [Message("user", "hi"), Message("assistant", "yo")])
+    )
+    assert r.status == TEMPLATE_ERROR and "prefix-stable" in r.reason
+
+
+def test_template_that_raises(tokenizer):
+    import copy
+
+    strict = copy.deepcopy(tokenizer)
+    strict.chat_template = "{{ raise_exception('roles must alternate') }}"
+    r = Renderer(strict, "model").render(
+        Sample(0, 0, [Message("user", "hi"), Message("assistant", "yo")])
+    )
+    assert r.status == TEMPLATE_ERROR and "roles must alternate" in r.reason
+
+
+@pytest.mark.parametrize(
+    "starts,spans,expected",
+    [
+        ([0, 3, 5, 9, 12], [(5, 12)], [2, 3]),  # a token starting at the end is outside
+        ([0, 2, 4, 6, 8], [(1, 3), (6, 9)], [1, 3, 4]),
+        ([0, 4], [], []),
+        ([0, 1, 2], [(0, 1)], [0]),
+    ],
+)
+def test_response_positions_first_character_rule(starts, spans, expected):
+    got = response_positions(np.asarray(starts), spans)
+    assert got.tolist() == expected

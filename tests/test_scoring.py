@@ -1,0 +1,66 @@
+import math
+
+import numpy as np
+import pytest
+
+from fastscore.pipeline import aggregate, chunk_by_tokens
+from fastscore.records import NONFINITE, OK, TOO_LONG, RenderedSample
+from fastscore.scoring import lobass, mean_nll, rho, score_losses
+
+
+def test_mean_nll_by_hand():
+    # -(ln 0.5 + ln 0.25) / 2 = (0.6931 + 1.3863) / 2
+    assert mean_nll(np.log([0.5, 0.25])) == pytest.approx((math.log(2) + math.log(4)) / 2)
+    assert mean_nll(np.array([0.0, 0.0])) == 0.0
+    assert math.isnan(mean_nll(np.array([])))
+    assert mean_nll(np.array([-np.inf, -1.0])) == math.inf
+
+
+def test_mean_nll_sums_in_float64():
+    lp = np.full(1_000_000, -0.1, dtype=np.float32)
+    assert mean_nll(lp) == pytest.approx(float(np.float32(0.1)), rel=1e-12)
+
+
+def test_scores_by_hand():
+    assert lobass(2.0, 0.5) == pytest.approx(0.75)
+    assert rho(2.0, 0.5) == pytest.approx(1.5)
+    assert lobass(1.0, 1.5) == pytest.approx(-0.5)  # the reference got worse
+    assert lobass(0.0, 0.3) is None  # undefined, never a made-up number
+    assert score_losses(4.0, 1.0) == {"lobass": pytest.approx(0.75), "rho": pytest.approx(3.0)}
+
+
+def test_lobass_ranking_equals_base_over_ref_ranking():
+    # METHOD.md: (Lb-Lr)/Lb and Lb/Lr - 1 rank samples identically.
+    rng = np.random.default_rng(0)
+    lb = rng.uniform(0.5, 5, 200)
+    lr = rng.uniform(0.1, 5, 200)
+    a = np.argsort([-lobass(b, r) for b, r in zip(lb, lr)], kind="stable")
+    b = np.argsort(-(lb / lr - 1), kind="stable")
+    assert (a == b).all()
+
+
+def _sample(i, n=5, pos=(3, 4), status=OK):
+    return RenderedSample(
+        i, f"s{i}", np.arange(n, dtype=np.int32), np.asarray(pos, dtype=np.int32), status
+    )
+
+
+def test_aggregate_ok_and_nonfinite_and_passthrough():
+    s = aggregate(_sample(0), np.log([0.5, 0.5]), np.log([1.0, 0.5]))
+    assert s.status == OK
+    assert s.loss_base == pytest.approx(math.log(2))
+    assert s.loss_ref == pytest.approx(math.log(2) / 2)
+    assert s.lobass == pytest.approx(0.5)
+    assert s.n_response_tokens == 2
+    bad = aggregate(_sample(1), np.array([-np.inf, -1.0]), np.array([-1.0, -1.0]))
+    assert bad.status == NONFINITE and bad.lobass is None and "base loss is inf" in bad.reason
+    long = aggregate(_sample(2, status=TOO_LONG), None, None)
+    assert long.status == TOO_LONG and long.loss_base is None
+
+
+def test_chunks_keep_order_and_respect_budget():
+    items = [_sample(i, n=10) for i in range(7)]
+    items[3] = _sample(3, n=10, status=TOO_LONG)  # costs no engine tokens
+    chunks = list(chunk_by_tokens(items, batch_tokens=25))
+    assert [s.index for c in chunks for s in c] == list(range(7))
+    assert [len(c) for c in chunks] == [3, 4]
