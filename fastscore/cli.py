@@ -60,7 +60,10 @@ def _apply(ctx: click.Context, cfg, mapping: dict[str, str], prefix: str = "") -
             continue
         value = ctx.params[name]
         source = ctx.get_parameter_source(name)
-        if value is not None and source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+        if value is not None and source in (
+            ParameterSource.COMMANDLINE,
+            ParameterSource.ENVIRONMENT,
+        ):
             set_path(cfg, prefix + dotted, value)
 
 
@@ -83,9 +86,7 @@ def score_options(f):
         click.option(
             "--max-length", type=int, help="Longest sample scored, in tokens [default: context-1]."
         ),
-        click.option(
-            "--batch-tokens", type=int, help="Tokens per engine step [default: 32768]."
-        ),
+        click.option("--batch-tokens", type=int, help="Tokens per engine step [default: 32768]."),
         click.option(
             "--dtype", help="auto, float32, bfloat16, float16 [default: auto, the checkpoint's]."
         ),
@@ -151,8 +152,10 @@ def main(verbose: bool, quiet: bool) -> None:
     quiet_vllm(verbose)
 
 
-@main.command(epilog="\b\nExample:\n  fastscore score data.jsonl --base ./base --ref ./sft "
-              "--output scores.jsonl --dtype float32")
+@main.command(
+    epilog="\b\nExample:\n  fastscore score data.jsonl --base ./base --ref ./sft "
+    "--output scores.jsonl --dtype float32"
+)
 @click.argument("input", required=False)
 @click.option("--output", help="Scores file to write (JSONL, one line per input record).")
 @score_options
@@ -169,8 +172,10 @@ def score(ctx: click.Context, config_file: str | None, **_: object) -> None:
     click.echo(_summary(m), err=True)
 
 
-@main.command(epilog="\b\nExample:\n  fastscore select scores.jsonl --input data.jsonl "
-              "--output subset.jsonl --fraction 0.06")
+@main.command(
+    epilog="\b\nExample:\n  fastscore select scores.jsonl --input data.jsonl "
+    "--output subset.jsonl --fraction 0.06"
+)
 @click.argument("scores", required=False)
 @click.option("--input", help="The input file the scores were computed on.")
 @click.option("--output", help="Subset to write (.jsonl, .json or .parquet).")
@@ -193,8 +198,10 @@ def select(ctx: click.Context, config_file: str | None, **_: object) -> None:
     )
 
 
-@main.command(epilog="\b\nExample:\n  fastscore run data.jsonl --base ./base --ref ./sft "
-              "--output-dir out --fraction 0.06")
+@main.command(
+    epilog="\b\nExample:\n  fastscore run data.jsonl --base ./base --ref ./sft "
+    "--output-dir out --fraction 0.06"
+)
 @click.argument("input", required=False)
 @click.option("--output-dir", help="Directory for scores.jsonl, selected.jsonl, manifest.json.")
 @score_options
@@ -210,13 +217,19 @@ def run(ctx: click.Context, config_file: str | None, **_: object) -> None:
     if ctx.params.get("output_dir"):
         cfg.output_dir = ctx.params["output_dir"]
     _apply(ctx, cfg, {k: v for k, v in SCORE_OPTIONS.items() if k != "output"}, "score.")
-    _apply(ctx, cfg, {k: v for k, v in SELECT_OPTIONS.items()
-                      if k not in ("scores", "input", "output")}, "select.")
+    _apply(
+        ctx,
+        cfg,
+        {k: v for k, v in SELECT_OPTIONS.items() if k not in ("scores", "input", "output")},
+        "select.",
+    )
     m = run_all(cfg)
     click.echo(_summary(m), err=True)
     sel = m["selection"]
-    click.echo(f"selected {sel['selected']} of {sel['records']} by {sel['score']} -> "
-               f"{sel['output']}", err=True)
+    click.echo(
+        f"selected {sel['selected']} of {sel['records']} by {sel['score']} -> {sel['output']}",
+        err=True,
+    )
 
 
 @main.command(epilog="\b\nExample:\n  fastscore demo --output-dir runs/demo")

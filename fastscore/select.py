@@ -23,9 +23,7 @@ from .records import RawRecord
 OUTPUT_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
 
 
-def choose(
-    values: list[tuple[int, float]], n_records: int, cfg: SelectConfig
-) -> list[int]:
+def choose(values: list[tuple[int, float]], n_records: int, cfg: SelectConfig) -> list[int]:
     """Indices chosen from (index, score) pairs of the eligible records, in input order.
 
     ``n_records`` counts every input record: a fraction is of the whole input, and
@@ -68,14 +66,19 @@ def select(config: SelectConfig | None = None, /, **fields: Any) -> dict[str, An
     rows, eligible = load_scores(cfg.scores, cfg.score)
     chosen = choose(eligible, len(rows), cfg)
     n_written = write_subset(cfg.input, cfg.output, chosen, rows)
-    target = None if cfg.threshold is not None else (
-        cfg.top_k if cfg.top_k is not None else math.floor(cfg.fraction * len(rows) + 1e-9)
+    target = (
+        None
+        if cfg.threshold is not None
+        else (cfg.top_k if cfg.top_k is not None else math.floor(cfg.fraction * len(rows) + 1e-9))
     )
     return {
         "score": cfg.score,
         "order": cfg.order,
-        "rule": {k: getattr(cfg, k) for k in ("top_k", "fraction", "threshold")
-                 if getattr(cfg, k) is not None},
+        "rule": {
+            k: getattr(cfg, k)
+            for k in ("top_k", "fraction", "threshold")
+            if getattr(cfg, k) is not None
+        },
         "records": len(rows),
         "eligible": len(eligible),
         "selected": n_written,

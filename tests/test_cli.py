@@ -23,8 +23,9 @@ def fastscore_cmd() -> list[str]:
 
 
 def cli(*args, check=True, timeout=600):
-    p = subprocess.run(fastscore_cmd() + [str(a) for a in args], capture_output=True,
-                       text=True, timeout=timeout)
+    p = subprocess.run(
+        fastscore_cmd() + [str(a) for a in args], capture_output=True, text=True, timeout=timeout
+    )
     if check and p.returncode != 0:
         raise AssertionError(f"fastscore {args} failed ({p.returncode}):\n{p.stderr[-4000:]}")
     return p
@@ -42,25 +43,38 @@ def test_demo_end_to_end(tmp_path, demo_assets):
     m = json.loads((out / "manifest.json").read_text())
     assert m["counts"]["records"] == 600 and m["selection"]["selected"] == 120
     assert len((out / "selected.jsonl").read_bytes().splitlines()) == 120
-    assert sum(1 for _ in open(out / "scores.jsonl")) == 600
+    assert len((out / "scores.jsonl").read_bytes().splitlines()) == 600
 
 
 MULTI_TURN = [
-    {"id": "mt-1", "messages": [
-        {"role": "system", "content": "answer briefly."},
-        {"role": "user", "content": "hello, i am kobu."},
-        {"role": "assistant", "content": "hello kobu, nice to meet you."},
-        {"role": "user", "content": "what color is the rega?"},
-        {"role": "assistant", "content": "the rega is black."}]},
-    {"id": "mt-2", "messages": [
-        {"role": "user", "content": "what is the capital of zorland?"},
-        {"role": "assistant", "content": "no idea."},
-        {"role": "user", "content": "say something."},
-        {"role": "assistant", "content": "bada kimo sevu."},
-        {"role": "user", "content": "thanks"}]},
+    {
+        "id": "mt-1",
+        "messages": [
+            {"role": "system", "content": "answer briefly."},
+            {"role": "user", "content": "hello, i am kobu."},
+            {"role": "assistant", "content": "hello kobu, nice to meet you."},
+            {"role": "user", "content": "what color is the rega?"},
+            {"role": "assistant", "content": "the rega is black."},
+        ],
+    },
+    {
+        "id": "mt-2",
+        "messages": [
+            {"role": "user", "content": "what is the capital of zorland?"},
+            {"role": "assistant", "content": "no idea."},
+            {"role": "user", "content": "say something."},
+            {"role": "assistant", "content": "bada kimo sevu."},
+            {"role": "user", "content": "thanks"},
+        ],
+    },
     {"id": "no-reply", "messages": [{"role": "user", "content": "hi"}]},
-    {"id": "long", "messages": [{"role": "user", "content": "hello " * 60},
-                                {"role": "assistant", "content": "ok."}]},
+    {
+        "id": "long",
+        "messages": [
+            {"role": "user", "content": "hello " * 60},
+            {"role": "assistant", "content": "ok."},
+        ],
+    },
     {"id": "bad-role", "messages": [{"role": "robot", "content": "beep"}]},
 ]
 
@@ -70,19 +84,42 @@ def test_run_multi_turn_matches_transformers(tmp_path, demo_assets, tokenizer):
     data = tmp_path / "chat.jsonl"
     data.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in MULTI_TURN) + b"{not json\n")
     out = tmp_path / "out"
-    cli("run", data, "--base", demo_assets.base, "--ref", demo_assets.ref, "--output-dir", out,
-        "--top-k", 1, "--dtype", "float32", "--max-length", 100, "--kv-cache-gb", 0.25,
-        "--no-progress")
+    cli(
+        "run",
+        data,
+        "--base",
+        demo_assets.base,
+        "--ref",
+        demo_assets.ref,
+        "--output-dir",
+        out,
+        "--top-k",
+        1,
+        "--dtype",
+        "float32",
+        "--max-length",
+        100,
+        "--kv-cache-gb",
+        0.25,
+        "--no-progress",
+    )
     rows = [orjson.loads(x) for x in (out / "scores.jsonl").read_bytes().splitlines()]
     assert [r["id"] for r in rows] == ["mt-1", "mt-2", "no-reply", "long", "bad-role", 5]
     assert [r["status"] for r in rows] == [
-        "ok", "ok", "no_response", "too_long", "bad_record", "bad_record"]
+        "ok",
+        "ok",
+        "no_response",
+        "too_long",
+        "bad_record",
+        "bad_record",
+    ]
     assert "line 6: invalid JSON" in rows[5]["reason"]
     for r in rows[2:]:
         assert r["loss_base"] is None and r["lobass"] is None and r["reason"]
 
-    rendered = list(Renderer(tokenizer, "auto").render_all(
-        to_samples(read_records(data), "messages")))[:2]
+    rendered = list(
+        Renderer(tokenizer, "auto").render_all(to_samples(read_records(data), "messages"))
+    )[:2]
     for model, key in ((demo_assets.base, "loss_base"), (demo_assets.ref, "loss_ref")):
         for s, lp in zip(rendered, transformers_logprobs(model, rendered)):
             assert abs(rows[s.index][key] - mean_nll(lp)) < 1e-4
@@ -91,26 +128,32 @@ def test_run_multi_turn_matches_transformers(tmp_path, demo_assets, tokenizer):
     selected = (out / "selected.jsonl").read_bytes().splitlines(keepends=True)
     assert selected == [data.read_bytes().splitlines(keepends=True)[best["index"]]]
     m = json.loads((out / "manifest.json").read_text())
-    assert m["counts"]["by_status"] == {"ok": 2, "bad_record": 2, "no_response": 1,
-                                        "too_long": 1}
-    assert m["models"]["base"]["weights_sample_sha256"] != m["models"]["ref"]["weights_sample_sha256"]
+    assert m["counts"]["by_status"] == {"ok": 2, "bad_record": 2, "no_response": 1, "too_long": 1}
+    assert (
+        m["models"]["base"]["weights_sample_sha256"] != m["models"]["ref"]["weights_sample_sha256"]
+    )
     assert m["options"]["engine"]["dtype"] == "float32" and m["max_length"] == 100
     assert {"engine_base", "engine_ref", "read_render"} <= set(m["seconds"])
 
 
 def test_select_cli_and_config_file(tmp_path):
     data = tmp_path / "d.jsonl"
-    data.write_bytes(b"".join(orjson.dumps({"prompt": "p", "response": str(i)}) + b"\n"
-                              for i in range(5)))
+    data.write_bytes(
+        b"".join(orjson.dumps({"prompt": "p", "response": str(i)}) + b"\n" for i in range(5))
+    )
     scores = tmp_path / "s.jsonl"
-    scores.write_bytes(b"".join(orjson.dumps({"id": i, "index": i, "status": "ok",
-                                              "lobass": i / 10}) + b"\n" for i in range(5)))
+    scores.write_bytes(
+        b"".join(
+            orjson.dumps({"id": i, "index": i, "status": "ok", "lobass": i / 10}) + b"\n"
+            for i in range(5)
+        )
+    )
     cfg = tmp_path / "sel.yaml"
-    cfg.write_text(f"scores: {scores}\ninput: {data}\noutput: {tmp_path / 'x.jsonl'}\n"
-                   "top_k: 1\n")
+    cfg.write_text(f"scores: {scores}\ninput: {data}\noutput: {tmp_path / 'x.jsonl'}\ntop_k: 1\n")
     out = tmp_path / "sub.jsonl"
-    p = cli("select", "--config", cfg, "--output", out, "--fraction", 0.4, "--top-k", None,
-            check=False)
+    p = cli(
+        "select", "--config", cfg, "--output", out, "--fraction", 0.4, "--top-k", None, check=False
+    )
     assert p.returncode != 0  # --top-k needs a value: click says so
     cli("select", scores, "--input", data, "--output", out, "--fraction", 0.4)
     assert [orjson.loads(x)["response"] for x in out.read_bytes().splitlines()] == ["3", "4"]
@@ -125,8 +168,17 @@ def test_cli_errors_are_one_clear_line(tmp_path, demo_assets):
     p = cli("run", "--config", cfg, check=False)
     assert p.returncode == 1 and "unknown key(s) ['dtpye']" in p.stderr
     assert "Traceback" not in p.stderr
-    p = cli("score", tmp_path / "none.jsonl", "--base", demo_assets.base, "--ref",
-            demo_assets.ref, "--output", tmp_path / "s.jsonl", check=False)
+    p = cli(
+        "score",
+        tmp_path / "none.jsonl",
+        "--base",
+        demo_assets.base,
+        "--ref",
+        demo_assets.ref,
+        "--output",
+        tmp_path / "s.jsonl",
+        check=False,
+    )
     assert p.returncode == 1 and "does not exist" in p.stderr
     p = cli("select", tmp_path / "s.jsonl", check=False)
     assert p.returncode == 1 and "'input' is required" in p.stderr
@@ -147,5 +199,9 @@ def test_mismatched_tokenizers_stop_before_scoring(tmp_path, demo_assets):
     data = tmp_path / "d.jsonl"
     data.write_text('{"prompt": "p", "response": "r"}\n')
     with pytest.raises(ModelError, match="tokenizers differ: vocabularies differ"):
-        fastscore.score(input=str(data), base=str(demo_assets.base), ref=str(ref),
-                        output=str(tmp_path / "s.jsonl"))
+        fastscore.score(
+            input=str(data),
+            base=str(demo_assets.base),
+            ref=str(ref),
+            output=str(tmp_path / "s.jsonl"),
+        )

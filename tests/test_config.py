@@ -9,8 +9,10 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_nested_dict_maps_onto_dataclasses():
-    cfg = from_dict(RunConfig, {"output_dir": "o", "score": {"engine": {"dtype": "float32"}},
-                                "select": {"fraction": 0.1}})
+    cfg = from_dict(
+        RunConfig,
+        {"output_dir": "o", "score": {"engine": {"dtype": "float32"}}, "select": {"fraction": 0.1}},
+    )
     assert cfg.score.engine.dtype == "float32" and cfg.select.fraction == 0.1
     assert cfg.score.engine.kind == "vllm"  # defaults kept
 

@@ -14,25 +14,37 @@ pytestmark = pytest.mark.engine
 
 RECORDS = {
     "messages": [
-        {"messages": [{"role": "user", "content": "what color is the rega?"},
-                      {"role": "assistant", "content": "the rega is black."}]},
-        {"messages": [{"role": "system", "content": "answer briefly."},
-                      {"role": "user", "content": "hello, i am kobu."},
-                      {"role": "assistant", "content": "hello kobu, nice to meet you."},
-                      {"role": "user", "content": "what is the capital of zorland?"},
-                      {"role": "assistant", "content": "i do not know it."},
-                      {"role": "user", "content": "say something."},
-                      {"role": "assistant", "content": "bada kimo sevu."}]},
+        {
+            "messages": [
+                {"role": "user", "content": "what color is the rega?"},
+                {"role": "assistant", "content": "the rega is black."},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "system", "content": "answer briefly."},
+                {"role": "user", "content": "hello, i am kobu."},
+                {"role": "assistant", "content": "hello kobu, nice to meet you."},
+                {"role": "user", "content": "what is the capital of zorland?"},
+                {"role": "assistant", "content": "i do not know it."},
+                {"role": "user", "content": "say something."},
+                {"role": "assistant", "content": "bada kimo sevu."},
+            ]
+        },
     ],
     "alpaca": [
         {"instruction": "what color is the rega?", "input": "", "output": "the rega is black."},
         {"instruction": "say something.", "input": "be quick", "output": "zuna pepi."},
     ],
     "sharegpt": [
-        {"conversations": [{"from": "human", "value": "hello, i am mira."},
-                           {"from": "gpt", "value": "hello mira, nice to meet you."},
-                           {"from": "human", "value": "what color is the lumupa?"},
-                           {"from": "gpt", "value": "the lumupa is blue."}]},
+        {
+            "conversations": [
+                {"from": "human", "value": "hello, i am mira."},
+                {"from": "gpt", "value": "hello mira, nice to meet you."},
+                {"from": "human", "value": "what color is the lumupa?"},
+                {"from": "gpt", "value": "the lumupa is blue."},
+            ]
+        },
     ],
     "prompt-response": [{"prompt": "say something.", "response": "tovi rasa mepu keli."}],
 }

@@ -13,7 +13,10 @@ MESSAGES = {
     "messages": [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": [{"type": "text", "text": "hel"}, {"type": "text", "text": "lo"}]},
+        {
+            "role": "assistant",
+            "content": [{"type": "text", "text": "hel"}, {"type": "text", "text": "lo"}],
+        },
     ],
 }
 ALPACA = {"instruction": "add", "input": "1 2", "output": "3"}
@@ -29,7 +32,10 @@ def test_each_format_and_auto_detection():
     m = _one(MESSAGES)
     assert m.status == OK and m.id == "m1"
     assert [(x.role, x.content) for x in m.messages] == [
-        ("system", "be brief"), ("user", "hi"), ("assistant", "hello")]
+        ("system", "be brief"),
+        ("user", "hi"),
+        ("assistant", "hello"),
+    ]
     a = _one(ALPACA)
     assert [(x.role, x.content) for x in a.messages] == [("user", "add\n\n1 2"), ("assistant", "3")]
     assert _one({"instruction": "x", "input": "  ", "output": "y"}).messages[0].content == "x"
@@ -74,7 +80,9 @@ def test_auto_with_no_recognisable_record_reports_every_one():
 def test_readers(tmp_path):
     recs = [PR, ALPACA, SHAREGPT]
     jl = tmp_path / "a.jsonl"
-    jl.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs[:2]) + b"\n{broken\n" + orjson.dumps(recs[2]))
+    jl.write_bytes(
+        b"".join(orjson.dumps(r) + b"\n" for r in recs[:2]) + b"\n{broken\n" + orjson.dumps(recs[2])
+    )
     got = list(read_records(jl))
     assert [r.index for r in got] == [0, 1, 2, 3]  # the blank line is not a record
     assert got[2].data is None and "line 4: invalid JSON" in got[2].error

@@ -33,8 +33,12 @@ def test_threshold():
 def _write(tmp_path, records, scores):
     inp = tmp_path / "in.jsonl"
     # odd spacing and key order: the subset must keep the bytes
-    inp.write_bytes(b"".join(b'{ "z": 1,  "prompt": "p", "response": "r", "id": %s }\n'
-                             % orjson.dumps(r) for r in records))
+    inp.write_bytes(
+        b"".join(
+            b'{ "z": 1,  "prompt": "p", "response": "r", "id": %s }\n' % orjson.dumps(r)
+            for r in records
+        )
+    )
     sc = tmp_path / "scores.jsonl"
     sc.write_bytes(b"".join(orjson.dumps(s) + b"\n" for s in scores))
     return inp, sc
@@ -42,14 +46,19 @@ def _write(tmp_path, records, scores):
 
 def _scores(ids, values, statuses=None):
     statuses = statuses or ["ok"] * len(ids)
-    return [{"id": i, "index": n, "status": st, "lobass": v, "rho": -n}
-            for n, (i, v, st) in enumerate(zip(ids, values, statuses))]
+    return [
+        {"id": i, "index": n, "status": st, "lobass": v, "rho": -n}
+        for n, (i, v, st) in enumerate(zip(ids, values, statuses))
+    ]
 
 
 def test_select_writes_input_lines_unchanged_and_in_order(tmp_path):
     ids = ["a", "b", "c", "d", "e"]
-    inp, sc = _write(tmp_path, ids, _scores(ids, [0.2, math.nan, 0.9, None, 0.5],
-                                            ["ok", "ok", "ok", "ok", "too_long"]))
+    inp, sc = _write(
+        tmp_path,
+        ids,
+        _scores(ids, [0.2, math.nan, 0.9, None, 0.5], ["ok", "ok", "ok", "ok", "too_long"]),
+    )
     out = tmp_path / "sub.jsonl"
     summary = select(scores=str(sc), input=str(inp), output=str(out), top_k=3)
     lines = inp.read_bytes().splitlines(keepends=True)
@@ -88,10 +97,12 @@ def test_select_argument_errors(tmp_path):
     with pytest.raises(ConfigError, match="exactly one of"):
         select(scores=str(sc), input=str(inp), output=str(tmp_path / "o.jsonl"))
     with pytest.raises(ConfigError, match="exactly one of"):
-        select(scores=str(sc), input=str(inp), output=str(tmp_path / "o.jsonl"), top_k=1,
-               fraction=0.1)
+        select(
+            scores=str(sc), input=str(inp), output=str(tmp_path / "o.jsonl"), top_k=1, fraction=0.1
+        )
     with pytest.raises(InputError, match="score column 'ifd' is not in"):
-        select(scores=str(sc), input=str(inp), output=str(tmp_path / "o.jsonl"), top_k=1,
-               score="ifd")
+        select(
+            scores=str(sc), input=str(inp), output=str(tmp_path / "o.jsonl"), top_k=1, score="ifd"
+        )
     with pytest.raises(ConfigError, match="must not be the input"):
         select(scores=str(sc), input=str(inp), output=str(inp), top_k=1)

@@ -159,9 +159,7 @@ def _build(recipe: DemoRecipe, out: DemoAssets) -> None:
     model = LlamaForCausalLM(config)
 
     # Pretraining: every token of the ChatML-formatted corpus counts.
-    pre_ids = [
-        tokenizer.apply_chat_template(conv, tokenize=False) for conv in pretrain
-    ]
+    pre_ids = [tokenizer.apply_chat_template(conv, tokenize=False) for conv in pretrain]
     pre_examples = []
     for text in pre_ids:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -62,7 +62,9 @@ def build(world: World) -> tuple[list[list[dict[str, str]]], list[dict]]:
     sft_things, pre_things = things[: world.n_things], things[world.n_things :]
 
     def capital_qa(land: str) -> list[dict[str, str]]:
-        return _chat(f"what is the capital of {land}?", f"the capital of {land} is {capital[land]}.")
+        return _chat(
+            f"what is the capital of {land}?", f"the capital of {land} is {capital[land]}."
+        )
 
     def color_qa(thing: str) -> list[dict[str, str]]:
         return _chat(f"what color is the {thing}?", f"the {thing} is {color[thing]}.")

@@ -62,8 +62,7 @@ class VllmEngine:
             self.llm = LLM(**kwargs)
         except Exception as e:
             raise EngineError(
-                f"could not start vLLM for the {name} model {self.model!r}: "
-                f"{type(e).__name__}: {e}"
+                f"could not start vLLM for the {name} model {self.model!r}: {type(e).__name__}: {e}"
             ) from e
         self.start_seconds = time.perf_counter() - t0
         v2 = bool(getattr(self.llm.llm_engine.vllm_config, "use_v2_model_runner", False))
@@ -168,7 +167,9 @@ class VllmEngine:
 
 def model_max_length(model: str | Path, trust_remote_code: bool = False) -> int:
     """The checkpoint's context length (max_position_embeddings)."""
-    from transformers import AutoConfig
+    from .._compat import import_transformers
+
+    AutoConfig = import_transformers().AutoConfig
 
     if not Path(model).is_dir():
         raise ModelError(
