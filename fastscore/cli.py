@@ -147,8 +147,14 @@ def main(verbose: bool, quiet: bool) -> None:
     """fastscore: pick the most learnable SFT samples for a base model (LoBaSS / DavIR)."""
     from .engines.vllm_engine import quiet_vllm
 
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # Our own progress at INFO; the engines' logs (a wall of text per engine) only with -v.
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("fastscore").setLevel(
+        logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    )
     quiet_vllm(verbose)
 
 

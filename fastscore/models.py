@@ -20,14 +20,32 @@ _FINGERPRINT_FILES = (
 )
 
 
-def load_tokenizer(model: str | Path, trust_remote_code: bool = False):
-    AutoTokenizer = import_transformers().AutoTokenizer
-
+def require_model_dir(model: str | Path) -> None:
     if not Path(model).is_dir():
         raise ModelError(
             f"model {str(model)!r} is not a directory; give a local Hugging Face checkpoint "
-            "directory"
+            "directory (config.json, weights, tokenizer files)"
         )
+
+
+def model_max_length(model: str | Path, trust_remote_code: bool = False) -> int:
+    """The checkpoint's context length (max_position_embeddings)."""
+    require_model_dir(model)
+    try:
+        cfg = import_transformers().AutoConfig.from_pretrained(
+            model, trust_remote_code=trust_remote_code
+        )
+    except Exception as e:
+        raise ModelError(f"cannot read the config of {str(model)!r}: {e}") from e
+    n = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    if not n:
+        raise ModelError(f"{model}: config has no max_position_embeddings; pass --max-length")
+    return int(n)
+
+
+def load_tokenizer(model: str | Path, trust_remote_code: bool = False):
+    AutoTokenizer = import_transformers().AutoTokenizer
+    require_model_dir(model)
     try:
         return AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
     except Exception as e:

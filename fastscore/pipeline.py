@@ -24,7 +24,7 @@ from .config import EngineConfig, ScoreConfig, validate_score
 from .errors import ConfigError
 from .formats import to_samples
 from .io import count_records, detect_file_kind, read_records
-from .models import check_same_tokenizer, fingerprint, load_tokenizer
+from .models import check_same_tokenizer, fingerprint, load_tokenizer, model_max_length
 from .records import NONFINITE, OK, STATUSES, RenderedSample, ScoredSample
 from .render import Renderer
 from .scoring import mean_nll, score_losses
@@ -105,8 +105,6 @@ def versions() -> dict[str, str]:
 
 
 def resolve_max_length(cfg: ScoreConfig) -> int:
-    from .engines.vllm_engine import model_max_length
-
     trc = cfg.engine.trust_remote_code
     context = min(model_max_length(cfg.base, trc), model_max_length(cfg.ref, trc))
     if cfg.max_length is None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import EngineConfig
-from ..errors import EngineError, ModelError
+from ..errors import EngineError
 from ..records import RenderedSample
 
 log = logging.getLogger(__name__)
@@ -133,12 +133,7 @@ class VllmEngine:
         return np.asarray(flat.logprobs, dtype=np.float64)[at]
 
     def _token_id_params(self, sample: RenderedSample):
-        # Row i scores token start+i+1; rows outside the response are padded with -1
-        # (scored -inf, never read).
-        start = int(sample.response_positions[0]) - 1
-        rows = np.full((sample.n_tokens - 1 - start, 1), -1, dtype=np.int32)
-        pos = sample.response_positions
-        rows[pos - 1 - start, 0] = sample.token_ids[pos]
+        start, rows = token_id_rows(sample)
         return self._SamplingParams(
             max_tokens=1,
             detokenize=False,
@@ -148,13 +143,10 @@ class VllmEngine:
 
     def _from_token_ids(self, sample: RenderedSample, out) -> np.ndarray:
         self._check_prompt(sample, out)
-        arr = out.prompt_token_id_logprobs
-        start = int(sample.response_positions[0]) - 1
-        if arr is None or arr.shape[0] != sample.n_tokens - 1 - start:
-            raise EngineError(
-                f"{self.name} engine returned no token-id logprobs for sample {sample.id!r}"
-            )
-        return np.asarray(arr, dtype=np.float64)[sample.response_positions - 1 - start, 0]
+        try:
+            return pick_token_id_logprobs(sample, out.prompt_token_id_logprobs)
+        except ValueError as e:
+            raise EngineError(f"{self.name} engine: {e}") from e
 
     def close(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None
@@ -165,27 +157,35 @@ class VllmEngine:
             core.shutdown()  # without it the process aborts at interpreter exit
 
 
-def model_max_length(model: str | Path, trust_remote_code: bool = False) -> int:
-    """The checkpoint's context length (max_position_embeddings)."""
-    from .._compat import import_transformers
+def token_id_rows(sample: RenderedSample) -> tuple[int, np.ndarray]:
+    """(prompt_logprob_start, prompt_logprob_token_ids) asking for the response tokens only.
 
-    AutoConfig = import_transformers().AutoConfig
+    vLLM's row i scores its ids as predictions of token ``start + i + 1``, and rows run to
+    the end of the prompt. Rows of non-response tokens (between assistant turns) hold -1,
+    which vLLM scores -inf at no cost and we never read.
+    """
+    pos = sample.response_positions
+    start = int(pos[0]) - 1
+    rows = np.full((sample.n_tokens - 1 - start, 1), -1, dtype=np.int32)
+    rows[pos - 1 - start, 0] = sample.token_ids[pos]
+    return start, rows
 
-    if not Path(model).is_dir():
-        raise ModelError(
-            f"model {str(model)!r} is not a directory; give a local Hugging Face checkpoint "
-            "directory (config.json, weights, tokenizer files)"
+
+def pick_token_id_logprobs(sample: RenderedSample, scores) -> np.ndarray:
+    """The response tokens' logprobs from vLLM's ``prompt_token_id_logprobs`` array."""
+    start = int(sample.response_positions[0]) - 1
+    shape = None if scores is None else np.shape(scores)
+    if shape != (sample.n_tokens - 1 - start, 1):
+        raise ValueError(
+            f"sample {sample.id!r}: expected token-id logprobs of shape "
+            f"({sample.n_tokens - 1 - start}, 1), got {shape}"
         )
-    try:
-        cfg = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
-    except Exception as e:
-        raise ModelError(f"cannot read the config of {str(model)!r}: {e}") from e
-    n = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
-    if not n:
-        raise ModelError(f"{model}: config has no max_position_embeddings; pass --max-length")
-    return int(n)
+    return np.asarray(scores, dtype=np.float64)[sample.response_positions - 1 - start, 0]
 
 
 def quiet_vllm(verbose: bool) -> None:
-    """vLLM logs at INFO by default, a wall of text per engine; keep warnings unless asked."""
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    """vLLM logs at INFO by default, a wall of text per engine; keep its errors only unless
+    asked. Set before vLLM is imported: its worker processes read the same variable."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
+    if not verbose:
+        logging.getLogger("vllm").setLevel(logging.ERROR)

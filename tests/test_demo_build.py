@@ -1,0 +1,35 @@
+from fastscore.demo.build import DemoRecipe, Training, ensure_demo
+from fastscore.demo.world import KINDS, World, build
+
+
+def test_world_is_seeded_and_balanced():
+    w = World(n_per_kind=30, pretrain_repeats=2)
+    pre1, sft1 = build(w)
+    pre2, sft2 = build(w)
+    assert (pre1, sft1) == (pre2, sft2)
+    assert sorted(r["kind"] for r in sft1) == sorted(list(KINDS) * 30)
+    assert build(World(seed=1, n_per_kind=30))[1] != sft1
+    # "known" answers are in the pretraining corpus; "learnable" ones are not
+    pre_answers = {c[1]["content"] for c in pre1}
+    for r in sft1:
+        answer = r["messages"][1]["content"]
+        assert (answer in pre_answers) == (r["kind"] == "known"), r
+
+
+def test_build_is_deterministic(tmp_path):
+    recipe = DemoRecipe(
+        world=World(n_per_kind=10, pretrain_repeats=1),
+        pretrain=Training(epochs=1, lr=3e-3),
+        finetune=Training(epochs=1, lr=1e-3, batch_size=8),
+    )
+    a = ensure_demo(recipe, tmp_path / "a")
+    b = ensure_demo(recipe, tmp_path / "b")
+    for part in (
+        "base/model.safetensors",
+        "ref/model.safetensors",
+        "base/tokenizer.json",
+        "sft.jsonl",
+    ):
+        assert (a.root / part).read_bytes() == (b.root / part).read_bytes(), part
+    assert (a.base / "model.safetensors").read_bytes() != (a.ref / "model.safetensors").read_bytes()
+    assert (a.root / "COMPLETE").exists()
