@@ -38,6 +38,8 @@ SCORE_OPTIONS = {
     "logprobs_path": "engine.logprobs_path",
     "seed": "engine.seed",
     "trust_remote_code": "engine.trust_remote_code",
+    "forward_tokens": "engine.forward_tokens",
+    "device": "engine.device",
 }
 SELECT_OPTIONS = {
     "scores": "scores",
@@ -82,7 +84,17 @@ def score_options(f):
             help="Chat template: the tokenizer's (model), the plain alpaca-style one, or "
             "auto (the tokenizer's when it has one) [default: auto].",
         ),
-        click.option("--engine", type=click.Choice(["vllm"]), help="[default: vllm]"),
+        click.option(
+            "--engine",
+            type=click.Choice(["auto", "vllm", "torch"]),
+            help="auto: vllm on a GPU, torch on CPU [default: auto].",
+        ),
+        click.option(
+            "--forward-tokens",
+            type=int,
+            help="torch engine: padded tokens per forward [default: 1 sample on CPU, 16384 GPU].",
+        ),
+        click.option("--device", help="torch engine: auto, cpu, cuda, cuda:N [default: auto]."),
         click.option(
             "--max-length", type=int, help="Longest sample scored, in tokens [default: context-1]."
         ),

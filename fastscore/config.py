@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-ENGINES = ("vllm",)
+ENGINES = ("auto", "vllm", "torch")
 LOGPROB_PATHS = ("auto", "flat", "token_ids")
 
 
@@ -24,7 +24,8 @@ LOGPROB_PATHS = ("auto", "flat", "token_ids")
 class EngineConfig:
     """How each model is run. Applies to the base and the reference engine alike."""
 
-    kind: str = "vllm"
+    # auto: vllm on a GPU, torch on CPU (the faster there: see benchmarks/throughput.py)
+    kind: str = "auto"
     # "auto" keeps the checkpoint's dtype; "float32" matches a transformers fp32 reference.
     dtype: str = "auto"
     # Share of accelerator memory per engine (two engines share one device). On CPU
@@ -38,6 +39,10 @@ class EngineConfig:
     logprobs_path: str = "auto"
     seed: int = 0
     trust_remote_code: bool = False
+    # torch engine: padded tokens per forward pass; None: one sample per forward on CPU
+    # (fastest there), 16384 on a GPU.
+    forward_tokens: int | None = None
+    device: str = "auto"  # torch engine: auto, cpu, cuda, cuda:1, ...
 
 
 @dataclass

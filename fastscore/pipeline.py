@@ -117,11 +117,30 @@ def resolve_max_length(cfg: ScoreConfig) -> int:
     return cfg.max_length
 
 
+def resolve_engine_kind(cfg: EngineConfig) -> str:
+    """``auto``: vLLM on a GPU (its response-only fast path), torch on CPU, where vLLM's
+    prompt-logprob path runs the output head at every position and is the slower."""
+    if cfg.kind != "auto":
+        return cfg.kind
+    import importlib.util
+
+    import torch
+
+    if torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None:
+        return "vllm"
+    return "torch"
+
+
 def make_engine(model: str, cfg: EngineConfig, max_model_len: int, name: str):
-    if cfg.kind == "vllm":
+    kind = resolve_engine_kind(cfg)
+    if kind == "vllm":
         from .engines.vllm_engine import VllmEngine
 
         return VllmEngine(model, cfg, max_model_len=max_model_len, name=name)
+    if kind == "torch":
+        from .engines.torch_engine import TorchEngine
+
+        return TorchEngine(model, cfg, name=name)
     raise ConfigError(f"unknown engine {cfg.kind!r}")
 
 

@@ -57,7 +57,7 @@ def demo(output_dir: str | Path = "runs/demo", fraction: float = 0.2, progress: 
             base=str(assets.base),
             ref=str(assets.ref),
             progress=progress,
-            engine=EngineConfig(dtype="float32"),
+            engine=EngineConfig(kind="vllm", dtype="float32"),
         ),
         select=SelectConfig(fraction=fraction, score="lobass"),
     )

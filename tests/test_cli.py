@@ -101,6 +101,8 @@ def test_run_multi_turn_matches_transformers(tmp_path, demo_assets, tokenizer):
         100,
         "--kv-cache-gb",
         0.25,
+        "--engine",
+        "vllm",
         "--no-progress",
     )
     assert "terminate called" not in p.stderr  # engines shut down cleanly

@@ -87,3 +87,36 @@ def test_engine_order_is_kept_for_mixed_lengths(engines, tokenizer):
     backward = engines[0].response_logprobs(samples[::-1])[::-1]
     for a, b in zip(forward, backward):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def torch_engines(demo_assets):
+    from fastscore.config import EngineConfig
+    from fastscore.engines.torch_engine import TorchEngine
+
+    cfg = EngineConfig(kind="torch", dtype="float32")
+    return TorchEngine(demo_assets.base, cfg, name="base"), TorchEngine(
+        demo_assets.ref, cfg, name="ref"
+    )
+
+
+@pytest.mark.parametrize("template", ["model", "plain"])
+def test_torch_engine_matches_vllm(engines, torch_engines, tokenizer, template):
+    samples = _rendered(tokenizer, template)
+    for v, t in zip(engines, torch_engines):
+        for s, a, b in zip(samples, v.response_logprobs(samples), t.response_logprobs(samples)):
+            assert b.shape == (s.n_response_tokens,)
+            np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
+
+
+def test_torch_padded_batches_equal_one_per_forward(demo_assets, torch_engines, tokenizer):
+    from fastscore.config import EngineConfig
+    from fastscore.engines.torch_engine import TorchEngine
+
+    samples = _rendered(tokenizer, "model") + _rendered(tokenizer, "plain")
+    batched = TorchEngine(
+        demo_assets.ref, EngineConfig(dtype="float32", forward_tokens=300), name="ref"
+    )
+    one = torch_engines[1].response_logprobs(samples)
+    for a, b in zip(one, batched.response_logprobs(samples)):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
