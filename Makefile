@@ -29,7 +29,7 @@ format: install
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
 bench: install
-	$(PY) benchmarks/score_throughput.py
+	$(PY) benchmarks/throughput.py --model llama60m --samples 150 --repeats 2
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -39,6 +39,7 @@ SCORE_OPTIONS = {
     "seed": "engine.seed",
     "trust_remote_code": "engine.trust_remote_code",
     "forward_tokens": "engine.forward_tokens",
+    "batching": "engine.batching",
     "device": "engine.device",
 }
 SELECT_OPTIONS = {
@@ -90,9 +91,14 @@ def score_options(f):
             help="auto: vllm on a GPU, torch on CPU [default: auto].",
         ),
         click.option(
+            "--batching",
+            type=click.Choice(["auto", "packed", "padded", "single"]),
+            help="torch engine: auto = packed on CPU, padded on GPU [default: auto].",
+        ),
+        click.option(
             "--forward-tokens",
             type=int,
-            help="torch engine: padded tokens per forward [default: 1 sample on CPU, 16384 GPU].",
+            help="torch engine: tokens per forward [default: 1024 packed, 16384 padded].",
         ),
         click.option("--device", help="torch engine: auto, cpu, cuda, cuda:N [default: auto]."),
         click.option(
@@ -263,6 +269,26 @@ def demo(output_dir: str, fraction: float, progress: bool) -> None:
     result = run_demo(output_dir, fraction=fraction, progress=progress)
     click.echo(format_demo(result))
     click.echo(f"outputs in {output_dir}/ (scores.jsonl, selected.jsonl, manifest.json)")
+
+
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    epilog="\b\nExample:\n  fastscore bench --model llama60m --samples 150 --repeats 2",
+)
+@click.pass_context
+def bench(ctx: click.Context) -> None:
+    """Throughput against the hardware's ceiling and today's ways (benchmarks/throughput.py).
+
+    Options: --model demo|llama60m|llama100m, --samples N, --repeats N, --ways LIST,
+    --json-out FILE (see python -m fastscore.bench --help).
+    """
+    import argparse
+
+    from . import bench as bench_mod
+
+    parser = argparse.ArgumentParser(prog="fastscore bench")
+    bench_mod.add_cli_args(parser)
+    bench_mod.main(parser.parse_args(ctx.args))
 
 
 def _summary(m: dict) -> str:

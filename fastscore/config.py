@@ -18,6 +18,7 @@ from .errors import ConfigError
 
 ENGINES = ("auto", "vllm", "torch")
 LOGPROB_PATHS = ("auto", "flat", "token_ids")
+BATCHINGS = ("auto", "packed", "padded", "single")
 
 
 @dataclass
@@ -39,8 +40,9 @@ class EngineConfig:
     logprobs_path: str = "auto"
     seed: int = 0
     trust_remote_code: bool = False
-    # torch engine: padded tokens per forward pass; None: one sample per forward on CPU
-    # (fastest there), 16384 on a GPU.
+    # torch engine: auto = packed on CPU (Llama-style models, else single), padded on GPU
+    batching: str = "auto"
+    # torch engine: tokens per forward pass; None: 1024 packed, 16384 padded
     forward_tokens: int | None = None
     device: str = "auto"  # torch engine: auto, cpu, cuda, cuda:1, ...
 
@@ -145,6 +147,8 @@ def validate_score(cfg: ScoreConfig) -> None:
         raise ConfigError(
             f"logprobs_path must be one of {LOGPROB_PATHS}, got {cfg.engine.logprobs_path!r}"
         )
+    if cfg.engine.batching not in BATCHINGS:
+        raise ConfigError(f"batching must be one of {BATCHINGS}, got {cfg.engine.batching!r}")
     if cfg.batch_tokens < 1:
         raise ConfigError(f"batch_tokens must be >= 1, got {cfg.batch_tokens}")
     if cfg.max_length is not None and cfg.max_length < 2:

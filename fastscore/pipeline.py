@@ -83,6 +83,48 @@ def aggregate(sample: RenderedSample, lp_base: np.ndarray | None, lp_ref: np.nda
     )
 
 
+def prefetch(it: Iterable, depth: int = 2) -> Iterator:
+    """Run ``it`` in a background thread, ``depth`` items ahead of the consumer.
+
+    Reading and rendering the next chunk then overlaps the engines' work on this one (the
+    engines release the GIL in their kernels). An exception in ``it`` is re-raised here.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def worker() -> None:
+        try:
+            for x in it:
+                while not stop.is_set():
+                    try:
+                        q.put(x, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as e:  # handed to the consumer, raised there
+            q.put(e)
+
+    t = threading.Thread(target=worker, name="fastscore-prefetch", daemon=True)
+    t.start()
+    try:
+        while True:
+            x = q.get()
+            if x is done:
+                return
+            if isinstance(x, BaseException):
+                raise x
+            yield x
+    finally:
+        stop.set()
+
+
 def _timed(it: Iterable, stats: Stats, stage: str) -> Iterator:
     it = iter(it)
     while True:
@@ -241,7 +283,7 @@ def _score_stream(cfg, kind, renderer, base, ref, stats: Stats, total: int | Non
     bar = tqdm(total=total, unit="sample", disable=not cfg.progress, dynamic_ncols=True)
     t0 = time.perf_counter()
     with open(partial, "wb") as f:
-        for chunk in chunk_by_tokens(rendered, cfg.batch_tokens):
+        for chunk in prefetch(chunk_by_tokens(rendered, cfg.batch_tokens)):
             ok = [r for r in chunk if r.status == OK]
             with stats.timer("engine_base"):
                 lp_base = iter(base.response_logprobs(ok))

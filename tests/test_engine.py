@@ -109,14 +109,22 @@ def test_torch_engine_matches_vllm(engines, torch_engines, tokenizer, template):
             np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
 
 
-def test_torch_padded_batches_equal_one_per_forward(demo_assets, torch_engines, tokenizer):
+@pytest.mark.parametrize(
+    "batching,forward_tokens", [("packed", 300), ("padded", 300), ("packed", 1024)]
+)
+def test_torch_batching_equals_one_per_forward(demo_assets, tokenizer, batching, forward_tokens):
     from fastscore.config import EngineConfig
     from fastscore.engines.torch_engine import TorchEngine
 
     samples = _rendered(tokenizer, "model") + _rendered(tokenizer, "plain")
-    batched = TorchEngine(
-        demo_assets.ref, EngineConfig(dtype="float32", forward_tokens=300), name="ref"
+    single = TorchEngine(
+        demo_assets.ref, EngineConfig(dtype="float32", batching="single"), name="ref"
     )
-    one = torch_engines[1].response_logprobs(samples)
-    for a, b in zip(one, batched.response_logprobs(samples)):
+    other = TorchEngine(
+        demo_assets.ref,
+        EngineConfig(dtype="float32", batching=batching, forward_tokens=forward_tokens),
+        name="ref",
+    )
+    assert other.info()["batching"] == batching
+    for a, b in zip(single.response_logprobs(samples), other.response_logprobs(samples)):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)

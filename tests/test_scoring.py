@@ -64,3 +64,31 @@ def test_chunks_keep_order_and_respect_budget():
     chunks = list(chunk_by_tokens(items, batch_tokens=25))
     assert [s.index for c in chunks for s in c] == list(range(7))
     assert [len(c) for c in chunks] == [3, 4]
+
+
+def test_prefetch_keeps_order_and_raises_the_producers_error():
+    from fastscore.pipeline import prefetch
+
+    assert list(prefetch(iter(range(100)), depth=3)) == list(range(100))
+
+    def broken():
+        yield 1
+        raise ValueError("record 2 is broken")
+
+    it = prefetch(broken())
+    assert next(it) == 1
+    with pytest.raises(ValueError, match="record 2 is broken"):
+        next(it)
+
+
+def test_prefetch_stops_its_thread_when_abandoned():
+    import threading
+    import time
+
+    from fastscore.pipeline import prefetch
+
+    it = prefetch(iter(range(10_000)), depth=1)
+    assert next(it) == 0
+    it.close()
+    time.sleep(0.3)
+    assert not any(t.name == "fastscore-prefetch" for t in threading.enumerate())

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import orjson
 
-from fastscore.engines.torch_engine import length_batches
+from fastscore.engines.torch_engine import length_batches, pack_groups
 from fastscore.records import RenderedSample
 from fastscore.scoring import mean_nll
 
@@ -21,6 +21,11 @@ def test_length_batches_longest_first_within_budget():
     assert batches == [[1], [3, 2], [4, 0]]
     assert sorted(i for b in batches for i in b) == list(range(5))
     assert length_batches([_s(100)], forward_tokens=10) == [[0]]  # too long alone still runs
+
+
+def test_pack_groups_in_order_within_budget():
+    samples = [_s(n) for n in (5, 40, 10, 30, 10, 100)]
+    assert pack_groups(samples, forward_tokens=50) == [[0, 1], [2, 3, 4], [5]]
 
 
 def test_auto_engine_on_cpu_is_torch_and_matches_transformers(tmp_path, demo_assets, tokenizer):
@@ -48,6 +53,7 @@ def test_auto_engine_on_cpu_is_torch_and_matches_transformers(tmp_path, demo_ass
         engine=fastscore.EngineConfig(dtype="float32"),
     )
     assert m["engines"]["base"]["engine"] == "torch"
+    assert m["engines"]["base"]["batching"] == "packed"  # the demo model is a Llama
     assert json.loads((tmp_path / "s.manifest.json").read_text())["counts"]["records"] == 40
     rows = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     rendered = list(Renderer(tokenizer).render_all(to_samples(read_records(data))))

@@ -5,9 +5,13 @@ position. Scoring needs them only where a response token is predicted: here the 
 trunk runs on every token, and the head (``vocab x hidden``, about a third of a small
 model's FLOPs per token) runs on the response positions alone.
 
-Batching: on CPU one sample per forward pass is fastest (no padding; measured in
-benchmarks/throughput.py). With ``forward_tokens`` set (the default on a GPU), samples are
-sorted by length and grouped into right-padded batches of at most that many tokens.
+Batching (``EngineConfig.batching``):
+- ``packed`` (CPU default for Llama-style models): samples are concatenated without
+  padding into streams of about ``forward_tokens`` tokens; every linear layer is one GEMM
+  over the whole stream, attention runs per sample, and the head runs once over all the
+  stream's response positions. Hidden states equal the per-sample forward's.
+- ``padded`` (GPU default): length-sorted right-padded batches of <= ``forward_tokens``.
+- ``single``: one sample per forward (any architecture transformers can load).
 """
 
 from __future__ import annotations
@@ -66,9 +70,18 @@ class TorchEngine:
                     "does not apply; use --engine vllm"
                 )
         self.softcap = getattr(m.config, "final_logit_softcapping", None)
-        self.forward_tokens = cfg.forward_tokens
-        if self.forward_tokens is None and self.device.type != "cpu":
-            self.forward_tokens = 16384
+        packable = packing_support(m)
+        on_cpu = self.device.type == "cpu"
+        self.batching = cfg.batching
+        if self.batching == "auto":
+            self.batching = (
+                "packed" if on_cpu and packable is None else ("single" if on_cpu else "padded")
+            )
+        if self.batching == "packed" and packable is not None:
+            raise ModelError(f"{self.model_path}: batching='packed' is not possible: {packable}")
+        self.forward_tokens = cfg.forward_tokens or {"packed": 1024, "padded": 16384}.get(
+            self.batching
+        )
         self.start_seconds = time.perf_counter() - t0
         log.info("%s torch engine up in %.1fs on %s", name, self.start_seconds, self.device)
 
@@ -78,6 +91,7 @@ class TorchEngine:
             "model": self.model_path,
             "device": str(self.device),
             "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+            "batching": self.batching,
             "forward_tokens": self.forward_tokens,
             "start_seconds": round(self.start_seconds, 3),
         }
@@ -87,14 +101,35 @@ class TorchEngine:
 
         out: list[np.ndarray | None] = [None] * len(samples)
         with torch.inference_mode():
-            if self.forward_tokens is None:
+            if self.batching == "single":
                 for i, s in enumerate(samples):
                     out[i] = self._one(s)
             else:
-                for batch in length_batches(samples, self.forward_tokens):
-                    for i, lp in zip(batch, self._padded([samples[i] for i in batch])):
+                groups = (
+                    pack_groups(samples, self.forward_tokens)
+                    if self.batching == "packed"
+                    else length_batches(samples, self.forward_tokens)
+                )
+                run = self._packed if self.batching == "packed" else self._padded
+                for group in groups:
+                    for i, lp in zip(group, run([samples[i] for i in group])):
                         out[i] = lp
         return out
+
+    def _packed(self, batch: list[RenderedSample]) -> list[np.ndarray]:
+        import torch
+
+        ids = [torch.from_numpy(s.token_ids.astype(np.int64)) for s in batch]
+        hidden, starts = packed_hidden(self.model, [t.to(self.device) for t in ids])
+        # hidden[starts[i] + t] predicts token t+1 of sample i
+        rows = np.concatenate(
+            [starts[i] + s.response_positions.astype(np.int64) - 1 for i, s in enumerate(batch)]
+        )
+        targets = torch.cat(
+            [t[torch.from_numpy(s.response_positions.astype(np.int64))] for t, s in zip(ids, batch)]
+        ).to(self.device)
+        lp = self._head_logprobs(hidden[torch.from_numpy(rows).to(self.device)], targets)
+        return np.split(lp, np.cumsum([s.n_response_tokens for s in batch])[:-1])
 
     def _one(self, s: RenderedSample) -> np.ndarray:
         import torch
@@ -140,6 +175,80 @@ class TorchEngine:
 
     def close(self) -> None:
         self.model = self.trunk = self.head = None
+
+
+PACKABLE_TYPES = ("llama", "mistral", "qwen2")
+
+
+def packing_support(model) -> str | None:
+    """None when ``packed_hidden`` reproduces the model's forward, else why not."""
+    c = model.config
+    if c.model_type not in PACKABLE_TYPES:
+        return f"model_type {c.model_type!r} is not one of {PACKABLE_TYPES}"
+    if getattr(c, "sliding_window", None) and getattr(c, "use_sliding_window", True):
+        return "sliding-window attention"
+    inner = model.get_decoder()
+    for name in ("embed_tokens", "layers", "norm", "rotary_emb"):
+        if not hasattr(inner, name):
+            return f"the decoder has no {name!r}"
+    a = inner.layers[0].self_attn
+    if any(hasattr(a, n) for n in ("q_norm", "k_norm")):
+        return "q/k normalisation"
+    return None
+
+
+def packed_hidden(model, ids: list):
+    """Final hidden states of several sequences run as one unpadded stream.
+
+    Linear layers see all tokens at once ([1, T, hidden]); rotary positions restart at
+    each sequence; attention is causal within each sequence only. Returns ([T, hidden],
+    start offset of each sequence).
+    """
+    import torch
+    import torch.nn.functional as F
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    inner = model.get_decoder()
+    lens = [int(t.shape[0]) for t in ids]
+    starts = np.cumsum([0, *lens])
+    total = int(starts[-1])
+    pos = torch.cat([torch.arange(n, device=ids[0].device) for n in lens])[None]
+    x = inner.embed_tokens(torch.cat(ids))[None]  # [1, T, hidden]
+    cos, sin = inner.rotary_emb(x, pos)
+    for layer in inner.layers:
+        a = layer.self_attn
+        h = layer.input_layernorm(x)
+        q = a.q_proj(h).view(1, total, -1, a.head_dim).transpose(1, 2)  # [1, heads, T, hd]
+        k = a.k_proj(h).view(1, total, -1, a.head_dim).transpose(1, 2)
+        v = a.v_proj(h).view(1, total, -1, a.head_dim).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        att = torch.empty_like(q)
+        for s, e in zip(starts[:-1], starts[1:]):
+            att[:, :, s:e] = F.scaled_dot_product_attention(
+                q[:, :, s:e],
+                k[:, :, s:e],
+                v[:, :, s:e],
+                is_causal=True,
+                scale=a.scaling,
+                enable_gqa=True,
+            )
+        x = x + a.o_proj(att.transpose(1, 2).reshape(1, total, -1))
+        x = x + layer.mlp(layer.post_attention_layernorm(x))
+    return inner.norm(x)[0], starts
+
+
+def pack_groups(samples: list[RenderedSample], forward_tokens: int) -> list[list[int]]:
+    """Consecutive indices holding <= forward_tokens tokens each (a longer sample alone)."""
+    groups, cur, total = [], [], 0
+    for i, s in enumerate(samples):
+        if cur and total + s.n_tokens > forward_tokens:
+            groups.append(cur)
+            cur, total = [], 0
+        cur.append(i)
+        total += s.n_tokens
+    if cur:
+        groups.append(cur)
+    return groups
 
 
 def length_batches(samples: list[RenderedSample], forward_tokens: int) -> list[list[int]]:

@@ -1,0 +1,436 @@
+"""Throughput of fastscore against the hardware's ceiling and the ways users score today.
+
+One run, same data, same models, side by side; each way scores the *pair* of models
+(base and reference), since that is the job:
+
+1. ceiling       vLLM bare prefill of the same token ids (max_tokens=1, no logprobs): the
+                 trunk on every token, the output head on one.
+2. fastscore     end to end (read -> render/tokenize -> both models -> aggregate -> write),
+                 once per engine (torch, vllm).
+3. lm-eval way   vLLM prompt_logprobs=1, dicts per position parsed in Python.
+4. Cherry way    transformers, one sample per forward, full-vocabulary loss at every
+                 position (also Data-Juicer's perplexity filter).
+5. padded        transformers, length-sorted right-padded batches (~4K tokens), full
+                 logits at every position.
+Plus "engine only": fastscore's torch engine on pre-tokenized ids, to price the pipeline.
+
+Each way gets one warm-up run and ``--repeats`` timed runs; the table shows medians and
+the spread, and the last line is JSON. Peak memory is the RSS of this process and its
+children (vLLM's engine processes), sampled every 50 ms while a way runs.
+
+Models are built locally: ``demo`` (the tiny demo pair) and ``llama60m``, a random-init
+Llama of real shape (hidden 512, 8 layers, 32K vocabulary, ~60M parameters). With random
+weights the losses are meaningless, but the FLOPs and memory traffic are those of a real
+model of that shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import math
+import random
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+SHAPES = {
+    # hidden, layers, heads (head_dim 64), intermediate, vocab, context
+    "llama60m": dict(hidden=512, layers=8, heads=8, intermediate=1536, vocab=32000, ctx=1024),
+    "llama100m": dict(hidden=640, layers=10, heads=10, intermediate=1792, vocab=32000, ctx=1024),
+}
+
+
+@dataclass
+class Way:
+    name: str
+    run: Callable[[], None]  # one full pass of both models over the data
+
+
+def add_cli_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="llama60m", choices=["demo", *SHAPES])
+    p.add_argument("--samples", type=int, default=150)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument(
+        "--ways", default="ceiling,fastscore-torch,fastscore-vllm,lmeval,cherry,padded,engine-only"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--json-out", type=Path, default=None)
+
+
+# ---------------------------------------------------------------- models and data
+
+
+def build_models(shape: str, root: Path) -> tuple[Path, Path]:
+    """Two random-init Llamas of one shape (base, ref), with the demo tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from .demo.build import ensure_demo
+    from .models import load_tokenizer
+
+    s = SHAPES[shape]
+    tok = load_tokenizer(ensure_demo().base)
+    out = []
+    for i, name in enumerate(("base", "ref")):
+        d = root / f"{shape}-{name}"
+        if not (d / "config.json").exists():
+            torch.manual_seed(i)
+            cfg = LlamaConfig(
+                vocab_size=s["vocab"],
+                hidden_size=s["hidden"],
+                intermediate_size=s["intermediate"],
+                num_hidden_layers=s["layers"],
+                num_attention_heads=s["heads"],
+                num_key_value_heads=s["heads"],
+                head_dim=64,
+                max_position_embeddings=s["ctx"],
+                tie_word_embeddings=False,
+                bos_token_id=tok.bos_token_id,
+                eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id,
+            )
+            LlamaForCausalLM(cfg).save_pretrained(d)
+            tok.save_pretrained(d)
+        out.append(d)
+    return out[0], out[1]
+
+
+def make_data(path: Path, n: int, seed: int, max_words: int) -> None:
+    """Chat samples with long-tailed (log-normal) prompt and response lengths."""
+    from .demo.world import _word
+
+    rng = random.Random(seed)
+    words = [_word(rng, rng.choice((1, 2, 3))) for _ in range(2000)]
+
+    def text(median: float) -> str:
+        k = min(max_words, max(1, int(rng.lognormvariate(math.log(median), 0.9))))
+        return " ".join(rng.choice(words) for _ in range(k))
+
+    with open(path, "wb") as f:
+        for i in range(n):
+            turns = [
+                {"role": "user", "content": text(18)},
+                {"role": "assistant", "content": text(30)},
+            ]
+            f.write(orjson.dumps({"id": f"b{i}", "messages": turns}) + b"\n")
+
+
+# ---------------------------------------------------------------- measuring
+
+
+class PeakRSS:
+    """Peak resident memory of this process and its children while the block runs."""
+
+    def __enter__(self):
+        import psutil
+
+        self.proc, self.peak, self._stop = psutil.Process(), 0, threading.Event()
+        self._t = threading.Thread(target=self._poll, daemon=True)
+        self._t.start()
+        return self
+
+    def _poll(self):
+        import psutil
+
+        while not self._stop.is_set():
+            total = 0
+            for p in [self.proc, *self.proc.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):  # a child that just exited
+                    total += p.memory_info().rss
+            self.peak = max(self.peak, total)
+            self._stop.wait(0.05)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+
+def head_flop_share(model_dir: Path, mean_len: float) -> float:
+    """Share of one token's forward FLOPs spent in the output head, at the mean length."""
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(model_dir)
+    h, layers, v = c.hidden_size, c.num_hidden_layers, c.vocab_size
+    hd = getattr(c, "head_dim", h // c.num_attention_heads)
+    q, kv = c.num_attention_heads * hd, c.num_key_value_heads * hd
+    per_layer = 2 * (h * q + 2 * h * kv + q * h + 3 * h * c.intermediate_size)
+    attention = 2 * 2 * q * (mean_len / 2)  # scores and weighted sum over the mean context
+    head = 2 * h * v
+    return head / (layers * (per_layer + attention) + head)
+
+
+# ---------------------------------------------------------------- the ways
+
+
+def _rendered(data: Path, model: Path):
+    from .formats import to_samples
+    from .io import read_records
+    from .models import load_tokenizer
+    from .records import OK
+    from .render import Renderer
+
+    r = Renderer(load_tokenizer(model))
+    return [s for s in r.render_all(to_samples(read_records(data))) if s.status == OK]
+
+
+def _vllm_pair(base, ref, max_len):
+    from .config import EngineConfig
+    from .engines.vllm_engine import VllmEngine
+
+    cfg = EngineConfig(kind="vllm", dtype="float32")
+    return (
+        VllmEngine(base, cfg, max_model_len=max_len, name="base"),
+        VllmEngine(ref, cfg, max_model_len=max_len, name="ref"),
+    )
+
+
+def _prompts(samples):
+    from vllm.inputs import TokensPrompt
+
+    return [TokensPrompt(prompt_token_ids=s.token_ids.tolist()) for s in samples]
+
+
+def way_ceiling(vllm_pair, samples) -> Callable[[], None]:
+    from vllm import SamplingParams
+
+    prompts = _prompts(samples)
+    params = SamplingParams(max_tokens=1, detokenize=False)
+
+    def run():
+        for e in vllm_pair:
+            e.llm.generate(prompts, params, use_tqdm=False)
+
+    return run
+
+
+def way_lmeval(vllm_pair, samples) -> Callable[[], None]:
+    """lm-eval-harness's loglikelihood: prompt_logprobs=1 dicts, summed in Python."""
+    from vllm import SamplingParams
+
+    prompts = _prompts(samples)
+    params = SamplingParams(max_tokens=1, prompt_logprobs=1, detokenize=False)
+
+    def run():
+        for e in vllm_pair:
+            outs = e.llm.generate(prompts, params, use_tqdm=False)
+            for s, o in zip(samples, outs):
+                ids = s.token_ids.tolist()
+                total = 0.0
+                for p in s.response_positions.tolist():
+                    total += o.prompt_logprobs[p][ids[p]].logprob
+                assert math.isfinite(total)
+
+    return run
+
+
+def way_cherry(torch_models, samples) -> Callable[[], None]:
+    """One sample per forward; logits and the loss at every position (labels mask prompt)."""
+    import torch
+
+    def run():
+        with torch.inference_mode():
+            for m in torch_models:
+                for s in samples:
+                    ids = torch.from_numpy(s.token_ids.astype(np.int64))[None]
+                    labels = torch.full_like(ids, -100)
+                    labels[0, s.response_positions] = ids[0, s.response_positions]
+                    assert torch.isfinite(m(input_ids=ids, labels=labels).loss)
+
+    return run
+
+
+def way_padded(torch_models, samples, batch_tokens: int = 4096) -> Callable[[], None]:
+    import torch
+
+    from .engines.torch_engine import length_batches
+
+    batches = length_batches(samples, batch_tokens)
+
+    def run():
+        with torch.inference_mode():
+            for m in torch_models:
+                for b in batches:
+                    width = max(samples[i].n_tokens for i in b)
+                    ids = torch.zeros((len(b), width), dtype=torch.long)
+                    labels = torch.full_like(ids, -100)
+                    mask = torch.zeros_like(ids)
+                    for row, i in enumerate(b):
+                        s = samples[i]
+                        ids[row, : s.n_tokens] = torch.from_numpy(s.token_ids.astype(np.int64))
+                        mask[row, : s.n_tokens] = 1
+                        labels[row, s.response_positions] = ids[row, s.response_positions]
+                    logits = m(input_ids=ids, attention_mask=mask).logits
+                    lp = torch.log_softmax(logits[:, :-1].float(), -1)
+                    tgt = labels[:, 1:]
+                    keep = tgt != -100
+                    tok_lp = lp.gather(-1, tgt.clamp(min=0)[..., None])[..., 0][keep]
+                    assert torch.isfinite(tok_lp).all()
+
+    return run
+
+
+def way_fastscore(data, base, ref, workdir, engine_kind, engines=None) -> Callable[[], None]:
+    from .config import EngineConfig, ScoreConfig
+    from .pipeline import run_scoring
+
+    cfg = ScoreConfig(
+        input=str(data),
+        base=str(base),
+        ref=str(ref),
+        output=str(workdir / f"scores-{engine_kind}.jsonl"),
+        progress=False,
+        engine=EngineConfig(kind=engine_kind, dtype="float32"),
+    )
+
+    def run():
+        run_scoring(cfg, engines=engines)
+
+    return run
+
+
+def way_engine_only(torch_engines, samples) -> Callable[[], None]:
+    def run():
+        for e in torch_engines:
+            e.response_logprobs(samples)
+
+    return run
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(args: argparse.Namespace) -> dict:
+    import torch
+
+    from .config import EngineConfig
+    from .demo.build import ensure_demo
+    from .engines.torch_engine import TorchEngine
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fastscore-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    if args.model == "demo":
+        a = ensure_demo()
+        base, ref, ctx = a.base, a.ref, 256
+    else:
+        base, ref = build_models(args.model, workdir)
+        ctx = SHAPES[args.model]["ctx"]
+    data = workdir / "data.jsonl"
+    make_data(data, args.samples, args.seed, max_words=ctx // 6)
+    samples = _rendered(data, base)
+    n_tokens = sum(s.n_tokens for s in samples)
+    assert len(samples) == args.samples, "every benchmark sample must render"
+    wanted = args.ways.split(",")
+    results: dict[str, dict] = {}
+
+    def measure(name: str, fn: Callable[[], None]) -> None:
+        times, peak = [], 0
+        for rep in range(args.repeats + 1):
+            gc.collect()
+            with PeakRSS() as mem:
+                t0 = time.perf_counter()
+                fn()
+                dt = time.perf_counter() - t0
+            peak = max(peak, mem.peak)
+            if rep:  # the first run warms up
+                times.append(dt)
+        med = statistics.median(times)
+        results[name] = {
+            "seconds_median": round(med, 3),
+            "seconds_min": round(min(times), 3),
+            "seconds_max": round(max(times), 3),
+            "tokens_per_s": round(n_tokens / med, 1),
+            "samples_per_s": round(len(samples) / med, 2),
+            "peak_rss_gib": round(peak / 2**30, 2),
+        }
+        print(f"  {name:<16} {n_tokens / med:>10,.0f} tok/s  (median of {len(times)})", flush=True)
+
+    torch.set_num_threads(torch.get_num_threads())
+    print(
+        f"model {args.model}, {len(samples)} samples, {n_tokens:,} tokens "
+        f"(each through both models)",
+        flush=True,
+    )
+    if {"ceiling", "fastscore-vllm", "lmeval"} & set(wanted):
+        pair = _vllm_pair(base, ref, ctx)
+        try:
+            if "ceiling" in wanted:
+                measure("ceiling", way_ceiling(pair, samples))
+            if "fastscore-vllm" in wanted:
+                measure("fastscore-vllm", way_fastscore(data, base, ref, workdir, "vllm", pair))
+            if "lmeval" in wanted:
+                measure("lmeval", way_lmeval(pair, samples))
+        finally:
+            for e in pair:
+                e.close()
+    tcfg = EngineConfig(kind="torch", dtype="float32")
+    tpair = (TorchEngine(base, tcfg, name="base"), TorchEngine(ref, tcfg, name="ref"))
+    if "fastscore-torch" in wanted:
+        measure("fastscore-torch", way_fastscore(data, base, ref, workdir, "torch", tpair))
+    if "engine-only" in wanted:
+        measure("engine-only", way_engine_only(tpair, samples))
+    models = (tpair[0].model, tpair[1].model)
+    if "cherry" in wanted:
+        measure("cherry", way_cherry(models, samples))
+    if "padded" in wanted:
+        measure("padded", way_padded(models, samples))
+
+    def ratio(a: str, b: str) -> float | None:
+        if a in results and b in results:
+            return round(results[a]["tokens_per_s"] / results[b]["tokens_per_s"], 3)
+        return None
+
+    best = max(
+        (k for k in ("fastscore-torch", "fastscore-vllm") if k in results),
+        key=lambda k: results[k]["tokens_per_s"],
+        default=None,
+    )
+    summary = {
+        "model": args.model,
+        "samples": len(samples),
+        "tokens": n_tokens,
+        "repeats": args.repeats,
+        "torch_threads": torch.get_num_threads(),
+        "head_flop_share": round(head_flop_share(base, n_tokens / len(samples)), 3),
+        "ways": results,
+        "fastscore_best": best,
+        "ratios": {
+            "fastscore/ceiling": ratio(best, "ceiling") if best else None,
+            "fastscore/lmeval": ratio(best, "lmeval") if best else None,
+            "fastscore/cherry": ratio(best, "cherry") if best else None,
+            "fastscore/padded": ratio(best, "padded") if best else None,
+            "fastscore-vllm/ceiling": ratio("fastscore-vllm", "ceiling"),
+            "fastscore-torch/engine-only": ratio("fastscore-torch", "engine-only"),
+        },
+    }
+    print()
+    print(f"{'way':<18}{'tok/s':>10}{'spread (s)':>18}{'samples/s':>11}{'peak GiB':>10}")
+    for name, r in results.items():
+        print(
+            f"{name:<18}{r['tokens_per_s']:>10,.0f}{r['seconds_min']:>9.1f}-"
+            f"{r['seconds_max']:<8.1f}{r['samples_per_s']:>11.1f}{r['peak_rss_gib']:>10.2f}"
+        )
+    print(f"output head share of per-token FLOPs: {summary['head_flop_share']:.1%}")
+    for k, v in summary["ratios"].items():
+        if v is not None:
+            print(f"{k:<40}{v:>8.3f}")
+    if args.json_out:
+        args.json_out.write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_cli_args(parser)
+    main(parser.parse_args())
