@@ -30,7 +30,7 @@ from ..records import RenderedSample
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+_DTYPES = ("float32", "bfloat16", "float16")
 HEAD_BLOCK_BYTES = 256 << 20  # logits computed per block of rows, so memory stays bounded
 
 
@@ -48,9 +48,9 @@ class TorchEngine:
         if cfg.dtype == "auto":
             dtype = "auto"
         elif cfg.dtype in _DTYPES:
-            dtype = getattr(torch, _DTYPES[cfg.dtype])
+            dtype = getattr(torch, cfg.dtype)
         else:
-            raise ModelError(f"dtype must be auto or one of {sorted(_DTYPES)}, got {cfg.dtype!r}")
+            raise ModelError(f"dtype must be auto or one of {_DTYPES}, got {cfg.dtype!r}")
         t0 = time.perf_counter()
         try:
             m = tf.AutoModelForCausalLM.from_pretrained(
