@@ -13,7 +13,8 @@ How the mask is found, for any chat template:
    not the newline that separates turns.
 3. A token is a response token when its first character lies in a span.
 
-Tokens after the last response token are cut: they cannot change any score.
+Tokens after the last response token are cut: they cannot change any score. An assistant
+turn that opens the conversation has no prompt and is context only.
 
 The plain template, used when the tokenizer has no chat template (or with
 ``template="plain"``), is alpaca-style::
@@ -90,9 +91,11 @@ class Renderer:
         full = self._text(messages, generation_prompt=False)
         spans = []
         for i, m in enumerate(messages):
-            if m["role"] != "assistant":
+            # A reply that opens the conversation has no prompt (and templates cannot
+            # render the empty prefix that would locate it): it is context, not scored.
+            if m["role"] != "assistant" or i == 0:
                 continue
-            before = self._text(messages[:i], generation_prompt=True) if i else ""
+            before = self._text(messages[:i], generation_prompt=True)
             through = self._text(messages[: i + 1], generation_prompt=False)
             if not full.startswith(before) or not full.startswith(through):
                 raise _TemplateError(
@@ -141,9 +144,12 @@ class Renderer:
         positions = response_positions(token_starts, spans)
         positions = positions[positions >= 1]  # position 0 has nothing to be predicted from
         if positions.size == 0:
-            return RenderedSample(
-                sample.index, sample.id, _EMPTY, _EMPTY, NO_RESPONSE, "no response token"
+            reason = (
+                "the only reply opens the conversation, with no prompt before it"
+                if msgs[0]["role"] == "assistant"
+                else "no response token"
             )
+            return RenderedSample(sample.index, sample.id, _EMPTY, _EMPTY, NO_RESPONSE, reason)
         ids = ids[: int(positions[-1]) + 1]
         if self.max_length is not None and ids.shape[0] > self.max_length:
             return RenderedSample(

@@ -90,6 +90,24 @@ def test_statuses(tokenizer):
     assert long.status == TOO_LONG and "max_length 12" in long.reason
 
 
+def test_a_reply_that_opens_the_conversation_is_context(tokenizer):
+    rr = Renderer(tokenizer, "model")
+    only = rr.render(Sample(0, 0, [Message("assistant", "hello there.")]))
+    assert only.status == NO_RESPONSE and "opens the conversation" in only.reason
+    r = rr.render(
+        Sample(
+            1,
+            1,
+            [
+                Message("assistant", "hi, ask me."),
+                Message("user", "what color?"),
+                Message("assistant", "blue."),
+            ],
+        )
+    )
+    assert _runs(r, tokenizer)[0] == ["blue.<|im_end|>"]
+
+
 def test_template_that_is_not_prefix_stable(tokenizer):
     import copy
 
