@@ -39,6 +39,15 @@ SCORE_OPTIONS = {
     "seed": "engine.seed",
     "trust_remote_code": "engine.trust_remote_code",
     "forward_tokens": "engine.forward_tokens",
+    "base_url": "base_url",
+    "ref_url": "ref_url",
+    "base_model": "base_model",
+    "ref_model": "ref_model",
+    "tokenizer": "tokenizer",
+    "api_key_env": "engine.api_key_env",
+    "concurrency": "engine.concurrency",
+    "request_timeout": "engine.request_timeout",
+    "retry_seconds": "engine.retry_seconds",
     "batching": "engine.batching",
     "device": "engine.device",
 }
@@ -87,8 +96,22 @@ def score_options(f):
         ),
         click.option(
             "--engine",
-            type=click.Choice(["auto", "vllm", "torch"]),
-            help="auto: vllm on a GPU, torch on CPU [default: auto].",
+            type=click.Choice(["auto", "vllm", "torch", "served"]),
+            help="auto: vllm on a GPU, torch on CPU; served: running vLLM servers [default: auto].",
+        ),
+        click.option("--base-url", help="served: base endpoint(s), comma-separated."),
+        click.option("--ref-url", help="served: reference endpoint(s), comma-separated."),
+        click.option("--base-model", help="served: the base's name on its servers."),
+        click.option("--ref-model", help="served: the reference's name (a LoRA adapter too)."),
+        click.option("--tokenizer", help="Tokenizer directory [default: the base's]."),
+        click.option(
+            "--api-key-env",
+            help="served: environment variable holding the API key [default: FASTSCORE_API_KEY].",
+        ),
+        click.option("--concurrency", type=int, help="served: requests per endpoint [8]."),
+        click.option("--request-timeout", type=float, help="served: seconds [300]."),
+        click.option(
+            "--retry-seconds", type=float, help="served: retry a failing request this long [120]."
         ),
         click.option(
             "--batching",

@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-ENGINES = ("auto", "vllm", "torch")
+ENGINES = ("auto", "vllm", "torch", "served")
 LOGPROB_PATHS = ("auto", "flat", "token_ids")
 BATCHINGS = ("auto", "packed", "padded", "single")
 
@@ -45,14 +45,27 @@ class EngineConfig:
     # torch engine: tokens per forward pass; None: 1024 packed, 16384 padded
     forward_tokens: int | None = None
     device: str = "auto"  # torch engine: auto, cpu, cuda, cuda:1, ...
+    # served engine: the API key is read from this environment variable, never stored
+    api_key_env: str = "FASTSCORE_API_KEY"
+    concurrency: int = 8  # served engine: requests in flight per endpoint
+    request_timeout: float = 300.0  # served engine: seconds per request
+    retry_seconds: float = 120.0  # served engine: how long a failing request is retried
 
 
 @dataclass
 class ScoreConfig:
     input: str | None = None
-    base: str | None = None
+    base: str | None = None  # local checkpoint directories (in-process engines)
     ref: str | None = None
     output: str | None = None
+    # served engine: comma-separated endpoints per model, and the served model names
+    base_url: str | None = None
+    ref_url: str | None = None
+    base_model: str | None = None
+    ref_model: str | None = None
+    # the tokenizer that renders the data: default the base checkpoint's, or with a served
+    # engine the server's model path when it is a local directory
+    tokenizer: str | None = None
     format: str = "auto"
     template: str = "auto"  # auto: the tokenizer's chat template, else the plain one
     # Longest sample scored, in tokens; longer ones get status too_long.
@@ -134,9 +147,15 @@ def validate_score(cfg: ScoreConfig) -> None:
     from .formats import FORMATS
     from .render import TEMPLATES
 
-    for name in ("input", "base", "ref", "output"):
+    needed = (
+        ("input", "base_url", "ref_url", "output")
+        if cfg.engine.kind == "served"
+        else ("input", "base", "ref", "output")
+    )
+    for name in needed:
         if not getattr(cfg, name):
-            raise ConfigError(f"score: {name!r} is required (--{name} or '{name}:' in the config)")
+            flag = name.replace("_", "-")
+            raise ConfigError(f"score: {name!r} is required (--{flag} or '{name}:' in the config)")
     if cfg.format != "auto" and cfg.format not in FORMATS:
         raise ConfigError(f"format must be auto or one of {FORMATS}, got {cfg.format!r}")
     if cfg.template not in TEMPLATES:

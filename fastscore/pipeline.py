@@ -201,6 +201,58 @@ def score(config: ScoreConfig | None = None, /, **fields: Any) -> dict[str, Any]
     return manifest
 
 
+def _setup_local(cfg: ScoreConfig, stats: Stats):
+    """Tokenizer (the base's, checked against the ref's), max length, model fingerprints."""
+    trc = cfg.engine.trust_remote_code
+    with stats.timer("load_tokenizers"):
+        tok = load_tokenizer(cfg.tokenizer or cfg.base, trc)
+        if Path(cfg.ref).resolve() != Path(cfg.base).resolve():
+            ref_tok = load_tokenizer(cfg.ref, trc)
+            check_same_tokenizer(tok, ref_tok, cfg.base, cfg.ref)
+    models = {"base": fingerprint(cfg.base), "ref": fingerprint(cfg.ref)}
+    return tok, resolve_max_length(cfg), models
+
+
+def _setup_served(cfg: ScoreConfig, stats: Stats, owned: list):
+    """Connect to the servers, find and check the tokenizer, take the context length."""
+    from .engines.served import ServedEngine
+
+    with stats.timer("engine_start"):
+        for name, urls, model in (
+            ("base", cfg.base_url, cfg.base_model),
+            ("ref", cfg.ref_url, cfg.ref_model),
+        ):
+            split = [u.strip() for u in urls.split(",") if u.strip()]
+            owned.append(ServedEngine(split, cfg.engine, model=model, name=name))
+    base, ref = owned
+    tok_dir = cfg.tokenizer or cfg.base or base.root()
+    if not tok_dir or not Path(tok_dir).is_dir():
+        raise ConfigError(
+            f"the served base model's path {base.root()!r} is not a local directory; pass "
+            "--tokenizer DIR with a local copy of its tokenizer"
+        )
+    with stats.timer("load_tokenizers"):
+        tok = load_tokenizer(tok_dir, cfg.engine.trust_remote_code)
+        for e in owned:
+            e.check_tokenizer(tok)
+    context = min(base.max_model_len, ref.max_model_len)
+    if cfg.max_length is not None and cfg.max_length > context - 1:
+        raise ConfigError(
+            f"max_length {cfg.max_length} exceeds what the servers take ({context - 1})"
+        )
+    models = {
+        name: {
+            "served": e.model,
+            "endpoints": e.urls,
+            "root": e.root(),
+            "max_model_len": e.max_model_len,
+        }
+        for name, e in (("base", base), ("ref", ref))
+    }
+    models["tokenizer"] = fingerprint(tok_dir)
+    return tok, cfg.max_length or context - 1, models
+
+
 def run_scoring(cfg: ScoreConfig, engines: tuple | None = None) -> dict[str, Any]:
     """Score ``cfg.input`` into ``cfg.output``; returns the manifest (not written).
 
@@ -211,17 +263,15 @@ def run_scoring(cfg: ScoreConfig, engines: tuple | None = None) -> dict[str, Any
     stats = Stats()
     t_start = time.perf_counter()
     kind = detect_file_kind(cfg.input)
-    with stats.timer("load_tokenizers"):
-        tok = load_tokenizer(cfg.base, cfg.engine.trust_remote_code)
-        if Path(cfg.ref).resolve() != Path(cfg.base).resolve():
-            ref_tok = load_tokenizer(cfg.ref, cfg.engine.trust_remote_code)
-            check_same_tokenizer(tok, ref_tok, cfg.base, cfg.ref)
-    max_length = resolve_max_length(cfg)
-    renderer = Renderer(tok, cfg.template, max_length)
-    total = count_records(cfg.input, kind) if cfg.progress else None
-
-    owned = []
+    owned: list = []
     try:
+        if cfg.engine.kind == "served":
+            tok, max_length, models = _setup_served(cfg, stats, owned)
+            engines = tuple(owned)
+        else:
+            tok, max_length, models = _setup_local(cfg, stats)
+        renderer = Renderer(tok, cfg.template, max_length)
+        total = count_records(cfg.input, kind) if cfg.progress else None
         if engines is None:
             with stats.timer("engine_start"):
                 owned.append(make_engine(cfg.base, cfg.engine, max_length + 1, "base"))
@@ -246,7 +296,7 @@ def run_scoring(cfg: ScoreConfig, engines: tuple | None = None) -> dict[str, Any
         "versions": versions(),
         "input": {"path": str(Path(cfg.input).resolve()), "kind": kind},
         "output": str(Path(cfg.output).resolve()),
-        "models": {"base": fingerprint(cfg.base), "ref": fingerprint(cfg.ref)},
+        "models": models,
         "engines": engine_info,
         "template": renderer.template_name,
         "max_length": max_length,

@@ -1,0 +1,231 @@
+"""--engine served against real vLLM servers (CPU build) started on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+
+import numpy as np
+import orjson
+import pytest
+
+import fastscore
+from fastscore.config import EngineConfig
+from fastscore.engines.served import PROBES, parse_prompt_logprobs
+from fastscore.errors import EngineError, ModelError
+from fastscore.records import RenderedSample
+from fastscore.scoring import mean_nll
+
+from .reference import transformers_logprobs
+from .servers import Server
+
+KEY = "test-key-not-to-be-written"
+
+
+@pytest.fixture(scope="module")
+def servers(demo_assets):
+    base = Server(demo_assets.base, "base", api_key=KEY).start()
+    ref = Server(demo_assets.ref, "ref", api_key=KEY).start()
+    try:
+        yield base.wait(), ref.wait()
+    finally:
+        base.kill()
+        ref.kill()
+
+
+@pytest.fixture
+def api_key(monkeypatch):
+    monkeypatch.setenv("FASTSCORE_API_KEY", KEY)
+
+
+def _data(tmp_path, demo_assets, n):
+    lines = demo_assets.data.read_bytes().splitlines()[:n]
+    multi = {
+        "id": "multi",
+        "messages": [
+            {"role": "user", "content": "hello, i am kobu."},
+            {"role": "assistant", "content": "hello kobu, nice to meet you."},
+            {"role": "user", "content": "what color is the rega?"},
+            {"role": "assistant", "content": "the rega is black."},
+        ],
+    }
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n" + orjson.dumps(multi) + b"\n")
+    return path
+
+
+def _rows(path):
+    return [orjson.loads(x) for x in path.read_bytes().splitlines()]
+
+
+pytestmark = pytest.mark.engine
+
+
+def test_served_matches_transformers(tmp_path, demo_assets, tokenizer, servers, api_key):
+    from fastscore.formats import to_samples
+    from fastscore.io import read_records
+    from fastscore.render import Renderer
+
+    base, ref = servers
+    data = _data(tmp_path, demo_assets, 30)
+    out = tmp_path / "s.jsonl"
+    m = fastscore.score(
+        input=str(data),
+        output=str(out),
+        base_url=base.url,
+        ref_url=ref.url,
+        progress=False,
+        engine=EngineConfig(kind="served"),
+    )
+    rows = _rows(out)
+    rendered = list(Renderer(tokenizer).render_all(to_samples(read_records(data))))
+    for model, key in ((demo_assets.base, "loss_base"), (demo_assets.ref, "loss_ref")):
+        for s, lp in zip(rendered, transformers_logprobs(model, rendered)):
+            assert abs(rows[s.index][key] - mean_nll(lp)) < 1e-4
+    assert m["engines"]["base"]["endpoints"][0]["requests"] == 31
+    assert m["models"]["base"]["root"] == str(demo_assets.base)  # tokenizer found there
+    text = (tmp_path / "s.manifest.json").read_text() + out.read_text()
+    assert KEY not in text
+
+
+def test_server_killed_mid_run_is_retried_and_nothing_is_lost(
+    tmp_path, demo_assets, servers, api_key
+):
+    _, ref = servers
+    flaky = Server(demo_assets.base, "base", api_key=KEY).start().wait()
+    data = _data(tmp_path, demo_assets, 120)
+    out = tmp_path / "s.jsonl"
+    partial = tmp_path / "s.jsonl.partial"
+
+    def kill_and_restart():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # wait until some chunks are written
+            if partial.exists() and partial.stat().st_size > 2000:
+                break
+            time.sleep(0.05)
+        flaky.kill()
+        flaky.start()
+
+    t = threading.Thread(target=kill_and_restart)
+    t.start()
+    try:
+        m = fastscore.score(
+            input=str(data),
+            output=str(out),
+            base_url=flaky.url,
+            ref_url=ref.url,
+            progress=False,
+            batch_tokens=200,
+            engine=EngineConfig(kind="served", concurrency=2, retry_seconds=240),
+        )
+    finally:
+        t.join()
+        flaky.kill()
+    assert m["engines"]["base"]["endpoints"][0]["retries"] > 0  # the kill was felt
+    rows = _rows(out)
+    assert [r["index"] for r in rows] == list(range(121)) and {r["status"] for r in rows} == {"ok"}
+    clean = tmp_path / "clean.jsonl"
+    fastscore.score(
+        input=str(data),
+        output=str(clean),
+        base=str(demo_assets.base),
+        ref=str(demo_assets.ref),
+        progress=False,
+        engine=EngineConfig(kind="torch", dtype="float32"),
+    )
+    for a, b in zip(rows, _rows(clean)):
+        assert abs(a["loss_base"] - b["loss_base"]) < 1e-4
+        assert abs(a["loss_ref"] - b["loss_ref"]) < 1e-4
+
+
+def test_missing_api_key_is_a_clear_error(tmp_path, demo_assets, servers, monkeypatch):
+    monkeypatch.delenv("FASTSCORE_API_KEY", raising=False)
+    base, ref = servers
+    with pytest.raises(EngineError, match="401 Unauthorized.*FASTSCORE_API_KEY"):
+        fastscore.score(
+            input=str(_data(tmp_path, demo_assets, 2)),
+            output=str(tmp_path / "s"),
+            base_url=base.url,
+            ref_url=ref.url,
+            progress=False,
+            engine=EngineConfig(kind="served"),
+        )
+
+
+def test_a_server_with_another_tokenizer_is_refused(
+    tmp_path, demo_assets, tokenizer, servers, api_key
+):
+    base, ref = servers
+    other = tmp_path / "tok"
+    shutil.copytree(demo_assets.base, other)
+    tc = json.loads((other / "tokenizer.json").read_text())
+    vocab = tc["model"]["vocab"]
+    # swap the ids of two tokens the first probe text is made of
+    ids = tokenizer(PROBES[0], add_special_tokens=False)["input_ids"]
+    x, y = tokenizer.convert_ids_to_tokens(sorted(set(ids))[:2])
+    vocab[x], vocab[y] = vocab[y], vocab[x]
+    (other / "tokenizer.json").write_text(json.dumps(tc))
+    with pytest.raises(ModelError, match="tokenizes .* but the local tokenizer gives"):
+        fastscore.score(
+            input=str(_data(tmp_path, demo_assets, 2)),
+            output=str(tmp_path / "s"),
+            base_url=base.url,
+            ref_url=ref.url,
+            tokenizer=str(other),
+            progress=False,
+            engine=EngineConfig(kind="served"),
+        )
+
+
+def test_unreachable_server_fails_at_start(tmp_path, demo_assets):
+    from .servers import free_port
+
+    with pytest.raises(EngineError, match="failed on /v1/models"):
+        fastscore.score(
+            input=str(_data(tmp_path, demo_assets, 2)),
+            output=str(tmp_path / "s"),
+            base_url=f"http://127.0.0.1:{free_port()}",
+            ref_url=f"http://127.0.0.1:{free_port()}",
+            progress=False,
+            engine=EngineConfig(kind="served"),
+        )
+
+
+def _sample():
+    return RenderedSample(
+        0, "s", np.array([5, 6, 7, 8], dtype=np.int32), np.array([2, 3], dtype=np.int32)
+    )
+
+
+def test_parse_prompt_logprobs_by_hand():
+    choice = {
+        "prompt_token_ids": [5, 6, 7, 8],
+        "prompt_logprobs": [
+            None,
+            {"6": {"logprob": -1.0}},
+            {"7": {"logprob": -0.5}, "9": {"logprob": -0.1}},
+            {"8": {"logprob": -2.0}},
+        ],
+    }
+    np.testing.assert_array_equal(parse_prompt_logprobs(_sample(), choice), [-0.5, -2.0])
+
+
+@pytest.mark.parametrize(
+    "choice,match",
+    [
+        ({"prompt_token_ids": [1, 5, 6, 7, 8], "prompt_logprobs": [None] * 5}, "re-tokenize"),
+        ({"prompt_token_ids": [5, 6, 7, 8]}, "no prompt_logprobs"),
+        (
+            {
+                "prompt_token_ids": [5, 6, 7, 8],
+                "prompt_logprobs": [None, {}, {"9": {"logprob": -1}}, {}],
+            },
+            "no entry for token 7",
+        ),
+    ],
+)
+def test_parse_prompt_logprobs_refuses_wrong_answers(choice, match):
+    with pytest.raises(ValueError, match=match):
+        parse_prompt_logprobs(_sample(), choice)
