@@ -48,6 +48,12 @@ SCORE_OPTIONS = {
     "concurrency": "engine.concurrency",
     "request_timeout": "engine.request_timeout",
     "retry_seconds": "engine.retry_seconds",
+    "executor": "executor",
+    "ray_address": "ray.address",
+    "ray_workers": "ray.workers",
+    "shards": "ray.shards",
+    "cpus_per_worker": "ray.cpus_per_worker",
+    "gpus_per_worker": "ray.gpus_per_worker",
     "batching": "engine.batching",
     "device": "engine.device",
 }
@@ -145,6 +151,12 @@ def score_options(f):
             "--trust-remote-code", is_flag=True, default=None, help="Run the model's own code."
         ),
         click.option("--progress/--no-progress", default=None, help="Progress bar [default: on]."),
+        click.option("--executor", type=click.Choice(["local", "ray"]), help="[default: local]"),
+        click.option("--ray-address", help="ray: cluster address [default: $RAY_ADDRESS/local]."),
+        click.option("--ray-workers", type=int, help="ray: workers [default: one per GPU]."),
+        click.option("--shards", type=int, help="ray: input shards [default: 4 per worker]."),
+        click.option("--cpus-per-worker", type=float, help="ray [default: 1]."),
+        click.option("--gpus-per-worker", type=float, help="ray [default: 1 if GPUs, else 0]."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file."),
     ]
     for opt in reversed(opts):

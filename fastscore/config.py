@@ -53,6 +53,17 @@ class EngineConfig:
 
 
 @dataclass
+class RayConfig:
+    """``executor: ray``: shards of the input scored by Ray workers that own their engines."""
+
+    address: str | None = None  # None: $RAY_ADDRESS if set, else a local cluster
+    workers: int | None = None  # None: one per GPU (per cpus_per_worker CPUs without GPUs)
+    shards: int | None = None  # None: 4 per worker (finished shards survive a restart)
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0
+
+
+@dataclass
 class ScoreConfig:
     input: str | None = None
     base: str | None = None  # local checkpoint directories (in-process engines)
@@ -73,7 +84,9 @@ class ScoreConfig:
     max_length: int | None = None
     batch_tokens: int = 32768  # tokens handed to the engines per step (the streaming unit)
     progress: bool = True
+    executor: str = "local"  # local | ray
     engine: EngineConfig = field(default_factory=EngineConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
 
 @dataclass
@@ -166,6 +179,8 @@ def validate_score(cfg: ScoreConfig) -> None:
         raise ConfigError(
             f"logprobs_path must be one of {LOGPROB_PATHS}, got {cfg.engine.logprobs_path!r}"
         )
+    if cfg.executor not in ("local", "ray"):
+        raise ConfigError(f"executor must be local or ray, got {cfg.executor!r}")
     if cfg.engine.batching not in BATCHINGS:
         raise ConfigError(f"batching must be one of {BATCHINGS}, got {cfg.engine.batching!r}")
     if cfg.batch_tokens < 1:

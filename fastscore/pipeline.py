@@ -22,7 +22,7 @@ import orjson
 from . import __version__
 from .config import EngineConfig, ScoreConfig, validate_score
 from .errors import ConfigError
-from .formats import to_samples
+from .formats import sniff_format, to_samples
 from .io import count_records, detect_file_kind, read_records
 from .models import check_same_tokenizer, fingerprint, load_tokenizer, model_max_length
 from .records import NONFINITE, OK, STATUSES, RenderedSample, ScoredSample
@@ -195,7 +195,7 @@ def score(config: ScoreConfig | None = None, /, **fields: Any) -> dict[str, Any]
     """
     cfg = dataclasses.replace(config, **fields) if config else ScoreConfig(**fields)
     validate_score(cfg)
-    manifest = run_scoring(cfg)
+    manifest = score_file(cfg)
     out = Path(cfg.output)
     write_manifest(out.with_name(out.stem + ".manifest.json"), manifest)
     return manifest
@@ -253,6 +253,15 @@ def _setup_served(cfg: ScoreConfig, stats: Stats, owned: list):
     return tok, cfg.max_length or context - 1, models
 
 
+def score_file(cfg: ScoreConfig) -> dict[str, Any]:
+    """Score with the configured executor; returns the manifest (not written)."""
+    if cfg.executor == "ray":
+        from .ray_executor import run_scoring_ray
+
+        return run_scoring_ray(cfg)
+    return run_scoring(cfg)
+
+
 def run_scoring(cfg: ScoreConfig, engines: tuple | None = None) -> dict[str, Any]:
     """Score ``cfg.input`` into ``cfg.output``; returns the manifest (not written).
 
@@ -288,6 +297,30 @@ def run_scoring(cfg: ScoreConfig, engines: tuple | None = None) -> dict[str, Any
                 for e in owned:
                     e.close()
 
+    return build_manifest(
+        cfg,
+        kind,
+        models,
+        engine_info,
+        renderer.template_name,
+        max_length,
+        stats,
+        scoring_seconds,
+        time.perf_counter() - t_start,
+    )
+
+
+def build_manifest(
+    cfg: ScoreConfig,
+    kind: str,
+    models: dict,
+    engine_info: dict,
+    template: str,
+    max_length: int,
+    stats: Stats,
+    scoring_seconds: float,
+    total_seconds: float,
+) -> dict[str, Any]:
     counts = stats.counts
     scored_tokens = counts["tokens_scored_samples"]
     return {
@@ -298,7 +331,7 @@ def run_scoring(cfg: ScoreConfig, engines: tuple | None = None) -> dict[str, Any
         "output": str(Path(cfg.output).resolve()),
         "models": models,
         "engines": engine_info,
-        "template": renderer.template_name,
+        "template": template,
         "max_length": max_length,
         "options": dataclasses.asdict(cfg),
         "counts": {
@@ -310,26 +343,59 @@ def run_scoring(cfg: ScoreConfig, engines: tuple | None = None) -> dict[str, Any
         "seconds": {
             **stats.to_json()["seconds"],
             "scoring": round(scoring_seconds, 4),
-            "total": round(time.perf_counter() - t_start, 4),
+            "total": round(total_seconds, 4),
         },
         "throughput": {
-            "samples_per_second": round(counts["records"] / scoring_seconds, 2),
-            "tokens_per_second": round(scored_tokens / scoring_seconds, 1),
+            "samples_per_second": round(counts["records"] / max(scoring_seconds, 1e-9), 2),
+            "tokens_per_second": round(scored_tokens / max(scoring_seconds, 1e-9), 1),
         },
     }
 
 
-def _score_stream(cfg, kind, renderer, base, ref, stats: Stats, total: int | None) -> None:
+def resolve_format(path, kind: str, fmt: str) -> str:
+    """The record format of the whole file (``auto`` resolved on its first fitting record),
+    so that shards scored apart parse every record exactly as a whole-file run does."""
+    if fmt != "auto":
+        return fmt
+    for i, raw in enumerate(read_records(path, kind)):
+        found = sniff_format(raw.data) if raw.error is None else None
+        if found or i >= 1000:
+            return found or "auto"
+    return "auto"
+
+
+def _records_in(path, kind: str, index_range: tuple[int, int] | None) -> Iterator:
+    records = read_records(path, kind)
+    if index_range is None:
+        yield from records
+        return
+    lo, hi = index_range
+    for raw in records:
+        if raw.index >= hi:
+            return
+        if raw.index >= lo:
+            yield raw
+
+
+def _score_stream(
+    cfg,
+    kind,
+    renderer,
+    base,
+    ref,
+    stats: Stats,
+    total: int | None,
+    index_range: tuple[int, int] | None = None,
+    fmt: str | None = None,
+) -> None:
+    """Score the input's records (those in ``index_range``, if given) into ``cfg.output``."""
     from tqdm import tqdm
 
     out_path = Path(cfg.output)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = out_path.with_name(out_path.name + ".partial")
-    rendered = _timed(
-        renderer.render_all(to_samples(read_records(cfg.input, kind), cfg.format)),
-        stats,
-        "read_render",
-    )
+    samples = to_samples(_records_in(cfg.input, kind, index_range), fmt or cfg.format)
+    rendered = _timed(renderer.render_all(samples), stats, "read_render")
     bar = tqdm(total=total, unit="sample", disable=not cfg.progress, dynamic_ncols=True)
     t0 = time.perf_counter()
     with open(partial, "wb") as f:

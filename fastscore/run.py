@@ -18,7 +18,7 @@ from .config import (
     validate_select,
 )
 from .errors import ConfigError
-from .pipeline import run_scoring, write_manifest
+from .pipeline import score_file, write_manifest
 from .select import choose, load_scores, select
 
 
@@ -37,7 +37,7 @@ def run(config: RunConfig) -> dict[str, Any]:
     validate_score(score_cfg)
     validate_select(select_cfg)  # before the expensive part, so a typo costs nothing
     out.mkdir(parents=True, exist_ok=True)
-    manifest = run_scoring(score_cfg)
+    manifest = score_file(score_cfg)
     manifest["command"] = "run"
     manifest["selection"] = select(select_cfg)
     write_manifest(out / "manifest.json", manifest)
