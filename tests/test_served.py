@@ -17,9 +17,9 @@ from fastscore.engines.served import PROBES, parse_prompt_logprobs
 from fastscore.errors import EngineError, ModelError
 from fastscore.records import RenderedSample
 from fastscore.scoring import mean_nll
+from fastscore.servers import Server
 
 from .reference import transformers_logprobs
-from .servers import Server
 
 KEY = "test-key-not-to-be-written"
 
@@ -180,7 +180,7 @@ def test_a_server_with_another_tokenizer_is_refused(
 
 
 def test_unreachable_server_fails_at_start(tmp_path, demo_assets):
-    from .servers import free_port
+    from fastscore.servers import free_port
 
     with pytest.raises(EngineError, match="failed on /v1/models"):
         fastscore.score(
@@ -229,3 +229,47 @@ def test_parse_prompt_logprobs_by_hand():
 def test_parse_prompt_logprobs_refuses_wrong_answers(choice, match):
     with pytest.raises(ValueError, match=match):
         parse_prompt_logprobs(_sample(), choice)
+
+
+def test_cli_run_served(tmp_path, demo_assets, servers):
+    import os
+    import subprocess
+
+    from .test_cli import fastscore_cmd
+
+    base, ref = servers
+    data = _data(tmp_path, demo_assets, 20)
+    out = tmp_path / "out"
+    env = dict(os.environ, MY_KEY=KEY)
+    p = subprocess.run(
+        fastscore_cmd()
+        + [
+            "run",
+            str(data),
+            "--engine",
+            "served",
+            "--base-url",
+            base.url,
+            "--ref-url",
+            ref.url,
+            "--base-model",
+            "base",
+            "--ref-model",
+            "ref",
+            "--api-key-env",
+            "MY_KEY",
+            "--output-dir",
+            str(out),
+            "--top-k",
+            "5",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert KEY not in p.stderr + p.stdout + (out / "manifest.json").read_text()
+    assert len((out / "selected.jsonl").read_bytes().splitlines()) == 5
+    assert len(_rows(out / "scores.jsonl")) == 21

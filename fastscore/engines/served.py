@@ -221,6 +221,8 @@ class ServedEngine:
             "prompt_logprobs": 0,
             "temperature": 0,
             "return_token_ids": True,
+            # "token_id:N" strings instead of decoding every prompt token on the server
+            "return_tokens_as_token_ids": True,
         }
         first_fail, attempt = None, 0
         while True:

