@@ -14,7 +14,7 @@ def test_nested_dict_maps_onto_dataclasses():
         {"output_dir": "o", "score": {"engine": {"dtype": "float32"}}, "select": {"fraction": 0.1}},
     )
     assert cfg.score.engine.dtype == "float32" and cfg.select.fraction == 0.1
-    assert cfg.score.engine.kind == "vllm"  # defaults kept
+    assert cfg.score.engine.kind == "auto" and cfg.score.ray.shards is None  # defaults kept
 
 
 def test_unknown_keys_are_refused_with_the_valid_ones():
