@@ -355,7 +355,6 @@ def main(args: argparse.Namespace) -> dict:
         }
         print(f"  {name:<16} {n_tokens / med:>10,.0f} tok/s  (median of {len(times)})", flush=True)
 
-    torch.set_num_threads(torch.get_num_threads())
     print(
         f"model {args.model}, {len(samples)} samples, {n_tokens:,} tokens "
         f"(each through both models)",

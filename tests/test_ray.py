@@ -57,7 +57,7 @@ def _same_scores(a, b, tol=1e-6):
                 assert abs(x[k] - y[k]) < tol, (x, y)
 
 
-def _score(data, out, demo_assets, **ray_opts):
+def _score(data, out, demo_assets, ray_opts, **fields):
     return fastscore.score(
         input=str(data),
         output=str(out),
@@ -67,6 +67,7 @@ def _score(data, out, demo_assets, **ray_opts):
         executor="ray",
         engine=EngineConfig(kind="torch", dtype="float32"),
         ray=RayConfig(**ray_opts),
+        **fields,
     )
 
 
@@ -82,7 +83,7 @@ def test_ray_equals_local_and_resumes_by_shard(tmp_path, demo_assets, cluster):
         engine=EngineConfig(kind="torch", dtype="float32"),
     )
     out = tmp_path / "ray.jsonl"
-    m = _score(data, out, demo_assets, workers=2, shards=5)
+    m = _score(data, out, demo_assets, {"workers": 2, "shards": 5})
     _same_scores(_rows(out), _rows(local))
     ex = m["executor"]
     assert ex["workers"] == 2 and len(ex["shards"]) == 5 and ex["reused_shards"] == []
@@ -91,22 +92,12 @@ def test_ray_equals_local_and_resumes_by_shard(tmp_path, demo_assets, cluster):
     # a crash that lost one shard: only that shard is scored again
     shard_dir = tmp_path / "ray.jsonl.shards"
     (shard_dir / "shard-00002.jsonl").unlink()
-    m2 = _score(data, out, demo_assets, workers=2, shards=5)
+    m2 = _score(data, out, demo_assets, {"workers": 2, "shards": 5})
     assert m2["executor"]["reused_shards"] == [0, 1, 3, 4]
     _same_scores(_rows(out), _rows(local))
 
     # an option that changes scores makes the old shards unusable
-    cfg_changed = fastscore.score(
-        input=str(data),
-        output=str(out),
-        base=str(demo_assets.base),
-        ref=str(demo_assets.ref),
-        progress=False,
-        executor="ray",
-        max_length=60,
-        engine=EngineConfig(kind="torch", dtype="float32"),
-        ray=RayConfig(workers=2, shards=5),
-    )
+    cfg_changed = _score(data, out, demo_assets, {"workers": 2, "shards": 5}, max_length=60)
     assert cfg_changed["executor"]["reused_shards"] == []
 
 
