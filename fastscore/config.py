@@ -85,6 +85,9 @@ class ScoreConfig:
     batch_tokens: int = 32768  # tokens handed to the engines per step (the streaming unit)
     progress: bool = True
     executor: str = "local"  # local | ray
+    # continue <output>.partial after a crash (same input and options), instead of starting
+    # over; with executor ray, finished shards are always kept
+    resume: bool = False
     engine: EngineConfig = field(default_factory=EngineConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 

@@ -27,6 +27,7 @@ from .io import count_records, detect_file_kind, read_records
 from .models import check_same_tokenizer, fingerprint, load_tokenizer, model_max_length
 from .records import NONFINITE, OK, STATUSES, RenderedSample, ScoredSample
 from .render import Renderer
+from .resume import prepare_resume, write_run_record
 from .scoring import mean_nll, score_losses
 from .stats import Stats
 
@@ -280,6 +281,18 @@ def run_scoring(cfg: ScoreConfig, engines: tuple | None = None) -> dict[str, Any
         else:
             tok, max_length, models = _setup_local(cfg, stats)
         renderer = Renderer(tok, cfg.template, max_length)
+        fmt = resolve_format(cfg.input, kind, cfg.format)
+        out = Path(cfg.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(out.name + ".partial")
+        done = 0
+        if cfg.resume:
+            done, counts = prepare_resume(out, partial, cfg, fmt)
+            stats.counts.update(counts)
+            stats.counts["resumed_after_records"] = done
+            stats.counts["resumed_tokens"] = counts["tokens_scored_samples"]
+        else:
+            write_run_record(out, cfg, fmt)
         total = count_records(cfg.input, kind) if cfg.progress else None
         if engines is None:
             with stats.timer("engine_start"):
@@ -288,7 +301,18 @@ def run_scoring(cfg: ScoreConfig, engines: tuple | None = None) -> dict[str, Any
             engines = tuple(owned)
         base, ref = engines
         t_scoring = time.perf_counter()
-        _score_stream(cfg, kind, renderer, base, ref, stats, total)
+        _score_stream(
+            cfg,
+            kind,
+            renderer,
+            base,
+            ref,
+            stats,
+            total,
+            index_range=(done, math.inf) if done else None,
+            fmt=fmt,
+            append=bool(done),
+        )
         scoring_seconds = time.perf_counter() - t_scoring
         engine_info = {"base": base.info(), "ref": ref.info()}
     finally:
@@ -339,6 +363,7 @@ def build_manifest(
             "by_status": {s: counts[f"status:{s}"] for s in STATUSES if counts[f"status:{s}"]},
             "tokens_scored_samples": scored_tokens,
             "response_tokens": counts["response_tokens"],
+            "resumed_after_records": counts["resumed_after_records"],
         },
         "seconds": {
             **stats.to_json()["seconds"],
@@ -346,8 +371,14 @@ def build_manifest(
             "total": round(total_seconds, 4),
         },
         "throughput": {
-            "samples_per_second": round(counts["records"] / max(scoring_seconds, 1e-9), 2),
-            "tokens_per_second": round(scored_tokens / max(scoring_seconds, 1e-9), 1),
+            # what this run scored (a resumed run's earlier part took no time here)
+            "samples_per_second": round(
+                (counts["records"] - counts["resumed_after_records"]) / max(scoring_seconds, 1e-9),
+                2,
+            ),
+            "tokens_per_second": round(
+                (scored_tokens - counts["resumed_tokens"]) / max(scoring_seconds, 1e-9), 1
+            ),
         },
     }
 
@@ -387,6 +418,7 @@ def _score_stream(
     total: int | None,
     index_range: tuple[int, int] | None = None,
     fmt: str | None = None,
+    append: bool = False,
 ) -> None:
     """Score the input's records (those in ``index_range``, if given) into ``cfg.output``."""
     from tqdm import tqdm
@@ -396,9 +428,13 @@ def _score_stream(
     partial = out_path.with_name(out_path.name + ".partial")
     samples = to_samples(_records_in(cfg.input, kind, index_range), fmt or cfg.format)
     rendered = _timed(renderer.render_all(samples), stats, "read_render")
-    bar = tqdm(total=total, unit="sample", disable=not cfg.progress, dynamic_ncols=True)
+    skipped = index_range[0] if index_range else 0
+    tokens_before = stats.counts["tokens_scored_samples"]
+    bar = tqdm(
+        total=total, initial=skipped, unit="sample", disable=not cfg.progress, dynamic_ncols=True
+    )
     t0 = time.perf_counter()
-    with open(partial, "wb") as f:
+    with open(partial, "ab" if append else "wb") as f:
         for chunk in prefetch(chunk_by_tokens(rendered, cfg.batch_tokens)):
             ok = [r for r in chunk if r.status == OK]
             with stats.timer("engine_base"):
@@ -419,7 +455,8 @@ def _score_stream(
                 f.flush()
             bar.update(len(chunk))
             dt = max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(tok_s=f"{stats.counts['tokens_scored_samples'] / dt:,.0f}")
+            new_tokens = stats.counts["tokens_scored_samples"] - tokens_before
+            bar.set_postfix(tok_s=f"{new_tokens / dt:,.0f}")
     bar.close()
     os.replace(partial, out_path)
 

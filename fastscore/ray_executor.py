@@ -12,7 +12,6 @@ is byte-for-byte what the local executor writes, one line per record in input or
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import os
@@ -25,26 +24,10 @@ import orjson
 from .config import ScoreConfig, from_dict
 from .errors import ConfigError, EngineError
 from .io import count_records, detect_file_kind
+from .resume import run_fingerprint
 from .stats import Stats
 
 log = logging.getLogger(__name__)
-
-# Options that do not change any score: a shard done under other values is still good.
-_NEUTRAL = {"output", "progress", "executor", "ray"}
-
-
-def run_fingerprint(cfg: ScoreConfig, fmt: str) -> str:
-    st = os.stat(cfg.input)
-    opts = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NEUTRAL}
-    blob = orjson.dumps(
-        {
-            "input": [str(Path(cfg.input).resolve()), st.st_size, st.st_mtime_ns],
-            "format": fmt,
-            "options": opts,
-        },
-        option=orjson.OPT_SORT_KEYS,
-    )
-    return hashlib.sha256(blob).hexdigest()
 
 
 def plan_shards(n_records: int, n_shards: int) -> list[tuple[int, int]]:

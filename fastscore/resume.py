@@ -1,0 +1,102 @@
+"""Resuming an interrupted run: what was finished is kept, nothing is scored twice.
+
+Scores are appended to ``<output>.partial`` and flushed chunk by chunk; beside it,
+``<output>.run.json`` records a fingerprint of the input and of every option that changes
+a score. ``--resume`` checks that record, cuts a torn last line, and goes on after the
+last complete one. The final file appears (atomically renamed) only when all is scored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections import Counter
+from pathlib import Path
+
+import orjson
+
+from .errors import ConfigError
+
+# Options that do not change any score: a run may resume under other values of these.
+NEUTRAL = {"output", "progress", "executor", "ray", "resume", "batch_tokens"}
+
+
+def score_options(cfg) -> dict:
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NEUTRAL}
+
+
+def run_fingerprint(cfg, fmt: str) -> str:
+    st = os.stat(cfg.input)
+    blob = orjson.dumps(
+        {
+            "input": [str(Path(cfg.input).resolve()), st.st_size, st.st_mtime_ns],
+            "format": fmt,
+            "options": score_options(cfg),
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return hashlib.sha256(blob).hexdigest()
+
+
+def run_record_path(output: Path) -> Path:
+    return output.with_name(output.name + ".run.json")
+
+
+def write_run_record(output: Path, cfg, fmt: str) -> None:
+    st = os.stat(cfg.input)
+    record = {
+        "fingerprint": run_fingerprint(cfg, fmt),
+        "format": fmt,
+        "input": {
+            "path": str(Path(cfg.input).resolve()),
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+        },
+        "options": score_options(cfg),
+    }
+    run_record_path(output).write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
+
+
+def prepare_resume(output: Path, partial: Path, cfg, fmt: str) -> tuple[int, Counter]:
+    """Check a partial run can be continued; cut a torn last line. Returns (records done,
+    counts rebuilt from the kept lines)."""
+    record_path = run_record_path(output)
+    if not partial.exists() or not record_path.exists():
+        if output.exists():
+            raise ConfigError(f"{output} is already complete; nothing to resume")
+        return 0, Counter()
+    record = orjson.loads(record_path.read_bytes())
+    if record["fingerprint"] != run_fingerprint(cfg, fmt):
+        now = score_options(cfg)
+        changed = sorted(
+            k for k in set(now) | set(record["options"]) if now.get(k) != record["options"].get(k)
+        )
+        st = os.stat(cfg.input)
+        if [st.st_size, st.st_mtime_ns] != [record["input"]["size"], record["input"]["mtime_ns"]]:
+            changed.append("the input file (size or modification time)")
+        if record["format"] != fmt:
+            changed.append("the record format")
+        raise ConfigError(
+            f"cannot resume {partial}: it was started with other settings ({', '.join(changed)}"
+            "). Resume with the same input and options, or start again without --resume"
+        )
+    data = partial.read_bytes()
+    keep = data[: data.rfind(b"\n") + 1]  # a line cut by the crash is scored again
+    counts: Counter = Counter()
+    for n, line in enumerate(keep.splitlines()):
+        row = orjson.loads(line)
+        if row.get("index") != n:
+            raise ConfigError(
+                f"{partial}: line {n + 1} has index {row.get('index')}, not {n}; "
+                "start again without --resume"
+            )
+        counts["records"] += 1
+        counts[f"status:{row['status']}"] += 1
+        if row["status"] == "ok":
+            counts["tokens_scored_samples"] += row["n_tokens"]
+            counts["response_tokens"] += row["n_response_tokens"]
+    if len(keep) != len(data):
+        with open(partial, "r+b") as f:
+            f.truncate(len(keep))
+    return counts["records"], counts
