@@ -88,6 +88,9 @@ class ScoreConfig:
     # continue <output>.partial after a crash (same input and options), instead of starting
     # over; with executor ray, finished shards are always kept
     resume: bool = False
+    # stop at the first record that cannot be scored (with its line and reason) instead
+    # of recording its status and going on
+    strict: bool = False
     engine: EngineConfig = field(default_factory=EngineConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 

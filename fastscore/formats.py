@@ -128,6 +128,20 @@ _PARSERS = {
 }
 
 
+def _check_turns(messages: list[Message]) -> list[Message]:
+    """Roles must alternate after an optional leading system turn: many chat templates
+    refuse anything else, and two replies in a row have no prompt between them."""
+    for i in range(1, len(messages)):
+        if messages[i].role == messages[i - 1].role:
+            raise RecordError(
+                f"turns {i - 1} and {i} are both {messages[i].role!r}; roles must "
+                "alternate (merge the two turns)"
+            )
+        if messages[i].role == "system":
+            raise RecordError(f"turn {i} is a system turn; only the first turn may be one")
+    return messages
+
+
 def record_id(raw: RawRecord) -> Any:
     """The record's ``id`` field when present (and not null), else its 0-based position."""
     if isinstance(raw.data, dict) and raw.data.get("id") is not None:
@@ -148,7 +162,7 @@ def to_sample(raw: RawRecord, fmt: str) -> Sample:
             reason=f"record must be a JSON object, got {type(raw.data).__name__}",
         )
     try:
-        messages = _PARSERS[fmt](raw.data)
+        messages = _check_turns(_PARSERS[fmt](raw.data))
     except RecordError as e:
         return Sample(raw.index, rid, status=BAD_RECORD, reason=f"{fmt}: {e}")
     except KeyError as e:

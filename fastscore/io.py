@@ -65,7 +65,7 @@ def count_records(path: str | os.PathLike, kind: str | None = None) -> int:
 
 def _load_json_array(path: str | os.PathLike) -> list[Any]:
     try:
-        data = orjson.loads(Path(path).read_bytes())
+        data = orjson.loads(Path(path).read_bytes().removeprefix(b"\xef\xbb\xbf"))
     except orjson.JSONDecodeError as e:
         raise InputError(f"{path}: not valid JSON ({e})") from e
     if not isinstance(data, list):
@@ -101,6 +101,8 @@ def _read_jsonl(path: str | os.PathLike) -> Iterator[RawRecord]:
     i = 0
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, start=1):
+            if lineno == 1:
+                line = line.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM some editors write
             if not line.strip():
                 continue
             try:

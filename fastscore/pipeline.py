@@ -21,7 +21,7 @@ import orjson
 
 from . import __version__
 from .config import EngineConfig, ScoreConfig, validate_score
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .formats import sniff_format, to_samples
 from .io import count_records, detect_file_kind, read_records
 from .models import check_same_tokenizer, fingerprint, load_tokenizer, model_max_length
@@ -383,6 +383,18 @@ def build_manifest(
     }
 
 
+def where(path, kind: str, index: int) -> str:
+    """'line N' of a JSONL record (blank lines are not records), else 'record N'."""
+    if kind == "jsonl":
+        n = -1
+        with open(path, "rb") as f:
+            for lineno, line in enumerate(f, start=1):
+                n += bool(line.strip())
+                if n == index:
+                    return f"line {lineno} (record {index})"
+    return f"record {index}"
+
+
 def resolve_format(path, kind: str, fmt: str) -> str:
     """The record format of the whole file (``auto`` resolved on its first fitting record),
     so that shards scored apart parse every record exactly as a whole-file run does."""
@@ -449,6 +461,12 @@ def _score_stream(
                         stats.counts["response_tokens"] += r.n_response_tokens
                     else:
                         s = aggregate(r, None, None)
+                    if cfg.strict and s.status != OK:
+                        raise InputError(
+                            f"{cfg.input}, {where(cfg.input, kind, s.index)}: {s.status}: "
+                            f"{s.reason} (--strict stops here; without it such records get "
+                            "a status and the run goes on)"
+                        )
                     stats.counts["records"] += 1
                     stats.counts[f"status:{s.status}"] += 1
                     f.write(orjson.dumps(s.to_json()) + b"\n")
