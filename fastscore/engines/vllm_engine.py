@@ -62,7 +62,11 @@ class VllmEngine:
             self.llm = LLM(**kwargs)
         except Exception as e:
             raise EngineError(
-                f"could not start vLLM for the {name} model {self.model!r}: {type(e).__name__}: {e}"
+                f"could not start vLLM for the {name} model {self.model!r}: "
+                f"{type(e).__name__}: {e}. vLLM's own error is in the log above. Common "
+                "causes: too little memory for the KV cache (lower --kv-cache-gb, or "
+                "--gpu-memory-utilization on a GPU); a head size vLLM's CPU attention refuses "
+                "(64 works); an architecture vLLM does not support (try --engine torch)"
             ) from e
         self.start_seconds = time.perf_counter() - t0
         v2 = bool(getattr(self.llm.llm_engine.vllm_config, "use_v2_model_runner", False))
