@@ -55,12 +55,7 @@ def count_records(path: str | os.PathLike, kind: str | None = None) -> int:
         return pq.ParquetFile(path).metadata.num_rows
     if kind == "json":
         return len(_load_json_array(path))
-    n = 0
-    with open(path, "rb") as f:
-        for line in f:
-            if line.strip():
-                n += 1
-    return n
+    return sum(1 for _ in jsonl_lines(path))
 
 
 def _load_json_array(path: str | os.PathLike) -> list[Any]:
@@ -97,32 +92,34 @@ def read_records(path: str | os.PathLike, kind: str | None = None) -> Iterator[R
         raise InputError(f"unknown input kind {kind!r}; expected one of {FILE_KINDS}")
 
 
-def _read_jsonl(path: str | os.PathLike) -> Iterator[RawRecord]:
+def jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[int, int, bytes]]:
+    """(record index, line number, line) for each record line of a JSONL file.
+
+    The one rule for what a record is, shared by every reader: blank lines are not
+    records, and a UTF-8 BOM opening the file (some editors write one) is not content.
+    Lines keep their newline (one is added to a last line without it).
+    """
     i = 0
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, start=1):
             if lineno == 1:
-                line = line.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM some editors write
+                line = line.removeprefix(b"\xef\xbb\xbf")
             if not line.strip():
                 continue
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError as e:
-                yield RawRecord(index=i, data=None, error=f"line {lineno}: invalid JSON ({e})")
-            else:
-                yield RawRecord(index=i, data=obj)
+            yield i, lineno, line if line.endswith(b"\n") else line + b"\n"
             i += 1
 
 
-def iter_raw_jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
-    """(index, raw line) for each record of a JSONL file, indices as in ``read_records``."""
-    i = 0
-    with open(path, "rb") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            yield i, line if line.endswith(b"\n") else line + b"\n"
-            i += 1
+def parse_line(index: int, lineno: int, line: bytes) -> RawRecord:
+    try:
+        return RawRecord(index=index, data=orjson.loads(line))
+    except orjson.JSONDecodeError as e:
+        return RawRecord(index=index, data=None, error=f"line {lineno}: invalid JSON ({e})")
+
+
+def _read_jsonl(path: str | os.PathLike) -> Iterator[RawRecord]:
+    for index, lineno, line in jsonl_lines(path):
+        yield parse_line(index, lineno, line)
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> int:
@@ -136,10 +133,9 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> int:
 
 
 def read_jsonl_rows(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    yield orjson.loads(line)
-                except orjson.JSONDecodeError as e:
-                    raise InputError(f"{path}, line {lineno}: invalid JSON ({e})") from e
+    """Rows of a file fastscore wrote (scores): an unparsable line is an error here."""
+    for _, lineno, line in jsonl_lines(path):
+        try:
+            yield orjson.loads(line)
+        except orjson.JSONDecodeError as e:
+            raise InputError(f"{path}, line {lineno}: invalid JSON ({e})") from e

@@ -23,7 +23,7 @@ from . import __version__
 from .config import EngineConfig, ScoreConfig, validate_score
 from .errors import ConfigError, InputError
 from .formats import sniff_format, to_samples
-from .io import count_records, detect_file_kind, read_records
+from .io import count_records, detect_file_kind, jsonl_lines, read_records
 from .models import check_same_tokenizer, fingerprint, load_tokenizer, model_max_length
 from .records import NONFINITE, OK, STATUSES, RenderedSample, ScoredSample
 from .render import Renderer
@@ -386,12 +386,9 @@ def build_manifest(
 def where(path, kind: str, index: int) -> str:
     """'line N' of a JSONL record (blank lines are not records), else 'record N'."""
     if kind == "jsonl":
-        n = -1
-        with open(path, "rb") as f:
-            for lineno, line in enumerate(f, start=1):
-                n += bool(line.strip())
-                if n == index:
-                    return f"line {lineno} (record {index})"
+        for i, lineno, _ in jsonl_lines(path):
+            if i == index:
+                return f"line {lineno} (record {index})"
     return f"record {index}"
 
 

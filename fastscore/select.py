@@ -17,7 +17,7 @@ import orjson
 from .config import SelectConfig, validate_select
 from .errors import InputError
 from .formats import record_id
-from .io import detect_file_kind, iter_raw_jsonl_lines, read_jsonl_rows, read_records
+from .io import detect_file_kind, jsonl_lines, parse_line, read_jsonl_rows, read_records
 from .records import RawRecord
 
 OUTPUT_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
@@ -115,9 +115,9 @@ def write_subset(input_path, output_path, chosen: list[int], rows: list[dict]) -
     written = 0
     if out_kind == "jsonl" and in_kind == "jsonl":
         with open(tmp, "wb") as f:
-            for (i, line), raw in zip(iter_raw_jsonl_lines(input_path), read_records(input_path)):
+            for i, lineno, line in jsonl_lines(input_path):
                 n_input += 1
-                check(i, raw.data)
+                check(i, parse_line(i, lineno, line).data)
                 if i in wanted:
                     f.write(line)  # byte for byte as in the input
                     written += 1

@@ -106,3 +106,20 @@ def test_select_argument_errors(tmp_path):
         )
     with pytest.raises(ConfigError, match="must not be the input"):
         select(scores=str(sc), input=str(inp), output=str(inp), top_k=1)
+
+
+def test_subset_lines_stay_aligned_after_a_bom_only_first_line(tmp_path):
+    from fastscore.io import count_records
+
+    inp = tmp_path / "in.jsonl"
+    recs = [
+        b'{"id": "a", "prompt": "p", "response": "r"}',
+        b'{"id": "b", "prompt": "p", "response": "r"}',
+    ]
+    inp.write_bytes(b"\xef\xbb\xbf\n" + b"\n".join(recs) + b"\n")
+    assert count_records(inp) == 2
+    sc = tmp_path / "scores.jsonl"
+    sc.write_bytes(b"".join(orjson.dumps(s) + b"\n" for s in _scores(["a", "b"], [0.1, 0.9])))
+    out = tmp_path / "sub.jsonl"
+    select(scores=str(sc), input=str(inp), output=str(out), top_k=1)
+    assert out.read_bytes() == recs[1] + b"\n"
