@@ -27,7 +27,8 @@ def test_unknown_keys_are_refused_with_the_valid_ones():
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path):
     cls = {"run": RunConfig, "score": ScoreConfig, "select": SelectConfig}[path.stem.split("-")[0]]
-    load_yaml(cls, path)
+    cfg = load_yaml(cls, path)  # raises on unknown keys or bad YAML
+    assert isinstance(cfg, cls)
 
 
 def test_shipped_configs_exist():
