@@ -50,9 +50,9 @@ class ShardWorker:
         self.cfg = from_dict(ScoreConfig, cfg_dict)
         stats, self.engines = Stats(), []
         if self.cfg.engine.kind == "served":
-            tok, max_length, _ = _setup_served(self.cfg, stats, self.engines)
+            tok, max_length, self.models = _setup_served(self.cfg, stats, self.engines)
         else:
-            tok, max_length, _ = _setup_local(self.cfg, stats)
+            tok, max_length, self.models = _setup_local(self.cfg, stats)
             self.engines.append(make_engine(self.cfg.base, self.cfg.engine, max_length + 1, "base"))
             self.engines.append(make_engine(self.cfg.ref, self.cfg.engine, max_length + 1, "ref"))
         self.renderer = Renderer(tok, self.cfg.template, max_length)
@@ -70,6 +70,9 @@ class ShardWorker:
             "counts": dict(stats.counts),
             "seconds": {**stats.to_json()["seconds"], "shard": round(time.perf_counter() - t0, 4)},
             "engines": {"base": self.engines[0].info(), "ref": self.engines[1].info()},
+            "models": self.models,
+            "template": self.renderer.template_name,
+            "max_length": self.renderer.max_length,
             "node": os.uname().nodename,
         }
 
@@ -83,8 +86,7 @@ def run_scoring_ray(cfg: ScoreConfig) -> dict[str, Any]:
         import ray
     except ImportError as e:
         raise ConfigError("executor 'ray' needs Ray: pip install 'fastscore[ray]'") from e
-    from .pipeline import _setup_local, build_manifest, resolve_format
-    from .render import Renderer
+    from .pipeline import build_manifest, resolve_format
 
     t_start = time.perf_counter()
     stats = Stats()
@@ -196,17 +198,14 @@ def run_scoring_ray(cfg: ScoreConfig) -> dict[str, Any]:
     for r in results.values():
         for key, v in r["counts"].items():
             stats.counts[key] += v
-    tok, max_length, models = (None, None, None)
-    if cfg.engine.kind != "served":
-        tok, max_length, models = _setup_local(cfg, Stats())
-    first = results[min(results)] if results else {"engines": {}}
+    first = results[min(results)]  # every worker set up the same models and template
     manifest = build_manifest(
         cfg,
         kind,
-        models or first["engines"],
+        first["models"],
         first["engines"],
-        Renderer(tok, cfg.template).template_name if tok is not None else cfg.template,
-        max_length or first["engines"].get("base", {}).get("max_model_len", 0) - 1,
+        first["template"],
+        first["max_length"],
         stats,
         scoring_seconds,
         time.perf_counter() - t_start,
