@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
 
-    from fastscore.demo.build import ensure_demo
+    from fastscore.demodata.build import ensure_demo
 
     assets = ensure_demo()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="fastscore-mem-"))

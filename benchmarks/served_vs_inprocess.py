@@ -26,7 +26,7 @@ def main() -> None:
 
     import fastscore
     from fastscore.config import EngineConfig
-    from fastscore.demo.build import ensure_demo
+    from fastscore.demodata.build import ensure_demo
     from fastscore.servers import Server
 
     a = ensure_demo()

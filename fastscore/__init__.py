@@ -16,9 +16,9 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "score": ("fastscore.pipeline", "score"),
-    "select": ("fastscore.select", "select"),
-    "run": ("fastscore.run", "run"),
-    "demo": ("fastscore.run", "demo"),
+    "select": ("fastscore.selection", "select"),
+    "run": ("fastscore.runner", "run"),
+    "demo": ("fastscore.runner", "demo"),
     "ScoreConfig": ("fastscore.config", "ScoreConfig"),
     "SelectConfig": ("fastscore.config", "SelectConfig"),
     "RunConfig": ("fastscore.config", "RunConfig"),
@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from .config import EngineConfig, RunConfig, ScoreConfig, SelectConfig  # noqa: F401
     from .errors import FastscoreError  # noqa: F401
     from .pipeline import score  # noqa: F401
-    from .run import demo, run  # noqa: F401
-    from .select import select  # noqa: F401
+    from .runner import demo, run  # noqa: F401
+    from .selection import select  # noqa: F401
 
 
 def __getattr__(name: str):

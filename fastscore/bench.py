@@ -76,7 +76,7 @@ def build_models(shape: str, root: Path) -> tuple[Path, Path]:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from .demo.build import ensure_demo
+    from .demodata.build import ensure_demo
     from .models import load_tokenizer
 
     s = SHAPES[shape]
@@ -108,7 +108,7 @@ def build_models(shape: str, root: Path) -> tuple[Path, Path]:
 
 def make_data(path: Path, n: int, seed: int, max_words: int) -> None:
     """Chat samples with long-tailed (log-normal) prompt and response lengths."""
-    from .demo.world import _word
+    from .demodata.world import _word
 
     rng = random.Random(seed)
     words = [_word(rng, rng.choice((1, 2, 3))) for _ in range(2000)]
@@ -314,7 +314,7 @@ def main(args: argparse.Namespace) -> dict:
     import torch
 
     from .config import EngineConfig
-    from .demo.build import ensure_demo
+    from .demodata.build import ensure_demo
     from .engines.torch_engine import TorchEngine
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fastscore-bench-"))

@@ -259,7 +259,7 @@ def score(ctx: click.Context, config_file: str | None, **_: object) -> None:
 def select(ctx: click.Context, config_file: str | None, **_: object) -> None:
     """Write the best-scoring records of INPUT, unchanged and in input order."""
     from .config import SelectConfig, load_yaml
-    from .select import select as run_select
+    from .selection import select as run_select
 
     cfg = load_yaml(SelectConfig, config_file) if config_file else SelectConfig()
     _apply(ctx, cfg, SELECT_OPTIONS)
@@ -284,7 +284,7 @@ def select(ctx: click.Context, config_file: str | None, **_: object) -> None:
 def run(ctx: click.Context, config_file: str | None, **_: object) -> None:
     """Score INPUT and select from it in one go."""
     from .config import RunConfig, load_yaml
-    from .run import run as run_all
+    from .runner import run as run_all
 
     cfg = load_yaml(RunConfig, config_file) if config_file else RunConfig()
     if ctx.params.get("output_dir"):
@@ -312,8 +312,8 @@ def run(ctx: click.Context, config_file: str | None, **_: object) -> None:
 @_handle_errors
 def demo(output_dir: str, fraction: float, progress: bool) -> None:
     """Build the tiny demo models and data (once, cached), then score and select."""
-    from .run import demo as run_demo
-    from .run import format_demo
+    from .runner import demo as run_demo
+    from .runner import format_demo
 
     result = run_demo(output_dir, fraction=fraction, progress=progress)
     click.echo(format_demo(result))

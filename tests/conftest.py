@@ -16,7 +16,7 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 @pytest.fixture(scope="session")
 def demo_assets():
-    from fastscore.demo.build import ensure_demo
+    from fastscore.demodata.build import ensure_demo
 
     return ensure_demo()
 

@@ -1,5 +1,5 @@
-from fastscore.demo.build import DemoRecipe, Training, ensure_demo
-from fastscore.demo.world import KINDS, World, build
+from fastscore.demodata.build import DemoRecipe, Training, ensure_demo
+from fastscore.demodata.world import KINDS, World, build
 
 
 def test_world_is_seeded_and_balanced():

@@ -7,7 +7,7 @@ import pytest
 
 from fastscore.config import SelectConfig
 from fastscore.errors import ConfigError, InputError
-from fastscore.select import choose, select
+from fastscore.selection import choose, select
 
 VALUES = [(0, 0.5), (1, 0.9), (2, 0.5), (3, 0.1), (5, 0.9)]  # record 4 is not eligible
 
@@ -123,3 +123,16 @@ def test_subset_lines_stay_aligned_after_a_bom_only_first_line(tmp_path):
     out = tmp_path / "sub.jsonl"
     select(scores=str(sc), input=str(inp), output=str(out), top_k=1)
     assert out.read_bytes() == recs[1] + b"\n"
+
+
+def test_api_functions_stay_callable_after_their_modules_load():
+    """``fastscore.select`` / ``fastscore.run`` are functions, whatever was imported before
+    (a module of the same name used to replace them after the first call)."""
+    import fastscore
+    import fastscore.demodata.build  # noqa: F401
+    import fastscore.runner  # noqa: F401
+    import fastscore.selection  # noqa: F401
+
+    for name in ("score", "select", "run", "demo"):
+        assert callable(getattr(fastscore, name)), name
+        assert callable(getattr(fastscore, name)), name  # the second look too

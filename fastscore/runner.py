@@ -19,7 +19,7 @@ from .config import (
 )
 from .errors import ConfigError
 from .pipeline import score_file, write_manifest
-from .select import choose, load_scores, select
+from .selection import choose, load_scores, select
 
 
 def run(config: RunConfig) -> dict[str, Any]:
@@ -46,8 +46,8 @@ def run(config: RunConfig) -> dict[str, Any]:
 
 def demo(output_dir: str | Path = "runs/demo", fraction: float = 0.2, progress: bool = True):
     """Build (once) the demo models and data, run scoring and selection, summarise by kind."""
-    from .demo.build import ensure_demo
-    from .demo.world import KINDS
+    from .demodata.build import ensure_demo
+    from .demodata.world import KINDS
 
     assets = ensure_demo()
     cfg = RunConfig(
