@@ -23,11 +23,18 @@ from . import __version__
 from .config import EngineConfig, ScoreConfig, validate_score
 from .errors import ConfigError, InputError
 from .formats import sniff_format, to_samples
+from .ids import IdRegistry, flag_duplicate_ids
 from .io import count_records, detect_file_kind, jsonl_lines, read_records
 from .models import check_same_tokenizer, fingerprint, load_tokenizer, model_max_length
 from .records import NONFINITE, OK, STATUSES, RenderedSample, ScoredSample
 from .render import Renderer
-from .resume import prepare_resume, write_run_record
+from .resume import (
+    kill_point,
+    prepare_resume,
+    run_fingerprint,
+    run_record_path,
+    write_run_record,
+)
 from .scoring import mean_nll, score_losses
 from .stats import Stats
 
@@ -196,10 +203,7 @@ def score(config: ScoreConfig | None = None, /, **fields: Any) -> dict[str, Any]
     """
     cfg = dataclasses.replace(config, **fields) if config else ScoreConfig(**fields)
     validate_score(cfg)
-    manifest = score_file(cfg)
-    out = Path(cfg.output)
-    write_manifest(out.with_name(out.stem + ".manifest.json"), manifest)
-    return manifest
+    return score_file(cfg)
 
 
 def _setup_local(cfg: ScoreConfig, stats: Stats):
@@ -254,17 +258,42 @@ def _setup_served(cfg: ScoreConfig, stats: Stats, owned: list):
     return tok, cfg.max_length or context - 1, models
 
 
-def score_file(cfg: ScoreConfig) -> dict[str, Any]:
-    """Score with the configured executor; returns the manifest (not written)."""
+def manifest_path_for(output: str | Path) -> Path:
+    out = Path(output)
+    return out.with_name(out.stem + ".manifest.json")
+
+
+def score_file(
+    cfg: ScoreConfig, manifest_path: str | Path | None = None, engines: tuple | None = None
+) -> dict[str, Any]:
+    """Score with the configured executor, then write the manifest (by default
+    ``<output stem>.manifest.json``) and move the scores into place; returns the manifest.
+    ``engines``: see ``run_scoring``."""
     if cfg.executor == "ray":
         from .ray_executor import run_scoring_ray
 
-        return run_scoring_ray(cfg)
-    return run_scoring(cfg)
+        manifest = run_scoring_ray(cfg)
+    else:
+        manifest = run_scoring(cfg, engines)
+    finish(Path(cfg.output), Path(manifest_path or manifest_path_for(cfg.output)), manifest)
+    return manifest
+
+
+def finish(out: Path, manifest_path: Path, manifest: dict[str, Any]) -> None:
+    """The final write, ordered so that a kill at any point leaves a run that ``--resume``
+    completes: the manifest (atomically), then the complete scores renamed into place, then
+    the run record removed. So a scores file never exists without its manifest."""
+    partial = out.with_name(out.name + ".partial")
+    kill_point("final:manifest")
+    write_manifest(manifest_path, manifest)
+    kill_point("final:rename")
+    os.replace(partial, out)
+    kill_point("final:cleanup")
+    run_record_path(out).unlink(missing_ok=True)
 
 
 def run_scoring(cfg: ScoreConfig, engines: tuple | None = None) -> dict[str, Any]:
-    """Score ``cfg.input`` into ``cfg.output``; returns the manifest (not written).
+    """Score ``cfg.input`` into ``<cfg.output>.partial``; returns the manifest (not written).
 
     ``engines``: a (base, ref) pair already started, which is then left running (for
     benchmarks and tests that score several inputs); by default both are started here
@@ -285,9 +314,9 @@ def run_scoring(cfg: ScoreConfig, engines: tuple | None = None) -> dict[str, Any
         out = Path(cfg.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(out.name + ".partial")
-        done = 0
+        done, ids = 0, IdRegistry()
         if cfg.resume:
-            done, counts = prepare_resume(out, partial, cfg, fmt)
+            done, counts, ids = prepare_resume(out, partial, cfg, fmt)
             stats.counts.update(counts)
             stats.counts["resumed_after_records"] = done
             stats.counts["resumed_tokens"] = counts["tokens_scored_samples"]
@@ -312,6 +341,7 @@ def run_scoring(cfg: ScoreConfig, engines: tuple | None = None) -> dict[str, Any
             index_range=(done, math.inf) if done else None,
             fmt=fmt,
             append=bool(done),
+            ids=ids,
         )
         scoring_seconds = time.perf_counter() - t_scoring
         engine_info = {"base": base.info(), "ref": ref.info()}
@@ -331,6 +361,7 @@ def run_scoring(cfg: ScoreConfig, engines: tuple | None = None) -> dict[str, Any
         stats,
         scoring_seconds,
         time.perf_counter() - t_start,
+        fmt,
     )
 
 
@@ -344,6 +375,7 @@ def build_manifest(
     stats: Stats,
     scoring_seconds: float,
     total_seconds: float,
+    fmt: str,
 ) -> dict[str, Any]:
     counts = stats.counts
     scored_tokens = counts["tokens_scored_samples"]
@@ -351,7 +383,9 @@ def build_manifest(
         "fastscore_manifest": 1,
         "command": "score",
         "versions": versions(),
-        "input": {"path": str(Path(cfg.input).resolve()), "kind": kind},
+        "input": {"path": str(Path(cfg.input).resolve()), "kind": kind, "format": fmt},
+        # what a resume compares: the input file and every option that changes a score
+        "fingerprint": run_fingerprint(cfg, fmt),
         "output": str(Path(cfg.output).resolve()),
         "models": models,
         "engines": engine_info,
@@ -428,14 +462,18 @@ def _score_stream(
     index_range: tuple[int, int] | None = None,
     fmt: str | None = None,
     append: bool = False,
+    ids=None,
 ) -> None:
-    """Score the input's records (those in ``index_range``, if given) into ``cfg.output``."""
+    """Score the input's records (those in ``index_range``, if given) into
+    ``<cfg.output>.partial``, checking ids against ``ids`` (see ``ids.py``) when given."""
     from tqdm import tqdm
 
     out_path = Path(cfg.output)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = out_path.with_name(out_path.name + ".partial")
     samples = to_samples(_records_in(cfg.input, kind, index_range), fmt or cfg.format)
+    if ids is not None:
+        samples = flag_duplicate_ids(samples, ids)
     rendered = _timed(renderer.render_all(samples), stats, "read_render")
     skipped = index_range[0] if index_range else 0
     tokens_before = stats.counts["tokens_scored_samples"]
@@ -473,8 +511,11 @@ def _score_stream(
             new_tokens = stats.counts["tokens_scored_samples"] - tokens_before
             bar.set_postfix(tok_s=f"{new_tokens / dt:,.0f}")
     bar.close()
-    os.replace(partial, out_path)
 
 
 def write_manifest(path: str | Path, manifest: dict[str, Any]) -> None:
-    Path(path).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
+    """Atomically: a reader sees the old manifest or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
+    os.replace(tmp, path)

@@ -23,6 +23,7 @@ import orjson
 
 from .config import ScoreConfig, from_dict
 from .errors import ConfigError, EngineError
+from .ids import KnownDuplicates, duplicate_records
 from .io import count_records, detect_file_kind
 from .resume import run_fingerprint
 from .stats import Stats
@@ -58,13 +59,24 @@ class ShardWorker:
         self.renderer = Renderer(tok, self.cfg.template, max_length)
         self.kind = detect_file_kind(self.cfg.input)
 
-    def score(self, lo: int, hi: int, fmt: str, out_path: str) -> dict:
+    def score(self, lo: int, hi: int, fmt: str, out_path: str, duplicates: dict) -> dict:
         from .pipeline import _score_stream
 
         stats = Stats()
         cfg = dataclasses.replace(self.cfg, output=out_path, progress=False)
         t0 = time.perf_counter()
-        _score_stream(cfg, self.kind, self.renderer, *self.engines, stats, None, (lo, hi), fmt)
+        _score_stream(
+            cfg,
+            self.kind,
+            self.renderer,
+            *self.engines,
+            stats,
+            None,
+            (lo, hi),
+            fmt,
+            ids=KnownDuplicates(duplicates),
+        )
+        os.replace(out_path + ".partial", out_path)
         return {
             "range": [lo, hi],
             "counts": dict(stats.counts),
@@ -94,6 +106,8 @@ def run_scoring_ray(cfg: ScoreConfig) -> dict[str, Any]:
     n_records = count_records(cfg.input, kind)
     fmt = resolve_format(cfg.input, kind, cfg.format)
     fp = run_fingerprint(cfg, fmt)
+    with stats.timer("duplicate_ids"):  # found over the whole file, so shards agree with it
+        duplicates = duplicate_records(cfg.input, kind, fmt)
     out = Path(cfg.output)
     shard_dir = out.with_name(out.name + ".shards")
     shard_dir.mkdir(parents=True, exist_ok=True)
@@ -121,6 +135,11 @@ def run_scoring_ray(cfg: ScoreConfig) -> dict[str, Any]:
 
         def paths(k: int) -> tuple[Path, Path]:
             return shard_dir / f"shard-{k:05d}.jsonl", shard_dir / f"shard-{k:05d}.done.json"
+
+        def submit(w, k: int):
+            lo, hi = shards[k]
+            mine = {i: f for i, f in duplicates.items() if lo <= i < hi}
+            return w.score.remote(lo, hi, fmt, str(paths(k)[0]), mine)
 
         results: dict[int, dict] = {}
         for k, (lo, hi) in enumerate(shards):
@@ -153,8 +172,7 @@ def run_scoring_ray(cfg: ScoreConfig) -> dict[str, Any]:
                 for w in workers:  # one shard each to start, then the next as one finishes
                     if queue:
                         k = queue.pop(0)
-                        lo, hi = shards[k]
-                        pending[w.score.remote(lo, hi, fmt, str(paths(k)[0]))] = (k, w)
+                        pending[submit(w, k)] = (k, w)
                 while pending:
                     ready, _ = ray.wait(list(pending), num_returns=1)
                     k, w = pending.pop(ready[0])
@@ -170,8 +188,7 @@ def run_scoring_ray(cfg: ScoreConfig) -> dict[str, Any]:
                     )
                     if queue:
                         k = queue.pop(0)
-                        lo, hi = shards[k]
-                        pending[w.score.remote(lo, hi, fmt, str(paths(k)[0]))] = (k, w)
+                        pending[submit(w, k)] = (k, w)
             finally:
                 for w in workers:
                     try:
@@ -194,7 +211,6 @@ def run_scoring_ray(cfg: ScoreConfig) -> dict[str, Any]:
                 f.write(data)
         if n_lines != n_records:
             raise EngineError(f"ray: the shards hold {n_lines} lines for {n_records} records")
-        os.replace(partial, out)
     for r in results.values():
         for key, v in r["counts"].items():
             stats.counts[key] += v
@@ -209,6 +225,7 @@ def run_scoring_ray(cfg: ScoreConfig) -> dict[str, Any]:
         stats,
         scoring_seconds,
         time.perf_counter() - t_start,
+        fmt,
     )
     manifest["executor"] = {
         "kind": "ray",

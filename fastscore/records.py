@@ -20,7 +20,8 @@ NO_RESPONSE = "no_response"  # no assistant turn, or only empty ones
 TOO_LONG = "too_long"  # more tokens than --max-length
 TEMPLATE_ERROR = "template_error"  # the chat template failed or is not prefix-stable
 NONFINITE = "nonfinite_loss"  # an engine returned -inf/nan for a response token
-STATUSES = (OK, BAD_RECORD, NO_RESPONSE, TOO_LONG, TEMPLATE_ERROR, NONFINITE)
+DUPLICATE_ID = "duplicate_id"  # the id of an earlier record; only the first one is scored
+STATUSES = (OK, BAD_RECORD, NO_RESPONSE, TOO_LONG, TEMPLATE_ERROR, NONFINITE, DUPLICATE_ID)
 
 
 @dataclass(slots=True)

@@ -11,15 +11,25 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import signal
 from collections import Counter
 from pathlib import Path
 
 import orjson
 
 from .errors import ConfigError
+from .ids import IdRegistry
+from .records import BAD_RECORD, DUPLICATE_ID
 
 # Options that do not change any score: a run may resume under other values of these.
 NEUTRAL = {"output", "progress", "executor", "ray", "resume", "batch_tokens"}
+
+
+def kill_point(name: str) -> None:
+    """A named point where the crash tests SIGKILL the process (``FASTSCORE_KILL_AT=name``),
+    for moments too short to hit from outside, such as between the final writes."""
+    if os.environ.get("FASTSCORE_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def score_options(cfg) -> dict:
@@ -58,14 +68,14 @@ def write_run_record(output: Path, cfg, fmt: str) -> None:
     run_record_path(output).write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
 
 
-def prepare_resume(output: Path, partial: Path, cfg, fmt: str) -> tuple[int, Counter]:
+def prepare_resume(output: Path, partial: Path, cfg, fmt: str) -> tuple[int, Counter, IdRegistry]:
     """Check a partial run can be continued; cut a torn last line. Returns (records done,
-    counts rebuilt from the kept lines)."""
+    counts rebuilt from the kept lines, the ids they used)."""
     record_path = run_record_path(output)
     if not partial.exists() or not record_path.exists():
         if output.exists():
             raise ConfigError(f"{output} is already complete; nothing to resume")
-        return 0, Counter()
+        return 0, Counter(), IdRegistry()
     record = orjson.loads(record_path.read_bytes())
     if record["fingerprint"] != run_fingerprint(cfg, fmt):
         now = score_options(cfg)
@@ -84,6 +94,7 @@ def prepare_resume(output: Path, partial: Path, cfg, fmt: str) -> tuple[int, Cou
     data = partial.read_bytes()
     keep = data[: data.rfind(b"\n") + 1]  # a line cut by the crash is scored again
     counts: Counter = Counter()
+    ids = IdRegistry()
     for n, line in enumerate(keep.splitlines()):
         row = orjson.loads(line)
         if row.get("index") != n:
@@ -92,6 +103,8 @@ def prepare_resume(output: Path, partial: Path, cfg, fmt: str) -> tuple[int, Cou
                 "start again without --resume"
             )
         counts["records"] += 1
+        if row["status"] not in (BAD_RECORD, DUPLICATE_ID):
+            ids.first(row["id"], n)
         counts[f"status:{row['status']}"] += 1
         if row["status"] == "ok":
             counts["tokens_scored_samples"] += row["n_tokens"]
@@ -99,4 +112,4 @@ def prepare_resume(output: Path, partial: Path, cfg, fmt: str) -> tuple[int, Cou
     if len(keep) != len(data):
         with open(partial, "r+b") as f:
             f.truncate(len(keep))
-    return counts["records"], counts
+    return counts["records"], counts, ids

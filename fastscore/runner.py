@@ -18,7 +18,9 @@ from .config import (
     validate_select,
 )
 from .errors import ConfigError
-from .pipeline import score_file, write_manifest
+from .io import detect_file_kind
+from .pipeline import resolve_format, score_file, write_manifest
+from .resume import run_fingerprint
 from .selection import choose, load_scores, select
 
 
@@ -37,10 +39,32 @@ def run(config: RunConfig) -> dict[str, Any]:
     validate_score(score_cfg)
     validate_select(select_cfg)  # before the expensive part, so a typo costs nothing
     out.mkdir(parents=True, exist_ok=True)
-    manifest = score_file(score_cfg)
+    manifest_path = out / "manifest.json"
+    manifest = _finished_scoring(score_cfg, manifest_path)
+    if manifest is None:
+        manifest = score_file(score_cfg, manifest_path)
     manifest["command"] = "run"
     manifest["selection"] = select(select_cfg)
     write_manifest(out / "manifest.json", manifest)
+    return manifest
+
+
+def _finished_scoring(cfg: ScoreConfig, manifest_path: Path) -> dict[str, Any] | None:
+    """With ``--resume``, the manifest of a scoring that already ended (a run killed during
+    selection), so that only the selection is done again; None when scoring must run."""
+    out = Path(cfg.output)
+    if not cfg.resume or not out.exists() or not manifest_path.exists():
+        return None
+    if out.with_name(out.name + ".partial").exists():
+        return None
+    manifest = orjson.loads(manifest_path.read_bytes())
+    if manifest.get("fingerprint") != run_fingerprint(
+        cfg, resolve_format(cfg.input, detect_file_kind(cfg.input), cfg.format)
+    ):
+        raise ConfigError(
+            f"cannot resume in {out.parent}: its scores were made with other settings or "
+            "another input; start again without --resume"
+        )
     return manifest
 
 

@@ -12,6 +12,7 @@ def _m(*turns, **extra):
 
 
 GOOD = _m(("user", "what color is the rega?"), ("assistant", "the rega is black."), id="good")
+GOOD_2 = _m(("user", "what color is the rega?"), ("assistant", "the rega is black."), id="good-2")
 
 CORPUS = [
     ("malformed JSON", b'{"messages": [', "bad_record", "invalid JSON"),
@@ -99,6 +100,7 @@ CORPUS = [
         "too_long",
         "> max_length",
     ),
+    ("the id of an earlier record", GOOD, "duplicate_id", "is already record 0's"),
     (
         "a huge single line (2 MB)",
         _m(("user", "x" * 2_000_000), ("assistant", "ok")),

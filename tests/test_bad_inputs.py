@@ -11,7 +11,7 @@ import fastscore
 from fastscore.config import EngineConfig
 from fastscore.errors import InputError
 
-from .bad_inputs import CORPUS, GOOD
+from .bad_inputs import CORPUS, GOOD, GOOD_2
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_corpus_has_twenty_kinds_or_more():
 def test_each_bad_record_gets_its_status_and_reason(tmp_path, score):
     data = tmp_path / "bad.jsonl"
     # a BOM, CRLF endings and blank lines around the records change nothing
-    lines = [b"\xef\xbb\xbf" + GOOD] + [raw for _, raw, _, _ in CORPUS] + [GOOD]
+    lines = [b"\xef\xbb\xbf" + GOOD] + [raw for _, raw, _, _ in CORPUS] + [GOOD_2]
     data.write_bytes(b"\r\n".join(lines) + b"\r\n\r\n")
     out = tmp_path / "s.jsonl"
     m = score(data, out)
@@ -58,7 +58,7 @@ def test_each_bad_record_gets_its_status_and_reason(tmp_path, score):
 
 def test_strict_stops_at_the_first_with_its_line(tmp_path, score):
     data = tmp_path / "bad.jsonl"
-    data.write_bytes(GOOD + b"\n\n" + GOOD + b"\n" + CORPUS[6][1] + b"\n" + GOOD + b"\n")
+    data.write_bytes(GOOD + b"\n\n" + GOOD_2 + b"\n" + CORPUS[6][1] + b"\n" + GOOD + b"\n")
     with pytest.raises(
         InputError,
         match=r"line 4 \(record 2\): bad_record: messages: "

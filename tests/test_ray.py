@@ -36,6 +36,7 @@ def cluster():
 def _data(tmp_path, demo_assets, n=150):
     lines = demo_assets.data.read_bytes().splitlines()[:n]
     lines.insert(7, b"{broken json")
+    lines.append(lines[3])  # an id first seen in another shard
     path = tmp_path / "d.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     return path
@@ -87,7 +88,10 @@ def test_ray_equals_local_and_resumes_by_shard(tmp_path, demo_assets, cluster):
     _same_scores(_rows(out), _rows(local))
     ex = m["executor"]
     assert ex["workers"] == 2 and len(ex["shards"]) == 5 and ex["reused_shards"] == []
-    assert m["counts"]["records"] == 151 and m["counts"]["by_status"]["bad_record"] == 1
+    assert m["counts"]["records"] == 152 and m["counts"]["by_status"]["bad_record"] == 1
+    assert m["counts"]["by_status"]["duplicate_id"] == 1 and _rows(out)[-1]["reason"].startswith(
+        'id "demo-0003" is already record 3\'s'
+    )
 
     # a crash that lost one shard: only that shard is scored again
     shard_dir = tmp_path / "ray.jsonl.shards"
@@ -153,7 +157,7 @@ def test_cli_against_a_cluster_given_by_ray_address(tmp_path, demo_assets):
         assert p.returncode == 0, p.stderr[-3000:]
         m = json.loads((tmp_path / "cli.manifest.json").read_text())
         assert m["executor"]["kind"] == "ray" and len(m["executor"]["shards"]) == 3
-        assert len(_rows(out)) == 61
+        assert len(_rows(out)) == 62
     finally:
         subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, timeout=120)
         shutil.rmtree(tmp_path / "cli.jsonl.shards", ignore_errors=True)

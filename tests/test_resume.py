@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -19,12 +20,15 @@ from .test_cli import fastscore_cmd
 pytestmark = pytest.mark.engine
 
 
-def _data(tmp_path, demo_assets, copies=4):
+def _data(tmp_path, demo_assets, copies=4, distinct_ids=None):
     recs = [orjson.loads(x) for x in demo_assets.data.read_bytes().splitlines()]
     path = tmp_path / "d.jsonl"
+    n = copies * len(recs)
     with open(path, "wb") as f:
-        for i in range(copies * len(recs)):
-            f.write(orjson.dumps(dict(recs[i % len(recs)], id=f"r{i}")) + b"\n")
+        for i in range(n):
+            f.write(
+                orjson.dumps(dict(recs[i % len(recs)], id=f"r{i % (distinct_ids or n)}")) + b"\n"
+            )
     return path
 
 
@@ -129,3 +133,83 @@ def test_resume_with_other_options_or_when_complete_is_refused(tmp_path, demo_as
     fastscore.score(**kw, engine=EngineConfig(kind="torch", dtype="float32"))
     with pytest.raises(ConfigError, match="already complete"):
         fastscore.score(**kw, engine=EngineConfig(kind="torch", dtype="float32"))
+
+
+@pytest.mark.parametrize("point", ["final:manifest", "final:rename", "final:cleanup"])
+def test_sigkill_during_the_final_write(tmp_path, demo_assets, clean, point):
+    """Killed between the final writes (manifest, rename, run-record removal): a scores file
+    never exists without its manifest, and --resume finishes without scoring again."""
+    data, want = clean
+    out = tmp_path / "s.jsonl"
+    manifest = tmp_path / "s.manifest.json"
+    env = {**os.environ, "FASTSCORE_KILL_AT": point}
+    p = subprocess.run(_cmd(data, out, demo_assets), env=env, capture_output=True)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    assert manifest.exists() == (point != "final:manifest")
+    assert out.exists() == (point == "final:cleanup")
+    p = subprocess.run(_cmd(data, out, demo_assets, "--resume"), capture_output=True, text=True)
+    if point == "final:cleanup":  # all was written; only the run record was left behind
+        assert p.returncode != 0 and "already complete" in p.stderr
+    else:
+        assert p.returncode == 0, p.stderr[-3000:]
+        m = orjson.loads(manifest.read_bytes())
+        assert m["counts"]["resumed_after_records"] == len(want)  # nothing scored again
+    got = _rows(out)
+    assert [(r["id"], r["status"], r["loss_ref"]) for r in got] == [
+        (r["id"], r["status"], r["loss_ref"]) for r in want
+    ]
+    assert orjson.loads(manifest.read_bytes())["counts"]["records"] == len(want)
+    assert not (tmp_path / "s.jsonl.partial").exists()
+
+
+def test_duplicate_ids_found_across_a_resume(tmp_path, demo_assets):
+    """Ids of records scored before the kill still count after it."""
+    data = _data(tmp_path, demo_assets, copies=2, distinct_ids=900)  # 900..1199 repeat 0..299
+    clean = tmp_path / "clean.jsonl"
+    subprocess.run(_cmd(data, clean, demo_assets), check=True, capture_output=True)
+    want = _rows(clean)
+    assert [r["status"] for r in want] == ["ok"] * 900 + ["duplicate_id"] * 300
+    assert want[950]["reason"].startswith('id "r50" is already record 50\'s')
+    out = tmp_path / "s.jsonl"
+    _kill_when(_cmd(data, out, demo_assets), lambda: _partial_bytes(out) >= 20_000)
+    kept = len((tmp_path / "s.jsonl.partial").read_bytes().splitlines())
+    assert 0 < kept < 900
+    subprocess.run(_cmd(data, out, demo_assets, "--resume"), check=True, capture_output=True)
+    got = _rows(out)
+    assert [(r["status"], r.get("reason")) for r in got] == [
+        (r["status"], r.get("reason")) for r in want
+    ]
+
+
+def test_run_resume_after_scoring_ended_only_selects(tmp_path, demo_assets):
+    """`run` killed after its scores were complete: --resume selects without scoring again,
+    and refuses scores made with other settings."""
+    from fastscore.config import RunConfig, ScoreConfig, SelectConfig
+
+    data = _data(tmp_path, demo_assets, copies=1)
+
+    def cfg(**score):
+        return RunConfig(
+            output_dir=str(tmp_path / "run"),
+            score=ScoreConfig(
+                input=str(data),
+                base=str(demo_assets.base),
+                ref=str(demo_assets.ref),
+                progress=False,
+                resume=True,
+                engine=EngineConfig(kind="torch", dtype="float32"),
+                **score,
+            ),
+            select=SelectConfig(top_k=7),
+        )
+
+    fastscore.run(cfg())
+    scores = tmp_path / "run" / "scores.jsonl"
+    before = scores.stat().st_mtime_ns
+    (tmp_path / "run" / "selected.jsonl").unlink()  # as if killed while selecting
+    m = fastscore.run(cfg())
+    assert scores.stat().st_mtime_ns == before  # not scored again
+    assert m["selection"]["selected"] == 7
+    assert len((tmp_path / "run" / "selected.jsonl").read_bytes().splitlines()) == 7
+    with pytest.raises(ConfigError, match="other settings or another input"):
+        fastscore.run(cfg(max_length=100))
