@@ -273,3 +273,59 @@ def test_cli_run_served(tmp_path, demo_assets, servers):
     assert KEY not in p.stderr + p.stdout + (out / "manifest.json").read_text()
     assert len((out / "selected.jsonl").read_bytes().splitlines()) == 5
     assert len(_rows(out / "scores.jsonl")) == 21
+
+
+def _score_through(proxy, ref, data, out, **engine):
+    return fastscore.score(
+        input=str(data),
+        output=str(out),
+        base_url=proxy.url,
+        ref_url=ref.url,
+        base_model="base",
+        progress=False,
+        engine=EngineConfig(kind="served", concurrency=2, **engine),
+    )
+
+
+def test_faults_are_retried_and_the_scores_are_the_servers(tmp_path, demo_assets, servers, api_key):
+    """503s, an answer slower than the timeout, a truncated body and a dropped connection:
+    each is retried, and the scores equal those from the server without the proxy."""
+    from .fault_proxy import FaultProxy
+
+    base, ref = servers
+    data = _data(tmp_path, demo_assets, 12)
+    direct = tmp_path / "direct.jsonl"
+    _score_through(base, ref, data, direct)
+    faults = ["503", "503", "503", "slow", "truncated", "cut"]
+    with FaultProxy(base.url, slow_seconds=6) as proxy:
+        proxy.faults = list(faults)
+        out = tmp_path / "s.jsonl"
+        m = _score_through(proxy, ref, data, out, request_timeout=3, retry_seconds=120)
+    assert proxy.faults == [] and proxy.seen[: len(faults)] == faults  # every fault was met
+    assert m["engines"]["base"]["endpoints"][0]["retries"] == len(faults)
+    assert _rows(out) == _rows(direct)  # same values to the last bit, nothing from a fault
+
+
+@pytest.mark.parametrize(
+    "storm,match",
+    [
+        ("503", r"kept failing for 4s \(retry_seconds\): .*HTTP 503"),
+        ("slow", r"kept failing for 4s \(retry_seconds\): .*TimeoutError"),
+        ("truncated", r"kept failing for 4s \(retry_seconds\): .*malformed answer"),
+        ("wrong_prompt", r"re-tokenize"),
+    ],
+)
+def test_faults_that_do_not_pass_stop_the_run_without_a_score(
+    tmp_path, demo_assets, servers, api_key, storm, match
+):
+    from .fault_proxy import FaultProxy
+
+    base, ref = servers
+    data = _data(tmp_path, demo_assets, 4)
+    out = tmp_path / "s.jsonl"
+    with FaultProxy(base.url, slow_seconds=3) as proxy:
+        proxy.storm = storm
+        with pytest.raises(EngineError, match=match):
+            _score_through(proxy, ref, data, out, request_timeout=1, retry_seconds=4)
+    assert not out.exists()  # no scores file, so nothing can be selected from it
+    assert (tmp_path / "s.jsonl.partial").read_bytes() == b""  # and no line was written
