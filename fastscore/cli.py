@@ -16,6 +16,7 @@ Examples:
   fastscore run data.jsonl --base ./base --ref ./sft --output-dir out --fraction 0.06
   fastscore score data.jsonl --base ./base --ref ./sft --output scores.jsonl
   fastscore select scores.jsonl --input data.jsonl --output subset.jsonl --top-k 3000
+  fastscore train-ref data.jsonl --base ./base --output-dir ./sft
 """
 
 # CLI option name -> dotted field of ScoreConfig
@@ -301,6 +302,89 @@ def run(ctx: click.Context, config_file: str | None, **_: object) -> None:
     sel = m["selection"]
     click.echo(
         f"selected {sel['selected']} of {sel['records']} by {sel['score']} -> {sel['output']}",
+        err=True,
+    )
+
+
+TRAIN_OPTIONS = {
+    name: name
+    for name in (
+        "input",
+        "base",
+        "output_dir",
+        "format",
+        "template",
+        "max_length",
+        "epochs",
+        "lr",
+        "batch_size",
+        "warmup_steps",
+        "weight_decay",
+        "lora",
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "keep_adapter",
+        "device",
+        "dtype",
+        "seed",
+        "progress",
+        "trust_remote_code",
+    )
+}
+
+
+@main.command(
+    "train-ref",
+    epilog="\b\nExamples:\n  fastscore train-ref data.jsonl --base ./base --output-dir ./ref\n"
+    "  fastscore train-ref data.jsonl --base ./base --output-dir ./ref --lora --lr 2e-4\n"
+    "  fastscore score data.jsonl --base ./base --ref ./ref --output scores.jsonl",
+)
+@click.argument("input", required=False)
+@click.option("--base", help="Base model: a local Hugging Face checkpoint directory.")
+@click.option("--output-dir", help="Where the reference checkpoint is saved.")
+@click.option(
+    "--format",
+    type=click.Choice(["auto", "messages", "alpaca", "sharegpt", "prompt-response"]),
+    help="Record format [default: auto].",
+)
+@click.option("--template", type=click.Choice(["auto", "model", "plain"]), help="[auto]")
+@click.option("--max-length", type=int, help="Longest sample trained on, in tokens.")
+@click.option("--epochs", type=int, help="[1]")
+@click.option("--lr", type=float, help="Peak learning rate [2e-5; 2e-4 with --lora].")
+@click.option("--batch-size", type=int, help="Samples per optimiser step [16].")
+@click.option("--warmup-steps", type=int, help="[3%% of the steps]; then cosine decay to 0.")
+@click.option("--weight-decay", type=float, help="[0]")
+@click.option("--lora/--full", default=None, help="LoRA (peft), saved merged [full].")
+@click.option("--lora-r", type=int, help="[16]")
+@click.option("--lora-alpha", type=int, help="[32]")
+@click.option("--lora-dropout", type=float, help="[0]")
+@click.option("--keep-adapter", is_flag=True, default=None, help="LoRA: also save the adapter.")
+@click.option("--device", help="auto, cpu, cuda, cuda:1 [auto].")
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+    help="auto: bfloat16 autocast on cuda, float32 on cpu.",
+)
+@click.option("--seed", type=int, help="[0]")
+@click.option("--progress/--no-progress", default=None)
+@click.option("--trust-remote-code", is_flag=True, default=None)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file.")
+@click.pass_context
+@_handle_errors
+def train_ref(ctx: click.Context, config_file: str | None, **_: object) -> None:
+    """Fine-tune the base on INPUT into the reference model, with the loss on exactly the
+    response tokens the scorer scores."""
+    from .config import TrainConfig, load_yaml
+    from .train import train_ref as run_train
+
+    cfg = load_yaml(TrainConfig, config_file) if config_file else TrainConfig()
+    _apply(ctx, cfg, TRAIN_OPTIONS)
+    m = run_train(cfg)
+    click.echo(
+        f"trained on {m['trained_samples']} of {m['counts']['records']} records, "
+        f"{m['steps']} steps, final loss {m['final_loss']:.3f}, {m['seconds']:.0f}s "
+        f"-> {m['output_dir']}",
         err=True,
     )
 

@@ -2,7 +2,8 @@
 
 ``ScoreConfig`` is what ``fastscore score`` takes, ``SelectConfig`` what ``fastscore select``
 takes, and ``RunConfig`` (``score:`` and ``select:`` sections plus ``output_dir``) what
-``fastscore run`` takes. CLI options override the file's values.
+``fastscore run`` takes, ``TrainConfig`` what ``fastscore train-ref`` takes. CLI options
+override the file's values.
 """
 
 from __future__ import annotations
@@ -108,6 +109,35 @@ class SelectConfig:
 
 
 @dataclass
+class TrainConfig:
+    """``fastscore train-ref``: fine-tune the base on the data into the reference model,
+    with the loss on exactly the response tokens the scorer scores."""
+
+    input: str | None = None
+    base: str | None = None
+    output_dir: str | None = None
+    format: str = "auto"
+    template: str = "auto"
+    max_length: int | None = None  # None: the base's context length minus one
+    epochs: int = 1
+    lr: float | None = None  # None: 2e-5 full fine-tuning, 2e-4 LoRA
+    batch_size: int = 16  # samples per optimiser step
+    warmup_steps: int | None = None  # None: 3% of the steps
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    lora: bool = False  # LoRA (peft) instead of full fine-tuning; saved merged
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    keep_adapter: bool = False  # LoRA: also save the adapter alone in output_dir/adapter
+    device: str = "auto"  # auto: cuda when available, else cpu
+    dtype: str = "auto"  # auto: bfloat16 autocast on cuda, float32 on cpu
+    seed: int = 0
+    progress: bool = True
+    trust_remote_code: bool = False
+
+
+@dataclass
 class RunConfig:
     output_dir: str | None = None
     score: ScoreConfig = field(default_factory=ScoreConfig)
@@ -162,10 +192,17 @@ def set_path(obj: Any, dotted: str, value: Any) -> None:
     setattr(obj, last, value)
 
 
-def validate_score(cfg: ScoreConfig) -> None:
+def _check_format_and_template(cfg) -> None:
     from .formats import FORMATS
     from .render import TEMPLATES
 
+    if cfg.format != "auto" and cfg.format not in FORMATS:
+        raise ConfigError(f"format must be auto or one of {FORMATS}, got {cfg.format!r}")
+    if cfg.template not in TEMPLATES:
+        raise ConfigError(f"template must be one of {TEMPLATES}, got {cfg.template!r}")
+
+
+def validate_score(cfg: ScoreConfig) -> None:
     needed = (
         ("input", "base_url", "ref_url", "output")
         if cfg.engine.kind == "served"
@@ -175,10 +212,7 @@ def validate_score(cfg: ScoreConfig) -> None:
         if not getattr(cfg, name):
             flag = name.replace("_", "-")
             raise ConfigError(f"score: {name!r} is required (--{flag} or '{name}:' in the config)")
-    if cfg.format != "auto" and cfg.format not in FORMATS:
-        raise ConfigError(f"format must be auto or one of {FORMATS}, got {cfg.format!r}")
-    if cfg.template not in TEMPLATES:
-        raise ConfigError(f"template must be one of {TEMPLATES}, got {cfg.template!r}")
+    _check_format_and_template(cfg)
     if cfg.engine.kind not in ENGINES:
         raise ConfigError(f"engine must be one of {ENGINES}, got {cfg.engine.kind!r}")
     if cfg.engine.logprobs_path not in LOGPROB_PATHS:
@@ -216,3 +250,20 @@ def validate_select(cfg: SelectConfig, need_paths: bool = True) -> None:
         raise ConfigError(f"fraction must be in [0, 1], got {cfg.fraction}")
     if cfg.order not in ("desc", "asc"):
         raise ConfigError(f"order must be desc or asc, got {cfg.order!r}")
+
+
+def validate_train(cfg: TrainConfig) -> None:
+    for name in ("input", "base", "output_dir"):
+        if not getattr(cfg, name):
+            flag = name.replace("_", "-")
+            raise ConfigError(f"train-ref: {name!r} is required (--{flag})")
+    _check_format_and_template(cfg)
+    for name in ("epochs", "batch_size", "lora_r"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.lr is not None and not cfg.lr > 0:
+        raise ConfigError(f"lr must be > 0, got {cfg.lr}")
+    if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {cfg.dtype!r}")
+    if Path(cfg.output_dir).resolve() == Path(cfg.base).resolve():
+        raise ConfigError("train-ref: the output directory must not be the base model's")

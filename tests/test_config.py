@@ -2,7 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from fastscore.config import RunConfig, ScoreConfig, SelectConfig, from_dict, load_yaml
+from fastscore.config import (
+    RunConfig,
+    ScoreConfig,
+    SelectConfig,
+    TrainConfig,
+    from_dict,
+    load_yaml,
+)
 from fastscore.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -26,7 +33,9 @@ def test_unknown_keys_are_refused_with_the_valid_ones():
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path):
-    cls = {"run": RunConfig, "score": ScoreConfig, "select": SelectConfig}[path.stem.split("-")[0]]
+    cls = {"run": RunConfig, "score": ScoreConfig, "select": SelectConfig, "train": TrainConfig}[
+        path.stem.split("-")[0]
+    ]
     cfg = load_yaml(cls, path)  # raises on unknown keys or bad YAML
     assert isinstance(cfg, cls)
 

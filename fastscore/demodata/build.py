@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import orjson
 
 from ..paths import cache_dir
+from ..train import Schedule, train_examples
 from . import world as world_mod
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class DemoRecipe:
     pretrain: Training = field(default_factory=lambda: Training(epochs=3, lr=3e-3))
     finetune: Training = field(default_factory=lambda: Training(epochs=2, lr=1e-3, batch_size=16))
     seed: int = 0
+    builder: int = 2  # bumped when the building code changes what it builds
 
     def key(self) -> str:
         blob = json.dumps(asdict(self), sort_keys=True).encode() + CHATML_TEMPLATE.encode()
@@ -127,9 +128,8 @@ def _build(recipe: DemoRecipe, out: DemoAssets) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from ..formats import to_samples
-    from ..records import OK, RawRecord
-    from ..render import Renderer
+    from ..config import TrainConfig
+    from ..train import train_ref
 
     torch.manual_seed(recipe.seed)
     pretrain, sft = world_mod.build(recipe.world)
@@ -168,60 +168,34 @@ def _build(recipe: DemoRecipe, out: DemoAssets) -> None:
     model.save_pretrained(out.base)
     tokenizer.save_pretrained(out.base)
 
-    # Fine-tuning: response tokens only, with the scorer's own masks.
-    renderer = Renderer(tokenizer)
-    raws = [RawRecord(i, rec) for i, rec in enumerate(sft)]
-    ft_examples = []
-    for r in renderer.render_all(to_samples(raws, "messages")):
-        assert r.status == OK, f"demo record {r.id} did not render: {r.reason}"
-        ft_examples.append((r.token_ids.tolist(), r.response_positions.tolist()))
-    _train(model, ft_examples, recipe.finetune, tokenizer.pad_token_id, "fine-tune reference")
-    model.save_pretrained(out.ref)
-    tokenizer.save_pretrained(out.ref)
+    # The reference: fastscore's own train-ref, so the response masks are the scorer's.
+    ft = recipe.finetune
+    trained = train_ref(
+        TrainConfig(
+            input=str(out.data),
+            base=str(out.base),
+            output_dir=str(out.ref),
+            format="messages",
+            epochs=ft.epochs,
+            lr=ft.lr,
+            batch_size=ft.batch_size,
+            warmup_steps=ft.warmup_steps,
+            weight_decay=ft.weight_decay,
+            device="cpu",
+            progress=False,
+            seed=recipe.seed,
+        )
+    )
+    if trained["trained_samples"] != len(sft):
+        raise RuntimeError(f"demo records did not all render: {trained['counts']}")
 
 
 def _train(model, examples, cfg: Training, pad_id: int, what: str) -> None:
-    """AdamW with warm-up then cosine decay; loss on the given target positions only.
-
-    ``examples`` are (token ids, positions whose token is a target).
-    """
-    import torch
-
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    g = torch.Generator().manual_seed(0)
-    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return cfg.lr * (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
-
-    step, t0, loss_v = 0, time.perf_counter(), float("nan")
-    for _ in range(cfg.epochs):
-        order = torch.randperm(len(examples), generator=g).tolist()
-        for b in range(0, len(order), cfg.batch_size):
-            batch = [examples[i] for i in order[b : b + cfg.batch_size]]
-            width = max(len(ids) for ids, _ in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            labels = torch.full((len(batch), width), -100, dtype=torch.long)
-            attn = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, (ids, targets) in enumerate(batch):
-                t = torch.tensor(ids)
-                input_ids[row, : len(ids)] = t
-                attn[row, : len(ids)] = 1
-                labels[row, targets] = t[targets]
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step)
-            # transformers shifts labels itself: labels[t] is predicted from tokens < t.
-            out = model(input_ids=input_ids, attention_mask=attn, labels=labels)
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            loss_v = out.loss.item()
-            step += 1
-    log.info("%s: %d steps, final loss %.3f, %.1fs", what, step, loss_v, time.perf_counter() - t0)
-    model.eval()
+    schedule = Schedule(
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+    )
+    train_examples(model, examples, schedule, pad_id, what=what)
