@@ -29,6 +29,7 @@ SCORE_OPTIONS = {
     "template": "template",
     "max_length": "max_length",
     "batch_tokens": "batch_tokens",
+    "ifd": "ifd",
     "progress": "progress",
     "engine": "engine.kind",
     "dtype": "engine.dtype",
@@ -69,6 +70,11 @@ SELECT_OPTIONS = {
     "threshold": "threshold",
     "score": "score",
     "order": "order",
+    "random_seed": "seed",
+    "group_field": "group_field",
+    "quota": "quota",
+    "length_bins": "length_bins",
+    "dedup": "dedup",
 }
 
 
@@ -138,6 +144,13 @@ def score_options(f):
         ),
         click.option("--batch-tokens", type=int, help="Tokens per engine step [default: 32768]."),
         click.option(
+            "--ifd",
+            is_flag=True,
+            default=None,
+            help="Also score each response without its prompt (one more base pass) for the "
+            "ifd column.",
+        ),
+        click.option(
             "--dtype", help="auto, float32, bfloat16, float16 [default: auto, the checkpoint's]."
         ),
         click.option("--gpu-memory-utilization", type=float, help="Per engine (vLLM)."),
@@ -184,9 +197,31 @@ def select_rule_options(f):
         click.option("--top-k", type=int, help="Keep the k best records."),
         click.option("--fraction", type=float, help="Keep floor(F x records) best records."),
         click.option("--threshold", type=float, help="Keep records scoring at least T."),
-        click.option("--score", help="Score column to rank by [default: lobass]."),
+        click.option(
+            "--score",
+            help="Rank by: lobass [default], rho, loss_base, ifd (scored with --ifd), "
+            "perplexity, length, random, or any numeric scores column.",
+        ),
         click.option(
             "--order", type=click.Choice(["desc", "asc"]), help="desc: highest first [default]."
+        ),
+        click.option("--random-seed", type=int, help="Seed of --score random [0]."),
+        click.option("--group-field", help="Quotas: the input records' field naming a group."),
+        click.option(
+            "--quota",
+            help="Shares of the budget per group, 'a:0.3,b:0.7' (or 'FIELD=a:0.3,b:0.7'), "
+            "or 'proportional' to the input.",
+        ),
+        click.option(
+            "--length-bins",
+            type=int,
+            help="Select within N response-length bins, in proportion to each bin's records.",
+        ),
+        click.option(
+            "--dedup",
+            is_flag=True,
+            default=None,
+            help="Drop exact duplicates (normalised text) before ranking; the first stays.",
         ),
     ]
     for opt in reversed(opts):

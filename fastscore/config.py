@@ -84,6 +84,9 @@ class ScoreConfig:
     # None: the models' context length minus one.
     max_length: int | None = None
     batch_tokens: int = 32768  # tokens handed to the engines per step (the streaming unit)
+    # also score each response without its prompt under the base (one more base pass) for
+    # the ifd column: loss_base / loss_alone
+    ifd: bool = False
     progress: bool = True
     executor: str = "local"  # local | ray
     # continue <output>.partial after a crash (same input and options), instead of starting
@@ -104,8 +107,20 @@ class SelectConfig:
     top_k: int | None = None
     fraction: float | None = None
     threshold: float | None = None
+    # a scores column, or perplexity (exp loss_base), length (response tokens), random
     score: str = "lobass"
     order: str = "desc"  # desc: highest scores first
+    seed: int = 0  # the random score's seed
+    # quotas per group: group_field names a top-level field of each input record, quota is
+    # "a:0.3,b:0.7" (shares of the budget per value) or "proportional" (to the input)
+    group_field: str | None = None
+    quota: str | None = None
+    # select within N bins of response length, each bin's budget in proportion to its
+    # eligible records, so the subset keeps the data's length mix
+    length_bins: int | None = None
+    # drop exact duplicates (same roles and texts, case and whitespace normalised) before
+    # ranking; the first in input order stays
+    dedup: bool = False
 
 
 @dataclass
@@ -250,6 +265,45 @@ def validate_select(cfg: SelectConfig, need_paths: bool = True) -> None:
         raise ConfigError(f"fraction must be in [0, 1], got {cfg.fraction}")
     if cfg.order not in ("desc", "asc"):
         raise ConfigError(f"order must be desc or asc, got {cfg.order!r}")
+    grouped = cfg.quota is not None or cfg.length_bins is not None
+    if cfg.quota is not None and cfg.length_bins is not None:
+        raise ConfigError("select: give --quota or --length-bins, not both")
+    if grouped and cfg.threshold is not None:
+        raise ConfigError("select: quotas and length bins need a budget (--top-k or --fraction)")
+    if cfg.group_field is not None and cfg.quota is None:
+        raise ConfigError("select: --group-field needs --quota (shares, or 'proportional')")
+    if cfg.length_bins is not None and cfg.length_bins < 1:
+        raise ConfigError(f"length_bins must be >= 1, got {cfg.length_bins}")
+    if cfg.quota is not None:
+        parse_quota(cfg.quota, cfg.group_field)  # raises on a malformed one
+
+
+def parse_quota(text: str, group_field: str | None) -> tuple[str, dict[str, float] | None]:
+    """'[FIELD=]a:0.3,b:0.7' or '[FIELD=]proportional' -> (field, shares or None)."""
+    field_name, sep, spec = text.partition("=")
+    if not sep:
+        field_name, spec = group_field, text
+    elif group_field is not None and group_field != field_name:
+        raise ConfigError(f"quota names field {field_name!r} but group_field is {group_field!r}")
+    if not field_name:
+        raise ConfigError("select: a quota needs --group-field (or 'FIELD=' before the shares)")
+    if spec.strip() == "proportional":
+        return field_name, None
+    shares: dict[str, float] = {}
+    for part in spec.split(","):
+        value, colon, share = part.strip().rpartition(":")
+        try:
+            shares[value] = float(share)
+        except ValueError:
+            colon = ""
+        if not colon or not value or not 0.0 <= shares[value] <= 1.0:
+            raise ConfigError(
+                f"quota {text!r}: each part must be VALUE:SHARE with a share in [0, 1] "
+                f"(e.g. chat:0.3,math:0.7), got {part.strip()!r}"
+            )
+    if sum(shares.values()) > 1.0 + 1e-9:
+        raise ConfigError(f"quota {text!r}: the shares add up to {sum(shares.values()):g} > 1")
+    return field_name, shares
 
 
 def validate_train(cfg: TrainConfig) -> None:

@@ -35,7 +35,8 @@ from .resume import (
     run_record_path,
     write_run_record,
 )
-from .scoring import mean_nll, score_losses
+from .scoring import ifd, mean_nll, response_alone, score_losses
+from .selection import length_correlations
 from .stats import Stats
 
 MAX_CHUNK_RECORDS = 8192
@@ -56,8 +57,14 @@ def chunk_by_tokens(items: Iterable[RenderedSample], batch_tokens: int) -> Itera
         yield buf
 
 
-def aggregate(sample: RenderedSample, lp_base: np.ndarray | None, lp_ref: np.ndarray | None):
-    """One rendered sample and its two models' response logprobs -> its scores line."""
+def aggregate(
+    sample: RenderedSample,
+    lp_base: np.ndarray | None,
+    lp_ref: np.ndarray | None,
+    lp_alone: np.ndarray | None = None,
+):
+    """One rendered sample and its two models' response logprobs (and, for ifd, the base's
+    on the response alone) -> its scores line."""
     if sample.status != OK:
         return ScoredSample(
             sample.index,
@@ -78,6 +85,10 @@ def aggregate(sample: RenderedSample, lp_base: np.ndarray | None, lp_ref: np.nda
             sample.n_tokens,
             sample.n_response_tokens,
         )
+    alone = {}
+    if lp_alone is not None:
+        la = mean_nll(lp_alone)
+        alone = {"loss_alone": la if math.isfinite(la) else None, "ifd": ifd(lb, la)}
     return ScoredSample(
         sample.index,
         sample.id,
@@ -88,7 +99,13 @@ def aggregate(sample: RenderedSample, lp_base: np.ndarray | None, lp_ref: np.nda
         loss_base=lb,
         loss_ref=lr,
         **score_losses(lb, lr),
+        **alone,
     )
+
+
+def _alone(r: RenderedSample, bos: int | None) -> RenderedSample:
+    ids, positions = response_alone(r.token_ids, r.response_positions, bos)
+    return RenderedSample(r.index, r.id, ids, positions)
 
 
 def prefetch(it: Iterable, depth: int = 2) -> Iterator:
@@ -275,6 +292,11 @@ def score_file(
         manifest = run_scoring_ray(cfg)
     else:
         manifest = run_scoring(cfg, engines)
+    out = Path(cfg.output)
+    t0 = time.perf_counter()
+    # Spearman(score, response length) per score: the paper's reason for normalising
+    manifest["length_spearman"] = length_correlations(out.with_name(out.name + ".partial"))
+    manifest["seconds"]["length_spearman"] = round(time.perf_counter() - t0, 4)
     finish(Path(cfg.output), Path(manifest_path or manifest_path_for(cfg.output)), manifest)
     return manifest
 
@@ -476,6 +498,7 @@ def _score_stream(
         samples = flag_duplicate_ids(samples, ids)
     rendered = _timed(renderer.render_all(samples), stats, "read_render")
     skipped = index_range[0] if index_range else 0
+    bos = renderer.tokenizer.bos_token_id
     tokens_before = stats.counts["tokens_scored_samples"]
     bar = tqdm(
         total=total, initial=skipped, unit="sample", disable=not cfg.progress, dynamic_ncols=True
@@ -488,10 +511,21 @@ def _score_stream(
                 lp_base = iter(base.response_logprobs(ok))
             with stats.timer("engine_ref"):
                 lp_ref = iter(ref.response_logprobs(ok))
+            lp_alone = None
+            if cfg.ifd:
+                with stats.timer("engine_base_alone"):
+                    alone = [_alone(r, bos) for r in ok]
+                    # a one-token response with no BOS has nothing to score alone
+                    got = iter(base.response_logprobs([a for a in alone if a.n_response_tokens]))
+                    lp_alone = iter(
+                        [next(got) if a.n_response_tokens else np.empty(0) for a in alone]
+                    )
             with stats.timer("aggregate_write"):
                 for r in chunk:
                     if r.status == OK:
-                        s = aggregate(r, next(lp_base), next(lp_ref))
+                        s = aggregate(
+                            r, next(lp_base), next(lp_ref), next(lp_alone) if lp_alone else None
+                        )
                         stats.counts["tokens_scored_samples"] += r.n_tokens
                         stats.counts["response_tokens"] += r.n_response_tokens
                     else:
@@ -504,7 +538,7 @@ def _score_stream(
                         )
                     stats.counts["records"] += 1
                     stats.counts[f"status:{s.status}"] += 1
-                    f.write(orjson.dumps(s.to_json()) + b"\n")
+                    f.write(orjson.dumps(s.to_json(with_ifd=cfg.ifd)) + b"\n")
                 f.flush()
             bar.update(len(chunk))
             dt = max(time.perf_counter() - t0, 1e-9)

@@ -89,8 +89,11 @@ class ScoredSample:
     loss_ref: float | None = None
     lobass: float | None = None
     rho: float | None = None
+    # with --ifd only: the base's loss on the response without its prompt, and their ratio
+    loss_alone: float | None = None
+    ifd: float | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, with_ifd: bool = False) -> dict[str, Any]:
         out = {
             "id": self.id,
             "index": self.index,
@@ -102,6 +105,9 @@ class ScoredSample:
             "lobass": self.lobass,
             "rho": self.rho,
         }
+        if with_ifd:
+            out["loss_alone"] = self.loss_alone
+            out["ifd"] = self.ifd
         if self.reason is not None:
             out["reason"] = self.reason
         return out

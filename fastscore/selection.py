@@ -1,24 +1,34 @@
 """``select``: a scores file + its input -> the chosen records, unchanged, in input order.
 
-Ranking is by one score column; ties go to the earlier record, so the result does not
-depend on anything but the scores. Records whose status is not ``ok`` or whose score is
-missing or not finite are never selected.
+Ranking is by one score column (or ``perplexity``, ``length``, ``random``, derived from
+the row); ties go to the earlier record, so the result depends on nothing but the scores.
+Records whose status is not ``ok`` or whose score is missing or not finite are never
+selected. Optionally: exact duplicates dropped first, and the budget split into quotas per
+group (a field of the input records) or per response-length bin.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from .config import SelectConfig, validate_select
+from .config import SelectConfig, parse_quota, validate_select
 from .errors import InputError
-from .formats import record_id
+from .formats import record_id, to_sample
+from .ids import IdRegistry
 from .io import detect_file_kind, jsonl_lines, parse_line, read_jsonl_rows, read_records
-from .records import RawRecord
+from .records import OK, RawRecord
+from .scoring import perplexity, seeded_uniform, spearman
+
+# scores computed from a row rather than read from a column
+DERIVED = ("perplexity", "length", "random")
+# columns whose correlation with response length the summaries report
+LENGTH_CHECKED = ("lobass", "rho", "loss_base", "perplexity", "ifd", "random")
 
 OUTPUT_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
 
@@ -33,13 +43,62 @@ def choose(values: list[tuple[int, float]], n_records: int, cfg: SelectConfig) -
     if cfg.threshold is not None:
         keep = [i for i, v in values if (v >= cfg.threshold if sign < 0 else v <= cfg.threshold)]
         return sorted(keep)
-    k = cfg.top_k if cfg.top_k is not None else math.floor(cfg.fraction * n_records + 1e-9)
     ranked = sorted(values, key=lambda iv: (sign * iv[1], iv[0]))
-    return sorted(i for i, _ in ranked[:k])
+    return sorted(i for i, _ in ranked[: budget(cfg, n_records)])
 
 
-def load_scores(path: str | Path, column: str) -> tuple[list[dict], list[tuple[int, float]]]:
-    """(every row's index/id/status, eligible (index, score) pairs) from a scores file."""
+def budget(cfg: SelectConfig, n_records: int) -> int | None:
+    """How many records a top-k or fraction rule asks for (None for a threshold)."""
+    if cfg.threshold is not None:
+        return None
+    return cfg.top_k if cfg.top_k is not None else math.floor(cfg.fraction * n_records + 1e-9)
+
+
+def allocate(k: int, shares: dict[str, float]) -> dict[str, int]:
+    """Split ``k`` by ``shares`` (largest remainder): each group gets floor(k x share),
+    and what rounding left of round(k x sum of shares) goes to the largest remainders
+    (ties to the group named first)."""
+    want = {g: k * s for g, s in shares.items()}
+    got = {g: math.floor(w + 1e-9) for g, w in want.items()}
+    left = round(k * sum(shares.values())) - sum(got.values())
+    for g in sorted(want, key=lambda g: -(want[g] - got[g]))[: max(0, left)]:
+        got[g] += 1
+    return got
+
+
+def choose_grouped(
+    values: list[tuple[int, float]], group_of: list, quotas: dict, order: str
+) -> list[int]:
+    """Indices chosen from (index, score) pairs, the top ``quotas[g]`` of each group ``g``
+    (``group_of[index]``), in input order."""
+    sign = -1.0 if order == "desc" else 1.0
+    ranked = sorted(values, key=lambda iv: (sign * iv[1], iv[0]))
+    taken: dict = {}
+    chosen = []
+    for i, _ in ranked:
+        g = group_of[i]
+        if taken.get(g, 0) < quotas.get(g, 0):
+            taken[g] = taken.get(g, 0) + 1
+            chosen.append(i)
+    return sorted(chosen)
+
+
+def score_of(row: dict, column: str, seed: int = 0) -> float | None:
+    """The row's score by ``column``: a scores column, or one of ``DERIVED``."""
+    if column == "perplexity":
+        v = row.get("loss_base")
+        return perplexity(v) if isinstance(v, (int, float)) else None
+    if column == "length":
+        return row.get("n_response_tokens")
+    if column == "random":
+        return seeded_uniform(seed, row["index"])
+    return row.get(column)
+
+
+def load_scores(
+    path: str | Path, column: str, seed: int = 0
+) -> tuple[list[dict], list[tuple[int, float]]]:
+    """(every row's index/id/status/response length, eligible (index, score) pairs)."""
     rows, eligible = [], []
     for n, row in enumerate(read_jsonl_rows(path)):
         if "index" not in row or "status" not in row:
@@ -49,11 +108,17 @@ def load_scores(path: str | Path, column: str) -> tuple[list[dict], list[tuple[i
                 f"{path}: line {n + 1} has index {row['index']}, expected {n}; the scores "
                 "file is incomplete or reordered"
             )
-        if n == 0 and column not in row:
+        if n == 0 and column not in row and column not in DERIVED:
             cols = sorted(k for k, v in row.items() if isinstance(v, (int, float)))
-            raise InputError(f"score column {column!r} is not in {path}; numeric columns: {cols}")
-        rows.append({"id": row.get("id"), "status": row["status"]})
-        v = row.get(column)
+            hint = " (score with --ifd for it)" if column == "ifd" else ""
+            raise InputError(
+                f"score column {column!r} is not in {path}{hint}; numeric columns: {cols}, "
+                f"or one of {list(DERIVED)}"
+            )
+        rows.append(
+            {"id": row.get("id"), "status": row["status"], "length": row.get("n_response_tokens")}
+        )
+        v = score_of(row, column, seed)
         if row["status"] == "ok" and isinstance(v, (int, float)) and math.isfinite(v):
             eligible.append((n, float(v)))
     return rows, eligible
@@ -63,14 +128,39 @@ def select(config: SelectConfig | None = None, /, **fields: Any) -> dict[str, An
     """Write the records chosen by ``config`` to ``config.output``; returns a summary."""
     cfg = dataclasses.replace(config, **fields) if config else SelectConfig(**fields)
     validate_select(cfg)
-    rows, eligible = load_scores(cfg.scores, cfg.score)
-    chosen = choose(eligible, len(rows), cfg)
+    rows, eligible = load_scores(cfg.scores, cfg.score, cfg.seed)
+    target = budget(cfg, len(rows))
+    extra: dict[str, Any] = {}
+    field_name, shares = parse_quota(cfg.quota, cfg.group_field) if cfg.quota else (None, None)
+    if cfg.dedup or field_name:
+        facts = input_facts(cfg.input, field_name, cfg.dedup, len(rows))
+    if cfg.dedup:
+        before = len(eligible)
+        eligible = [(i, v) for i, v in eligible if i not in facts["duplicates"]]
+        extra["dedup"] = {
+            "duplicate_records": len(facts["duplicates"]),
+            "removed_from_eligible": before - len(eligible),
+        }
+    if field_name:
+        groups = facts["groups"]
+        if shares is None:  # proportional to the input's records
+            counts = Counter(groups)
+            shares = {g: c / len(rows) for g, c in counts.items()}
+        quotas = allocate(target, shares)
+        target = sum(quotas.values())  # shares may add up to less than the whole budget
+        chosen = choose_grouped(eligible, groups, quotas, cfg.order)
+        extra["groups"] = group_report(groups, eligible, chosen, quotas, field_name)
+    elif cfg.length_bins:
+        groups, edges = length_bin_of(rows, eligible, cfg.length_bins)
+        counts = Counter(groups[i] for i, _ in eligible)
+        quotas = allocate(target, {g: c / max(1, len(eligible)) for g, c in counts.items()})
+        chosen = choose_grouped(eligible, groups, quotas, cfg.order)
+        extra["groups"] = group_report(groups, eligible, chosen, quotas, "length_bin")
+        extra["length_bin_edges"] = edges
+    else:
+        chosen = choose(eligible, len(rows), cfg)
     n_written = write_subset(cfg.input, cfg.output, chosen, rows)
-    target = (
-        None
-        if cfg.threshold is not None
-        else (cfg.top_k if cfg.top_k is not None else math.floor(cfg.fraction * len(rows) + 1e-9))
-    )
+    extra["length_spearman"] = length_correlations(cfg.scores)
     return {
         "score": cfg.score,
         "order": cfg.order,
@@ -85,6 +175,100 @@ def select(config: SelectConfig | None = None, /, **fields: Any) -> dict[str, An
         # fewer eligible records than asked for: said, not hidden
         "short_by": 0 if target is None else target - n_written,
         "output": str(Path(cfg.output).resolve()),
+        **extra,
+    }
+
+
+def input_facts(path, field_name: str | None, dedup: bool, n_rows: int) -> dict[str, Any]:
+    """One pass over the input: each record's group (the value of ``field_name`` as text,
+    ``"(missing)"`` without one) and the records that repeat an earlier one's text."""
+    from .pipeline import resolve_format
+
+    kind = detect_file_kind(path)
+    fmt = resolve_format(path, kind, "auto") if dedup else None
+    groups: list[str] = []
+    duplicates: set[int] = set()
+    seen = IdRegistry()
+    for raw in read_records(path, kind):
+        if field_name:
+            v = raw.data.get(field_name) if isinstance(raw.data, dict) else None
+            groups.append("(missing)" if v is None else v if isinstance(v, str) else str(v))
+        if dedup and fmt != "auto":
+            sample = to_sample(raw, fmt)
+            if sample.status == OK:
+                text = "\n".join(
+                    f"{m.role}: {' '.join(m.content.lower().split())}" for m in sample.messages
+                )
+                if seen.first(text, raw.index) is not None:
+                    duplicates.add(raw.index)
+    if field_name and len(groups) != n_rows:
+        raise InputError(
+            f"{path} has {len(groups)} records but the scores file has {n_rows}; the scores "
+            "were computed on another input"
+        )
+    return {"groups": groups, "duplicates": duplicates}
+
+
+def length_bin_of(rows: list[dict], eligible, n_bins: int) -> tuple[list, list[float]]:
+    """Each record's response-length bin (quantile bins of the eligible records' lengths;
+    None for records without a length) and the bin edges."""
+    import numpy as np
+
+    lengths = np.array([rows[i]["length"] for i, _ in eligible], dtype=np.float64)
+    if lengths.size == 0:
+        return [None] * len(rows), []
+    edges = np.unique(np.quantile(lengths, np.linspace(0, 1, n_bins + 1)))
+    groups = [
+        None
+        if r["length"] is None
+        else f"bin{int(np.searchsorted(edges[1:-1], r['length'], side='right'))}"
+        for r in rows
+    ]
+    return groups, [float(e) for e in edges]
+
+
+def group_report(groups, eligible, chosen, quotas, field_name) -> dict[str, Any]:
+    records = Counter(groups)
+    elig = Counter(groups[i] for i, _ in eligible)
+    sel = Counter(groups[i] for i in chosen)
+    names = sorted(set(records) | set(quotas), key=str)
+    return {
+        "field": field_name,
+        "by_group": {
+            str(g): {
+                "records": records.get(g, 0),
+                "eligible": elig.get(g, 0),
+                "quota": quotas.get(g, 0),
+                "selected": sel.get(g, 0),
+                "short_by": max(0, quotas.get(g, 0) - sel.get(g, 0)),
+            }
+            for g in names
+        },
+    }
+
+
+def length_correlations(path: str | Path) -> dict[str, float | None]:
+    """Spearman correlation of each score with response length over the ok rows (the
+    paper's reason for normalising: a score that tracks length picks long samples)."""
+    from array import array
+
+    cols = {c: array("d") for c in LENGTH_CHECKED}
+    lengths: dict[str, array] = {c: array("d") for c in LENGTH_CHECKED}
+    present: set[str] = set()
+    for row in read_jsonl_rows(path):
+        if row.get("status") != OK or not isinstance(row.get("n_response_tokens"), int):
+            continue
+        for c in LENGTH_CHECKED:
+            v = score_of(row, c)
+            if c in row or c in DERIVED:
+                present.add(c)
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                cols[c].append(v)
+                lengths[c].append(row["n_response_tokens"])
+    return {
+        c: (None if (r := spearman(cols[c], lengths[c])) is None else round(r, 4))
+        for c in LENGTH_CHECKED
+        if c in present
     }
 
 

@@ -92,3 +92,44 @@ def test_prefetch_stops_its_thread_when_abandoned():
     it.close()
     time.sleep(0.3)
     assert not any(t.name == "fastscore-prefetch" for t in threading.enumerate())
+
+
+def test_ifd_by_hand():
+    from fastscore.scoring import ifd
+
+    assert ifd(1.0, 2.0) == 0.5
+    assert ifd(3.0, 2.0) == 1.5
+    assert ifd(1.0, 0.0) is None and ifd(1.0, math.nan) is None
+
+
+def test_response_alone_keeps_every_turns_response_tokens():
+    from fastscore.scoring import response_alone
+
+    ids = np.array([1, 10, 11, 20, 21, 12, 13, 22], dtype=np.int32)
+    pos = np.array([3, 4, 7], dtype=np.int32)  # two turns: 20 21, then 22
+    got_ids, got_pos = response_alone(ids, pos, bos=1)
+    assert got_ids.tolist() == [1, 20, 21, 22] and got_pos.tolist() == [1, 2, 3]
+    got_ids, got_pos = response_alone(ids, pos, bos=None)
+    assert got_ids.tolist() == [20, 21, 22] and got_pos.tolist() == [1, 2]
+
+
+def test_spearman_by_hand():
+    from fastscore.scoring import spearman
+
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ties share ranks: x ranks 1.5 1.5 3 4, y ranks 1 2 3 4; centred, sum xy = 4.5,
+    # sum x^2 = 4.5, sum y^2 = 5
+    assert spearman([5, 5, 6, 7], [1, 2, 3, 4]) == pytest.approx(4.5 / math.sqrt(4.5 * 5))
+    assert spearman([1, 1, 1], [1, 2, 3]) is None and spearman([1, 2], [1, 2]) is None
+
+
+def test_seeded_uniform_and_perplexity():
+    from fastscore.scoring import perplexity, seeded_uniform
+
+    a = [seeded_uniform(0, i) for i in range(1000)]
+    assert a == [seeded_uniform(0, i) for i in range(1000)]  # fixed by (seed, index)
+    assert a != [seeded_uniform(1, i) for i in range(1000)]
+    assert all(0.0 <= v < 1.0 for v in a) and 0.45 < sum(a) / len(a) < 0.55
+    assert perplexity(0.0) == 1.0 and perplexity(math.log(4.0)) == pytest.approx(4.0)
+    assert perplexity(1000.0) == math.inf
