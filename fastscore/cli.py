@@ -351,6 +351,7 @@ TRAIN_OPTIONS = {
         "template",
         "max_length",
         "epochs",
+        "max_steps",
         "lr",
         "batch_size",
         "warmup_steps",
@@ -386,6 +387,7 @@ TRAIN_OPTIONS = {
 @click.option("--template", type=click.Choice(["auto", "model", "plain"]), help="[auto]")
 @click.option("--max-length", type=int, help="Longest sample trained on, in tokens.")
 @click.option("--epochs", type=int, help="[1]")
+@click.option("--max-steps", type=int, help="Train exactly N steps instead of --epochs.")
 @click.option("--lr", type=float, help="Peak learning rate [2e-5; 2e-4 with --lora].")
 @click.option("--batch-size", type=int, help="Samples per optimiser step [16].")
 @click.option("--warmup-steps", type=int, help="[3%% of the steps]; then cosine decay to 0.")

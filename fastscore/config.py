@@ -135,6 +135,9 @@ class TrainConfig:
     template: str = "auto"
     max_length: int | None = None  # None: the base's context length minus one
     epochs: int = 1
+    # train exactly this many optimiser steps instead (epochs repeat as needed): the same
+    # compute for subsets of different sizes
+    max_steps: int | None = None
     lr: float | None = None  # None: 2e-5 full fine-tuning, 2e-4 LoRA
     batch_size: int = 16  # samples per optimiser step
     warmup_steps: int | None = None  # None: 3% of the steps
@@ -312,6 +315,8 @@ def validate_train(cfg: TrainConfig) -> None:
             flag = name.replace("_", "-")
             raise ConfigError(f"train-ref: {name!r} is required (--{flag})")
     _check_format_and_template(cfg)
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise ConfigError(f"max_steps must be >= 1, got {cfg.max_steps}")
     for name in ("epochs", "batch_size", "lora_r"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")

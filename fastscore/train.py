@@ -39,6 +39,12 @@ class Schedule:
     warmup_steps: int
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    max_steps: int | None = None  # instead of epochs: this many steps, epochs repeating
+
+    def total_steps(self, n_examples: int) -> int:
+        if self.max_steps is not None:
+            return self.max_steps
+        return math.ceil(n_examples / self.batch_size) * self.epochs
 
     def lr_at(self, step: int, total: int) -> float:
         if step < self.warmup_steps:
@@ -67,12 +73,14 @@ def train_examples(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=schedule.lr, weight_decay=schedule.weight_decay)
     g = torch.Generator().manual_seed(seed)
-    total = math.ceil(len(examples) / schedule.batch_size) * schedule.epochs
+    total = schedule.total_steps(len(examples))
     bar = tqdm(total=total, desc=what, unit="step", disable=not progress, dynamic_ncols=True)
     step, t0, recent = 0, time.perf_counter(), []
-    for _ in range(schedule.epochs):
+    while step < total:  # epochs: each a fresh shuffle, cut short at the last step
         order = torch.randperm(len(examples), generator=g).tolist()
         for b in range(0, len(order), schedule.batch_size):
+            if step >= total:
+                break
             batch = [examples[i] for i in order[b : b + schedule.batch_size]]
             width = max(len(ids) for ids, _ in batch)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -162,15 +170,18 @@ def train_ref(config: TrainConfig | None = None, /, **fields: Any) -> dict[str, 
     if cfg.lora:
         model = _with_lora(model, cfg)
     lr = cfg.lr if cfg.lr is not None else (2e-4 if cfg.lora else 2e-5)
-    steps = math.ceil(len(examples) / cfg.batch_size) * cfg.epochs
     schedule = Schedule(
         epochs=cfg.epochs,
         lr=lr,
         batch_size=cfg.batch_size,
-        warmup_steps=cfg.warmup_steps if cfg.warmup_steps is not None else math.ceil(0.03 * steps),
+        warmup_steps=0,
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
+        max_steps=cfg.max_steps,
     )
+    steps = schedule.total_steps(len(examples))
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else math.ceil(0.03 * steps)
+    schedule = dataclasses.replace(schedule, warmup_steps=warmup)
     pad_id = tokenizer.pad_token_id
     if pad_id is None:  # padded positions are masked out of attention and loss anyway
         pad_id = tokenizer.eos_token_id or 0

@@ -1,0 +1,435 @@
+"""Does the selection train better models? The paper's experiment, small, on a CPU.
+
+A synthetic SFT world with known truth (generated here, seeded):
+- learnable: four word-level skills in chat form (reverse three words, the second of
+  three, swap two, say one twice), with a held-out test split per skill;
+- known: an `echo` skill the base was pretrained on in chat form;
+- noise: skill prompts with random answers.
+The base (a tiny Llama) is pretrained on copying text (so it can learn the skills) and the
+echo chats, never on the four skills. Then, per seed:
+1. the reference is trained on the full SFT set with `fastscore train-ref`;
+2. `fastscore score --ifd` scores it; `fastscore select` picks subsets at each budget
+   with lobass, rho, ifd, perplexity, length and random;
+3. the base is fine-tuned on each subset, on the full set and (as the world check) on the
+   clean learnable samples alone, every run for the same number of optimiser steps (the
+   steps policy, printed), and evaluated on the held-out split: mean response loss and
+   exact-match accuracy of greedy answers.
+It prints a table (mean and min-max over seeds), the share of each planted kind in each
+subset, Spearman(score, length), writes a PNG plot when matplotlib is there, and ends with
+one JSON line.
+
+    python benchmarks/selection_quality.py                 # 3 seeds, about 15 min on 2 cores
+    python benchmarks/selection_quality.py --quick         # CI: 1 seed, small world
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+METHODS = ("lobass", "rho", "ifd", "perplexity", "length", "random")
+# fixed before any method was compared: the clean subset must beat the base by this much
+WORLD_CHECK_LIFT = 0.3
+SKILLS = ("reverse", "second", "swap", "twice")
+
+
+@dataclass(frozen=True)
+class WorldSize:
+    words: int = 400
+    train_per_skill: int = 200
+    test_per_skill: int = 50
+    known: int = 200
+    noise: int = 200
+    pretrain_copy: int = 6000
+    pretrain_echo: int = 1500
+
+
+QUICK = WorldSize(
+    words=200,
+    train_per_skill=60,
+    test_per_skill=20,
+    known=60,
+    noise=60,
+    pretrain_copy=2500,
+    pretrain_echo=600,
+)
+
+
+def _word(rng: random.Random) -> str:
+    syl = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "zi", "be", "du", "fo", "gi", "pa", "so"]
+    return "".join(rng.choice(syl) for _ in range(rng.choice((2, 3))))
+
+
+def skill(name: str, ws: list[str]) -> tuple[str, str]:
+    """(prompt, true answer) of one skill on its words. Answers start with "=" so that every
+    word, in prompts and answers alike, follows a space and is the same token."""
+    if name == "reverse":
+        return f"reverse: {ws[0]} {ws[1]} {ws[2]}", f"= {ws[2]} {ws[1]} {ws[0]}"
+    if name == "second":
+        return f"second word: {ws[0]} {ws[1]} {ws[2]}", f"= {ws[1]}"
+    if name == "swap":
+        return f"swap: {ws[0]} {ws[1]}", f"= {ws[1]} {ws[0]}"
+    if name == "twice":
+        return f"twice: {ws[0]}", f"= {ws[0]} {ws[0]}"
+    if name == "echo":
+        return f"echo: {ws[0]} {ws[1]}", f"= {ws[0]} {ws[1]}"
+    raise ValueError(name)
+
+
+def chat(prompt: str, answer: str) -> list[dict]:
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+
+
+def build_world(size: WorldSize, seed: int):
+    """(pretraining texts and chats, SFT records with their kind, held-out test records)."""
+    rng = random.Random(seed)
+    vocab = sorted({_word(rng) for _ in range(size.words * 3)})[: size.words]
+    rng.shuffle(vocab)
+
+    def words(n):
+        return rng.sample(vocab, n)
+
+    copy_texts = []
+    for _ in range(size.pretrain_copy):
+        ws = words(rng.randint(1, 3))
+        copy_texts.append("copy: " + " ".join(ws) + " | " + " ".join(ws))
+    echo_chats = [chat(*skill("echo", words(2))) for _ in range(size.pretrain_echo)]
+
+    sft, test, seen = [], [], set()
+    for name in SKILLS:
+        for split, n in (("train", size.train_per_skill), ("test", size.test_per_skill)):
+            made = 0
+            while made < n:
+                prompt, answer = skill(name, words(3))
+                if prompt in seen:
+                    continue  # a test prompt never appears in training
+                seen.add(prompt)
+                rec = {"kind": "learnable", "skill": name, "messages": chat(prompt, answer)}
+                (sft if split == "train" else test).append(rec)
+                made += 1
+    for _ in range(size.known):
+        sft.append({"kind": "known", "skill": "echo", "messages": chat(*skill("echo", words(2)))})
+    for _ in range(size.noise):
+        prompt, _ = skill(rng.choice(SKILLS), words(3))
+        noise = "= " + " ".join(words(rng.randint(1, 3)))
+        sft.append({"kind": "noise", "skill": "noise", "messages": chat(prompt, noise)})
+    rng.shuffle(sft)
+    for i, rec in enumerate(sft):
+        rec["id"] = f"s{i}"
+    return copy_texts, echo_chats, sft, test
+
+
+def pretrain_base(copy_texts, echo_chats, sft, test, out: Path, seed: int, steps: int) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from fastscore.demodata.build import TinyLlama, build_tokenizer
+    from fastscore.train import Schedule, train_examples
+
+    torch.manual_seed(seed)
+    texts = copy_texts + [m["content"] for c in echo_chats for m in c]
+    texts += [m["content"] for r in sft + test for m in r["messages"]]
+    tok = build_tokenizer(texts, 1024)
+    m = TinyLlama()
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=m.hidden_size,
+            intermediate_size=m.intermediate_size,
+            num_hidden_layers=m.num_hidden_layers,
+            num_attention_heads=m.num_attention_heads,
+            num_key_value_heads=m.num_attention_heads,
+            head_dim=m.head_dim,
+            max_position_embeddings=m.max_position_embeddings,
+            tie_word_embeddings=False,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+    )
+    examples = []
+    for text in copy_texts:
+        ids = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]
+        examples.append((ids, list(range(1, len(ids)))))
+    for c in echo_chats:
+        ids = tok(tok.apply_chat_template(c, tokenize=False), add_special_tokens=False)
+        ids = ids["input_ids"]
+        examples.append((ids, list(range(1, len(ids)))))
+    schedule = Schedule(epochs=1, lr=3e-3, batch_size=32, warmup_steps=20, max_steps=steps)
+    train_examples(model, examples, schedule, tok.pad_token_id, what="pretrain", seed=seed)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def write_jsonl(path: Path, recs) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs))
+    return path
+
+
+def evaluate(model_dir: Path, test: list[dict]) -> dict:
+    """Held-out mean response loss (the scorer's tokens) and exact-match accuracy."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from fastscore.config import TrainConfig
+    from fastscore.models import load_tokenizer
+    from fastscore.train import rendered_examples
+
+    tok = load_tokenizer(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    tmp = write_jsonl(model_dir / "test.jsonl", test)
+    examples, _, _ = rendered_examples(TrainConfig(input=str(tmp), base=str(model_dir)), tok, 255)
+    losses = []
+    with torch.no_grad():
+        for ids, targets in examples:
+            labels = torch.full((1, len(ids)), -100)
+            labels[0, targets] = torch.tensor(ids)[targets]
+            losses.append(model(input_ids=torch.tensor([ids]), labels=labels).loss.item())
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    tok.padding_side = "left"
+    correct = 0
+    for b in range(0, len(test), 64):
+        batch = test[b : b + 64]
+        prompts = [
+            tok.apply_chat_template(r["messages"][:1], tokenize=False, add_generation_prompt=True)
+            for r in batch
+        ]
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            gen = model.generate(
+                **enc,
+                max_new_tokens=16,
+                do_sample=False,
+                eos_token_id=end,
+                pad_token_id=tok.pad_token_id,
+            )
+        for r, row in zip(batch, gen[:, enc["input_ids"].shape[1] :]):
+            text = tok.decode(row, skip_special_tokens=True).strip()
+            correct += text == r["messages"][1]["content"]
+    return {"loss": statistics.fmean(losses), "accuracy": correct / len(test)}
+
+
+def finetune(base: Path, data: Path, out: Path, steps: int, lr: float, seed: int) -> None:
+    from fastscore.train import train_ref
+
+    train_ref(
+        input=str(data),
+        base=str(base),
+        output_dir=str(out),
+        max_steps=steps,
+        lr=lr,
+        batch_size=16,
+        warmup_steps=10,
+        device="cpu",
+        progress=False,
+        seed=seed,
+    )
+
+
+def run_seed(seed: int, size: WorldSize, budgets, methods, work: Path, args) -> dict:
+    import fastscore
+    from fastscore.config import EngineConfig
+
+    t0 = time.perf_counter()
+    copy_texts, echo_chats, sft, test = build_world(size, seed)
+    base = work / "base"
+    pretrain_base(copy_texts, echo_chats, sft, test, base, seed, args.pretrain_steps)
+    data = write_jsonl(work / "sft.jsonl", sft)
+    kinds = [r["kind"] for r in sft]
+    steps = args.steps or 2 * math.ceil(len(sft) / 16)
+    # 1. reference: the base fine-tuned on the full set, by fastscore train-ref
+    finetune(base, data, work / "ref", steps, args.lr, seed)
+    # 2. scores
+    fastscore.score(
+        input=str(data),
+        output=str(work / "scores.jsonl"),
+        base=str(base),
+        ref=str(work / "ref"),
+        ifd=True,
+        progress=False,
+        engine=EngineConfig(kind="torch", dtype="float32"),
+    )
+    result = {"seed": seed, "steps": steps, "runs": {}, "kinds": {}, "length_spearman": None}
+    result["runs"]["base"] = evaluate(base, test)
+    result["runs"]["full"] = evaluate(work / "ref", test)  # the reference is the full-set run
+    clean = write_jsonl(work / "clean.jsonl", [r for r in sft if r["kind"] == "learnable"])
+    finetune(base, clean, work / "ft-clean", steps, args.lr, seed)
+    result["runs"]["clean"] = evaluate(work / "ft-clean", test)
+    print(
+        f"  seed {seed} world check: base acc {result['runs']['base']['accuracy']:.3f}, "
+        f"clean learnable only {result['runs']['clean']['accuracy']:.3f}, "
+        f"full set {result['runs']['full']['accuracy']:.3f}",
+        file=sys.stderr,
+        flush=True,
+    )
+    for frac in budgets:
+        for method in methods:
+            name = f"{method}@{frac:g}"
+            subset = work / f"{name}.jsonl"
+            summary = fastscore.select(
+                scores=str(work / "scores.jsonl"),
+                input=str(data),
+                output=str(subset),
+                fraction=frac,
+                score=method,
+                seed=seed,
+            )
+            result["length_spearman"] = summary["length_spearman"]
+            picked = [orjson.loads(x)["kind"] for x in subset.read_bytes().splitlines()]
+            result["kinds"][name] = dict(Counter(picked))
+            finetune(base, subset, work / f"ft-{name}", steps, args.lr, seed)
+            result["runs"][name] = evaluate(work / f"ft-{name}", test)
+            print(
+                f"  seed {seed} {name:<16} acc {result['runs'][name]['accuracy']:.3f} "
+                f"loss {result['runs'][name]['loss']:.3f}",
+                file=sys.stderr,
+                flush=True,
+            )
+    result["in_data"] = dict(Counter(kinds))
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    return result
+
+
+def _agg(values):
+    return statistics.fmean(values), min(values), max(values)
+
+
+def report(results: list[dict], budgets, methods, out_dir: Path) -> dict:
+    names = ["base", "full", "clean"] + [f"{m}@{b:g}" for b in budgets for m in methods]
+    table = {}
+    print(f"\n{'run':<18}{'accuracy (min-max)':>26}{'held-out loss (min-max)':>30}")
+    for n in names:
+        acc = _agg([r["runs"][n]["accuracy"] for r in results])
+        loss = _agg([r["runs"][n]["loss"] for r in results])
+        table[n] = {"accuracy": acc, "loss": loss}
+        print(
+            f"{n:<18}{acc[0]:>10.3f} ({acc[1]:.3f}-{acc[2]:.3f})"
+            f"{loss[0]:>14.3f} ({loss[1]:.3f}-{loss[2]:.3f})"
+        )
+    print("\nplanted kinds in each subset (mean over seeds):")
+    kinds = ("learnable", "known", "noise")
+    print(f"{'subset':<18}" + "".join(f"{k:>11}" for k in kinds))
+    print(f"{'in the data':<18}" + "".join(f"{results[0]['in_data'].get(k, 0):>11}" for k in kinds))
+    shares = {}
+    for n in names[3:]:
+        mean = {k: statistics.fmean(r["kinds"][n].get(k, 0) for r in results) for k in kinds}
+        shares[n] = mean
+        print(f"{n:<18}" + "".join(f"{mean[k]:>11.1f}" for k in kinds))
+    print("\nSpearman(score, response length) over ok records (mean over seeds):")
+    sp = {}
+    for m in results[0]["length_spearman"]:
+        vals = [r["length_spearman"][m] for r in results if r["length_spearman"][m] is not None]
+        sp[m] = statistics.fmean(vals) if vals else None
+        print(f"  {m:<12} {'n/a' if sp[m] is None else f'{sp[m]:+.3f}'}")
+    plot = _plot(table, budgets, methods, out_dir / "selection_quality.png")
+    lift = table["clean"]["accuracy"][0] - table["base"]["accuracy"][0]
+    passed = lift >= WORLD_CHECK_LIFT
+    print(
+        f"\nworld check: fine-tuning on the clean learnable samples lifts held-out accuracy "
+        f"by {lift:+.3f} over the base (needs >= {WORLD_CHECK_LIFT}): "
+        + (
+            "passed"
+            if passed
+            else "FAILED - the skills do not transfer in this world, so no selection "
+            "method can show anything; the comparison above is not evidence either way"
+        )
+    )
+    return {
+        "table": table,
+        "kinds": shares,
+        "length_spearman": sp,
+        "plot": plot,
+        "world_check": {"accuracy_lift": lift, "passed": passed},
+    }
+
+
+def _plot(table, budgets, methods, path: Path) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(no matplotlib: pip install matplotlib for the plot)", file=sys.stderr)
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for m in methods:
+        ys = [table[f"{m}@{b:g}"]["accuracy"] for b in budgets]
+        ax.errorbar(
+            [100 * b for b in budgets],
+            [y[0] for y in ys],
+            yerr=[[y[0] - y[1] for y in ys], [y[2] - y[0] for y in ys]],
+            marker="o",
+            capsize=3,
+            label=m,
+        )
+    for n, style in (("full", "--"), ("clean", ":"), ("base", "-.")):
+        ax.axhline(table[n]["accuracy"][0], linestyle=style, color="grey", label=n)
+    ax.set_xlabel("budget (% of the SFT set)")
+    ax.set_ylabel("held-out exact-match accuracy")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return str(path)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--budgets", default="0.05,0.1,0.25")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--steps", type=int, default=None, help="[2 epochs of the full set]")
+    ap.add_argument("--pretrain-steps", type=int, default=600)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--quick", action="store_true", help="1 seed, a small world, 10%% only")
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    size = WorldSize()
+    budgets = [float(b) for b in args.budgets.split(",")]
+    methods = args.methods.split(",")
+    if args.quick:
+        size, args.seeds, budgets = QUICK, 1, [0.1]
+        args.pretrain_steps = min(args.pretrain_steps, 250)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="fastscore-selq-"))
+    print(
+        f"steps policy: every fine-tune (reference, full, clean, each subset) runs the same "
+        f"number of optimiser steps ({args.steps or 'two epochs of the full set'}), batch 16, "
+        f"lr {args.lr:g}, warm-up 10 then cosine; subsets repeat epochs to fill them",
+        file=sys.stderr,
+    )
+    results = []
+    for seed in range(args.seeds):
+        d = work / f"seed{seed}"
+        d.mkdir(parents=True, exist_ok=True)
+        results.append(run_seed(seed, size, budgets, methods, d, args))
+    summary = report(results, budgets, methods, work)
+    print(
+        json.dumps(
+            {
+                "seeds": args.seeds,
+                "quick": args.quick,
+                "budgets": budgets,
+                "steps": results[0]["steps"],
+                "seconds_per_seed": [r["seconds"] for r in results],
+                **summary,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
