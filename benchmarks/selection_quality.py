@@ -132,32 +132,15 @@ def build_world(size: WorldSize, seed: int):
 
 def pretrain_base(copy_texts, echo_chats, sft, test, out: Path, seed: int, steps: int) -> None:
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    from fastscore.demodata.build import TinyLlama, build_tokenizer
+    from fastscore.demodata.build import TinyLlama, build_tokenizer, tiny_llama
     from fastscore.train import Schedule, train_examples
 
     torch.manual_seed(seed)
     texts = copy_texts + [m["content"] for c in echo_chats for m in c]
     texts += [m["content"] for r in sft + test for m in r["messages"]]
     tok = build_tokenizer(texts, 1024)
-    m = TinyLlama()
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=m.hidden_size,
-            intermediate_size=m.intermediate_size,
-            num_hidden_layers=m.num_hidden_layers,
-            num_attention_heads=m.num_attention_heads,
-            num_key_value_heads=m.num_attention_heads,
-            head_dim=m.head_dim,
-            max_position_embeddings=m.max_position_embeddings,
-            tie_word_embeddings=False,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-        )
-    )
+    model = tiny_llama(tok, TinyLlama())
     examples = []
     for text in copy_texts:
         ids = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]

@@ -124,23 +124,10 @@ def build_tokenizer(texts: list[str], vocab_size: int):
     return fast
 
 
-def _build(recipe: DemoRecipe, out: DemoAssets) -> None:
-    import torch
+def tiny_llama(tokenizer, m: TinyLlama):
+    """A randomly initialised Llama of shape ``m`` for ``tokenizer``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from ..config import TrainConfig
-    from ..train import train_ref
-
-    torch.manual_seed(recipe.seed)
-    pretrain, sft = world_mod.build(recipe.world)
-    with open(out.data, "wb") as f:
-        for rec in sft:
-            f.write(orjson.dumps(rec) + b"\n")
-
-    texts = [m["content"] for conv in pretrain for m in conv]
-    texts += [m["content"] for rec in sft for m in rec["messages"]]
-    tokenizer = build_tokenizer(texts, recipe.model.vocab_size)
-    m = recipe.model
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=m.hidden_size,
@@ -156,7 +143,25 @@ def _build(recipe: DemoRecipe, out: DemoAssets) -> None:
         pad_token_id=tokenizer.pad_token_id,
         torch_dtype="float32",
     )
-    model = LlamaForCausalLM(config)
+    return LlamaForCausalLM(config)
+
+
+def _build(recipe: DemoRecipe, out: DemoAssets) -> None:
+    import torch
+
+    from ..config import TrainConfig
+    from ..train import train_ref
+
+    torch.manual_seed(recipe.seed)
+    pretrain, sft = world_mod.build(recipe.world)
+    with open(out.data, "wb") as f:
+        for rec in sft:
+            f.write(orjson.dumps(rec) + b"\n")
+
+    texts = [m["content"] for conv in pretrain for m in conv]
+    texts += [m["content"] for rec in sft for m in rec["messages"]]
+    tokenizer = build_tokenizer(texts, recipe.model.vocab_size)
+    model = tiny_llama(tokenizer, recipe.model)
 
     # Pretraining: every token of the ChatML-formatted corpus counts.
     pre_ids = [tokenizer.apply_chat_template(conv, tokenize=False) for conv in pretrain]
