@@ -41,6 +41,7 @@ import orjson
 METHODS = ("lobass", "rho", "ifd", "perplexity", "length", "random")
 # fixed before any method was compared: the clean subset must beat the base by this much
 WORLD_CHECK_LIFT = 0.3
+TIED = True
 SKILLS = ("reverse", "second", "swap", "twice")
 
 
@@ -140,7 +141,7 @@ def pretrain_base(copy_texts, echo_chats, sft, test, out: Path, seed: int, steps
     texts = copy_texts + [m["content"] for c in echo_chats for m in c]
     texts += [m["content"] for r in sft + test for m in r["messages"]]
     tok = build_tokenizer(texts, 1024)
-    model = tiny_llama(tok, TinyLlama())
+    model = tiny_llama(tok, TinyLlama(tie_word_embeddings=TIED))
     examples = []
     for text in copy_texts:
         ids = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]

@@ -42,6 +42,7 @@ class TinyLlama:
     head_dim: int = 64
     max_position_embeddings: int = 256
     vocab_size: int = 1024
+    tie_word_embeddings: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def tiny_llama(tokenizer, m: TinyLlama):
         num_key_value_heads=m.num_attention_heads,
         head_dim=m.head_dim,
         max_position_embeddings=m.max_position_embeddings,
-        tie_word_embeddings=False,
+        tie_word_embeddings=m.tie_word_embeddings,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
