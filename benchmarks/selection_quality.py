@@ -379,9 +379,6 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="1 seed, a small world, 10%% only")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     size = WorldSize()
     budgets = [float(b) for b in args.budgets.split(",")]
     methods = args.methods.split(",")

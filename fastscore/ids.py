@@ -78,13 +78,18 @@ def duplicate_reason(rid: Any, first: int) -> str:
     )
 
 
+def _with_first(samples: Iterable[Sample], seen) -> Iterator[tuple[Sample, int | None]]:
+    """Each sample with the index of an earlier record holding its id (None if none, or
+    if the sample is a bad record, whose id is not trusted)."""
+    for s in samples:
+        yield s, (seen.first(s.id, s.index) if s.status != BAD_RECORD else None)
+
+
 def flag_duplicate_ids(samples: Iterable[Sample], seen) -> Iterator[Sample]:
     """Samples, each later one with an already used id turned into ``duplicate_id``."""
-    for s in samples:
-        if s.status != BAD_RECORD:
-            first = seen.first(s.id, s.index)
-            if first is not None:
-                s = Sample(s.index, s.id, status=DUPLICATE_ID, reason=duplicate_reason(s.id, first))
+    for s, first in _with_first(samples, seen):
+        if first is not None:
+            s = Sample(s.index, s.id, status=DUPLICATE_ID, reason=duplicate_reason(s.id, first))
         yield s
 
 
@@ -95,10 +100,5 @@ def duplicate_records(path, kind: str, fmt: str) -> dict[int, int]:
     from .formats import to_samples
     from .io import read_records
 
-    seen, found = IdRegistry(), {}
-    for s in to_samples(read_records(path, kind), fmt):
-        if s.status != BAD_RECORD:
-            first = seen.first(s.id, s.index)
-            if first is not None:
-                found[s.index] = first
-    return found
+    pairs = _with_first(to_samples(read_records(path, kind), fmt), IdRegistry())
+    return {s.index: first for s, first in pairs if first is not None}

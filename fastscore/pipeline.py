@@ -297,7 +297,7 @@ def score_file(
     # Spearman(score, response length) per score: the paper's reason for normalising
     manifest["length_spearman"] = length_correlations(out.with_name(out.name + ".partial"))
     manifest["seconds"]["length_spearman"] = round(time.perf_counter() - t0, 4)
-    finish(Path(cfg.output), Path(manifest_path or manifest_path_for(cfg.output)), manifest)
+    finish(out, Path(manifest_path or manifest_path_for(out)), manifest)
     return manifest
 
 

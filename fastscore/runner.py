@@ -45,7 +45,7 @@ def run(config: RunConfig) -> dict[str, Any]:
         manifest = score_file(score_cfg, manifest_path)
     manifest["command"] = "run"
     manifest["selection"] = select(select_cfg)
-    write_manifest(out / "manifest.json", manifest)
+    write_manifest(manifest_path, manifest)
     return manifest
 
 

@@ -35,8 +35,8 @@ class Schedule:
 
     epochs: int
     lr: float
-    batch_size: int
-    warmup_steps: int
+    batch_size: int = 32
+    warmup_steps: int = 10
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     max_steps: int | None = None  # instead of epochs: this many steps, epochs repeating
@@ -121,7 +121,7 @@ def train_examples(
 
 
 def rendered_examples(cfg: TrainConfig, tokenizer, max_length: int):
-    """(examples, counts by status): the scorer's rendering of every record."""
+    """(examples, counts by status, template name): the scorer's rendering of every record."""
     kind = detect_file_kind(cfg.input)
     renderer = Renderer(tokenizer, cfg.template, max_length)
     examples, counts = [], Counter()
@@ -155,13 +155,10 @@ def train_ref(config: TrainConfig | None = None, /, **fields: Any) -> dict[str, 
     device = (
         cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
-    autocast = None
-    if device.startswith("cuda") and cfg.dtype in ("auto", "bfloat16"):
-        autocast = torch.bfloat16
-    elif cfg.dtype == "float16":
-        autocast = torch.float16
-    elif cfg.dtype == "bfloat16":
-        autocast = torch.bfloat16
+    dtype = cfg.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    autocast = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
     tf = import_transformers()
     # fp32 master weights; lower precision only inside autocast
     model = tf.AutoModelForCausalLM.from_pretrained(

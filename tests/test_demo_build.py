@@ -1,5 +1,6 @@
-from fastscore.demodata.build import DemoRecipe, Training, ensure_demo
+from fastscore.demodata.build import DemoRecipe, ensure_demo
 from fastscore.demodata.world import KINDS, World, build
+from fastscore.train import Schedule
 
 
 def test_world_is_seeded_and_balanced():
@@ -19,8 +20,8 @@ def test_world_is_seeded_and_balanced():
 def test_build_is_deterministic(tmp_path):
     recipe = DemoRecipe(
         world=World(n_per_kind=10, pretrain_repeats=1),
-        pretrain=Training(epochs=1, lr=3e-3),
-        finetune=Training(epochs=1, lr=1e-3, batch_size=8),
+        pretrain=Schedule(epochs=1, lr=3e-3),
+        finetune=Schedule(epochs=1, lr=1e-3, batch_size=8),
     )
     a = ensure_demo(recipe, tmp_path / "a")
     b = ensure_demo(recipe, tmp_path / "b")

@@ -46,20 +46,11 @@ class TinyLlama:
 
 
 @dataclass(frozen=True)
-class Training:
-    epochs: int
-    lr: float
-    batch_size: int = 32
-    warmup_steps: int = 10
-    weight_decay: float = 0.0
-
-
-@dataclass(frozen=True)
 class DemoRecipe:
     world: world_mod.World = field(default_factory=world_mod.World)
     model: TinyLlama = field(default_factory=TinyLlama)
-    pretrain: Training = field(default_factory=lambda: Training(epochs=3, lr=3e-3))
-    finetune: Training = field(default_factory=lambda: Training(epochs=2, lr=1e-3, batch_size=16))
+    pretrain: Schedule = field(default_factory=lambda: Schedule(epochs=3, lr=3e-3))
+    finetune: Schedule = field(default_factory=lambda: Schedule(epochs=2, lr=1e-3, batch_size=16))
     seed: int = 0
     builder: int = 2  # bumped when the building code changes what it builds
 
@@ -170,7 +161,7 @@ def _build(recipe: DemoRecipe, out: DemoAssets) -> None:
     for text in pre_ids:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         pre_examples.append((ids, list(range(1, len(ids)))))
-    _train(model, pre_examples, recipe.pretrain, tokenizer.pad_token_id, "pretrain base")
+    train_examples(model, pre_examples, recipe.pretrain, tokenizer.pad_token_id, "pretrain base")
     model.save_pretrained(out.base)
     tokenizer.save_pretrained(out.base)
 
@@ -194,14 +185,3 @@ def _build(recipe: DemoRecipe, out: DemoAssets) -> None:
     )
     if trained["trained_samples"] != len(sft):
         raise RuntimeError(f"demo records did not all render: {trained['counts']}")
-
-
-def _train(model, examples, cfg: Training, pad_id: int, what: str) -> None:
-    schedule = Schedule(
-        epochs=cfg.epochs,
-        lr=cfg.lr,
-        batch_size=cfg.batch_size,
-        warmup_steps=cfg.warmup_steps,
-        weight_decay=cfg.weight_decay,
-    )
-    train_examples(model, examples, schedule, pad_id, what=what)
