@@ -1,12 +1,15 @@
 """Does the selection train better models? The paper's experiment, small, on a CPU.
 
 A synthetic SFT world with known truth (generated here, seeded):
-- learnable: four word-level skills in chat form (reverse three words, the second of
-  three, swap two, say one twice), with a held-out test split per skill;
-- known: an `echo` skill the base was pretrained on in chat form;
-- noise: skill prompts with random answers.
-The base (a tiny Llama) is pretrained on copying text (so it can learn the skills) and the
-echo chats, never on the four skills. Then, per seed:
+- learnable: four skills in chat form whose answers come from a small closed set (count
+  the words aloud, "= one two three"; the largest / smallest / first of three digits),
+  with a held-out test split per skill;
+- known: a `next` skill (continue a run of digits up to 9) the base was pretrained on in
+  chat form;
+- noise: skill prompts with a wrong answer from the skill's own answer set.
+The base (a tiny Llama) is pretrained on word-copying text, ascending runs of digits and of
+number words (so it knows their order, as a real base knows numbers) and the `next` chats,
+never on the four skills. Then, per seed:
 1. the reference is trained on the full SFT set with `fastscore train-ref`;
 2. `fastscore score --ifd` scores it; `fastscore select` picks subsets at each budget
    with lobass, rho, ifd, perplexity, length and random;
@@ -18,7 +21,7 @@ It prints a table (mean and min-max over seeds), the share of each planted kind 
 subset, Spearman(score, length), writes a PNG plot when matplotlib is there, and ends with
 one JSON line.
 
-    python benchmarks/selection_quality.py                 # 3 seeds, about 15 min on 2 cores
+    python benchmarks/selection_quality.py                 # 3 seeds, about 20 min on 2 cores
     python benchmarks/selection_quality.py --quick         # CI: 1 seed, small world
 """
 
@@ -26,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import statistics
 import sys
@@ -42,7 +44,15 @@ METHODS = ("lobass", "rho", "ifd", "perplexity", "length", "random")
 # fixed before any method was compared: the clean subset must beat the base by this much
 WORLD_CHECK_LIFT = 0.3
 TIED = True
-SKILLS = ("reverse", "second", "swap", "twice")
+SKILLS = ("count", "max", "min", "first")
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+# the closed answer set of each skill: noise answers are drawn from it
+ANSWERS = {
+    "count": ["= " + " ".join(NUMBER_WORDS[1 : n + 1]) for n in range(1, 6)],
+    "max": [f"= {d}" for d in range(10)],
+    "min": [f"= {d}" for d in range(10)],
+    "first": [f"= {d}" for d in range(10)],
+}
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,8 @@ class WorldSize:
     known: int = 200
     noise: int = 200
     pretrain_copy: int = 6000
-    pretrain_echo: int = 1500
+    pretrain_runs: int = 3000  # of digits and as many of number words
+    pretrain_known: int = 1500
 
 
 QUICK = WorldSize(
@@ -63,7 +74,8 @@ QUICK = WorldSize(
     known=60,
     noise=60,
     pretrain_copy=2500,
-    pretrain_echo=600,
+    pretrain_runs=1200,
+    pretrain_known=600,
 )
 
 
@@ -72,19 +84,22 @@ def _word(rng: random.Random) -> str:
     return "".join(rng.choice(syl) for _ in range(rng.choice((2, 3))))
 
 
-def skill(name: str, ws: list[str]) -> tuple[str, str]:
-    """(prompt, true answer) of one skill on its words. Answers start with "=" so that every
-    word, in prompts and answers alike, follows a space and is the same token."""
-    if name == "reverse":
-        return f"reverse: {ws[0]} {ws[1]} {ws[2]}", f"= {ws[2]} {ws[1]} {ws[0]}"
-    if name == "second":
-        return f"second word: {ws[0]} {ws[1]} {ws[2]}", f"= {ws[1]}"
-    if name == "swap":
-        return f"swap: {ws[0]} {ws[1]}", f"= {ws[1]} {ws[0]}"
-    if name == "twice":
-        return f"twice: {ws[0]}", f"= {ws[0]} {ws[0]}"
-    if name == "echo":
-        return f"echo: {ws[0]} {ws[1]}", f"= {ws[0]} {ws[1]}"
+def skill(name: str, rng: random.Random, vocab: list[str]) -> tuple[str, str]:
+    """(prompt, true answer) of one skill, its arguments drawn from rng. Answers start with
+    "= " so that every answer word follows a space, as it does in the pretraining text."""
+    d = [rng.randint(0, 9) for _ in range(3)]
+    if name == "count":
+        ws = rng.sample(vocab, rng.randint(1, 5))
+        return "count: " + " ".join(ws), "= " + " ".join(NUMBER_WORDS[1 : len(ws) + 1])
+    if name == "max":
+        return f"max: {d[0]} {d[1]} {d[2]}", f"= {max(d)}"
+    if name == "min":
+        return f"min: {d[0]} {d[1]} {d[2]}", f"= {min(d)}"
+    if name == "first":
+        return f"first: {d[0]} {d[1]} {d[2]}", f"= {d[0]}"
+    if name == "next":
+        a = rng.randint(0, 6)
+        return f"next: {a} {a + 1} {a + 2}", "= " + " ".join(str(i) for i in range(a + 3, 10))
     raise ValueError(name)
 
 
@@ -98,55 +113,59 @@ def build_world(size: WorldSize, seed: int):
     vocab = sorted({_word(rng) for _ in range(size.words * 3)})[: size.words]
     rng.shuffle(vocab)
 
-    def words(n):
-        return rng.sample(vocab, n)
-
-    copy_texts = []
+    texts = []
     for _ in range(size.pretrain_copy):
-        ws = words(rng.randint(1, 3))
-        copy_texts.append("copy: " + " ".join(ws) + " | " + " ".join(ws))
-    echo_chats = [chat(*skill("echo", words(2))) for _ in range(size.pretrain_echo)]
+        ws = rng.sample(vocab, rng.randint(1, 3))
+        texts.append("copy: " + " ".join(ws) + " | " + " ".join(ws))
+    for _ in range(size.pretrain_runs):
+        a = rng.randint(0, 9)
+        texts.append("up: " + " ".join(str(i) for i in range(a, rng.randint(a, 9) + 1)))
+        a = rng.randint(0, 9)
+        texts.append("up: " + " ".join(NUMBER_WORDS[a : rng.randint(a, 9) + 1]))
+    rng.shuffle(texts)
+    known_chats = [chat(*skill("next", rng, vocab)) for _ in range(size.pretrain_known)]
 
     sft, test, seen = [], [], set()
     for name in SKILLS:
         for split, n in (("train", size.train_per_skill), ("test", size.test_per_skill)):
             made = 0
             while made < n:
-                prompt, answer = skill(name, words(3))
+                prompt, answer = skill(name, rng, vocab)
                 if prompt in seen:
-                    continue  # a test prompt never appears in training
+                    continue  # a test prompt never appears in training (nor twice)
                 seen.add(prompt)
                 rec = {"kind": "learnable", "skill": name, "messages": chat(prompt, answer)}
                 (sft if split == "train" else test).append(rec)
                 made += 1
     for _ in range(size.known):
-        sft.append({"kind": "known", "skill": "echo", "messages": chat(*skill("echo", words(2)))})
+        sft.append({"kind": "known", "skill": "next", "messages": chat(*skill("next", rng, vocab))})
     for _ in range(size.noise):
-        prompt, _ = skill(rng.choice(SKILLS), words(3))
-        noise = "= " + " ".join(words(rng.randint(1, 3)))
-        sft.append({"kind": "noise", "skill": "noise", "messages": chat(prompt, noise)})
+        name = rng.choice(SKILLS)
+        prompt, answer = skill(name, rng, vocab)
+        wrong = rng.choice([a for a in ANSWERS[name] if a != answer])
+        sft.append({"kind": "noise", "skill": name, "messages": chat(prompt, wrong)})
     rng.shuffle(sft)
     for i, rec in enumerate(sft):
         rec["id"] = f"s{i}"
-    return copy_texts, echo_chats, sft, test
+    return texts, known_chats, sft, test
 
 
-def pretrain_base(copy_texts, echo_chats, sft, test, out: Path, seed: int, steps: int) -> None:
+def pretrain_base(texts, known_chats, sft, test, out: Path, seed: int, steps: int) -> None:
     import torch
 
     from fastscore.demodata.build import TinyLlama, build_tokenizer, tiny_llama
     from fastscore.train import Schedule, train_examples
 
     torch.manual_seed(seed)
-    texts = copy_texts + [m["content"] for c in echo_chats for m in c]
-    texts += [m["content"] for r in sft + test for m in r["messages"]]
-    tok = build_tokenizer(texts, 1024)
+    corpus = texts + [m["content"] for c in known_chats for m in c]
+    corpus += [m["content"] for r in sft + test for m in r["messages"]]
+    tok = build_tokenizer(corpus, 1024)
     model = tiny_llama(tok, TinyLlama(tie_word_embeddings=TIED))
     examples = []
-    for text in copy_texts:
+    for text in texts:
         ids = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]
         examples.append((ids, list(range(1, len(ids)))))
-    for c in echo_chats:
+    for c in known_chats:
         ids = tok(tok.apply_chat_template(c, tokenize=False), add_special_tokens=False)
         ids = ids["input_ids"]
         examples.append((ids, list(range(1, len(ids)))))
@@ -226,12 +245,12 @@ def run_seed(seed: int, size: WorldSize, budgets, methods, work: Path, args) -> 
     from fastscore.config import EngineConfig
 
     t0 = time.perf_counter()
-    copy_texts, echo_chats, sft, test = build_world(size, seed)
+    texts, known_chats, sft, test = build_world(size, seed)
     base = work / "base"
-    pretrain_base(copy_texts, echo_chats, sft, test, base, seed, args.pretrain_steps)
+    pretrain_base(texts, known_chats, sft, test, base, seed, args.pretrain_steps)
     data = write_jsonl(work / "sft.jsonl", sft)
     kinds = [r["kind"] for r in sft]
-    steps = args.steps or 2 * math.ceil(len(sft) / 16)
+    steps = args.steps
     # 1. reference: the base fine-tuned on the full set, by fastscore train-ref
     finetune(base, data, work / "ref", steps, args.lr, seed)
     # 2. scores
@@ -373,9 +392,9 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--budgets", default="0.05,0.1,0.25")
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--steps", type=int, default=None, help="[2 epochs of the full set]")
+    ap.add_argument("--steps", type=int, default=300, help="optimiser steps of every fine-tune")
     ap.add_argument("--pretrain-steps", type=int, default=600)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--quick", action="store_true", help="1 seed, a small world, 10%% only")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -384,11 +403,10 @@ def main(argv=None) -> None:
     methods = args.methods.split(",")
     if args.quick:
         size, args.seeds, budgets = QUICK, 1, [0.1]
-        args.pretrain_steps = min(args.pretrain_steps, 250)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="fastscore-selq-"))
     print(
         f"steps policy: every fine-tune (reference, full, clean, each subset) runs the same "
-        f"number of optimiser steps ({args.steps or 'two epochs of the full set'}), batch 16, "
+        f"number of optimiser steps ({args.steps}), batch 16, "
         f"lr {args.lr:g}, warm-up 10 then cosine; subsets repeat epochs to fill them",
         file=sys.stderr,
     )
