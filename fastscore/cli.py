@@ -6,6 +6,7 @@ import logging
 import sys
 
 import click
+import orjson
 from click.core import ParameterSource
 
 from .errors import FastscoreError
@@ -17,6 +18,9 @@ Examples:
   fastscore score data.jsonl --base ./base --ref ./sft --output scores.jsonl
   fastscore select scores.jsonl --input data.jsonl --output subset.jsonl --top-k 3000
   fastscore train-ref data.jsonl --base ./base --output-dir ./sft
+  fastscore report scores.jsonl --input data.jsonl --output-dir report --fraction 0.06
+  fastscore inspect data.jsonl --base ./base --ref ./sft --id 42
+  fastscore score data.jsonl --base ./base --ref ./sft --output s.jsonl --dry-run
 """
 
 # CLI option name -> dotted field of ScoreConfig
@@ -185,11 +189,42 @@ def score_options(f):
         click.option("--shards", type=int, help="ray: input shards [default: 4 per worker]."),
         click.option("--cpus-per-worker", type=float, help="ray [default: 1]."),
         click.option("--gpus-per-worker", type=float, help="ray [default: 1 if GPUs, else 0]."),
+        click.option(
+            "--dry-run",
+            is_flag=True,
+            help="Count records and tokens, time the engines on a short sample, estimate the "
+            "run's time; score nothing, write nothing.",
+        ),
         click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file."),
     ]
     for opt in reversed(opts):
         f = opt(f)
     return f
+
+
+def _dry_run(cfg) -> None:
+    from .pipeline import dry_run
+
+    d = dry_run(cfg)
+    by = ", ".join(f"{k}={v}" for k, v in d["by_status"].items())
+    s = d["sample"]
+    rate = "n/a" if s["tokens_per_second"] is None else f"{s['tokens_per_second']:,.0f}"
+    est = "n/a (nothing to score)" if d["estimate_seconds"] is None else _hms(d["estimate_seconds"])
+    click.echo(
+        f"dry run of {d['input']} ({d['format']}, {d['engine']} engine):\n"
+        f"  records            {d['records']:,} ({by})\n"
+        f"  tokens to score    {d['tokens']:,} ({d['response_tokens']:,} response tokens)\n"
+        f"  timed sample       {s['records']} records, {s['tokens']:,} tokens in "
+        f"{s['seconds']:.2f}s: {rate} tokens/s through both models\n"
+        f"  engine start       {d['seconds'].get('engine_start', 0.0):.1f}s\n"
+        f"  estimated run      {est}"
+    )
+
+
+def _hms(seconds: float) -> str:
+    m, sec = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m {sec:02d}s" if h else f"{m}m {sec:02d}s" if m else f"{sec}s"
 
 
 def select_rule_options(f):
@@ -277,6 +312,8 @@ def score(ctx: click.Context, config_file: str | None, **_: object) -> None:
 
     cfg = load_yaml(ScoreConfig, config_file) if config_file else ScoreConfig()
     _apply(ctx, cfg, SCORE_OPTIONS)
+    if ctx.params.get("dry_run"):
+        return _dry_run(cfg)
     m = run_score(cfg)
     click.echo(_summary(m), err=True)
 
@@ -313,6 +350,9 @@ def select(ctx: click.Context, config_file: str | None, **_: object) -> None:
 )
 @click.argument("input", required=False)
 @click.option("--output-dir", help="Directory for scores.jsonl, selected.jsonl, manifest.json.")
+@click.option(
+    "--report/--no-report", default=None, help="Also write report/report.html [default: on]."
+)
 @score_options
 @select_rule_options
 @click.pass_context
@@ -325,6 +365,7 @@ def run(ctx: click.Context, config_file: str | None, **_: object) -> None:
     cfg = load_yaml(RunConfig, config_file) if config_file else RunConfig()
     if ctx.params.get("output_dir"):
         cfg.output_dir = ctx.params["output_dir"]
+    _apply(ctx, cfg, {"report": "report"})
     _apply(ctx, cfg, {k: v for k, v in SCORE_OPTIONS.items() if k != "output"}, "score.")
     _apply(
         ctx,
@@ -332,6 +373,8 @@ def run(ctx: click.Context, config_file: str | None, **_: object) -> None:
         {k: v for k, v in SELECT_OPTIONS.items() if k not in ("scores", "input", "output")},
         "select.",
     )
+    if ctx.params.get("dry_run"):
+        return _dry_run(cfg.score)
     m = run_all(cfg)
     click.echo(_summary(m), err=True)
     sel = m["selection"]
@@ -424,6 +467,93 @@ def train_ref(ctx: click.Context, config_file: str | None, **_: object) -> None:
         f"-> {m['output_dir']}",
         err=True,
     )
+
+
+@main.command(
+    epilog="\b\nExamples:\n  fastscore report scores.jsonl --input data.jsonl --output-dir rep\n"
+    "  fastscore report out/scores.jsonl --input data.jsonl --output-dir rep --top-k 500 "
+    "--group-field source"
+)
+@click.argument("scores", required=False)
+@click.option("--input", help="The input file the scores were computed on.")
+@click.option("--output-dir", help="Where report.html and its PNGs are written.")
+@select_rule_options
+@click.option("--samples", type=int, help="Top and bottom samples shown with their text [10].")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file.")
+@click.pass_context
+@_handle_errors
+def report(ctx: click.Context, config_file: str | None, **_: object) -> None:
+    """Write an HTML page (and PNGs) of SCORES: histograms, scores against length with
+    Spearman's rho, loss_base against loss_ref with the selection marked (by default the
+    top 6% by lobass), counts per status and group, the top and bottom samples' text."""
+    from .config import ReportConfig, load_yaml
+    from .reporting import report as run_report
+
+    cfg = load_yaml(ReportConfig, config_file) if config_file else ReportConfig()
+    p = ctx.params
+    if p.get("top_k") is not None or p.get("threshold") is not None:
+        cfg.select.fraction = None  # the default rule gives way to the one typed
+    _apply(ctx, cfg, {"scores": "scores", "input": "input", "output_dir": "output_dir"})
+    _apply(ctx, cfg, {"samples": "samples", "group_field": "group_field"})
+    rule = {k: v for k, v in SELECT_OPTIONS.items() if k not in ("scores", "input", "output")}
+    if p.get("quota") is None:
+        rule.pop("group_field")  # without quotas the field only groups the counts
+    _apply(ctx, cfg, rule, "select.")
+    summary = run_report(cfg)
+    click.echo(
+        f"report of {summary['records']} records ({summary['selected']} selected) -> "
+        f"{summary['output']}",
+        err=True,
+    )
+
+
+@main.command(
+    epilog="\b\nExamples:\n  fastscore inspect data.jsonl --base ./base --id 42\n"
+    "  fastscore inspect data.jsonl --base ./base --ref ./sft --index 0\n"
+    "  fastscore inspect --scores out/scores.jsonl --id 42   # models from its manifest"
+)
+@click.argument("input", required=False)
+@click.option("--base", help="Base model: its tokenizer and template render the record.")
+@click.option("--ref", help="Reference model: adds each scored token's logprob under both.")
+@click.option("--scores", help="A scores file: its row, and (unless given) its models/options.")
+@click.option("--id", "record_id", help="The record's id [default: the first record].")
+@click.option("--index", type=int, help="Or the record's 0-based position.")
+@click.option(
+    "--format",
+    type=click.Choice(["auto", "messages", "alpaca", "sharegpt", "prompt-response"]),
+    help="[auto]",
+)
+@click.option("--template", type=click.Choice(["auto", "model", "plain"]), help="[auto]")
+@click.option("--max-length", type=int, help="As in score [default: context-1].")
+@click.option("--engine", type=click.Choice(["torch", "vllm"]), help="For --ref [torch].")
+@click.option("--dtype", help="auto, float32, bfloat16, float16 [auto].")
+@click.option("--color/--no-color", default=None, help="[auto: colour on a terminal]")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+@_handle_errors
+def inspect(ctx: click.Context, record_id, as_json: bool, color, **_: object) -> None:
+    """Show one record of INPUT as the model sees it: the rendered text with the scored
+    response tokens marked and, with --ref, each one's logprob under both models."""
+    from .config import InspectConfig
+    from .inspection import format_inspect
+    from .inspection import inspect as run_inspect
+
+    cfg = InspectConfig(id=record_id)
+    _apply(
+        ctx,
+        cfg,
+        {
+            k: k
+            for k in ("input", "base", "ref", "scores", "index", "format", "template", "max_length")
+        },
+    )
+    _apply(ctx, cfg, {"engine": "engine.kind", "dtype": "engine.dtype"})
+    result = run_inspect(cfg)
+    if as_json:
+        click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    else:
+        color = sys.stdout.isatty() if color is None else color
+        click.echo(format_inspect(result, color), color=color)
 
 
 @main.command(epilog="\b\nExample:\n  fastscore demo --output-dir runs/demo")

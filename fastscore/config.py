@@ -2,8 +2,8 @@
 
 ``ScoreConfig`` is what ``fastscore score`` takes, ``SelectConfig`` what ``fastscore select``
 takes, and ``RunConfig`` (``score:`` and ``select:`` sections plus ``output_dir``) what
-``fastscore run`` takes, ``TrainConfig`` what ``fastscore train-ref`` takes. CLI options
-override the file's values.
+``fastscore run`` takes, ``TrainConfig`` what ``fastscore train-ref`` takes,
+``ReportConfig`` what ``fastscore report`` takes. CLI options override the file's values.
 """
 
 from __future__ import annotations
@@ -160,6 +160,38 @@ class RunConfig:
     output_dir: str | None = None
     score: ScoreConfig = field(default_factory=ScoreConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
+    report: bool = True  # also write output_dir/report/report.html (see ReportConfig)
+
+
+@dataclass
+class InspectConfig:
+    """``fastscore inspect``: one record as the models see it, the scored tokens marked;
+    with ``ref``, each scored token's logprob under both models. With ``scores``, the
+    models, template, format and max_length default to those the scores were made with."""
+
+    input: str | None = None
+    base: str | None = None
+    ref: str | None = None
+    scores: str | None = None
+    id: Any = None  # the record's id (compared as text too: --id 3 finds id 3 and "3")
+    index: int | None = None  # or its 0-based position; default the first record
+    format: str = "auto"
+    template: str = "auto"
+    max_length: int | None = None
+    engine: EngineConfig = field(default_factory=lambda: EngineConfig(kind="torch"))
+
+
+@dataclass
+class ReportConfig:
+    """``fastscore report``: an HTML page and PNGs of a scores file; ``select`` is the rule
+    whose chosen records the page marks (its scores / input / output are not used)."""
+
+    scores: str | None = None
+    input: str | None = None
+    output_dir: str | None = None
+    select: SelectConfig = field(default_factory=lambda: SelectConfig(fraction=0.06))
+    group_field: str | None = None  # counts per value of this input field
+    samples: int = 10  # top and bottom samples shown with their text
 
 
 def _dataclass_of(tp: Any) -> type | None:
@@ -307,6 +339,31 @@ def parse_quota(text: str, group_field: str | None) -> tuple[str, dict[str, floa
     if sum(shares.values()) > 1.0 + 1e-9:
         raise ConfigError(f"quota {text!r}: the shares add up to {sum(shares.values()):g} > 1")
     return field_name, shares
+
+
+def validate_inspect(cfg: InspectConfig) -> None:
+    for name in ("input", "base"):
+        if not getattr(cfg, name):
+            raise ConfigError(
+                f"inspect: {name!r} is required (--{name}, or --scores with its manifest)"
+            )
+    if cfg.id is not None and cfg.index is not None:
+        raise ConfigError("inspect: give --id or --index, not both")
+    if cfg.index is not None and cfg.index < 0:
+        raise ConfigError(f"index must be >= 0, got {cfg.index}")
+    _check_format_and_template(cfg)
+
+
+def validate_report(cfg: ReportConfig) -> None:
+    for name in ("scores", "input", "output_dir"):
+        if not getattr(cfg, name):
+            raise ConfigError(f"report: {name!r} is required (--{name.replace('_', '-')})")
+    for name in ("scores", "input"):
+        if not Path(getattr(cfg, name)).exists():
+            raise ConfigError(f"report: {name} {getattr(cfg, name)!r} does not exist")
+    validate_select(cfg.select, need_paths=False)
+    if cfg.samples < 0:
+        raise ConfigError(f"samples must be >= 0, got {cfg.samples}")
 
 
 def validate_train(cfg: TrainConfig) -> None:

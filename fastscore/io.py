@@ -1,7 +1,8 @@
 """Reading input files record by record, and writing records back unchanged.
 
-JSONL and Parquet stream; a JSON array is parsed whole (use JSONL for very large sets).
-JSONL records keep their raw line bytes so a selected subset is written byte for byte.
+JSONL, Parquet and Hugging Face ``datasets`` directories (``save_to_disk``) stream; a JSON
+array is parsed whole (use JSONL for very large sets). JSONL records keep their raw line
+bytes so a selected subset is written byte for byte.
 """
 
 from __future__ import annotations
@@ -16,16 +17,29 @@ import orjson
 from .errors import InputError
 from .records import RawRecord
 
-FILE_KINDS = ("jsonl", "json", "parquet")
+FILE_KINDS = ("jsonl", "json", "parquet", "hf_disk")
+# how a scores Parquet file stores ids that are not all strings or all integers
+ID_ENCODING_KEY = b"fastscore.id_encoding"
 
 
 def detect_file_kind(path: str | os.PathLike) -> str:
-    """jsonl, json (an array) or parquet, from the extension, else from the first bytes."""
+    """jsonl, json (an array), parquet, or hf_disk (a ``datasets`` ``save_to_disk``
+    directory), from the extension or the directory's files, else from the first bytes."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"input file {str(p)!r} does not exist")
     if p.is_dir():
-        raise InputError(f"input {str(p)!r} is a directory; give a .jsonl, .json or .parquet file")
+        if (p / "state.json").exists() and (p / "dataset_info.json").exists():
+            return "hf_disk"
+        if (p / "dataset_dict.json").exists():
+            raise InputError(
+                f"{str(p)!r} is a DatasetDict (several splits); give one split's directory, "
+                f"e.g. {str(p / 'train')!r}"
+            )
+        raise InputError(
+            f"input {str(p)!r} is a directory but not one saved by datasets' save_to_disk "
+            "(no state.json); give a .jsonl, .json or .parquet file or such a directory"
+        )
     suffix = p.suffix.lower()
     if suffix == ".parquet":
         return "parquet"
@@ -55,7 +69,25 @@ def count_records(path: str | os.PathLike, kind: str | None = None) -> int:
         return pq.ParquetFile(path).metadata.num_rows
     if kind == "json":
         return len(_load_json_array(path))
+    if kind == "hf_disk":
+        return sum(t.num_rows for t in _hf_disk_tables(path))
     return sum(1 for _ in jsonl_lines(path))
+
+
+def _hf_disk_tables(path: str | os.PathLike) -> Iterator[Any]:
+    """The Arrow tables of a ``save_to_disk`` directory, in order, memory-mapped (what
+    ``datasets.load_from_disk`` reads, without needing ``datasets``)."""
+    import pyarrow as pa
+
+    state = orjson.loads((Path(path) / "state.json").read_bytes())
+    if state.get("_indices_data_files"):
+        raise InputError(
+            f"{path}: this dataset was saved with an indices mapping (a select/shuffle not "
+            "flattened); save it again after dataset.flatten_indices()"
+        )
+    for f in state.get("_data_files", []):
+        with pa.memory_map(str(Path(path) / f["filename"])) as src:
+            yield pa.ipc.open_stream(src).read_all()
 
 
 def _load_json_array(path: str | os.PathLike) -> list[Any]:
@@ -80,16 +112,25 @@ def read_records(path: str | os.PathLike, kind: str | None = None) -> Iterator[R
     elif kind == "json":
         for i, obj in enumerate(_load_json_array(path)):
             yield RawRecord(index=i, data=obj)
-    elif kind == "parquet":
-        import pyarrow.parquet as pq
-
+    elif kind in ("parquet", "hf_disk"):
         i = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+        for batch in record_batches(path, kind):
             for obj in batch.to_pylist():
                 yield RawRecord(index=i, data=obj)
                 i += 1
     else:
         raise InputError(f"unknown input kind {kind!r}; expected one of {FILE_KINDS}")
+
+
+def record_batches(path: str | os.PathLike, kind: str) -> Iterator[Any]:
+    """Arrow record batches of a Parquet file or a ``save_to_disk`` directory."""
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        yield from pq.ParquetFile(path).iter_batches(batch_size=1024)
+    else:
+        for table in _hf_disk_tables(path):
+            yield from table.to_batches(max_chunksize=1024)
 
 
 def jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[int, int, bytes]]:
@@ -139,3 +180,59 @@ def read_jsonl_rows(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
             yield orjson.loads(line)
         except orjson.JSONDecodeError as e:
             raise InputError(f"{path}, line {lineno}: invalid JSON ({e})") from e
+
+
+def read_score_rows(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """Rows of a scores file fastscore wrote, JSONL or Parquet (by the extension)."""
+    if Path(path).suffix.lower() != ".parquet":
+        yield from read_jsonl_rows(path)
+        return
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    json_ids = (pf.schema_arrow.metadata or {}).get(ID_ENCODING_KEY) == b"json"
+    for batch in pf.iter_batches(batch_size=4096):
+        for row in batch.to_pylist():
+            if json_ids:
+                row["id"] = orjson.loads(row["id"])
+            yield row
+
+
+def write_scores_parquet(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """The scores JSONL ``src`` as Parquet at ``dst``, streamed. Ids keep their type when
+    they are all strings or all integers; otherwise each is stored as its JSON text and the
+    file says so in its metadata, which ``read_score_rows`` reads back."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    kinds, columns = set(), {}
+    for row in read_jsonl_rows(src):
+        kinds.add("int" if type(row["id"]) is int else "str" if type(row["id"]) is str else "x")
+        for k in row:
+            columns.setdefault(k, None)
+    id_type = {frozenset({"int"}): pa.int64(), frozenset({"str"}): pa.string()}.get(
+        frozenset(kinds)
+    )
+    types = {
+        "index": pa.int64(),
+        "status": pa.string(),
+        "reason": pa.string(),
+        "n_tokens": pa.int64(),
+        "n_response_tokens": pa.int64(),
+    }
+    fields = [
+        pa.field(k, (id_type or pa.string()) if k == "id" else types.get(k, pa.float64()))
+        for k in (columns or {"index": None, "id": None, "status": None})
+    ]
+    meta = None if id_type is not None or not kinds else {ID_ENCODING_KEY: b"json"}
+    schema = pa.schema(fields, metadata=meta)
+    with pq.ParquetWriter(dst, schema) as w:
+        batch: list[dict] = []
+        for row in read_jsonl_rows(src):
+            if meta:
+                row["id"] = orjson.dumps(row["id"]).decode()
+            batch.append(row)
+            if len(batch) == 8192:
+                w.write_table(pa.Table.from_pylist(batch, schema=schema))
+                batch = []
+        w.write_table(pa.Table.from_pylist(batch, schema=schema))

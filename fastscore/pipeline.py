@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,13 @@ from .config import EngineConfig, ScoreConfig, validate_score
 from .errors import ConfigError, InputError
 from .formats import sniff_format, to_samples
 from .ids import IdRegistry, flag_duplicate_ids
-from .io import count_records, detect_file_kind, jsonl_lines, read_records
+from .io import (
+    count_records,
+    detect_file_kind,
+    jsonl_lines,
+    read_records,
+    write_scores_parquet,
+)
 from .models import check_same_tokenizer, fingerprint, load_tokenizer, model_max_length
 from .records import NONFINITE, OK, STATUSES, RenderedSample, ScoredSample
 from .render import Renderer
@@ -223,6 +230,87 @@ def score(config: ScoreConfig | None = None, /, **fields: Any) -> dict[str, Any]
     return score_file(cfg)
 
 
+def dry_run(
+    config: ScoreConfig | None = None, /, sample_tokens: int = 8192, **fields: Any
+) -> dict[str, Any]:
+    """Count the records, their statuses and tokens (everything is read and rendered, so
+    the counts are exact), then time the engines on the first ``sample_tokens`` tokens of
+    scorable samples and estimate the whole run. Nothing is written."""
+    cfg = dataclasses.replace(config, **fields) if config else ScoreConfig(**fields)
+    if not cfg.output:
+        cfg = dataclasses.replace(cfg, output=str(Path(cfg.input or ".").with_suffix(".dry")))
+    validate_score(cfg)
+    stats = Stats()
+    kind = detect_file_kind(cfg.input)
+    owned: list = []
+    t_start = time.perf_counter()
+    try:
+        if cfg.engine.kind == "served":
+            tok, max_length, _ = _setup_served(cfg, stats, owned)
+        else:
+            tok, max_length, _ = _setup_local(cfg, stats)
+        renderer = Renderer(tok, cfg.template, max_length)
+        fmt = resolve_format(cfg.input, kind, cfg.format)
+        samples = flag_duplicate_ids(to_samples(read_records(cfg.input, kind), fmt), IdRegistry())
+        counts: Counter = Counter()
+        sample: list[RenderedSample] = []
+        sample_tok = 0
+        with stats.timer("read_render"):
+            for r in renderer.render_all(samples):
+                counts[f"status:{r.status}"] += 1
+                if r.status == OK:
+                    counts["tokens"] += r.n_tokens
+                    counts["response_tokens"] += r.n_response_tokens
+                    if sample_tok < sample_tokens:
+                        sample.append(r)
+                        sample_tok += r.n_tokens
+        if not owned:
+            with stats.timer("engine_start"):
+                owned.append(make_engine(cfg.base, cfg.engine, max_length + 1, "base"))
+                owned.append(make_engine(cfg.ref, cfg.engine, max_length + 1, "ref"))
+        base, ref = owned
+        timed = 0.0
+        if sample:
+            bos = tok.bos_token_id
+            passes = [(base, sample), (ref, sample)]
+            if cfg.ifd:
+                alone = [a for a in (_alone(r, bos) for r in sample) if a.n_response_tokens]
+                passes.append((base, alone))
+            for engine, items in passes:  # a warm-up on one sample: first calls compile
+                engine.response_logprobs(items[:1])
+            t0 = time.perf_counter()
+            for engine, items in passes:
+                engine.response_logprobs(items)
+            timed = time.perf_counter() - t0
+    finally:
+        for e in owned:
+            e.close()
+    rate = sample_tok / timed if timed > 0 else None
+    by_status = {k.split(":", 1)[1]: v for k, v in sorted(counts.items()) if ":" in k}
+    return {
+        "input": str(Path(cfg.input).resolve()),
+        "format": fmt,
+        "engine": resolve_engine_kind(cfg.engine) if cfg.engine.kind != "served" else "served",
+        "records": sum(by_status.values()),
+        "by_status": by_status,
+        "tokens": counts["tokens"],
+        "response_tokens": counts["response_tokens"],
+        "sample": {
+            "records": len(sample),
+            "tokens": sample_tok,
+            "seconds": round(timed, 4),
+            "tokens_per_second": None if rate is None else round(rate, 1),
+        },
+        "seconds": {k: round(v, 3) for k, v in stats.seconds.items()},
+        # the engines' start, then every scorable token at the sample's pace through both
+        # models (and the ifd pass); reading and rendering overlap the engines in a run
+        "estimate_seconds": None
+        if rate is None
+        else round(stats.seconds.get("engine_start", 0.0) + counts["tokens"] / rate, 1),
+        "dry_run_seconds": round(time.perf_counter() - t_start, 2),
+    }
+
+
 def _setup_local(cfg: ScoreConfig, stats: Stats):
     """Tokenizer (the base's, checked against the ref's), max length, model fingerprints."""
     trc = cfg.engine.trust_remote_code
@@ -309,7 +397,13 @@ def finish(out: Path, manifest_path: Path, manifest: dict[str, Any]) -> None:
     kill_point("final:manifest")
     write_manifest(manifest_path, manifest)
     kill_point("final:rename")
-    os.replace(partial, out)
+    if out.suffix.lower() == ".parquet":
+        tmp = out.with_name(out.name + ".tmp")
+        write_scores_parquet(partial, tmp)
+        os.replace(tmp, out)
+        partial.unlink()
+    else:
+        os.replace(partial, out)
     kill_point("final:cleanup")
     run_record_path(out).unlink(missing_ok=True)
 

@@ -36,11 +36,22 @@ def score_options(cfg) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NEUTRAL}
 
 
+def input_signature(path) -> tuple[int, int]:
+    """(size, modification time) of an input: a file's own; for a ``save_to_disk``
+    directory, the total size and latest time of its files."""
+    p = Path(path)
+    if not p.is_dir():
+        st = os.stat(p)
+        return st.st_size, st.st_mtime_ns
+    stats = [f.stat() for f in sorted(p.rglob("*")) if f.is_file()]
+    return sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
+
+
 def run_fingerprint(cfg, fmt: str) -> str:
-    st = os.stat(cfg.input)
+    size, mtime = input_signature(cfg.input)
     blob = orjson.dumps(
         {
-            "input": [str(Path(cfg.input).resolve()), st.st_size, st.st_mtime_ns],
+            "input": [str(Path(cfg.input).resolve()), size, mtime],
             "format": fmt,
             "options": score_options(cfg),
         },
@@ -54,15 +65,11 @@ def run_record_path(output: Path) -> Path:
 
 
 def write_run_record(output: Path, cfg, fmt: str) -> None:
-    st = os.stat(cfg.input)
+    size, mtime = input_signature(cfg.input)
     record = {
         "fingerprint": run_fingerprint(cfg, fmt),
         "format": fmt,
-        "input": {
-            "path": str(Path(cfg.input).resolve()),
-            "size": st.st_size,
-            "mtime_ns": st.st_mtime_ns,
-        },
+        "input": {"path": str(Path(cfg.input).resolve()), "size": size, "mtime_ns": mtime},
         "options": score_options(cfg),
     }
     run_record_path(output).write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
@@ -82,8 +89,10 @@ def prepare_resume(output: Path, partial: Path, cfg, fmt: str) -> tuple[int, Cou
         changed = sorted(
             k for k in set(now) | set(record["options"]) if now.get(k) != record["options"].get(k)
         )
-        st = os.stat(cfg.input)
-        if [st.st_size, st.st_mtime_ns] != [record["input"]["size"], record["input"]["mtime_ns"]]:
+        if list(input_signature(cfg.input)) != [
+            record["input"]["size"],
+            record["input"]["mtime_ns"],
+        ]:
             changed.append("the input file (size or modification time)")
         if record["format"] != fmt:
             changed.append("the record format")

@@ -11,6 +11,7 @@ import orjson
 
 from .config import (
     EngineConfig,
+    ReportConfig,
     RunConfig,
     ScoreConfig,
     SelectConfig,
@@ -25,7 +26,8 @@ from .selection import choose, load_scores, select
 
 
 def run(config: RunConfig) -> dict[str, Any]:
-    """Write ``scores.jsonl``, ``selected.jsonl`` and ``manifest.json`` into ``output_dir``."""
+    """Write ``scores.jsonl``, ``selected.jsonl``, ``manifest.json`` and (unless
+    ``config.report`` is off) ``report/report.html`` into ``output_dir``."""
     if not config.output_dir:
         raise ConfigError("run: 'output_dir' is required (--output-dir)")
     out = Path(config.output_dir)
@@ -45,6 +47,18 @@ def run(config: RunConfig) -> dict[str, Any]:
         manifest = score_file(score_cfg, manifest_path)
     manifest["command"] = "run"
     manifest["selection"] = select(select_cfg)
+    if config.report:
+        from .reporting import report
+
+        manifest["report"] = report(
+            ReportConfig(
+                scores=score_cfg.output,
+                input=score_cfg.input,
+                output_dir=str(out / "report"),
+                select=select_cfg,
+                group_field=select_cfg.group_field,
+            )
+        )["output"]
     write_manifest(manifest_path, manifest)
     return manifest
 

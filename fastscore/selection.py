@@ -10,6 +10,7 @@ group (a field of the input records) or per response-length bin.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections import Counter
 from pathlib import Path
@@ -21,7 +22,14 @@ from .config import SelectConfig, parse_quota, validate_select
 from .errors import InputError
 from .formats import record_id, to_sample
 from .ids import IdRegistry
-from .io import detect_file_kind, jsonl_lines, parse_line, read_jsonl_rows, read_records
+from .io import (
+    detect_file_kind,
+    jsonl_lines,
+    parse_line,
+    read_records,
+    read_score_rows,
+    record_batches,
+)
 from .records import OK, RawRecord
 from .scoring import perplexity, seeded_uniform, spearman
 
@@ -100,7 +108,7 @@ def load_scores(
 ) -> tuple[list[dict], list[tuple[int, float]]]:
     """(every row's index/id/status/response length, eligible (index, score) pairs)."""
     rows, eligible = [], []
-    for n, row in enumerate(read_jsonl_rows(path)):
+    for n, row in enumerate(read_score_rows(path)):
         if "index" not in row or "status" not in row:
             raise InputError(f"{path}: line {n + 1} is not a fastscore scores row")
         if row["index"] != n:
@@ -128,6 +136,41 @@ def select(config: SelectConfig | None = None, /, **fields: Any) -> dict[str, An
     """Write the records chosen by ``config`` to ``config.output``; returns a summary."""
     cfg = dataclasses.replace(config, **fields) if config else SelectConfig(**fields)
     validate_select(cfg)
+    p = plan(cfg)
+    n_written = write_subset(cfg.input, cfg.output, p.chosen, p.rows)
+    return {
+        "score": cfg.score,
+        "order": cfg.order,
+        "rule": {
+            k: getattr(cfg, k)
+            for k in ("top_k", "fraction", "threshold")
+            if getattr(cfg, k) is not None
+        },
+        "records": len(p.rows),
+        "eligible": len(p.eligible),
+        "selected": n_written,
+        # fewer eligible records than asked for: said, not hidden
+        "short_by": 0 if p.target is None else p.target - n_written,
+        "output": str(Path(cfg.output).resolve()),
+        **p.extra,
+        "length_spearman": length_correlations(cfg.scores),
+    }
+
+
+@dataclasses.dataclass
+class Plan:
+    """What a selection rule picks, before anything is written."""
+
+    rows: list[dict]  # every record's index / id / status / response length
+    eligible: list[tuple[int, float]]  # (index, score) of the records that may be chosen
+    chosen: list[int]  # indices, in input order
+    target: int | None  # the budget asked for (None for a threshold)
+    extra: dict[str, Any]  # dedup and group reports
+
+
+def plan(cfg: SelectConfig) -> Plan:
+    """The records ``cfg`` chooses from ``cfg.scores`` (``cfg.input`` is read only for
+    quotas and dedup)."""
     rows, eligible = load_scores(cfg.scores, cfg.score, cfg.seed)
     target = budget(cfg, len(rows))
     extra: dict[str, Any] = {}
@@ -159,24 +202,7 @@ def select(config: SelectConfig | None = None, /, **fields: Any) -> dict[str, An
         extra["length_bin_edges"] = edges
     else:
         chosen = choose(eligible, len(rows), cfg)
-    n_written = write_subset(cfg.input, cfg.output, chosen, rows)
-    extra["length_spearman"] = length_correlations(cfg.scores)
-    return {
-        "score": cfg.score,
-        "order": cfg.order,
-        "rule": {
-            k: getattr(cfg, k)
-            for k in ("top_k", "fraction", "threshold")
-            if getattr(cfg, k) is not None
-        },
-        "records": len(rows),
-        "eligible": len(eligible),
-        "selected": n_written,
-        # fewer eligible records than asked for: said, not hidden
-        "short_by": 0 if target is None else target - n_written,
-        "output": str(Path(cfg.output).resolve()),
-        **extra,
-    }
+    return Plan(rows, eligible, chosen, target, extra)
 
 
 def input_facts(path, field_name: str | None, dedup: bool, n_rows: int) -> dict[str, Any]:
@@ -255,7 +281,7 @@ def length_correlations(path: str | Path) -> dict[str, float | None]:
     cols = {c: array("d") for c in LENGTH_CHECKED}
     lengths: dict[str, array] = {c: array("d") for c in LENGTH_CHECKED}
     present: set[str] = set()
-    for row in read_jsonl_rows(path):
+    for row in read_score_rows(path):
         if row.get("status") != OK or not isinstance(row.get("n_response_tokens"), int):
             continue
         for c in LENGTH_CHECKED:
@@ -305,14 +331,16 @@ def write_subset(input_path, output_path, chosen: list[int], rows: list[dict]) -
                 if i in wanted:
                     f.write(line)  # byte for byte as in the input
                     written += 1
-    elif out_kind == "parquet" and in_kind == "parquet":
+    elif out_kind == "parquet" and in_kind in ("parquet", "hf_disk"):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pf = pq.ParquetFile(input_path)
-        with pq.ParquetWriter(tmp, pf.schema_arrow) as w:
+        batches = record_batches(input_path, in_kind)
+        first = next(batches, None)
+        schema = first.schema if first is not None else pa.schema([])
+        with pq.ParquetWriter(tmp, schema) as w:
             base = 0
-            for batch in pf.iter_batches(batch_size=1024):
+            for batch in itertools.chain([first] if first is not None else [], batches):
                 for j, rec in enumerate(batch.to_pylist()):
                     check(base + j, rec)
                 keep = [j for j in range(batch.num_rows) if base + j in wanted]

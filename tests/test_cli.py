@@ -44,6 +44,10 @@ def test_demo_end_to_end(tmp_path, demo_assets):
     assert m["counts"]["records"] == 600 and m["selection"]["selected"] == 120
     assert len((out / "selected.jsonl").read_bytes().splitlines()) == 120
     assert len((out / "scores.jsonl").read_bytes().splitlines()) == 600
+    # run writes the report of its own selection
+    page = (out / "report" / "report.html").read_text()
+    assert m["report"] == str((out / "report" / "report.html").resolve())
+    assert "fraction 0.2 by <b>lobass</b>" in page and "<b>120</b>" in page
 
 
 MULTI_TURN = [

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from fastscore.config import (
+    ReportConfig,
     RunConfig,
     ScoreConfig,
     SelectConfig,
@@ -33,9 +34,13 @@ def test_unknown_keys_are_refused_with_the_valid_ones():
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path):
-    cls = {"run": RunConfig, "score": ScoreConfig, "select": SelectConfig, "train": TrainConfig}[
-        path.stem.split("-")[0]
-    ]
+    cls = {
+        "run": RunConfig,
+        "score": ScoreConfig,
+        "select": SelectConfig,
+        "train": TrainConfig,
+        "report": ReportConfig,
+    }[path.stem.split("-")[0]]
     cfg = load_yaml(cls, path)  # raises on unknown keys or bad YAML
     assert isinstance(cfg, cls)
 

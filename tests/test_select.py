@@ -130,10 +130,12 @@ def test_api_functions_stay_callable_after_their_modules_load():
     (a module of the same name used to replace them after the first call)."""
     import fastscore
     import fastscore.demodata.build  # noqa: F401
+    import fastscore.inspection  # noqa: F401
+    import fastscore.reporting  # noqa: F401
     import fastscore.runner  # noqa: F401
     import fastscore.selection  # noqa: F401
 
-    for name in ("score", "select", "run", "demo"):
+    for name in ("score", "select", "run", "demo", "report", "inspect", "dry_run"):
         assert callable(getattr(fastscore, name)), name
         assert callable(getattr(fastscore, name)), name  # the second look too
 

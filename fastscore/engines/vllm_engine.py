@@ -193,3 +193,6 @@ def quiet_vllm(verbose: bool) -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
     if not verbose:
         logging.getLogger("vllm").setLevel(logging.ERROR)
+        # transformers' weight-loading bars and notices, printed per model load
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -1,0 +1,352 @@
+"""``report``: a scores file (+ its input) -> one self-contained HTML page and PNGs.
+
+What a person needs to trust a selection: each score's histogram, each score against
+response length with Spearman's rho (the paper's reason for normalising), loss_base
+against loss_ref with the chosen samples marked, counts per status (and per group), and
+the top and bottom samples with their text. The page embeds its pictures, so it can be
+mailed or attached; the PNGs are written beside it too.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import ReportConfig, validate_report
+from .errors import ConfigError
+from .io import detect_file_kind, read_records
+from .records import OK
+from .scoring import spearman
+from .selection import DERIVED, load_scores, plan, score_of
+
+# score columns drawn when the scores file has them, in this order
+COLUMNS = ("lobass", "rho", "loss_base", "loss_ref", "ifd", "loss_alone")
+# a scatter of more points than this shows a seeded sample of them (said on the page)
+MAX_POINTS = 50_000
+
+
+@dataclasses.dataclass
+class ScoreTable:
+    """The numeric columns of a scores file, one entry per record (NaN where missing)."""
+
+    ids: list
+    status: list[str]
+    length: np.ndarray
+    columns: dict[str, np.ndarray]
+
+
+def read_table(path: str | Path, score: str, seed: int) -> ScoreTable:
+    from .io import read_score_rows
+
+    ids, status, length = [], [], []
+    cols: dict[str, list] = {}
+    wanted = dict.fromkeys((*COLUMNS, score))
+    for row in read_score_rows(path):
+        ids.append(row.get("id"))
+        status.append(row.get("status"))
+        n = row.get("n_response_tokens")
+        length.append(float(n) if isinstance(n, int) else math.nan)
+        for c in wanted:
+            if c in row or c in DERIVED:
+                v = score_of(row, c, seed)
+                cols.setdefault(c, []).append(float(v) if isinstance(v, (int, float)) else math.nan)
+    return ScoreTable(
+        ids, status, np.array(length), {c: np.array(v, dtype=np.float64) for c, v in cols.items()}
+    )
+
+
+def report(config: ReportConfig | None = None, /, **fields: Any) -> dict[str, Any]:
+    """Write ``report.html`` and its PNGs into ``config.output_dir``; returns a summary."""
+    cfg = dataclasses.replace(config, **fields) if config else ReportConfig(**fields)
+    validate_report(cfg)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    select_cfg = dataclasses.replace(cfg.select, scores=cfg.scores, input=cfg.input)
+    load_scores(cfg.scores, cfg.select.score, cfg.select.seed)  # a missing column: clear error
+    chosen = plan(select_cfg).chosen
+    table = read_table(cfg.scores, cfg.select.score, cfg.select.seed)
+    n = len(table.ids)
+    picked = np.zeros(n, dtype=bool)
+    picked[chosen] = True
+    ok = np.array([s == OK for s in table.status], dtype=bool)
+    rng = np.random.default_rng(0)
+    shown = np.sort(rng.choice(n, MAX_POINTS, replace=False)) if n > MAX_POINTS else np.arange(n)
+
+    figures: list[dict[str, Any]] = []
+    present = [c for c in COLUMNS if c in table.columns]
+    score = cfg.select.score
+    for c in present + ([score] if score not in present else []):
+        v = table.columns[c][ok]
+        v = v[np.isfinite(v)]
+        figures.append(_figure(out, f"hist_{c}", _hist(c, v), f"Histogram of {c} (ok records)"))
+    rhos = {}
+    for c in present + ([score] if score not in present else []):
+        v = table.columns[c]
+        fin = ok & np.isfinite(v) & np.isfinite(table.length)
+        rhos[c] = spearman(v[fin], table.length[fin])
+        figures.append(
+            _figure(
+                out,
+                f"length_{c}",
+                _scatter_length(c, v, table.length, fin, shown, rhos[c]),
+                f"{c} against response length: Spearman's rho = {_fmt(rhos[c])}",
+            )
+        )
+    if "loss_base" in table.columns and "loss_ref" in table.columns:
+        figures.append(
+            _figure(
+                out,
+                "losses",
+                _scatter_losses(table, ok, picked, shown),
+                f"loss_base against loss_ref; the {int(picked.sum())} selected records in "
+                "orange (above the diagonal: the reference learnt them)",
+            )
+        )
+    status_counts = Counter(table.status)
+    figures.append(
+        _figure(out, "status", _bars(status_counts, "records per status"), "Records per status")
+    )
+    # the diagnostics first: the selection on the two losses, then each score and length
+    first = {"losses": 0, "length": 1, "hist": 2, "status": 3}
+    figures.sort(key=lambda f: first[f["name"].split("_")[0].removesuffix(".png")])
+    groups = _groups(cfg, n, picked) if cfg.group_field else None
+    samples = _samples(cfg, table, ok, score)
+    html = _render(cfg, table, figures, status_counts, groups, samples, picked, rhos, n, shown)
+    page = out / "report.html"
+    tmp = page.with_name(page.name + ".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(page)
+    return {
+        "output": str(page.resolve()),
+        "pngs": [f["png"] for f in figures],
+        "records": n,
+        "selected": int(picked.sum()),
+        "by_status": dict(status_counts),
+        "length_spearman": {c: None if r is None else round(r, 4) for c, r in rhos.items()},
+    }
+
+
+def _fmt(r: float | None) -> str:
+    return "n/a (constant)" if r is None else f"{r:+.3f}"
+
+
+def _figure(out: Path, name: str, fig, caption: str) -> dict[str, Any]:
+    import matplotlib.pyplot as plt
+
+    path = out / f"{name}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    data = base64.b64encode(path.read_bytes()).decode()
+    return {"png": str(path), "name": path.name, "data": data, "caption": caption}
+
+
+def _hist(name: str, v: np.ndarray):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    if v.size:
+        ax.hist(v, bins=min(60, max(10, int(np.sqrt(v.size)))), color="#4472c4")
+    else:
+        ax.text(0.5, 0.5, "no finite values", ha="center", transform=ax.transAxes)
+    ax.set_xlabel(name)
+    ax.set_ylabel("records")
+    fig.tight_layout()
+    return fig
+
+
+def _scatter_length(name, v, length, fin, shown, rho):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    idx = shown[fin[shown]]
+    ax.scatter(length[idx], v[idx], s=6, alpha=0.5, color="#4472c4")
+    ax.set_xlabel("response tokens")
+    ax.set_ylabel(name)
+    ax.set_title(f"Spearman's rho = {_fmt(rho)}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _scatter_losses(table: ScoreTable, ok, picked, shown):
+    import matplotlib.pyplot as plt
+
+    base, ref = table.columns["loss_base"], table.columns["loss_ref"]
+    fin = ok & np.isfinite(base) & np.isfinite(ref)
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    rest = shown[fin[shown] & ~picked[shown]]
+    sel = shown[fin[shown] & picked[shown]]
+    ax.scatter(base[rest], ref[rest], s=6, alpha=0.4, color="#8c8c8c", label="not selected")
+    ax.scatter(base[sel], ref[sel], s=8, alpha=0.8, color="#ed7d31", label="selected")
+    if fin.any():
+        hi = float(max(base[fin].max(), ref[fin].max()))
+        ax.plot([0, hi], [0, hi], linestyle="--", color="black", linewidth=0.8)
+    ax.set_xlabel("loss_base (mean response NLL)")
+    ax.set_ylabel("loss_ref")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _bars(counts: Counter, ylabel: str):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.0))
+    names = sorted(counts, key=lambda k: (-counts[k], str(k)))
+    ax.bar([str(k) for k in names], [counts[k] for k in names], color="#4472c4")
+    ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", labelrotation=20)
+    fig.tight_layout()
+    return fig
+
+
+def _groups(cfg: ReportConfig, n: int, picked) -> dict[str, dict[str, int]]:
+    from .selection import input_facts
+
+    groups = input_facts(cfg.input, cfg.group_field, False, n)["groups"]
+    out: dict[str, dict[str, int]] = {}
+    for i, g in enumerate(groups):
+        row = out.setdefault(g, {"records": 0, "selected": 0})
+        row["records"] += 1
+        row["selected"] += int(picked[i])
+    return dict(sorted(out.items()))
+
+
+def _samples(cfg: ReportConfig, table: ScoreTable, ok, score: str) -> dict[str, list[dict]]:
+    """The top and bottom ``cfg.samples`` ok records by the score, with their text."""
+    from .formats import to_sample
+    from .pipeline import resolve_format
+
+    v = table.columns[score]
+    fin = np.flatnonzero(ok & np.isfinite(v))
+    order = fin[np.lexsort((fin, -v[fin] if cfg.select.order == "desc" else v[fin]))]
+    top, bottom = list(order[: cfg.samples]), list(order[::-1][: cfg.samples])
+    wanted = set(top) | set(bottom)
+    kind = detect_file_kind(cfg.input)
+    fmt = resolve_format(cfg.input, kind, "auto")
+    texts: dict[int, list[tuple[str, str]]] = {}
+    for raw in read_records(cfg.input, kind):
+        if raw.index in wanted:
+            sample = to_sample(raw, fmt)
+            texts[raw.index] = [(m.role, m.content) for m in sample.messages]
+    if len(texts) != len(wanted):
+        raise ConfigError(f"{cfg.input} has fewer records than the scores file; wrong --input?")
+
+    def row(i: int) -> dict[str, Any]:
+        cols = {c: table.columns[c][i] for c in table.columns if c in COLUMNS or c == score}
+        return {
+            "index": int(i),
+            "id": table.ids[i],
+            "length": int(table.length[i]),
+            "scores": {c: _num(x) for c, x in cols.items()},
+            "messages": texts[int(i)],
+        }
+
+    return {"top": [row(i) for i in top], "bottom": [row(i) for i in bottom]}
+
+
+def _num(x: float) -> str:
+    return "null" if not math.isfinite(x) else f"{x:.4f}"
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>fastscore report: {{ name }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.5em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: .5em 0; }
+td, th { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
+th { background: #f2f2f2; } td.l, th.l { text-align: left; }
+.figs { display: flex; flex-wrap: wrap; gap: 1em; }
+figure { margin: 0; } figcaption { font-size: .85em; color: #555; max-width: 520px; }
+.sample { border: 1px solid #ddd; border-radius: 4px; padding: .5em .8em; margin: .6em 0; }
+.sample .meta { font-size: .85em; color: #555; }
+.msg { white-space: pre-wrap; margin: .3em 0; font-family: ui-monospace, monospace; }
+.role { font-weight: bold; color: #4472c4; }
+.role.assistant { color: #c55a11; }
+</style></head><body>
+<h1>fastscore report</h1>
+<p>Scores <code>{{ scores }}</code> of input <code>{{ input }}</code>: {{ n }} records.
+Selection shown: {{ rule }} by <b>{{ score }}</b> ({{ order }}): <b>{{ selected }}</b>
+records.{% if sampled %} Scatter plots show a seeded sample of {{ shown }} of the
+records; histograms and correlations use all of them.{% endif %}</p>
+
+<h2>Records per status</h2>
+<table id="status"><tr><th class="l">status</th><th>records</th></tr>
+{% for s, c in status %}<tr><td class="l">{{ s }}</td><td>{{ c }}</td></tr>{% endfor %}
+</table>
+{% if groups %}
+<h2>Records per {{ group_field }}</h2>
+<table id="groups"><tr><th class="l">{{ group_field }}</th><th>records</th>
+<th>selected</th></tr>
+{% for g, r in groups.items() %}<tr><td class="l">{{ g }}</td><td>{{ r.records }}</td>
+<td>{{ r.selected }}</td></tr>{% endfor %}
+</table>
+{% endif %}
+
+<h2>Scores against response length</h2>
+<p>Spearman's rho of each score with the number of response tokens (ok records). A score
+that tracks length picks long samples rather than learnable ones: the reason LoBaSS
+normalises.</p>
+<table id="spearman"><tr><th class="l">score</th><th>Spearman's rho with length</th></tr>
+{% for c, r in rhos %}<tr><td class="l">{{ c }}</td><td>{{ r }}</td></tr>{% endfor %}
+</table>
+
+<h2>Figures</h2>
+<div class="figs">
+{% for f in figures %}<figure><img alt="{{ f.caption }}" src="data:image/png;base64,{{ f.data }}"
+width="520"><figcaption>{{ f.caption }} ({{ f.name }})</figcaption></figure>
+{% endfor %}</div>
+
+{% for title, key in (("Top", "top"), ("Bottom", "bottom")) %}
+<h2>{{ title }} {{ samples[key]|length }} by {{ score }}</h2>
+<div id="{{ key }}">
+{% for s in samples[key] %}<div class="sample"><div class="meta">#{{ s.index }} id
+<code>{{ s.id }}</code>, {{ s.length }} response tokens:
+{% for c, v in s.scores.items() %}{{ c }} {{ v }}{% if not loop.last %}, {% endif %}{% endfor %}
+</div>
+{% for role, text in s.messages %}<div class="msg"><span class="role {{ role }}">{{ role }}:</span>
+{{ text }}</div>{% endfor %}
+</div>{% endfor %}
+</div>
+{% endfor %}
+</body></html>
+"""
+
+
+def _render(cfg, table, figures, status_counts, groups, samples, picked, rhos, n, shown) -> str:
+    import jinja2
+
+    env = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    rule = next(
+        f"{k.replace('_', '-')} {getattr(cfg.select, k)}"
+        for k in ("top_k", "fraction", "threshold")
+        if getattr(cfg.select, k) is not None
+    )
+    return env.from_string(PAGE).render(
+        name=Path(cfg.scores).name,
+        scores=str(cfg.scores),
+        input=str(cfg.input),
+        n=n,
+        rule=rule,
+        score=cfg.select.score,
+        order=cfg.select.order,
+        selected=int(picked.sum()),
+        sampled=len(shown) < n,
+        shown=len(shown),
+        status=sorted(status_counts.items(), key=lambda kv: -kv[1]),
+        groups=groups,
+        group_field=cfg.group_field,
+        rhos=[(c, _fmt(r)) for c, r in rhos.items()],
+        figures=figures,
+        samples=samples,
+    )
