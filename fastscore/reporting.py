@@ -108,7 +108,8 @@ def report(config: ReportConfig | None = None, /, **fields: Any) -> dict[str, An
                 "losses",
                 _scatter_losses(table, ok, picked, shown),
                 f"loss_base against loss_ref; the {int(picked.sum())} selected records in "
-                "orange (above the diagonal: the reference learnt them)",
+                "orange (below the diagonal the reference has the lower loss; lobass is "
+                "the share of the base loss it removed)",
             )
         )
     status_counts = Counter(table.status)
