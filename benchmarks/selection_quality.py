@@ -21,7 +21,7 @@ It prints a table (mean and min-max over seeds), the share of each planted kind 
 subset, Spearman(score, length), writes a PNG plot when matplotlib is there, and ends with
 one JSON line.
 
-    python benchmarks/selection_quality.py                 # 3 seeds, about 20 min on 2 cores
+    python benchmarks/selection_quality.py                 # 3 seeds, 6-15 min each on 2 cores
     python benchmarks/selection_quality.py --quick         # CI: 1 seed, small world
 """
 
@@ -263,7 +263,14 @@ def run_seed(seed: int, size: WorldSize, budgets, methods, work: Path, args) -> 
         progress=False,
         engine=EngineConfig(kind="torch", dtype="float32"),
     )
-    result = {"seed": seed, "steps": steps, "runs": {}, "kinds": {}, "length_spearman": None}
+    result = {
+        "seed": seed,
+        "steps": steps,
+        "runs": {},
+        "kinds": {},
+        "skills": {},
+        "length_spearman": None,
+    }
     result["runs"]["base"] = evaluate(base, test)
     result["runs"]["full"] = evaluate(work / "ref", test)  # the reference is the full-set run
     clean = write_jsonl(work / "clean.jsonl", [r for r in sft if r["kind"] == "learnable"])
@@ -289,8 +296,13 @@ def run_seed(seed: int, size: WorldSize, budgets, methods, work: Path, args) -> 
                 seed=seed,
             )
             result["length_spearman"] = summary["length_spearman"]
-            picked = [orjson.loads(x)["kind"] for x in subset.read_bytes().splitlines()]
-            result["kinds"][name] = dict(Counter(picked))
+            picked = [orjson.loads(x) for x in subset.read_bytes().splitlines()]
+            result["kinds"][name] = dict(Counter(r["kind"] for r in picked))
+            # which skills the learnable picks teach: a subset of one skill cannot lift
+            # the held-out accuracy of the others
+            result["skills"][name] = dict(
+                Counter(r["skill"] for r in picked if r["kind"] == "learnable")
+            )
             finetune(base, subset, work / f"ft-{name}", steps, args.lr, seed)
             result["runs"][name] = evaluate(work / f"ft-{name}", test)
             print(
@@ -329,6 +341,12 @@ def report(results: list[dict], budgets, methods, out_dir: Path) -> dict:
         mean = {k: statistics.fmean(r["kinds"][n].get(k, 0) for r in results) for k in kinds}
         shares[n] = mean
         print(f"{n:<18}" + "".join(f"{mean[k]:>11.1f}" for k in kinds))
+    print("\nskills of the learnable samples in each subset (mean over seeds):")
+    print(f"{'subset':<18}" + "".join(f"{k:>9}" for k in SKILLS))
+    skills = {}
+    for n in names[3:]:
+        skills[n] = {k: statistics.fmean(r["skills"][n].get(k, 0) for r in results) for k in SKILLS}
+        print(f"{n:<18}" + "".join(f"{skills[n][k]:>9.1f}" for k in SKILLS))
     print("\nSpearman(score, response length) over ok records (mean over seeds):")
     sp = {}
     for m in results[0]["length_spearman"]:
@@ -351,6 +369,7 @@ def report(results: list[dict], budgets, methods, out_dir: Path) -> dict:
     return {
         "table": table,
         "kinds": shares,
+        "skills": skills,
         "length_spearman": sp,
         "plot": plot,
         "world_check": {"accuracy_lift": lift, "passed": passed},

@@ -216,7 +216,8 @@ def _dry_run(cfg) -> None:
         f"  tokens to score    {d['tokens']:,} ({d['response_tokens']:,} response tokens)\n"
         f"  timed sample       {s['records']} records, {s['tokens']:,} tokens in "
         f"{s['seconds']:.2f}s: {rate} tokens/s through both models\n"
-        f"  engine start       {d['seconds'].get('engine_start', 0.0):.1f}s\n"
+        f"  set-up             {d['seconds'].get('load_tokenizers', 0.0):.1f}s tokenizers, "
+        f"{d['seconds'].get('engine_start', 0.0):.1f}s engine start\n"
         f"  estimated run      {est}"
     )
 
@@ -568,7 +569,10 @@ def demo(output_dir: str, fraction: float, progress: bool) -> None:
 
     result = run_demo(output_dir, fraction=fraction, progress=progress)
     click.echo(format_demo(result))
-    click.echo(f"outputs in {output_dir}/ (scores.jsonl, selected.jsonl, manifest.json)")
+    click.echo(
+        f"outputs in {output_dir}/ (scores.jsonl, selected.jsonl, manifest.json, "
+        "report/report.html)"
+    )
 
 
 @main.command(

@@ -302,11 +302,16 @@ def dry_run(
             "tokens_per_second": None if rate is None else round(rate, 1),
         },
         "seconds": {k: round(v, 3) for k, v in stats.seconds.items()},
-        # the engines' start, then every scorable token at the sample's pace through both
-        # models (and the ifd pass); reading and rendering overlap the engines in a run
+        # loading the tokenizers and starting the engines, then every scorable token at the
+        # sample's pace through both models (and the ifd pass); reading and rendering
+        # overlap the engines in a run
         "estimate_seconds": None
         if rate is None
-        else round(stats.seconds.get("engine_start", 0.0) + counts["tokens"] / rate, 1),
+        else round(
+            sum(stats.seconds.get(k, 0.0) for k in ("load_tokenizers", "engine_start"))
+            + counts["tokens"] / rate,
+            1,
+        ),
         "dry_run_seconds": round(time.perf_counter() - t_start, 2),
     }
 

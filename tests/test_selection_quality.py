@@ -31,6 +31,8 @@ def test_quick_run_reports_every_method(tmp_path):
     # 10% of the quick world's 360 samples, every one of a planted kind
     for m in methods:
         assert sum(out["kinds"][f"{m}@0.1"].values()) == 36, m
+        # the learnable picks, by skill
+        assert sum(out["skills"][f"{m}@0.1"].values()) == out["kinds"][f"{m}@0.1"]["learnable"]
     assert set(out["length_spearman"]) >= {"lobass", "rho", "ifd", "perplexity", "random"}
     assert isinstance(out["world_check"]["passed"], bool)
     if out["plot"] is not None:
