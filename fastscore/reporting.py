@@ -23,7 +23,7 @@ from .errors import ConfigError
 from .io import detect_file_kind, read_records
 from .records import OK
 from .scoring import spearman
-from .selection import DERIVED, load_scores, plan, score_of
+from .selection import DERIVED, plan, score_of
 
 # score columns drawn when the scores file has them, in this order
 COLUMNS = ("lobass", "rho", "loss_base", "loss_ref", "ifd", "loss_alone")
@@ -71,7 +71,6 @@ def report(config: ReportConfig | None = None, /, **fields: Any) -> dict[str, An
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     select_cfg = dataclasses.replace(cfg.select, scores=cfg.scores, input=cfg.input)
-    load_scores(cfg.scores, cfg.select.score, cfg.select.seed)  # a missing column: clear error
     chosen = plan(select_cfg).chosen
     table = read_table(cfg.scores, cfg.select.score, cfg.select.seed)
     n = len(table.ids)

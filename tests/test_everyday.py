@@ -205,4 +205,4 @@ def test_logs_are_quiet_unless_asked(scored, demo_assets):
     p = cli("-q", *args, "--output", tmp / "l2.jsonl")
     assert "INFO" not in p.stderr and p.stderr.strip().startswith("scored ")
     p = cli("-v", *args, "--output", tmp / "l3.jsonl")
-    assert "DEBUG" in p.stderr or "INFO" in p.stderr
+    assert "Loading weights" in p.stderr  # the engines' own output, when asked
