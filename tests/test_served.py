@@ -329,3 +329,37 @@ def test_faults_that_do_not_pass_stop_the_run_without_a_score(
             _score_through(proxy, ref, data, out, request_timeout=1, retry_seconds=4)
     assert not out.exists()  # no scores file, so nothing can be selected from it
     assert (tmp_path / "s.jsonl.partial").read_bytes() == b""  # and no line was written
+
+
+def test_connections_the_server_closed_while_idle_are_not_errors(
+    tmp_path, demo_assets, tokenizer, servers, api_key
+):
+    """vLLM's server (uvicorn) closes a connection idle for 5 s. A pause longer than that
+    at start (before the tokenizer probe) and between chunks must cost neither an error
+    nor a retry with its backoff."""
+    from fastscore.engines.served import ServedEngine
+    from fastscore.formats import to_samples
+    from fastscore.io import read_records
+    from fastscore.render import Renderer
+
+    base, _ = servers
+    idle = 7.0  # > the server's keep-alive (VLLM_HTTP_TIMEOUT_KEEP_ALIVE, 5 s)
+    data = _data(tmp_path, demo_assets, 8)
+    renderer = Renderer(tokenizer)
+    samples = [renderer.render(s) for s in to_samples(read_records(data), "messages")]
+    e = ServedEngine([base.url], EngineConfig(kind="served", concurrency=4), model="base", name="b")
+    try:
+        time.sleep(idle)  # the connection of GET /v1/models is now closed by the server
+        e.check_tokenizer(tokenizer)  # the probe at start
+        first = e.response_logprobs(samples)
+        time.sleep(idle)  # a chunk of the other model, slower than the keep-alive
+        t0 = time.perf_counter()
+        again = e.response_logprobs(samples)
+        seconds = time.perf_counter() - t0
+        info = e.info()
+    finally:
+        e.close()
+    assert info["endpoints"][0]["retries"] == 0, info
+    assert seconds < 5.0  # no backoff was slept
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)

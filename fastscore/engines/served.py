@@ -10,16 +10,26 @@ Requests are spread over all endpoints of a model (the least busy first), with a
 are retried with exponential backoff for up to ``retry_seconds``, so a server restart
 costs a pause, not the run. The API key is read from the environment variable named by
 ``api_key_env`` and is never printed, logged or written.
+
+Idle keep-alive connections: servers close them (vLLM's uvicorn after 5 s). The client's
+event loop runs in a thread of its own, so it reads the sockets between calls and sees
+such a close; pooled connections are dropped after ``KEEPALIVE_SECONDS``, before the
+server's limit; and a request whose connection turns out closed before any answer came is
+sent again at once on a new one (counted as a reconnect, with no backoff).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import random
+import threading
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -36,8 +46,47 @@ PROBES = (
 )
 
 
+# Idle pooled connections are closed after this long: below the keep-alive of common
+# servers (uvicorn, and so vLLM: 5 s), so the client gives a connection up first.
+KEEPALIVE_SECONDS = 4.0
+# A request whose connection proves closed before any answer is sent again at once, this
+# many times (each on a new connection), before it counts as a failure.
+RECONNECTS = 3
+
+
 class _Retryable(Exception):
     pass
+
+
+class LoopThread:
+    """An asyncio event loop running in a daemon thread of its own.
+
+    A loop that ran only inside ``run_until_complete`` would read no socket between calls,
+    miss a server closing an idle connection, and write the next request into it.
+    """
+
+    def __init__(self, name: str):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def submit(self, coro: Coroutine) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine) -> Any:
+        future = self.submit(coro)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # e.g. Ctrl-C here: stop the requests in flight too
+            raise
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
 
 
 @dataclass
@@ -47,7 +96,8 @@ class Endpoint:
     in_flight: int = 0
     down_until: float = 0.0
     requests: int = 0
-    retries: int = 0
+    retries: int = 0  # failures retried after a backoff
+    reconnects: int = 0  # requests sent again at once: the connection was closed under them
 
 
 def parse_prompt_logprobs(sample: RenderedSample, choice: dict) -> np.ndarray:
@@ -100,13 +150,13 @@ class ServedEngine:
         self._headers = {"Content-Type": "application/json"}
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
-        self.loop = asyncio.new_event_loop()
         self.endpoints: list[Endpoint] = []
         self.session = None
+        self.loop = LoopThread(f"fastscore-{name}-http")
         t0 = time.perf_counter()
         try:
-            self.loop.run_until_complete(self._open())
-            self.server_models = self.loop.run_until_complete(self._models())
+            self.loop.run(self._open())
+            self.server_models = self.loop.run(self._models())
             self.model = model or self._only_model()
             lens = [
                 int(m["max_model_len"])
@@ -133,7 +183,10 @@ class ServedEngine:
         import aiohttp
 
         timeout = aiohttp.ClientTimeout(total=self.cfg.request_timeout)
-        self.session = aiohttp.ClientSession(headers=self._headers, timeout=timeout)
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_SECONDS)
+        self.session = aiohttp.ClientSession(
+            headers=self._headers, timeout=timeout, connector=connector
+        )
         self.endpoints = [Endpoint(u, asyncio.Semaphore(self.cfg.concurrency)) for u in self.urls]
 
     async def _models(self) -> dict[str, list[dict]]:
@@ -168,7 +221,7 @@ class ServedEngine:
 
         for ep in self.endpoints:
             for text in PROBES:
-                got = self.loop.run_until_complete(probe(ep, text)).get("tokens")
+                got = self.loop.run(probe(ep, text)).get("tokens")
                 want = tokenizer(text, add_special_tokens=False)["input_ids"]
                 if got != want:
                     raise ModelError(
@@ -186,7 +239,8 @@ class ServedEngine:
         import orjson
 
         try:
-            async with self.session.request(method, ep.url + path, json=body) as r:
+            r = await self._send(ep, method, path, body)
+            async with r:
                 text = await r.text()
                 if r.status == 429 or r.status >= 500:
                     raise _Retryable(f"HTTP {r.status}: {text[:200]}")
@@ -207,6 +261,23 @@ class ServedEngine:
             raise EngineError(
                 f"the {self.name} server {ep.url} failed on {path}: {type(e).__name__}: {e}"
             ) from e
+
+    async def _send(self, ep: Endpoint, method: str, path: str, body):
+        """The response (headers read), sending again at once on a new connection when the
+        one it went out on was closed before any answer began."""
+        import aiohttp
+
+        for attempt in range(RECONNECTS + 1):
+            try:
+                return await self.session.request(method, ep.url + path, json=body)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
+                # a refused connection is a server that is down: retried with backoff
+                if isinstance(e, aiohttp.ClientConnectorError) or attempt == RECONNECTS:
+                    raise
+                ep.reconnects += 1
+                log.debug("%s %s%s: %s; sent again on a new connection", self.name, ep.url,
+                          path, e)  # fmt: skip
+        raise AssertionError("unreachable")
 
     def _pick(self) -> Endpoint:
         now = time.monotonic()
@@ -262,7 +333,7 @@ class ServedEngine:
     def response_logprobs(self, samples: list[RenderedSample]) -> list[np.ndarray]:
         if not samples:
             return []
-        return self.loop.run_until_complete(self._score_all(samples))
+        return self.loop.run(self._score_all(samples))
 
     def info(self) -> dict:
         return {
@@ -270,7 +341,12 @@ class ServedEngine:
             "model": self.model,
             "root": self.root(),
             "endpoints": [
-                {"url": ep.url, "requests": ep.requests, "retries": ep.retries}
+                {
+                    "url": ep.url,
+                    "requests": ep.requests,
+                    "retries": ep.retries,
+                    "reconnects": ep.reconnects,
+                }
                 for ep in self.endpoints
             ],
             "max_model_len": self.max_model_len,
@@ -280,7 +356,6 @@ class ServedEngine:
 
     def close(self) -> None:
         if self.session is not None:
-            self.loop.run_until_complete(self.session.close())
+            self.loop.run(self.session.close())
             self.session = None
-        if not self.loop.is_closed():
-            self.loop.close()
+        self.loop.close()
