@@ -31,6 +31,8 @@ SCORE_OPTIONS = {
     "output": "output",
     "format": "format",
     "template": "template",
+    "chat_template": "chat_template",
+    "date": "date",
     "max_length": "max_length",
     "batch_tokens": "batch_tokens",
     "ifd": "ifd",
@@ -98,21 +100,44 @@ def _apply(ctx: click.Context, cfg, mapping: dict[str, str], prefix: str = "") -
             set_path(cfg, prefix + dotted, value)
 
 
-def score_options(f):
+def render_options(f):
+    """How records become token ids: shared by score, train-ref and inspect."""
+    from .formats import FORMATS
+    from .render import TEMPLATES
+
     opts = [
-        click.option("--base", help="Base model: a local Hugging Face checkpoint directory."),
-        click.option("--ref", help="Reference model fine-tuned from the base on the full set."),
         click.option(
             "--format",
-            type=click.Choice(["auto", "messages", "alpaca", "sharegpt", "prompt-response"]),
+            type=click.Choice(["auto", *FORMATS]),
             help="Record format [default: auto, detected from the first record].",
         ),
         click.option(
             "--template",
-            type=click.Choice(["auto", "model", "plain"]),
+            type=click.Choice(TEMPLATES),
             help="Chat template: the tokenizer's (model), the plain alpaca-style one, or "
             "auto (the tokenizer's when it has one) [default: auto].",
         ),
+        click.option(
+            "--chat-template",
+            type=click.Path(dir_okay=False),
+            help="A Jinja chat template file to render with instead (e.g. the training "
+            "template your SFT run used); its {% generation %} markers mark the response.",
+        ),
+        click.option(
+            "--date",
+            help="The date templates that write one render, YYYY-MM-DD [default: the day "
+            "the run starts; kept by --resume and Ray].",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def score_options(f):
+    opts = [
+        click.option("--base", help="Base model: a local Hugging Face checkpoint directory."),
+        click.option("--ref", help="Reference model fine-tuned from the base on the full set."),
         click.option(
             "--engine",
             type=click.Choice(["auto", "vllm", "torch", "served"]),
@@ -199,7 +224,7 @@ def score_options(f):
     ]
     for opt in reversed(opts):
         f = opt(f)
-    return f
+    return render_options(f)
 
 
 def _dry_run(cfg) -> None:
@@ -393,6 +418,8 @@ TRAIN_OPTIONS = {
         "output_dir",
         "format",
         "template",
+        "chat_template",
+        "date",
         "max_length",
         "epochs",
         "max_steps",
@@ -423,12 +450,7 @@ TRAIN_OPTIONS = {
 @click.argument("input", required=False)
 @click.option("--base", help="Base model: a local Hugging Face checkpoint directory.")
 @click.option("--output-dir", help="Where the reference checkpoint is saved.")
-@click.option(
-    "--format",
-    type=click.Choice(["auto", "messages", "alpaca", "sharegpt", "prompt-response"]),
-    help="Record format [default: auto].",
-)
-@click.option("--template", type=click.Choice(["auto", "model", "plain"]), help="[auto]")
+@render_options
 @click.option("--max-length", type=int, help="Longest sample trained on, in tokens.")
 @click.option("--epochs", type=int, help="[1]")
 @click.option("--max-steps", type=int, help="Train exactly N steps instead of --epochs.")
@@ -519,12 +541,7 @@ def report(ctx: click.Context, config_file: str | None, **_: object) -> None:
 @click.option("--scores", help="A scores file: its row, and (unless given) its models/options.")
 @click.option("--id", "record_id", help="The record's id [default: the first record].")
 @click.option("--index", type=int, help="Or the record's 0-based position.")
-@click.option(
-    "--format",
-    type=click.Choice(["auto", "messages", "alpaca", "sharegpt", "prompt-response"]),
-    help="[auto]",
-)
-@click.option("--template", type=click.Choice(["auto", "model", "plain"]), help="[auto]")
+@render_options
 @click.option("--max-length", type=int, help="As in score [default: context-1].")
 @click.option("--engine", type=click.Choice(["torch", "vllm"]), help="For --ref [torch].")
 @click.option("--dtype", help="auto, float32, bfloat16, float16 [auto].")
@@ -545,7 +562,18 @@ def inspect(ctx: click.Context, record_id, as_json: bool, color, **_: object) ->
         cfg,
         {
             k: k
-            for k in ("input", "base", "ref", "scores", "index", "format", "template", "max_length")
+            for k in (
+                "input",
+                "base",
+                "ref",
+                "scores",
+                "index",
+                "format",
+                "template",
+                "chat_template",
+                "date",
+                "max_length",
+            )
         },
     )
     _apply(ctx, cfg, {"engine": "engine.kind", "dtype": "engine.dtype"})

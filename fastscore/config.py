@@ -80,6 +80,12 @@ class ScoreConfig:
     tokenizer: str | None = None
     format: str = "auto"
     template: str = "auto"  # auto: the tokenizer's chat template, else the plain one
+    # a Jinja chat template file to render with instead of the tokenizer's (e.g. the
+    # training template an SFT run used); its {% generation %} markers give the response
+    chat_template: str | None = None
+    # the date templates that write one (Llama 3.1, GPT-OSS) render, YYYY-MM-DD; None: the
+    # day the run starts, kept by --resume and by Ray shards
+    date: str | None = None
     # Longest sample scored, in tokens; longer ones get status too_long.
     # None: the models' context length minus one.
     max_length: int | None = None
@@ -133,6 +139,8 @@ class TrainConfig:
     output_dir: str | None = None
     format: str = "auto"
     template: str = "auto"
+    chat_template: str | None = None
+    date: str | None = None
     max_length: int | None = None  # None: the base's context length minus one
     epochs: int = 1
     # train exactly this many optimiser steps instead (epochs repeat as needed): the same
@@ -177,6 +185,8 @@ class InspectConfig:
     index: int | None = None  # or its 0-based position; default the first record
     format: str = "auto"
     template: str = "auto"
+    chat_template: str | None = None
+    date: str | None = None
     max_length: int | None = None
     engine: EngineConfig = field(default_factory=lambda: EngineConfig(kind="torch"))
 
@@ -250,6 +260,15 @@ def _check_format_and_template(cfg) -> None:
         raise ConfigError(f"format must be auto or one of {FORMATS}, got {cfg.format!r}")
     if cfg.template not in TEMPLATES:
         raise ConfigError(f"template must be one of {TEMPLATES}, got {cfg.template!r}")
+    if cfg.chat_template and not Path(cfg.chat_template).is_file():
+        raise ConfigError(f"chat_template {cfg.chat_template!r} is not a file")
+    if cfg.date is not None:
+        import datetime
+
+        try:
+            datetime.date.fromisoformat(str(cfg.date))
+        except ValueError as e:
+            raise ConfigError(f"date must be YYYY-MM-DD, got {cfg.date!r}") from e
 
 
 def validate_score(cfg: ScoreConfig) -> None:

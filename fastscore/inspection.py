@@ -21,6 +21,7 @@ from .errors import ConfigError, InputError
 from .formats import record_id, to_sample
 from .io import detect_file_kind, read_records, read_score_rows
 from .records import OK, RawRecord
+from .render import make_renderer
 
 
 def inspect(config: InspectConfig | None = None, /, **fields: Any) -> dict[str, Any]:
@@ -29,7 +30,6 @@ def inspect(config: InspectConfig | None = None, /, **fields: Any) -> dict[str, 
     logprob under the base and the reference."""
     from .models import load_tokenizer, model_max_length
     from .pipeline import make_engine, resolve_format, resolve_max_length
-    from .render import Renderer
 
     cfg = dataclasses.replace(config, **fields) if config else InspectConfig(**fields)
     cfg = _from_scores_manifest(cfg)
@@ -50,55 +50,63 @@ def inspect(config: InspectConfig | None = None, /, **fields: Any) -> dict[str, 
         if cfg.ref
         else cfg.max_length or model_max_length(cfg.base, trc) - 1
     )
-    renderer = Renderer(tok, cfg.template, max_length)
+    renderer = make_renderer(cfg, tok, max_length)
     sample = to_sample(raw, fmt)
-    rendered = renderer.render(sample)
+    rendered = renderer.render_sides(sample)
+    bad = next((r for r in rendered if r.status != OK), None)
     out: dict[str, Any] = {
         "index": raw.index,
         "id": sample.id,
-        "status": rendered.status,
-        "reason": rendered.reason,
-        "template": renderer.template_name,
+        "status": bad.status if bad else OK,
+        "reason": bad.reason if bad else None,
+        "template": renderer.info(),
         "tokens": [],
     }
     if sample.status != OK:
         return out
-    msgs = [{"role": m.role, "content": m.content} for m in sample.messages]
-    text, _ = renderer.response_spans(msgs)
-    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-    starts = [s for s, _ in enc["offset_mapping"]] + [len(text)]
-    scored = set(rendered.response_positions.tolist())
-    computed = rendered.n_tokens
-    out["tokens"] = [
-        {
-            "position": i,
-            "id": int(t),
-            "text": text[starts[i] : starts[i + 1]],
-            "scored": i in scored,
-            # after the last response token nothing changes a score: not computed
-            "computed": i < computed,
+    try:
+        sequences = renderer.sequences(sample)
+    except Exception:  # the status and reason above say why
+        return out
+    views = {}
+    for r, (side, ids, _) in zip(rendered, sequences, strict=True):
+        scored = set(r.response_positions.tolist())
+        texts = token_texts(tok, ids)
+        view = {
+            "tokens": [
+                {
+                    "position": i,
+                    "id": int(t),
+                    "text": piece,
+                    "scored": i in scored,
+                    # after the last response token nothing changes a score: not computed
+                    "computed": i < r.n_tokens,
+                }
+                for i, (t, piece) in enumerate(zip(ids.tolist(), texts, strict=True))
+            ],
+            "n_tokens": r.n_tokens,
+            "n_response_tokens": r.n_response_tokens,
         }
-        for i, t in enumerate(enc["input_ids"])
-    ]
-    out["n_tokens"] = computed
-    out["n_response_tokens"] = rendered.n_response_tokens
-    if cfg.ref and rendered.status == OK:
+        views[side] = (r, view)
+    if cfg.ref and not bad:
         engines = [
             make_engine(m, cfg.engine, max_length + 1, name)
             for m, name in ((cfg.base, "base"), (cfg.ref, "ref"))
         ]
         try:
-            lp = {
-                name: e.response_logprobs([rendered])[0]
-                for e, name in zip(engines, ("base", "ref"))
-            }
+            for r, view in views.values():
+                for e, name in zip(engines, ("base", "ref"), strict=True):
+                    values = e.response_logprobs([r])[0]
+                    for pos, v in zip(r.response_positions.tolist(), values.tolist(), strict=True):
+                        view["tokens"][pos][f"logprob_{name}"] = v
+                    view[f"loss_{name}"] = float(-np.mean(values))
         finally:
             for e in engines:
                 e.close()
-        for name, values in lp.items():
-            for pos, v in zip(rendered.response_positions.tolist(), values.tolist()):
-                out["tokens"][pos][f"logprob_{name}"] = v
-            out[f"loss_{name}"] = float(-np.mean(values))
+    if None in views:
+        out.update(views[None][1])
+    else:
+        out["sides"] = {side: view for side, (_, view) in views.items()}
     if cfg.scores:
         out["scores_row"] = _score_row(cfg.scores, raw.index)
     return out
@@ -131,6 +139,9 @@ def _from_scores_manifest(cfg: InspectConfig) -> InspectConfig:
     for name in ("template", "format"):
         if getattr(cfg, name) == "auto" and opts.get(name):
             fill[name] = opts[name]
+    for name in ("chat_template", "date"):  # the template file and the date it rendered
+        if getattr(cfg, name) is None and opts.get(name):
+            fill[name] = opts[name]
     if cfg.max_length is None and m.get("max_length"):
         fill["max_length"] = m["max_length"]
     return dataclasses.replace(cfg, **fill)
@@ -148,6 +159,18 @@ def _find(cfg: InspectConfig, kind: str) -> RawRecord:
     raise InputError(f"{cfg.input} has no record with {what}")
 
 
+def token_texts(tok, ids) -> list[str]:
+    """Each token's text: the growth of the decoded prefix, so that multi-byte characters
+    and word-initial spaces show where they are (a lone token's decode can lose them)."""
+    out, prev = [], ""
+    ids = list(ids)
+    for i in range(len(ids)):
+        text = tok.decode(ids[: i + 1])
+        out.append(text[len(prev) :] if text.startswith(prev) else tok.decode(ids[i : i + 1]))
+        prev = text
+    return out
+
+
 def _score_row(path: str, index: int) -> dict[str, Any]:
     for n, row in enumerate(read_score_rows(path)):
         if n == index:
@@ -160,20 +183,38 @@ GREEN, DIM, BOLD, RESET = "\x1b[42;30m", "\x1b[2m", "\x1b[1m", "\x1b[0m"
 
 def format_inspect(result: dict[str, Any], color: bool) -> str:
     """The rendered text with the scored tokens marked (a green background, or ⟦ ⟧ around
-    each run of scored tokens without colour), then a table of the scored tokens."""
+    each run of scored tokens without colour), then a table of the scored tokens; each
+    side of a preference record in turn."""
+    t = result["template"]
     head = (
-        f"record {result['index']} (id {result['id']!r}), template {result['template']}: "
+        f"record {result['index']} (id {result['id']!r}), template {t['name']} (rule "
+        f"{t['rule']}{', TRL variant ' + t['trl_variant'] if t.get('trl_variant') else ''}): "
         f"status {result['status']}"
     )
     if result["reason"]:
         head += f" ({result['reason']})"
-    if not result["tokens"]:
-        return head
-    head += f", {result['n_tokens']} tokens, {result['n_response_tokens']} scored" + (
+    sides = result.get("sides") or ({None: result} if result["tokens"] else {})
+    lines = [head]
+    for side, view in sides.items():
+        counts, body = _format_view(view, color)
+        if side is None:  # one sequence: its counts close the heading line
+            lines[0] += ", " + counts
+            lines += ["", *body]
+        else:
+            lines += ["", f"== {side}: {counts} ==", "", *body]
+    if "scores_row" in result:
+        row = result["scores_row"]
+        cols = [k for k in ("status", "loss_base", "loss_ref", "lobass", "margin") if k in row]
+        lines.append("scores file: " + ", ".join(f"{k} {row[k]}" for k in cols))
+    return "\n".join(lines)
+
+
+def _format_view(view: dict[str, Any], color: bool) -> tuple[str, list[str]]:
+    counts = f"{view['n_tokens']} tokens, {view['n_response_tokens']} scored" + (
         " (marked in green)" if color else " (between ⟦ and ⟧)"
     )
     parts, inside = [], False
-    for t in result["tokens"]:
+    for t in view["tokens"]:
         if t["scored"] != inside:
             parts.append(
                 (GREEN if t["scored"] else RESET) if color else ("⟦" if t["scored"] else "⟧")
@@ -185,13 +226,13 @@ def format_inspect(result: dict[str, Any], color: bool) -> str:
         parts.append(piece)
     if inside:
         parts.append(RESET if color else "⟧")
-    lines = [head, "", "".join(parts), ""]
-    has_lp = any("logprob_base" in t for t in result["tokens"])
+    lines = ["".join(parts), ""]
+    has_lp = any("logprob_base" in t for t in view["tokens"])
     lines.append(
         f"{'pos':>5}  {'token':<18}"
         + (f"{'logprob base':>14}{'logprob ref':>13}{'ref - base':>12}" if has_lp else "")
     )
-    for t in result["tokens"]:
+    for t in view["tokens"]:
         if not t["scored"]:
             continue
         row = f"{t['position']:>5}  {_show(t['text']):<18}"
@@ -201,16 +242,10 @@ def format_inspect(result: dict[str, Any], color: bool) -> str:
         lines.append(row)
     if has_lp:
         lines.append(
-            f"mean loss: base {result['loss_base']:.4f}, ref {result['loss_ref']:.4f}"
-            + _lobass(result["loss_base"], result["loss_ref"])
+            f"mean loss: base {view['loss_base']:.4f}, ref {view['loss_ref']:.4f}"
+            + _lobass(view["loss_base"], view["loss_ref"])
         )
-    if "scores_row" in result:
-        row = result["scores_row"]
-        lines.append(
-            "scores file: "
-            + ", ".join(f"{k} {row[k]}" for k in ("status", "loss_base", "loss_ref", "lobass"))
-        )
-    return "\n".join(lines)
+    return counts, lines
 
 
 def _show(text: str) -> str:

@@ -34,10 +34,11 @@ from .io import (
 )
 from .models import check_same_tokenizer, fingerprint, load_tokenizer, model_max_length
 from .records import NONFINITE, OK, STATUSES, RenderedSample, ScoredSample
-from .render import Renderer
+from .render import make_renderer, today
 from .resume import (
     kill_point,
     prepare_resume,
+    read_run_record,
     run_fingerprint,
     run_record_path,
     write_run_record,
@@ -50,16 +51,18 @@ MAX_CHUNK_RECORDS = 8192
 
 
 def chunk_by_tokens(items: Iterable[RenderedSample], batch_tokens: int) -> Iterator[list]:
-    """Consecutive runs of samples holding about ``batch_tokens`` scorable tokens each."""
+    """Consecutive runs of samples holding about ``batch_tokens`` scorable tokens each; the
+    sequences of one record (a preference pair's two sides) stay in one chunk."""
     buf: list[RenderedSample] = []
     tokens = 0
     for r in items:
+        full = tokens >= batch_tokens or len(buf) >= MAX_CHUNK_RECORDS
+        if full and buf[-1].index != r.index:
+            yield buf
+            buf, tokens = [], 0
         buf.append(r)
         if r.status == OK:
             tokens += r.n_tokens
-        if tokens >= batch_tokens or len(buf) >= MAX_CHUNK_RECORDS:
-            yield buf
-            buf, tokens = [], 0
     if buf:
         yield buf
 
@@ -108,6 +111,35 @@ def aggregate(
         **score_losses(lb, lr),
         **alone,
     )
+
+
+SIDE_COLUMNS = ("loss_base", "loss_ref", "lobass", "rho")
+
+
+def aggregate_pair(chosen: ScoredSample, rejected: ScoredSample) -> ScoredSample:
+    """A preference record's line from its two sides' lines: each side's columns
+    (``loss_base_chosen``, ..., ``rho_rejected``) and ``margin = lobass_chosen -
+    lobass_rejected``, the difference of the normalised implicit rewards (DavIR-DPO); the
+    unsuffixed columns are the chosen side's. A failed side fails the record."""
+    bad = next((s for s in (chosen, rejected) if s.status != OK), None)
+    if bad is not None:
+        return ScoredSample(
+            chosen.index,
+            chosen.id,
+            bad.status,
+            bad.reason,
+            chosen.n_tokens,
+            chosen.n_response_tokens,
+        )
+    pair: dict[str, Any] = {}
+    for name, side in (("chosen", chosen), ("rejected", rejected)):
+        for col in SIDE_COLUMNS:
+            pair[f"{col}_{name}"] = getattr(side, col)
+        pair[f"n_tokens_{name}"] = side.n_tokens
+        pair[f"n_response_tokens_{name}"] = side.n_response_tokens
+    lc, lr = chosen.lobass, rejected.lobass
+    pair["margin"] = None if lc is None or lr is None else lc - lr
+    return dataclasses.replace(chosen, pair=pair)
 
 
 def _alone(r: RenderedSample, bos: int | None) -> RenderedSample:
@@ -205,6 +237,26 @@ def resolve_engine_kind(cfg: EngineConfig) -> str:
     return "torch"
 
 
+def resolve_date(cfg: ScoreConfig) -> str:
+    """The date templates render with: the one given, else the one an interrupted run of
+    this output started with (``--resume``, and Ray, which always keeps its finished
+    shards), else today (UTC)."""
+    if cfg.date:
+        return str(cfg.date)
+    if cfg.resume or cfg.executor == "ray":
+        record = read_run_record(Path(cfg.output))
+        if record and record.get("options", {}).get("date"):
+            return record["options"]["date"]
+    return today()
+
+
+def check_format_options(cfg: ScoreConfig, fmt: str) -> None:
+    if cfg.ifd and fmt == "preference":
+        raise ConfigError(
+            "--ifd scores one response per record; preference records have two (drop --ifd)"
+        )
+
+
 def make_engine(model: str, cfg: EngineConfig, max_model_len: int, name: str):
     kind = resolve_engine_kind(cfg)
     if kind == "vllm":
@@ -249,8 +301,9 @@ def dry_run(
             tok, max_length, _ = _setup_served(cfg, stats, owned)
         else:
             tok, max_length, _ = _setup_local(cfg, stats)
-        renderer = Renderer(tok, cfg.template, max_length)
+        renderer = make_renderer(cfg, tok, max_length)
         fmt = resolve_format(cfg.input, kind, cfg.format)
+        check_format_options(cfg, fmt)
         samples = flag_duplicate_ids(to_samples(read_records(cfg.input, kind), fmt), IdRegistry())
         counts: Counter = Counter()
         sample: list[RenderedSample] = []
@@ -379,6 +432,7 @@ def score_file(
     """Score with the configured executor, then write the manifest (by default
     ``<output stem>.manifest.json``) and move the scores into place; returns the manifest.
     ``engines``: see ``run_scoring``."""
+    cfg = dataclasses.replace(cfg, date=resolve_date(cfg))
     if cfg.executor == "ray":
         from .ray_executor import run_scoring_ray
 
@@ -430,8 +484,9 @@ def run_scoring(cfg: ScoreConfig, engines: tuple | None = None) -> dict[str, Any
             engines = tuple(owned)
         else:
             tok, max_length, models = _setup_local(cfg, stats)
-        renderer = Renderer(tok, cfg.template, max_length)
+        renderer = make_renderer(cfg, tok, max_length)
         fmt = resolve_format(cfg.input, kind, cfg.format)
+        check_format_options(cfg, fmt)
         out = Path(cfg.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(out.name + ".partial")
@@ -477,7 +532,7 @@ def run_scoring(cfg: ScoreConfig, engines: tuple | None = None) -> dict[str, Any
         kind,
         models,
         engine_info,
-        renderer.template_name,
+        renderer.info(),
         max_length,
         stats,
         scoring_seconds,
@@ -491,7 +546,7 @@ def build_manifest(
     kind: str,
     models: dict,
     engine_info: dict,
-    template: str,
+    template: dict,
     max_length: int,
     stats: Stats,
     scoring_seconds: float,
@@ -620,15 +675,25 @@ def _score_stream(
                         [next(got) if a.n_response_tokens else np.empty(0) for a in alone]
                     )
             with stats.timer("aggregate_write"):
-                for r in chunk:
+                parts: list[ScoredSample] = []
+                for j, r in enumerate(chunk):
                     if r.status == OK:
-                        s = aggregate(
-                            r, next(lp_base), next(lp_ref), next(lp_alone) if lp_alone else None
+                        parts.append(
+                            aggregate(
+                                r,
+                                next(lp_base),
+                                next(lp_ref),
+                                next(lp_alone) if lp_alone else None,
+                            )
                         )
                         stats.counts["tokens_scored_samples"] += r.n_tokens
                         stats.counts["response_tokens"] += r.n_response_tokens
                     else:
-                        s = aggregate(r, None, None)
+                        parts.append(aggregate(r, None, None))
+                    if j + 1 < len(chunk) and chunk[j + 1].index == r.index:
+                        continue  # the record's other side comes next
+                    s = aggregate_pair(*parts) if len(parts) == 2 else parts[0]
+                    parts = []
                     if cfg.strict and s.status != OK:
                         raise InputError(
                             f"{cfg.input}, {where(cfg.input, kind, s.index)}: {s.status}: "

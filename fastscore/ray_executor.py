@@ -25,7 +25,7 @@ from .config import ScoreConfig, from_dict
 from .errors import ConfigError, EngineError
 from .ids import KnownDuplicates, duplicate_records
 from .io import count_records, detect_file_kind
-from .resume import run_fingerprint
+from .resume import run_fingerprint, write_run_record
 from .stats import Stats
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class ShardWorker:
         import torch
 
         from .pipeline import _setup_local, _setup_served, make_engine
-        from .render import Renderer
+        from .render import make_renderer
 
         torch.set_num_threads(max(1, threads))
         self.cfg = from_dict(ScoreConfig, cfg_dict)
@@ -56,7 +56,7 @@ class ShardWorker:
             tok, max_length, self.models = _setup_local(self.cfg, stats)
             self.engines.append(make_engine(self.cfg.base, self.cfg.engine, max_length + 1, "base"))
             self.engines.append(make_engine(self.cfg.ref, self.cfg.engine, max_length + 1, "ref"))
-        self.renderer = Renderer(tok, self.cfg.template, max_length)
+        self.renderer = make_renderer(self.cfg, tok, max_length)
         self.kind = detect_file_kind(self.cfg.input)
 
     def score(self, lo: int, hi: int, fmt: str, out_path: str, duplicates: dict) -> dict:
@@ -83,7 +83,7 @@ class ShardWorker:
             "seconds": {**stats.to_json()["seconds"], "shard": round(time.perf_counter() - t0, 4)},
             "engines": {"base": self.engines[0].info(), "ref": self.engines[1].info()},
             "models": self.models,
-            "template": self.renderer.template_name,
+            "template": self.renderer.info(),
             "max_length": self.renderer.max_length,
             "node": os.uname().nodename,
         }
@@ -98,14 +98,16 @@ def run_scoring_ray(cfg: ScoreConfig) -> dict[str, Any]:
         import ray
     except ImportError as e:
         raise ConfigError("executor 'ray' needs Ray: pip install 'fastscore[ray]'") from e
-    from .pipeline import build_manifest, resolve_format
+    from .pipeline import build_manifest, check_format_options, resolve_format
 
     t_start = time.perf_counter()
     stats = Stats()
     kind = detect_file_kind(cfg.input)
     n_records = count_records(cfg.input, kind)
     fmt = resolve_format(cfg.input, kind, cfg.format)
+    check_format_options(cfg, fmt)
     fp = run_fingerprint(cfg, fmt)
+    write_run_record(Path(cfg.output), cfg, fmt)  # keeps the date for a restarted run
     with stats.timer("duplicate_ids"):  # found over the whole file, so shards agree with it
         duplicates = duplicate_records(cfg.input, kind, fmt)
     out = Path(cfg.output)

@@ -26,8 +26,20 @@ STATUSES = (OK, BAD_RECORD, NO_RESPONSE, TOO_LONG, TEMPLATE_ERROR, NONFINITE, DU
 
 @dataclass(slots=True)
 class Message:
-    role: str  # "system" | "user" | "assistant"
-    content: str
+    """One message as the chat template takes it: ``role``, ``content`` and whatever else
+    the record gave it (``tool_calls``, ``reasoning_content``, ``name``, ...), passed on
+    untouched since templates test for those keys."""
+
+    role: str  # "system" | "developer" | "user" | "assistant" | "tool" | "ipython"
+    content: str | None
+    extra: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"role": self.role, "content": self.content, **(self.extra or {})}
+
+    @property
+    def text(self) -> str:
+        return self.content or ""
 
 
 @dataclass(slots=True)
@@ -41,13 +53,30 @@ class RawRecord:
 
 @dataclass(slots=True)
 class Sample:
-    """A record turned into a conversation; ``messages`` is empty when ``status`` is not ok."""
+    """A record turned into a conversation; ``messages`` is empty when ``status`` is not ok.
+
+    A chat (``completions`` None) is scored where SFT trains on it: every assistant turn.
+    A prompt-completion record has ``completions={"completion": ...}`` and a preference
+    record ``{"chosen": ..., "rejected": ...}``: ``messages`` is then the prompt, and each
+    continuation (a list of messages, or a string when the prompt is the raw ``text``,
+    with no chat template) is scored after it.
+    """
 
     index: int
     id: Any
     messages: list[Message] = field(default_factory=list)
     status: str = OK
     reason: str | None = None
+    tools: list | None = None  # the record's tool schemas, handed to the template
+    template_kwargs: dict[str, Any] | None = None  # the record's chat_template_kwargs
+    completions: dict[str, Any] | None = None
+    text: str | None = None  # raw-text prompt of a prompt-completion or preference record
+
+    @property
+    def kind(self) -> str:
+        if self.completions is None:
+            return "chat"
+        return "preference" if "chosen" in self.completions else "completion"
 
 
 @dataclass(slots=True)
@@ -56,7 +85,8 @@ class RenderedSample:
 
     ``token_ids`` stops at the last response token: nothing after it changes a score, so
     it is not computed. ``response_positions`` are sorted indices into ``token_ids``, all
-    >= 1 (position 0 has no context to be predicted from).
+    >= 1 (position 0 has no context to be predicted from). A preference record renders to
+    two of these in a row, one per ``side``.
     """
 
     index: int
@@ -65,6 +95,7 @@ class RenderedSample:
     response_positions: np.ndarray  # int32 [n_response_tokens]
     status: str = OK
     reason: str | None = None
+    side: str | None = None  # "chosen" | "rejected" for a preference record
 
     @property
     def n_tokens(self) -> int:
@@ -92,6 +123,9 @@ class ScoredSample:
     # with --ifd only: the base's loss on the response without its prompt, and their ratio
     loss_alone: float | None = None
     ifd: float | None = None
+    # preference records: each side's columns (loss_base_chosen, ..., lobass_rejected) and
+    # margin; the columns above then describe the chosen side
+    pair: dict[str, Any] | None = None
 
     def to_json(self, with_ifd: bool = False) -> dict[str, Any]:
         out = {
@@ -108,6 +142,8 @@ class ScoredSample:
         if with_ifd:
             out["loss_alone"] = self.loss_alone
             out["ifd"] = self.ifd
+        if self.pair is not None:
+            out.update(self.pair)
         if self.reason is not None:
             out["reason"] = self.reason
         return out

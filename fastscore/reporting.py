@@ -26,7 +26,7 @@ from .scoring import spearman
 from .selection import DERIVED, plan, score_of
 
 # score columns drawn when the scores file has them, in this order
-COLUMNS = ("lobass", "rho", "loss_base", "loss_ref", "ifd", "loss_alone")
+COLUMNS = ("lobass", "rho", "loss_base", "loss_ref", "ifd", "loss_alone", "margin")
 # a scatter of more points than this shows a seeded sample of them (said on the page)
 MAX_POINTS = 50_000
 
@@ -222,7 +222,7 @@ def _groups(cfg: ReportConfig, n: int, picked) -> dict[str, dict[str, int]]:
 
 def _samples(cfg: ReportConfig, table: ScoreTable, ok, score: str) -> dict[str, list[dict]]:
     """The top and bottom ``cfg.samples`` ok records by the score, with their text."""
-    from .formats import to_sample
+    from .formats import sample_turns, to_sample
     from .pipeline import resolve_format
 
     v = table.columns[score]
@@ -236,7 +236,7 @@ def _samples(cfg: ReportConfig, table: ScoreTable, ok, score: str) -> dict[str, 
     for raw in read_records(cfg.input, kind):
         if raw.index in wanted:
             sample = to_sample(raw, fmt)
-            texts[raw.index] = [(m.role, m.content) for m in sample.messages]
+            texts[raw.index] = sample_turns(sample)
     if len(texts) != len(wanted):
         raise ConfigError(f"{cfg.input} has fewer records than the scores file; wrong --input?")
 

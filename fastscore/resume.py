@@ -64,6 +64,11 @@ def run_record_path(output: Path) -> Path:
     return output.with_name(output.name + ".run.json")
 
 
+def read_run_record(output: Path) -> dict | None:
+    path = run_record_path(output)
+    return orjson.loads(path.read_bytes()) if path.exists() else None
+
+
 def write_run_record(output: Path, cfg, fmt: str) -> None:
     size, mtime = input_signature(cfg.input)
     record = {

@@ -72,6 +72,8 @@ def _finished_scoring(cfg: ScoreConfig, manifest_path: Path) -> dict[str, Any] |
     if out.with_name(out.name + ".partial").exists():
         return None
     manifest = orjson.loads(manifest_path.read_bytes())
+    if cfg.date is None:  # the date the finished scores were rendered with
+        cfg = dataclasses.replace(cfg, date=manifest.get("options", {}).get("date"))
     if manifest.get("fingerprint") != run_fingerprint(
         cfg, resolve_format(cfg.input, detect_file_kind(cfg.input), cfg.format)
     ):

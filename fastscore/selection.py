@@ -20,7 +20,7 @@ import orjson
 
 from .config import SelectConfig, parse_quota, validate_select
 from .errors import InputError
-from .formats import record_id, to_sample
+from .formats import record_id, sample_turns, to_sample
 from .ids import IdRegistry
 from .io import (
     detect_file_kind,
@@ -36,7 +36,7 @@ from .scoring import perplexity, seeded_uniform, spearman
 # scores computed from a row rather than read from a column
 DERIVED = ("perplexity", "length", "random")
 # columns whose correlation with response length the summaries report
-LENGTH_CHECKED = ("lobass", "rho", "loss_base", "perplexity", "ifd", "random")
+LENGTH_CHECKED = ("lobass", "rho", "loss_base", "perplexity", "ifd", "margin", "random")
 
 OUTPUT_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
 
@@ -223,7 +223,7 @@ def input_facts(path, field_name: str | None, dedup: bool, n_rows: int) -> dict[
             sample = to_sample(raw, fmt)
             if sample.status == OK:
                 text = "\n".join(
-                    f"{m.role}: {' '.join(m.content.lower().split())}" for m in sample.messages
+                    f"{role}: {' '.join(t.lower().split())}" for role, t in sample_turns(sample)
                 )
                 if seen.first(text, raw.index) is not None:
                     duplicates.add(raw.index)

@@ -24,7 +24,7 @@ from .formats import to_samples
 from .io import detect_file_kind, read_records
 from .models import fingerprint, load_tokenizer, model_max_length
 from .records import OK
-from .render import Renderer
+from .render import make_renderer
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +121,18 @@ def train_examples(
 
 
 def rendered_examples(cfg: TrainConfig, tokenizer, max_length: int):
-    """(examples, counts by status, template name): the scorer's rendering of every record."""
+    """(examples, counts by status, rendering info): the scorer's rendering of every record.
+    A preference record trains on its chosen side (SFT on the preferred answers)."""
     kind = detect_file_kind(cfg.input)
-    renderer = Renderer(tokenizer, cfg.template, max_length)
+    renderer = make_renderer(cfg, tokenizer, max_length)
     examples, counts = [], Counter()
     for r in renderer.render_all(to_samples(read_records(cfg.input, kind), cfg.format)):
+        if r.side == "rejected":
+            continue
         counts[r.status] += 1
         if r.status == OK:
             examples.append((r.token_ids.tolist(), r.response_positions.tolist()))
-    return examples, counts, renderer.template_name
+    return examples, counts, renderer.info()
 
 
 def train_ref(config: TrainConfig | None = None, /, **fields: Any) -> dict[str, Any]:

@@ -63,6 +63,54 @@ def test_bad_records_get_a_reason(data, fmt, reason):
     assert s.status == BAD_RECORD and reason in s.reason
 
 
+def test_tool_calls_reasoning_and_record_extras_reach_the_template_untouched():
+    call = {"type": "function", "function": {"name": "f", "arguments": {"a": 1}}}
+    s = _one(
+        {
+            "tools": '[{"type": "function", "function": {"name": "f"}}]',
+            "chat_template_kwargs": {"enable_thinking": False},
+            "messages": [
+                {"role": "user", "content": "go"},
+                {"role": "assistant", "tool_calls": [call]},  # no content at all
+                {"role": "tool", "name": "f", "content": "3"},
+                {"role": "assistant", "content": "3.", "reasoning_content": "f said 3"},
+            ],
+        }
+    )
+    assert s.status == OK and s.kind == "chat"
+    assert s.tools == [{"type": "function", "function": {"name": "f"}}]
+    assert s.template_kwargs == {"enable_thinking": False}
+    assert [m.to_dict() for m in s.messages] == [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "content": "3", "name": "f"},
+        {"role": "assistant", "content": "3.", "reasoning_content": "f said 3"},
+    ]
+
+
+def test_trl_prompt_completion_and_preference_shapes():
+    pc = _one({"prompt": [{"role": "user", "content": "q"}], "completion": [
+        {"role": "assistant", "content": "a"}]})  # fmt: skip
+    assert pc.kind == "completion" and [m.role for m in pc.messages] == ["user"]
+    assert [m.content for m in pc.completions["completion"]] == ["a"]
+    text = _one({"prompt": "The sky is", "completion": " blue."})
+    assert text.text == "The sky is" and text.completions == {"completion": " blue."}
+    pref = _one({"prompt": "2+2=", "chosen": "4", "rejected": "5"})
+    assert pref.kind == "preference" and pref.completions == {"chosen": "4", "rejected": "5"}
+    u = {"role": "user", "content": "2+2?"}
+    implicit = _one(
+        {
+            "chosen": [u, {"role": "assistant", "content": "4"}],
+            "rejected": [u, {"role": "assistant", "content": "5"}],
+        }
+    )
+    # TRL's extract_prompt: the longest common prefix of the two conversations
+    assert [m.to_dict() for m in implicit.messages] == [u]
+    assert [m.content for m in implicit.completions["rejected"]] == ["5"]
+    mixed = _one({"prompt": "x", "chosen": [u], "rejected": "y"}, "preference")
+    assert mixed.status == BAD_RECORD and "all strings or all message lists" in mixed.reason
+
+
 def test_auto_holds_the_file_to_its_format():
     raws = [RawRecord(0, {"x": 1}), RawRecord(1, PR), RawRecord(2, ALPACA)]
     out = list(to_samples(raws))

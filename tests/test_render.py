@@ -90,10 +90,13 @@ def test_statuses(tokenizer):
     assert long.status == TOO_LONG and "max_length 12" in long.reason
 
 
-def test_a_reply_that_opens_the_conversation_is_context(tokenizer):
+def test_a_reply_that_opens_the_conversation_is_trained_as_trl_would(tokenizer):
+    """TRL's assistant mask covers every assistant turn, an opening one included; only
+    position 0, which nothing predicts, is left out."""
     rr = Renderer(tokenizer, "model")
     only = rr.render(Sample(0, 0, [Message("assistant", "hello there.")]))
-    assert only.status == NO_RESPONSE and "opens the conversation" in only.reason
+    assert only.status == OK
+    assert _runs(only, tokenizer)[0] == ["hello there.<|im_end|>"]
     r = rr.render(
         Sample(
             1,
@@ -105,10 +108,10 @@ def test_a_reply_that_opens_the_conversation_is_context(tokenizer):
             ],
         )
     )
-    assert _runs(r, tokenizer)[0] == ["blue.<|im_end|>"]
+    assert _runs(r, tokenizer)[0] == ["hi, ask me.<|im_end|>", "blue.<|im_end|>"]
 
 
-def test_template_that_is_not_prefix_stable(tokenizer):
+def test_a_template_that_is_not_prefix_stable_is_located_in_the_full_render(tokenizer):
     import copy
 
     odd = copy.deepcopy(tokenizer)
@@ -117,10 +120,14 @@ def test_template_that_is_not_prefix_stable(tokenizer):
         "{{ messages|length }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n"
         "{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"
     )
-    r = Renderer(odd, "model").render(
-        Sample(0, 0, [Message("user", "hi"), Message("assistant", "yo")])
-    )
-    assert r.status == TEMPLATE_ERROR and "prefix-stable" in r.reason
+    rr = Renderer(odd, "model")
+    assert rr.chat.rule == "sentinel"
+    conv = [Message("user", "hi"), Message("assistant", "yo"), Message("user", "and?")]
+    r = rr.render(Sample(0, 0, [*conv, Message("assistant", "so it goes.")]))
+    assert r.status == OK
+    # each reply: after the generation prompt ("assistant: "), up to its end (no marker);
+    # the token " yo" straddles the prompt's last space and the reply, and is in
+    assert _runs(r, odd)[0] == [" yo", " so it goes."]
 
 
 def test_template_that_raises(tokenizer):
@@ -135,14 +142,19 @@ def test_template_that_raises(tokenizer):
 
 
 @pytest.mark.parametrize(
-    "starts,spans,expected",
+    "offsets,spans,expected",
     [
-        ([0, 3, 5, 9, 12], [(5, 12)], [2, 3]),  # a token starting at the end is outside
-        ([0, 2, 4, 6, 8], [(1, 3), (6, 9)], [1, 3, 4]),
-        ([0, 4], [], []),
-        ([0, 1, 2], [(0, 1)], [0]),
+        # tokens [0,3) [3,5) [5,9) [9,12) [12,14); a token starting at the end is outside
+        ([(0, 3), (3, 5), (5, 9), (9, 12), (12, 14)], [(5, 12)], [2, 3]),
+        # a token straddling a span's start or end is in
+        ([(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)], [(1, 3), (6, 9)], [0, 1, 3, 4]),
+        ([(0, 4), (4, 8)], [], []),
+        ([(0, 1), (1, 2), (2, 3)], [(0, 1)], [0]),
+        # empty offsets (special tokens in some tokenizers) overlap nothing
+        ([(0, 2), (2, 2), (2, 4)], [(2, 4)], [2]),
     ],
 )
-def test_response_positions_first_character_rule(starts, spans, expected):
-    got = response_positions(np.asarray(starts), spans)
+def test_response_positions_overlap_rule(offsets, spans, expected):
+    o = np.asarray(offsets)
+    got = response_positions(o[:, 0], o[:, 1], spans)
     assert got.tolist() == expected

@@ -1,0 +1,187 @@
+"""The scored tokens are what TRL trains on, for every chat template pair TRL ships.
+
+For each (original, training variant) pair in ``trl.chat_template_utils``, the test
+tokenizer (the demo's, with every special token of those templates added) is given the
+*original* template, as a user's checkpoint would carry it; fastscore must then render
+each conversation of ``tests/conversations.py`` to TRL's token ids and score exactly the
+tokens of TRL's loss mask (``SFTTrainer(assistant_only_loss=True)``'s tokenize step, and
+one real ``SFTTrainer`` to show that step is what the trainer does). Prompt-completion
+and preference records are held to SFTTrainer's and DPOTrainer's own steps.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from fastscore.formats import to_sample
+from fastscore.records import NO_RESPONSE, OK, TEMPLATE_ERROR, RawRecord
+from fastscore.render import Renderer
+
+from .conversations import (
+    COMPLETIONS,
+    CONVERSATIONS,
+    FIXED_DATE,
+    PREFERENCES,
+    parity_tokenizer,
+    trl_dpo,
+    trl_sft,
+    trl_template_pairs,
+    trl_text_completion,
+)
+
+if os.environ.get("CI") != "true":  # under CI a missing TRL fails below instead
+    pytest.importorskip("trl")
+
+PAIRS = trl_template_pairs()
+FAMILIES = [f for f, _, _ in PAIRS]
+
+
+@pytest.fixture(scope="module")
+def tok(tokenizer):
+    return parity_tokenizer(tokenizer)
+
+
+def _with_template(tok, template):
+    import copy
+
+    t = copy.copy(tok)
+    t.chat_template = template
+    return t
+
+
+def as_multimodal(record: dict) -> dict:
+    from trl.data_utils import prepare_multimodal_messages
+
+    return {
+        k: prepare_multimodal_messages(v) if k in ("messages", "prompt", "completion") else v
+        for k, v in record.items()
+    }
+
+
+def mismatch(rendered, expected) -> str | None:
+    """Why a rendered sequence differs from TRL's (ids, mask), or None when it does not."""
+    if isinstance(expected, Exception):
+        if rendered.status == TEMPLATE_ERROR:
+            return None
+        return f"TRL raised {type(expected).__name__}: {expected}; fastscore: {rendered.status}"
+    ids, mask = expected
+    pos = [i for i, m in enumerate(mask) if m and i >= 1]
+    if not pos:
+        return None if rendered.status == NO_RESPONSE else f"TRL masks nothing; {rendered.status}"
+    if rendered.status != OK:
+        return f"{rendered.status}: {rendered.reason}"
+    n = pos[-1] + 1
+    if rendered.token_ids.tolist() != list(ids[:n]):
+        return "token ids differ"
+    if rendered.response_positions.tolist() != pos:
+        got = set(rendered.response_positions.tolist())
+        return f"masks differ at positions {sorted(got ^ set(pos))[:8]}"
+    return None
+
+
+def test_trl_ships_the_template_pairs_we_test():
+    assert len(PAIRS) >= 31, FAMILIES
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_conversation_matches_trl(tok, family):
+    _, original, training = next(p for p in PAIRS if p[0] == family)
+    t = _with_template(tok, original)
+    renderer = Renderer(t, date=FIXED_DATE)
+    assert renderer.chat.rule == "trl" and renderer.chat.variant == family
+    assert renderer.chat.source == training
+    failures, rendered_ok = {}, 0
+    for name, record in {**CONVERSATIONS, **COMPLETIONS}.items():
+        if name == "completion_text":
+            continue  # raw text: no template (below)
+        fmt = "messages" if "messages" in record else "prompt-completion"
+        (got,) = renderer.render_sides(to_sample(RawRecord(0, record), fmt))
+        if renderer.content_parts:  # a VLM template: TRL's processor path gives it parts
+            record = as_multimodal(record)
+        why = mismatch(got, trl_sft(t, record, training))
+        rendered_ok += got.status == OK
+        if why:
+            failures[name] = why
+    assert not failures, failures
+    # multi-turn records render: none of them is refused
+    two_turns = to_sample(RawRecord(0, CONVERSATIONS["two_turns"]), "messages")
+    (multi,) = renderer.render_sides(two_turns)
+    assert multi.status == OK, multi.reason
+    assert rendered_ok >= 3
+
+
+def test_text_completion_matches_sft_trainer(tok):
+    record = COMPLETIONS["completion_text"]
+    (got,) = Renderer(tok).render_sides(to_sample(RawRecord(0, record), "prompt-completion"))
+    assert mismatch(got, trl_text_completion(tok, record)) is None
+
+
+@pytest.mark.parametrize("family", ["qwen3", "llama3", "gemma3", "gptoss"])
+def test_preference_pairs_match_dpo_trainer(tok, family):
+    _, original, _ = next(p for p in PAIRS if p[0] == family)
+    t = _with_template(tok, original)
+    renderer = Renderer(t, date=FIXED_DATE)
+    for name, record in PREFERENCES.items():
+        sides = renderer.render_sides(to_sample(RawRecord(0, record), "preference"))
+        expected = trl_dpo(t, record)
+        assert [s.side for s in sides] == ["chosen", "rejected"]
+        for s in sides:
+            assert mismatch(s, expected[s.side]) is None, (name, s.side, s.reason)
+
+
+def test_the_reference_is_what_sft_trainer_does(tmp_path, demo_assets, tok):
+    """trl_sft reproduces the labels of a real SFTTrainer(assistant_only_loss=True)."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    model = AutoModelForCausalLM.from_pretrained(demo_assets.base)
+    for family in ("qwen3", "gptoss"):
+        _, original, training = next(p for p in PAIRS if p[0] == family)
+        t = _with_template(tok, original)
+        # records whose messages share their keys: datasets would fill the others with nulls
+        for name in ("two_turns", "reasoning_field", "reasoning_inline"):
+            record = CONVERSATIONS[name]
+            trainer = SFTTrainer(
+                model=model,
+                args=SFTConfig(
+                    output_dir=str(tmp_path / family),
+                    assistant_only_loss=True,
+                    report_to=[],
+                    max_length=None,
+                    use_cpu=True,
+                    bf16=False,
+                ),
+                train_dataset=Dataset.from_list([record]),
+                processing_class=t,
+            )
+            row = trainer.train_dataset[0]
+            ids, mask = trl_sft(t, record, training, fixed_date=False)  # the trainer's today
+            assert row["input_ids"] == ids, (family, name)
+            assert [x != -100 for x in row["labels"]] == [bool(m) for m in mask], (family, name)
+
+
+def test_fallback_locates_every_assistant_turn_of_every_original(tok, monkeypatch):
+    """Without TRL's variants (rule sentinel) each original template still renders
+    multi-turn records, and every reply's own tokens are scored."""
+    import fastscore.render as render
+
+    monkeypatch.setattr(render, "trl_training_variant", lambda tokenizer, source: None)
+    for family, original, _ in PAIRS:
+        t = _with_template(tok, original)
+        renderer = Renderer(t, date=FIXED_DATE)
+        assert renderer.chat.rule == "sentinel"
+        record = CONVERSATIONS["two_turns"]
+        r = renderer.render(to_sample(RawRecord(0, record), "messages"))
+        assert r.status == OK, (family, r.reason)
+        scored = np.zeros(r.n_tokens + 1, dtype=bool)
+        scored[r.response_positions] = True
+        text = "".join(t.decode([i]) for i, s in zip(r.token_ids, scored, strict=False) if s)
+        for m in record["messages"]:
+            if m["role"] == "assistant":
+                assert m["content"] in text, (family, m["content"], text)
+            else:
+                assert m["content"] not in text, (family, m["content"], text)
