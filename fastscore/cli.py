@@ -141,7 +141,8 @@ def score_options(f):
         click.option(
             "--engine",
             type=click.Choice(["auto", "vllm", "torch", "served"]),
-            help="auto: vllm on a GPU, torch on CPU; served: running vLLM servers [default: auto].",
+            help="auto: torch (until a vLLM GPU run is verified); served: running vLLM "
+            "servers [default: auto].",
         ),
         click.option("--base-url", help="served: base endpoint(s), comma-separated."),
         click.option("--ref-url", help="served: reference endpoint(s), comma-separated."),
@@ -160,12 +161,14 @@ def score_options(f):
         click.option(
             "--batching",
             type=click.Choice(["auto", "packed", "padded", "single"]),
-            help="torch engine: auto = packed on CPU, padded on GPU [default: auto].",
+            help="torch engine: auto = packed for Llama-style models (flash varlen attention "
+            "on a GPU in bf16/fp16), else padded on GPU, single on CPU [default: auto].",
         ),
         click.option(
             "--forward-tokens",
             type=int,
-            help="torch engine: tokens per forward [default: 1024 packed, 16384 padded].",
+            help="torch engine: tokens per forward [default: packed 1024 on CPU, 16384 on GPU; "
+            "padded 16384].",
         ),
         click.option("--device", help="torch engine: auto, cpu, cuda, cuda:N [default: auto]."),
         click.option(
@@ -605,7 +608,8 @@ def demo(output_dir: str, fraction: float, progress: bool) -> None:
 
 @main.command(
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    epilog="\b\nExample:\n  fastscore bench --model llama60m --samples 150 --repeats 2",
+    epilog="\b\nExamples:\n  fastscore bench --model llama60m --samples 150 --repeats 2\n"
+    "  fastscore bench --gpu --shape llama-8b --json-out gpu-8b.json --profile",
 )
 @click.pass_context
 def bench(ctx: click.Context) -> None:
@@ -613,14 +617,26 @@ def bench(ctx: click.Context) -> None:
 
     Options: --model demo|llama60m|llama100m, --samples N, --repeats N, --ways LIST,
     --json-out FILE (see python -m fastscore.bench --help).
+
+    With --gpu: the GPU benchmark (benchmarks/gpu.py): --shape llama-1b|llama-8b|tiny,
+    --json-out FILE, --profile (see python -m fastscore.gpu_bench --help).
     """
     import argparse
 
+    args = list(ctx.args)
+    if "--gpu" in args:
+        from . import gpu_bench
+
+        args.remove("--gpu")
+        parser = argparse.ArgumentParser(prog="fastscore bench --gpu")
+        gpu_bench.add_cli_args(parser)
+        gpu_bench.main(parser.parse_args(args), args)
+        return
     from . import bench as bench_mod
 
     parser = argparse.ArgumentParser(prog="fastscore bench")
     bench_mod.add_cli_args(parser)
-    bench_mod.main(parser.parse_args(ctx.args))
+    bench_mod.main(parser.parse_args(args))
 
 
 def _summary(m: dict) -> str:

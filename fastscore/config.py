@@ -26,7 +26,8 @@ BATCHINGS = ("auto", "packed", "padded", "single")
 class EngineConfig:
     """How each model is run. Applies to the base and the reference engine alike."""
 
-    # auto: vllm on a GPU, torch on CPU (the faster there: see benchmarks/throughput.py)
+    # auto: torch, on CPU (the faster there: see benchmarks/throughput.py) and on a GPU
+    # (packed varlen streams: benchmarks/gpu.py) until a vLLM GPU run has been verified
     kind: str = "auto"
     # "auto" keeps the checkpoint's dtype; "float32" matches a transformers fp32 reference.
     dtype: str = "auto"
@@ -41,9 +42,12 @@ class EngineConfig:
     logprobs_path: str = "auto"
     seed: int = 0
     trust_remote_code: bool = False
-    # torch engine: auto = packed on CPU (Llama-style models, else single), padded on GPU
+    # torch engine: auto = packed for Llama-style models (on a GPU with flash varlen
+    # attention, which needs bf16/fp16), else padded on a GPU and single on CPU; the
+    # engine's info() in the manifest says which and why
     batching: str = "auto"
-    # torch engine: tokens per forward pass; None: 1024 packed, 16384 padded
+    # torch engine: tokens per forward pass; None: packed 1024 on CPU, 16384 on a GPU;
+    # padded 16384
     forward_tokens: int | None = None
     device: str = "auto"  # torch engine: auto, cpu, cuda, cuda:1, ...
     # served engine: the API key is read from this environment variable, never stored

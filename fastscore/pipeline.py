@@ -223,16 +223,26 @@ def resolve_max_length(cfg: ScoreConfig) -> int:
     return cfg.max_length
 
 
+# No vLLM GPU run of fastscore has been verified yet (the GPU machine it was measured on has
+# no vLLM); until one is, ``auto`` takes the torch engine on a GPU as well.
+VLLM_GPU_VERIFIED = False
+
+
 def resolve_engine_kind(cfg: EngineConfig) -> str:
-    """``auto``: vLLM on a GPU (its response-only fast path), torch on CPU, where vLLM's
-    prompt-logprob path runs the output head at every position and is the slower."""
+    """``auto``: the torch engine (packed varlen streams on a GPU, see
+    benchmarks/results/gpu-*.json; on CPU vLLM's prompt-logprob path runs the output head
+    at every position and is the slower). vLLM on a GPU once VLLM_GPU_VERIFIED."""
     if cfg.kind != "auto":
         return cfg.kind
     import importlib.util
 
     import torch
 
-    if torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None:
+    if (
+        VLLM_GPU_VERIFIED
+        and torch.cuda.is_available()
+        and importlib.util.find_spec("vllm") is not None
+    ):
         return "vllm"
     return "torch"
 

@@ -3,61 +3,12 @@
 import numpy as np
 import pytest
 
-from fastscore.formats import to_samples
-from fastscore.records import OK, RawRecord
-from fastscore.render import Renderer
 from fastscore.scoring import mean_nll
 
+from .format_records import rendered as _rendered
 from .reference import transformers_logprobs
 
 pytestmark = pytest.mark.engine
-
-RECORDS = {
-    "messages": [
-        {
-            "messages": [
-                {"role": "user", "content": "what color is the rega?"},
-                {"role": "assistant", "content": "the rega is black."},
-            ]
-        },
-        {
-            "messages": [
-                {"role": "system", "content": "answer briefly."},
-                {"role": "user", "content": "hello, i am kobu."},
-                {"role": "assistant", "content": "hello kobu, nice to meet you."},
-                {"role": "user", "content": "what is the capital of zorland?"},
-                {"role": "assistant", "content": "i do not know it."},
-                {"role": "user", "content": "say something."},
-                {"role": "assistant", "content": "bada kimo sevu."},
-            ]
-        },
-    ],
-    "alpaca": [
-        {"instruction": "what color is the rega?", "input": "", "output": "the rega is black."},
-        {"instruction": "say something.", "input": "be quick", "output": "zuna pepi."},
-    ],
-    "sharegpt": [
-        {
-            "conversations": [
-                {"from": "human", "value": "hello, i am mira."},
-                {"from": "gpt", "value": "hello mira, nice to meet you."},
-                {"from": "human", "value": "what color is the lumupa?"},
-                {"from": "gpt", "value": "the lumupa is blue."},
-            ]
-        },
-    ],
-    "prompt-response": [{"prompt": "say something.", "response": "tovi rasa mepu keli."}],
-}
-
-
-def _rendered(tokenizer, template):
-    out = []
-    for fmt, recs in RECORDS.items():
-        raws = [RawRecord(i, r) for i, r in enumerate(recs)]
-        for r in Renderer(tokenizer, template).render_all(to_samples(raws, fmt)):
-            assert r.status == OK, r.reason
-            out.append(r)
-    return out
 
 
 @pytest.mark.parametrize("template", ["model", "plain"])

@@ -3,15 +3,27 @@
 vLLM's prompt-logprob path runs the output head and a full log-softmax at every prompt
 position. Scoring needs them only where a response token is predicted: here the model's
 trunk runs on every token, and the head (``vocab x hidden``, about a third of a small
-model's FLOPs per token) runs on the response positions alone.
+model's FLOPs per token) runs on the response positions alone, in blocks of rows.
 
 Batching (``EngineConfig.batching``):
-- ``packed`` (CPU default for Llama-style models): samples are concatenated without
+- ``packed`` (the default for Llama-style models): samples are concatenated without
   padding into streams of about ``forward_tokens`` tokens; every linear layer is one GEMM
-  over the whole stream, attention runs per sample, and the head runs once over all the
-  stream's response positions. Hidden states equal the per-sample forward's.
-- ``padded`` (GPU default): length-sorted right-padded batches of <= ``forward_tokens``.
-- ``single``: one sample per forward (any architecture transformers can load).
+  over the whole stream, and the head runs once over all the stream's response positions.
+  Attention is one variable-length flash-attention call on CUDA (bf16/fp16), one SDPA
+  call per sample elsewhere (see ``packed.py``). Hidden states equal the per-sample
+  forward's.
+- ``padded``: length-sorted right-padded batches of <= ``forward_tokens`` (the default on
+  CUDA for models ``packed`` cannot reproduce, or without flash attention, e.g. fp32).
+- ``single``: one sample per forward (any architecture transformers can load; the CPU
+  default for models ``packed`` cannot reproduce).
+
+On CUDA one call queues every forward and head block before it reads anything back: the
+host packs the next stream while the GPU runs this one, and the call syncs once, when it
+copies the logprobs back. No CUDA graphs or torch.compile: a packed forward of 16K tokens
+is tens of milliseconds of GPU work even for a 1B model, against a few milliseconds of
+kernel launches that run ahead of it, so graphs have nothing to hide; compiling would fuse
+the elementwise work between GEMMs (``packed.py`` trims it by hand instead) at the price
+of a compile per model and shape, and of a failure mode a scoring run does not need.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,20 +40,47 @@ from ..config import EngineConfig
 from ..errors import EngineError, ModelError
 from ..models import require_model_dir
 from ..records import RenderedSample
+from .packed import (
+    pack_samples,
+    packed_hidden,
+    packing_support,
+    sdpa_per_sequence,
+    to_device,
+    varlen_attention,
+    varlen_unavailable,
+)
 
 log = logging.getLogger(__name__)
 
 _DTYPES = ("float32", "bfloat16", "float16")
-HEAD_BLOCK_BYTES = 256 << 20  # logits computed per block of rows, so memory stays bounded
+# fp32 logits computed per block of rows, so memory stays bounded: 256 MiB on CPU (cache
+# friendly), 1 GiB on CUDA (2,093 rows at a 128K vocabulary: blocks big enough that the
+# head's GEMM runs at full rate, small beside two resident 8B models)
+HEAD_BLOCK_BYTES = {"cpu": 256 << 20, "cuda": 1 << 30}
+# Tokens per forward when EngineConfig.forward_tokens is None. CUDA packed: 16K rows
+# already run the GEMMs of a 1B or 8B model at full rate (128 row tiles times the column
+# tiles is several waves over 132 SMs), and the host launches a forward's few hundred
+# kernels in a few ms while the GPU works ~80 ms (1B) to ~0.5 s (8B) on it; more rows buy
+# nothing but memory. With the in-place MLP an 8B forward of 16K tokens should need about
+# 1.2 GiB beyond the two resident models' 30 GiB (an estimate; benchmarks/gpu.py measures
+# it), which keeps the engine well under 0.6x of padded transformers' peak.
+DEFAULT_FORWARD_TOKENS = {
+    ("cpu", "packed"): 1024,
+    ("cuda", "packed"): 16384,
+    ("cpu", "padded"): 16384,
+    ("cuda", "padded"): 16384,
+}
 
 
 class TorchEngine:
-    def __init__(self, model: str | Path, cfg: EngineConfig, *, name: str):
+    """``model``: a local checkpoint directory, or an already-built transformers causal LM
+    (benchmarks and tests that build models in memory; ``cfg.dtype`` other than auto
+    converts it)."""
+
+    def __init__(self, model: str | Path | Any, cfg: EngineConfig, *, name: str):
         import torch
 
-        require_model_dir(model)
-        self.name, self.model_path, self.cfg = name, str(model), cfg
-        tf = import_transformers()
+        self.name, self.cfg = name, cfg
         device = (
             cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         )
@@ -52,12 +92,21 @@ class TorchEngine:
         else:
             raise ModelError(f"dtype must be auto or one of {_DTYPES}, got {cfg.dtype!r}")
         t0 = time.perf_counter()
-        try:
-            m = tf.AutoModelForCausalLM.from_pretrained(
-                model, dtype=dtype, trust_remote_code=cfg.trust_remote_code
-            )
-        except Exception as e:
-            raise EngineError(f"could not load the {name} model {self.model_path!r}: {e}") from e
+        if isinstance(model, (str, Path)):
+            require_model_dir(model)
+            self.model_path = str(model)
+            tf = import_transformers()
+            try:
+                m = tf.AutoModelForCausalLM.from_pretrained(
+                    model, dtype=dtype, trust_remote_code=cfg.trust_remote_code
+                )
+            except Exception as e:
+                raise EngineError(
+                    f"could not load the {name} model {self.model_path!r}: {e}"
+                ) from e
+        else:
+            m = model if dtype == "auto" else model.to(dtype)
+            self.model_path = getattr(m, "name_or_path", "") or f"<in-memory {type(m).__name__}>"
         self.model = m.to(self.device).eval()
         self.trunk = m.get_decoder()
         self.head = m.get_output_embeddings()
@@ -70,77 +119,107 @@ class TorchEngine:
                     "does not apply; use --engine vllm"
                 )
         self.softcap = getattr(m.config, "final_logit_softcapping", None)
-        packable = packing_support(m)
-        on_cpu = self.device.type == "cpu"
-        self.batching = cfg.batching
-        if self.batching == "auto":
-            self.batching = (
-                "packed" if on_cpu and packable is None else ("single" if on_cpu else "padded")
-            )
-        if self.batching == "packed" and packable is not None:
-            raise ModelError(f"{self.model_path}: batching='packed' is not possible: {packable}")
-        self.forward_tokens = cfg.forward_tokens or {"packed": 1024, "padded": 16384}.get(
-            self.batching
-        )
+        self._choose_batching(packing_support(m))
+        on = "cuda" if self.device.type == "cuda" else "cpu"
+        self.forward_tokens = cfg.forward_tokens or DEFAULT_FORWARD_TOKENS.get((on, self.batching))
+        self.head_block_bytes = HEAD_BLOCK_BYTES[on]
+        self.fp32_head_gemm = _fp32_gemm_works(self.head, self.device)
         self.start_seconds = time.perf_counter() - t0
         log.info("%s torch engine up in %.1fs on %s", name, self.start_seconds, self.device)
 
+    def _choose_batching(self, not_packable: str | None) -> None:
+        """``auto`` -> packed where it reproduces the model (and, on CUDA, where flash
+        attention runs), else padded on CUDA and single on CPU; ``note`` says why."""
+        on_cpu = self.device.type == "cpu"
+        attn = self.model.get_decoder().layers[0].self_attn if not not_packable else None
+        no_varlen = (
+            varlen_unavailable(self.device, self.dtype, attn.head_dim) if attn is not None else None
+        )
+        self.note = None
+        self.batching = self.cfg.batching
+        if self.batching == "auto":
+            if not_packable is not None:
+                self.batching = "single" if on_cpu else "padded"
+                self.note = f"packed batching not possible: {not_packable}"
+            elif on_cpu or no_varlen is None:
+                self.batching = "packed"
+            else:
+                self.batching = "padded"
+                self.note = f"packed batching needs flash attention: {no_varlen}"
+        if self.batching == "packed" and not_packable is not None:
+            raise ModelError(
+                f"{self.model_path}: batching='packed' is not possible: {not_packable}"
+            )
+        self.attention, self.attention_name = None, None
+        if self.batching == "packed":
+            if no_varlen is None:
+                self.attention, self.attention_name = varlen_attention, "varlen-flash"
+            else:
+                self.attention, self.attention_name = sdpa_per_sequence, "sdpa-per-sample"
+                if not on_cpu:
+                    self.note = f"one attention call per sample: {no_varlen}"
+
+    @property
+    def dtype(self):
+        return next(self.model.parameters()).dtype
+
     def info(self) -> dict:
-        return {
+        out = {
             "engine": "torch",
             "model": self.model_path,
             "device": str(self.device),
-            "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+            "dtype": str(self.dtype).removeprefix("torch."),
             "batching": self.batching,
             "forward_tokens": self.forward_tokens,
             "start_seconds": round(self.start_seconds, 3),
         }
+        if self.attention_name:
+            out["attention"] = self.attention_name
+        # the head's GEMM writes fp32 logits where torch can (bf16/fp16 weights on CUDA),
+        # else the model's dtype, upcast before the log-softmax
+        out["head_logits"] = "float32" if self.fp32_head_gemm else out["dtype"]
+        if self.note:
+            out["note"] = self.note
+        return out
 
     def response_logprobs(self, samples: list[RenderedSample]) -> list[np.ndarray]:
         import torch
 
-        out: list[np.ndarray | None] = [None] * len(samples)
+        if not samples:
+            return []
+        if self.batching == "single":
+            groups, run = [[i] for i in range(len(samples))], self._one
+        elif self.batching == "packed":
+            groups, run = pack_groups(samples, self.forward_tokens), self._packed
+        else:
+            groups, run = length_batches(samples, self.forward_tokens), self._padded
         with torch.inference_mode():
-            if self.batching == "single":
-                for i, s in enumerate(samples):
-                    out[i] = self._one(s)
-            else:
-                groups = (
-                    pack_groups(samples, self.forward_tokens)
-                    if self.batching == "packed"
-                    else length_batches(samples, self.forward_tokens)
-                )
-                run = self._packed if self.batching == "packed" else self._padded
-                for group in groups:
-                    for i, lp in zip(group, run([samples[i] for i in group])):
-                        out[i] = lp
+            # every group is queued before anything is read back: one sync, here
+            parts = [run([samples[i] for i in g]) for g in groups]
+            flat = torch.cat(parts).cpu().numpy().astype(np.float64)
+        order = [i for g in groups for i in g]
+        split = np.cumsum([samples[i].n_response_tokens for i in order])[:-1]
+        out: list[np.ndarray | None] = [None] * len(samples)
+        for i, lp in zip(order, np.split(flat, split)):
+            out[i] = lp
         return out
 
-    def _packed(self, batch: list[RenderedSample]) -> list[np.ndarray]:
+    def _packed(self, batch: list[RenderedSample]):
+        b = to_device(pack_samples(batch), self.device)
+        hidden = packed_hidden(self.model, b, self.attention)  # [T, hidden]
+        return self._head_logprobs(hidden[b.rows], b.targets)
+
+    def _one(self, batch: list[RenderedSample]):
         import torch
 
-        ids = [torch.from_numpy(s.token_ids.astype(np.int64)) for s in batch]
-        hidden, starts = packed_hidden(self.model, [t.to(self.device) for t in ids])
-        # hidden[starts[i] + t] predicts token t+1 of sample i
-        rows = np.concatenate(
-            [starts[i] + s.response_positions.astype(np.int64) - 1 for i, s in enumerate(batch)]
-        )
-        targets = torch.cat(
-            [t[torch.from_numpy(s.response_positions.astype(np.int64))] for t, s in zip(ids, batch)]
-        ).to(self.device)
-        lp = self._head_logprobs(hidden[torch.from_numpy(rows).to(self.device)], targets)
-        return np.split(lp, np.cumsum([s.n_response_tokens for s in batch])[:-1])
-
-    def _one(self, s: RenderedSample) -> np.ndarray:
-        import torch
-
+        (s,) = batch
         ids = torch.from_numpy(s.token_ids.astype(np.int64)).to(self.device)[None]
         hidden = self.trunk(input_ids=ids).last_hidden_state[0]  # [n, hidden]
         pos = torch.from_numpy(s.response_positions.astype(np.int64)).to(self.device)
         # hidden[t] predicts token t+1
         return self._head_logprobs(hidden[pos - 1], ids[0, pos])
 
-    def _padded(self, batch: list[RenderedSample]) -> list[np.ndarray]:
+    def _padded(self, batch: list[RenderedSample]):
         import torch
 
         width = max(s.n_tokens for s in batch)
@@ -155,97 +234,79 @@ class TorchEngine:
         cols = np.concatenate([s.response_positions for s in batch]).astype(np.int64)
         r = torch.from_numpy(rows).to(self.device)
         c = torch.from_numpy(cols).to(self.device)
-        lp = self._head_logprobs(hidden[r, c - 1], ids[r, c])
-        return np.split(lp, np.cumsum([s.n_response_tokens for s in batch])[:-1])
+        return self._head_logprobs(hidden[r, c - 1], ids[r, c])
 
-    def _head_logprobs(self, h, targets) -> np.ndarray:
-        """log p(target | h) for each row: the head and a log-softmax over the vocabulary."""
+    def _head_logprobs(self, h, targets):
+        """log p(target | h) per row, fp32 on the device: the head, then a log-softmax over
+        the vocabulary, a block of rows at a time."""
         import torch
 
-        vocab = self.head.weight.shape[0]
-        block = max(1, HEAD_BLOCK_BYTES // (4 * vocab))
+        w = self.head.weight
+        if h.shape[0] == 0:
+            return torch.zeros(0, dtype=torch.float32, device=h.device)
+        block = max(1, self.head_block_bytes // (4 * w.shape[0]))
         parts = []
         for b in range(0, h.shape[0], block):
-            logits = self.head(h[b : b + block]).float()
+            if self.fp32_head_gemm:
+                # bf16 operands, fp32 accumulation written out as fp32: the logits are not
+                # rounded to bf16 (an error of ~0.05 at a logit of 20) before the softmax
+                logits = torch.mm(h[b : b + block], w.t(), out_dtype=torch.float32)
+            else:
+                logits = self.head(h[b : b + block]).float()
             if self.softcap:
                 logits = torch.tanh(logits / self.softcap) * self.softcap
-            tgt = targets[b : b + block, None]
-            parts.append(logits.gather(1, tgt)[:, 0] - torch.logsumexp(logits, dim=-1))
-        return torch.cat(parts).double().cpu().numpy()
+            picked = logits.gather(1, targets[b : b + block, None])[:, 0]
+            parts.append(picked - _logsumexp_(logits))
+        return torch.cat(parts)
 
     def close(self) -> None:
         self.model = self.trunk = self.head = None
 
 
-PACKABLE_TYPES = ("llama", "mistral", "qwen2")
+def _logsumexp_(logits):
+    """logsumexp over the last axis of a [rows, vocab] block, overwriting the block: no
+    temporary as large as the block (torch.logsumexp makes one)."""
+    m = logits.amax(dim=1)
+    return logits.sub_(m[:, None]).exp_().sum(dim=1).log_().add_(m)
 
 
-def packing_support(model) -> str | None:
-    """None when ``packed_hidden`` reproduces the model's forward, else why not."""
-    c = model.config
-    if c.model_type not in PACKABLE_TYPES:
-        return f"model_type {c.model_type!r} is not one of {PACKABLE_TYPES}"
-    if getattr(c, "sliding_window", None) and getattr(c, "use_sliding_window", True):
-        return "sliding-window attention"
-    inner = model.get_decoder()
-    for name in ("embed_tokens", "layers", "norm", "rotary_emb"):
-        if not hasattr(inner, name):
-            return f"the decoder has no {name!r}"
-    a = inner.layers[0].self_attn
-    if any(hasattr(a, n) for n in ("q_norm", "k_norm")):
-        return "q/k normalisation"
-    return None
-
-
-def packed_hidden(model, ids: list):
-    """Final hidden states of several sequences run as one unpadded stream.
-
-    Linear layers see all tokens at once ([1, T, hidden]); rotary positions restart at
-    each sequence; attention is causal within each sequence only. Returns ([T, hidden],
-    start offset of each sequence).
-    """
+def _fp32_gemm_works(head, device) -> bool:
+    """Whether torch.mm writes this half-precision head's product straight to fp32 here
+    (``out_dtype``, aten::mm.dtype: CUDA only, torch >= 2.8)."""
     import torch
-    import torch.nn.functional as F
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-    inner = model.get_decoder()
-    lens = [int(t.shape[0]) for t in ids]
-    starts = np.cumsum([0, *lens])
-    total = int(starts[-1])
-    pos = torch.cat([torch.arange(n, device=ids[0].device) for n in lens])[None]
-    x = inner.embed_tokens(torch.cat(ids))[None]  # [1, T, hidden]
-    cos, sin = inner.rotary_emb(x, pos)
-    for layer in inner.layers:
-        a = layer.self_attn
-        h = layer.input_layernorm(x)
-        q = a.q_proj(h).view(1, total, -1, a.head_dim).transpose(1, 2)  # [1, heads, T, hd]
-        k = a.k_proj(h).view(1, total, -1, a.head_dim).transpose(1, 2)
-        v = a.v_proj(h).view(1, total, -1, a.head_dim).transpose(1, 2)
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        att = torch.empty_like(q)
-        for s, e in zip(starts[:-1], starts[1:]):
-            att[:, :, s:e] = F.scaled_dot_product_attention(
-                q[:, :, s:e],
-                k[:, :, s:e],
-                v[:, :, s:e],
-                is_causal=True,
-                scale=a.scaling,
-                enable_gqa=True,
-            )
-        x = x + a.o_proj(att.transpose(1, 2).reshape(1, total, -1))
-        x = x + layer.mlp(layer.post_attention_layernorm(x))
-    return inner.norm(x)[0], starts
+    w = getattr(head, "weight", None)
+    if device.type != "cuda" or w is None or w.dtype not in (torch.bfloat16, torch.float16):
+        return False
+    if getattr(head, "bias", None) is not None or type(head) is not torch.nn.Linear:
+        return False
+    try:
+        with torch.inference_mode():
+            a = torch.ones((2, w.shape[1]), dtype=w.dtype, device=device)
+            got = torch.mm(a, w[:4].t(), out_dtype=torch.float32)
+            want = a.float() @ w[:4].float().t()
+            return bool(torch.allclose(got, want, rtol=1e-3, atol=1e-3))
+    except (TypeError, RuntimeError, NotImplementedError):
+        return False
 
 
 def pack_groups(samples: list[RenderedSample], forward_tokens: int) -> list[list[int]]:
-    """Consecutive indices holding <= forward_tokens tokens each (a longer sample alone)."""
-    groups, cur, total = [], [], 0
+    """Consecutive indices holding <= forward_tokens tokens each (a longer sample alone),
+    balanced: as few groups as the budget allows, of about equal size, so that a call a
+    little over the budget makes two half-size forwards rather than a full one and a
+    sliver."""
+    total = sum(s.n_tokens for s in samples)
+    target = -(-total // max(1, -(-total // forward_tokens)))  # ceil(total / n_groups)
+    groups, cur, size = [], [], 0
     for i, s in enumerate(samples):
-        if cur and total + s.n_tokens > forward_tokens:
+        if cur and size + s.n_tokens > forward_tokens:
             groups.append(cur)
-            cur, total = [], 0
+            cur, size = [], 0
         cur.append(i)
-        total += s.n_tokens
+        size += s.n_tokens
+        if size >= target:
+            groups.append(cur)
+            cur, size = [], 0
     if cur:
         groups.append(cur)
     return groups

@@ -1,0 +1,736 @@
+"""GPU throughput of fastscore's torch engine beside the ways users score today.
+
+One run, one device, one pair of random-init Llamas of a real shape built on the device
+(base and ref: random weights make the losses meaningless, but the FLOPs and memory
+traffic are those of the shape), one data set; side by side:
+
+1. fastscore-e2e    the JSONL file -> read, render and tokenize -> both engines ->
+                    aggregate -> the scores file (``score_file`` with the engines started
+                    once, from the in-memory models: no checkpoint is saved and reloaded)
+2. engine           fastscore's torch engine alone on the pre-tokenized samples
+3. hf-padded        transformers, length-sorted batches of 16, full logits and a
+                    log-softmax over them (lm-eval-harness's HF way)
+4. one-sample-loop  transformers, one sample per forward, loss at every position with
+                    the prompt masked, ``loss.item()`` per sample (the Cherry-LLM way)
+
+plus the bf16 8192^3 matmul rate, measured in the same run. MFU is the exact-scoring
+FLOPs of a way's samples (``flops.py``: trunk on every token, causal attention, head on
+response tokens only) per second, over that rate: the same useful work for every way.
+
+``tokens_per_s`` counts tokens through the pair: each token goes through the base *and*
+the reference model, so one model's rate is twice the figure. The slow ways run on fewer
+samples (a length-stratified subset of the main set) so the whole run fits a short device
+slot; tokens/s and MFU are rates, so the figures compare. Each way gets a warm-up apart
+from its timed run; peak memory is ``torch.cuda.max_memory_allocated`` from a reset at the
+start of the way, so it includes both resident models' weights (``resident_gib``).
+
+The tokenizer is a word-level one over the shape's vocabulary of synthetic words
+(``w0``, ``w1``, ...) with a ChatML template, so a record of p prompt words and r
+response words renders to exactly p + r + 6 tokens, r + 1 of them scored.
+
+    python -m fastscore.gpu_bench --shape llama-8b --json-out gpu-8b.json --profile
+    python -m fastscore.gpu_bench --shape tiny --device cpu     (a quick check of the code)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from .flops import ModelShape, mfu, scoring_flops
+
+
+@dataclass(frozen=True)
+class BenchShape:
+    model: ModelShape
+    tied: bool  # the output head shares the embedding matrix
+    samples: int  # the main set: e2e and engine
+    padded_samples: int  # hf-padded
+    loop_samples: int  # one-sample-loop
+    targets: dict = field(default_factory=dict)
+
+
+SHAPES = {
+    # Llama-3.2-1B: tied head, so the 128K x 2048 head is a large share of a token's FLOPs
+    "llama-1b": BenchShape(
+        ModelShape(
+            hidden=2048,
+            layers=16,
+            heads=32,
+            kv_heads=8,
+            head_dim=64,
+            intermediate=8192,
+            vocab=128256,
+        ),
+        tied=True,
+        samples=2000,
+        padded_samples=400,
+        loop_samples=64,
+        targets={
+            "mfu": 0.50,
+            "e2e_over_engine": 0.9,
+            "vs_one_sample_loop": 12.0,
+            "vs_hf_padded": 2.0,
+            "mem_vs_hf_padded": 0.6,
+        },
+    ),
+    "llama-8b": BenchShape(
+        ModelShape(
+            hidden=4096,
+            layers=32,
+            heads=32,
+            kv_heads=8,
+            head_dim=128,
+            intermediate=14336,
+            vocab=128256,
+        ),
+        tied=False,
+        samples=600,
+        padded_samples=160,
+        loop_samples=32,
+        targets={
+            "mfu": 0.62,
+            "e2e_over_engine": 0.9,
+            "vs_one_sample_loop": 3.5,
+            "vs_hf_padded": 1.35,
+            "mem_vs_hf_padded": 0.6,
+        },
+    ),
+    # exercises the code on CPU in seconds; its figures mean nothing
+    "tiny": BenchShape(
+        ModelShape(
+            hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16, intermediate=128, vocab=1024
+        ),
+        tied=True,
+        samples=24,
+        padded_samples=16,
+        loop_samples=6,
+    ),
+}
+WAYS = ("fastscore-e2e", "engine", "hf-padded", "one-sample-loop")
+LOWER_IS_BETTER = ("mem_vs_hf_padded",)
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>"]
+ROLES = ["system", "user", "assistant"]
+TEMPLATE_TOKENS = 6  # <|im_start|> user ... <|im_end|> <|im_start|> assistant ... <|im_end|>
+
+
+def add_cli_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shape", default="llama-8b", choices=list(SHAPES))
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    p.add_argument("--dtype", default=None, help="default: bfloat16 on cuda, float32 on cpu")
+    p.add_argument("--samples", type=int, default=None, help="main set (default: per shape)")
+    p.add_argument("--padded-samples", type=int, default=None)
+    p.add_argument("--loop-samples", type=int, default=None)
+    p.add_argument("--ways", default=",".join(WAYS))
+    p.add_argument("--median-prompt", type=float, default=150.0, help="tokens")
+    p.add_argument("--median-response", type=float, default=250.0, help="tokens")
+    # log-normal sigma: with medians 150 and 250 the mean sample is about 590 tokens
+    p.add_argument("--sigma", type=float, default=0.9)
+    p.add_argument("--max-tokens", type=int, default=4096, help="longest sample")
+    p.add_argument("--matmul-size", type=int, default=None, help="default 8192 (cuda), 512")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--json-out", type=Path, default=None)
+    p.add_argument("--profile", action="store_true", help="profile one engine forward")
+    p.add_argument("--profile-out", type=Path, default=None, help="the profile's table (text)")
+
+
+# ---------------------------------------------------------------- tokenizer, data, models
+
+
+def build_word_tokenizer(vocab_size: int, out_dir: Path):
+    """A fast tokenizer of exactly ``vocab_size`` ids: special tokens, the role names and
+    synthetic words w0, w1, ..., split on whitespace; ChatML chat template. Built without
+    any download, in well under a second at 128K."""
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from .demodata.build import CHATML_TEMPLATE
+
+    fixed = SPECIALS + ROLES
+    vocab = {w: i for i, w in enumerate(fixed)}
+    vocab.update({f"w{i}": len(fixed) + i for i in range(vocab_size - len(fixed))})
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in SPECIALS])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+    )
+    fast.chat_template = CHATML_TEMPLATE
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    median_prompt: float
+    median_response: float
+    sigma: float
+    max_tokens: int
+
+
+def sample_lengths(n: int, spec: DataSpec, seed: int) -> np.ndarray:
+    """[n, 2] words (prompt, response), each log-normal, the sample capped at max_tokens."""
+    rng = np.random.default_rng(seed)
+    p = np.maximum(1, rng.lognormal(math.log(spec.median_prompt), spec.sigma, n).astype(int))
+    r = np.maximum(1, rng.lognormal(math.log(spec.median_response), spec.sigma, n).astype(int))
+    room = spec.max_tokens - TEMPLATE_TOKENS
+    p = np.minimum(p, room - 1)
+    r = np.minimum(r, room - p)
+    return np.stack([p, r], axis=1)
+
+
+def write_records(path: Path, lengths: np.ndarray, n_words: int, seed: int) -> None:
+    """Chat records (messages format) of the given prompt and response word counts."""
+    rng = np.random.default_rng(seed + 1)
+    with open(path, "wb") as f:
+        for i, (p, r) in enumerate(lengths.tolist()):
+            text = [" ".join(f"w{j}" for j in rng.integers(0, n_words, k)) for k in (p, r)]
+            msgs = [{"role": "user", "content": text[0]}, {"role": "assistant", "content": text[1]}]
+            f.write(orjson.dumps({"id": f"g{i}", "messages": msgs}) + b"\n")
+
+
+def build_model(shape: BenchShape, tok, seed: int, device, dtype):
+    """A random-init Llama built directly on the device in ``dtype`` (seconds, even at 8B)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    s = shape.model
+    cfg = LlamaConfig(
+        vocab_size=s.vocab,
+        hidden_size=s.hidden,
+        intermediate_size=s.intermediate,
+        num_hidden_layers=s.layers,
+        num_attention_heads=s.heads,
+        num_key_value_heads=s.kv_heads,
+        head_dim=s.head_dim,
+        max_position_embeddings=8192,
+        tie_word_embeddings=shape.tied,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(before)
+    return model.eval()
+
+
+def stratified(samples: list, n: int) -> list:
+    """``n`` samples spread evenly over the length distribution (sorted by length, every
+    len/n-th), so a small subset has the main set's mix of short and long samples."""
+    if n >= len(samples):
+        return list(samples)
+    order = sorted(range(len(samples)), key=lambda i: samples[i].n_tokens)
+    return [samples[order[int((k + 0.5) * len(samples) / n)]] for k in range(n)]
+
+
+# ---------------------------------------------------------------- measuring
+
+
+class Device:
+    """Synchronisation and peak memory, no-ops on CPU."""
+
+    def __init__(self, device):
+        import torch
+
+        self.torch, self.device = torch, device
+        self.cuda = device.type == "cuda"
+
+    def sync(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize(self.device)
+
+    def reset_peak(self) -> None:
+        gc.collect()
+        if self.cuda:
+            self.torch.cuda.empty_cache()
+            self.torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_gib(self) -> float | None:
+        if not self.cuda:
+            return None
+        return round(self.torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
+
+    def allocated_gib(self) -> float | None:
+        if not self.cuda:
+            return None
+        return round(self.torch.cuda.memory_allocated(self.device) / 2**30, 2)
+
+    def name(self) -> str:
+        import transformers
+
+        what = self.torch.cuda.get_device_name(self.device) if self.cuda else "CPU"
+        return f"{what} (torch {self.torch.__version__}, transformers {transformers.__version__})"
+
+
+def matmul_flops_per_s(dev: Device, dtype, n: int, seconds: float = 1.0) -> float:
+    """The rate of an n^3 matrix product, repeated for about ``seconds`` after a warm-up."""
+    torch = dev.torch
+    a = torch.randn(n, n, device=dev.device, dtype=dtype)
+    b = torch.randn(n, n, device=dev.device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    dev.sync()
+    t0 = time.perf_counter()
+    a @ b
+    dev.sync()
+    reps = max(3, int(seconds / max(time.perf_counter() - t0, 1e-6)))
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    dev.sync()
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+@dataclass
+class WayResult:
+    name: str
+    samples: int
+    tokens: int
+    seconds: float
+    tokens_per_s: float
+    mfu: float
+    peak_mem_gib: float | None
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out.update(out.pop("extra"))
+        return out
+
+
+def pair_flops(shape: ModelShape, samples: list) -> int:
+    """Exact-scoring FLOPs of both models (same shape) over the samples."""
+    return 2 * scoring_flops(shape, [(s.n_tokens, s.n_response_tokens) for s in samples])
+
+
+# ---------------------------------------------------------------- the ways
+# Each returns run(samples) -> None: one full pass of both models over the samples.
+
+
+def way_engine(engines) -> Callable:
+    def run(samples):
+        for e in engines:
+            e.response_logprobs(samples)
+
+    return run
+
+
+def way_hf_padded(models, device, batch_size: int = 16) -> Callable:
+    """lm-eval-harness's HF loglikelihood: longest first, right-padded batches, the full
+    logits, log_softmax over them in the model's dtype, the targets gathered."""
+    import torch
+    import torch.nn.functional as F
+
+    def run(samples):
+        order = sorted(range(len(samples)), key=lambda i: -samples[i].n_tokens)
+        batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+        with torch.inference_mode():
+            for m in models:
+                for b in batches:
+                    width = max(samples[i].n_tokens for i in b)
+                    ids = torch.zeros((len(b), width), dtype=torch.long)
+                    mask = torch.zeros_like(ids)
+                    for row, i in enumerate(b):
+                        ids[row, : samples[i].n_tokens] = torch.from_numpy(
+                            samples[i].token_ids.astype(np.int64)
+                        )
+                        mask[row, : samples[i].n_tokens] = 1
+                    ids, mask = ids.to(device), mask.to(device)
+                    lp = F.log_softmax(m(input_ids=ids, attention_mask=mask).logits, dim=-1)
+                    rows = np.concatenate(
+                        [np.full(samples[i].n_response_tokens, r) for r, i in enumerate(b)]
+                    )
+                    cols = np.concatenate([samples[i].response_positions for i in b])
+                    r = torch.from_numpy(rows).to(device)
+                    c = torch.from_numpy(cols.astype(np.int64)).to(device)
+                    got = lp[r, c - 1].gather(1, ids[r, c][:, None]).float().cpu()
+                    assert torch.isfinite(got).all()
+                    del lp
+
+    return run
+
+
+def way_one_sample_loop(models, device) -> Callable:
+    """One sample per forward, transformers' loss over every position (prompt masked)."""
+    import torch
+
+    def run(samples):
+        with torch.inference_mode():
+            for m in models:
+                for s in samples:
+                    ids = torch.from_numpy(s.token_ids.astype(np.int64))[None].to(device)
+                    labels = torch.full_like(ids, -100)
+                    pos = torch.from_numpy(s.response_positions.astype(np.int64)).to(device)
+                    labels[0, pos] = ids[0, pos]
+                    assert math.isfinite(m(input_ids=ids, labels=labels).loss.item())
+
+    return run
+
+
+def run_e2e(data: Path, base_dir: Path, ref_dir: Path, out: Path, engines, device) -> dict:
+    """``score_file`` on the JSONL with the started engines; returns its manifest."""
+    from .config import EngineConfig, ScoreConfig
+    from .pipeline import score_file
+
+    cfg = ScoreConfig(
+        input=str(data),
+        base=str(base_dir),
+        ref=str(ref_dir),
+        output=str(out),
+        format="messages",
+        progress=False,
+        engine=EngineConfig(kind="torch", device=str(device)),
+    )
+    return score_file(cfg, engines=engines)
+
+
+# ---------------------------------------------------------------- profile
+
+
+def profile_forward(engine, samples: list, dev: Device, top: int = 20) -> tuple[list, str]:
+    """torch.profiler over one engine call of about one forward's tokens: the top kernels
+    by device time (ops by CPU time on CPU), and the profiler's table as text."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    group, size = [], 0
+    for s in samples:
+        if group and size + s.n_tokens > engine.forward_tokens:
+            break
+        group.append(s)
+        size += s.n_tokens
+    engine.response_logprobs(group)  # warm
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.cuda else [])
+    with profile(activities=activities) as prof:
+        engine.response_logprobs(group)
+        dev.sync()
+    events = prof.key_averages()
+    if dev.cuda:
+        rows = [e for e in events if getattr(e, "device_type", None) == DeviceType.CUDA]
+
+        def us(e):
+            return getattr(e, "self_device_time_total", None) or getattr(
+                e, "self_cuda_time_total", 0
+            )
+
+        sort_by = "self_device_time_total"
+    else:
+        rows = list(events)
+
+        def us(e):
+            return e.self_cpu_time_total
+
+        sort_by = "self_cpu_time_total"
+    total = sum(us(e) for e in rows) or 1
+    rows.sort(key=us, reverse=True)
+    table = [
+        {
+            "name": e.key[:120],
+            "ms": round(us(e) / 1e3, 3),
+            "share": round(us(e) / total, 4),
+            "calls": e.count,
+        }
+        for e in rows[:top]
+    ]
+    head = f"one engine call: {len(group)} samples, {size} tokens, {total / 1e3:.1f} ms total\n"
+    try:
+        text = events.table(sort_by=sort_by, row_limit=top)
+    except Exception as e:  # the table's options move between torch versions; keep the top
+        text = f"(no profiler table: {type(e).__name__}: {e})\n" + "\n".join(map(str, table))
+    return table, head + text
+
+
+# ---------------------------------------------------------------- main
+
+
+def _ratio(a, b, digits: int = 3):
+    return round(a / b, digits) if a is not None and b else None
+
+
+def summarize(results: dict[str, WayResult]) -> dict:
+    """The ratios the issue's targets are stated in: fastscore's engine against each way.
+    Against the transformers ways the ratio is of MFU (useful FLOPs per second), which is
+    the tokens/s ratio on equal data and does not depend on which subset a way ran."""
+    eng = results.get("engine")
+    e2e = results.get("fastscore-e2e")
+    loop = results.get("one-sample-loop")
+    pad = results.get("hf-padded")
+    return {
+        "mfu": round(eng.mfu, 4) if eng else None,
+        "e2e_over_engine": _ratio(e2e and e2e.tokens_per_s, eng and eng.tokens_per_s),
+        "vs_one_sample_loop": _ratio(eng and eng.mfu, loop and loop.mfu, 2),
+        "vs_hf_padded": _ratio(eng and eng.mfu, pad and pad.mfu),
+        "mem_vs_hf_padded": _ratio(eng and eng.peak_mem_gib, pad and pad.peak_mem_gib),
+    }
+
+
+def check_targets(ratios: dict, targets: dict) -> dict:
+    met = {}
+    for k, want in targets.items():
+        got = ratios.get(k)
+        if got is not None:
+            met[k] = got <= want if k in LOWER_IS_BETTER else got >= want
+    return met
+
+
+def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
+    import torch
+
+    from .config import EngineConfig
+    from .engines.torch_engine import TorchEngine
+    from .formats import to_samples
+    from .io import read_records
+    from .models import load_tokenizer
+    from .records import OK
+    from .render import Renderer
+
+    t_start = time.perf_counter()
+    shape = SHAPES[args.shape]
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    dev = Device(device)
+    wanted = [w for w in args.ways.split(",") if w]
+    unknown = set(wanted) - set(WAYS)
+    if unknown:
+        raise SystemExit(f"unknown ways {sorted(unknown)}; choose from {WAYS}")
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="fastscore-gpu-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    n_main = args.samples or shape.samples
+    spec = DataSpec(args.median_prompt, args.median_response, args.sigma, args.max_tokens)
+    summary: dict = {
+        "device": dev.name(),
+        "command": "python -m fastscore.gpu_bench " + shlex.join(argv or sys.argv[1:]),
+        "shape": {"name": args.shape, "tied_head": shape.tied, **asdict(shape.model)},
+        "dtype": str(dtype).removeprefix("torch."),
+        "tokens_per_s_counts": "tokens through both models (base and ref) per second",
+        "note": "fastscore-e2e and engine run the main set; hf-padded and one-sample-loop a "
+        "length-stratified subset of it, to fit a short device slot (tokens/s and MFU are "
+        "rates). The ratios compare fastscore's engine (pre-tokenized, as the transformers "
+        "ways are) with each way by MFU, useful FLOPs per second, which does not depend on "
+        "the subset; e2e_over_engine is of tokens/s on the same samples. Peak memory "
+        "includes both models' weights (resident_gib); peak_over_resident_gib is the rest.",
+    }
+
+    def write() -> None:  # after every way, so a run cut short still leaves its figures
+        if args.json_out:
+            args.json_out.parent.mkdir(parents=True, exist_ok=True)
+            args.json_out.write_text(json.dumps(summary, indent=2) + "\n")
+
+    n = args.matmul_size or (8192 if dev.cuda else 512)
+    rate = matmul_flops_per_s(dev, dtype, n)
+    summary["matmul_tflops"] = round(rate / 1e12, 3)
+    summary["matmul"] = f"{n}^3 {summary['dtype']}"
+    print(f"{summary['device']}: {n}^3 {summary['dtype']} matmul {rate / 1e12:,.1f} TFLOP/s")
+
+    t0 = time.perf_counter()
+    tok_dir = work / "tokenizer"
+    build_word_tokenizer(shape.model.vocab, tok_dir)
+    tok = load_tokenizer(tok_dir)
+    lengths = sample_lengths(n_main, spec, args.seed)
+    data = work / "data.jsonl"
+    n_words = shape.model.vocab - len(SPECIALS) - len(ROLES)
+    write_records(data, lengths, n_words, args.seed)
+    samples = list(Renderer(tok).render_all(to_samples(read_records(data), "messages")))
+    for s, (p, r) in zip(samples, lengths.tolist()):
+        # the word-level tokenizer's promise: one token per word, six template tokens
+        assert s.status == OK, s.reason
+        assert (s.n_tokens, s.n_response_tokens) == (p + r + TEMPLATE_TOKENS, r + 1), s.index
+    n_tokens = sum(s.n_tokens for s in samples)
+    summary["data"] = {
+        "samples": len(samples),
+        "tokens": n_tokens,
+        "mean_tokens": round(n_tokens / len(samples), 1),
+        "max_tokens": max(s.n_tokens for s in samples),
+        "response_share": round(sum(s.n_response_tokens for s in samples) / n_tokens, 3),
+        "lengths": asdict(spec),
+        "seconds_to_make": round(time.perf_counter() - t0, 2),
+    }
+    print(f"data: {summary['data']}")
+
+    t0 = time.perf_counter()
+    models = [build_model(shape, tok, seed, device, dtype) for seed in (0, 1)]
+    dev.sync()
+    dirs = []
+    for name, m in zip(("base", "ref"), models):
+        # config and tokenizer only: what the pipeline reads from a checkpoint directory
+        # besides the weights, which the engines take from the models in memory
+        d = work / name
+        m.config.save_pretrained(d)
+        tok.save_pretrained(d)
+        dirs.append(d)
+    ecfg = EngineConfig(kind="torch", device=str(device))
+    engines = tuple(TorchEngine(m, ecfg, name=nm) for m, nm in zip(models, ("base", "ref")))
+    summary["models_seconds"] = round(time.perf_counter() - t0, 2)
+    summary["resident_gib"] = resident = dev.allocated_gib()
+    summary["engine"] = engines[0].info()
+    print(f"models built in {summary['models_seconds']}s; engine {summary['engine']}")
+
+    results: dict[str, WayResult] = {}
+    summary["ways"] = []
+    errors: dict[str, str] = {}
+
+    def measure(name: str, subset: list, run: Callable, warm: Callable, note: str) -> None:
+        print(f"  {name}: {len(subset)} samples ...", flush=True)
+        dev.reset_peak()
+        try:
+            warm()
+            dev.sync()
+            t0 = time.perf_counter()
+            extra = run() or {}
+            dev.sync()
+            dt = extra.pop("seconds", None) or time.perf_counter() - t0
+        except Exception as e:  # an OOM in one way must not lose the others
+            errors[name] = f"{type(e).__name__}: {e}"[:2000]
+            print(f"  {name} FAILED: {errors[name]}", flush=True)
+            summary["errors"] = errors
+            write()
+            return
+        toks = sum(s.n_tokens for s in subset)
+        if dev.cuda:
+            extra["peak_over_resident_gib"] = round(dev.peak_gib() - resident, 2)
+        res = WayResult(
+            name,
+            len(subset),
+            toks,
+            round(dt, 3),
+            round(toks / dt, 1),
+            round(mfu(pair_flops(shape.model, subset), dt, rate), 4),
+            dev.peak_gib(),
+            note,
+            extra,
+        )
+        results[name] = res
+        summary["ways"].append(res.to_json())
+        print(
+            f"  {name:<16} {res.tokens_per_s:>12,.0f} tok/s (pair)  MFU {res.mfu:.3f}  "
+            f"peak {res.peak_mem_gib} GiB  {dt:.2f}s",
+            flush=True,
+        )
+        write()
+
+    warm_n = 16
+    if "fastscore-e2e" in wanted:
+        warm_data = work / "warm.jsonl"
+        warm_data.write_bytes(b"".join(data.read_bytes().splitlines(keepends=True)[:warm_n]))
+
+        def e2e() -> dict:
+            t0 = time.perf_counter()
+            m = run_e2e(data, dirs[0], dirs[1], work / "scores.jsonl", engines, device)
+            wall = time.perf_counter() - t0
+            ok = m["counts"]["by_status"].get(OK, 0)
+            assert ok == len(samples), f"e2e scored {ok} of {len(samples)}: {m['counts']}"
+            scoring = m["seconds"]["scoring"]
+            return {
+                "seconds": scoring,
+                "wall_seconds": round(wall, 3),
+                "tokens_per_s_wall": round(n_tokens / wall, 1),
+                "stage_seconds": m["seconds"],
+            }
+
+        measure(
+            "fastscore-e2e",
+            samples,
+            e2e,
+            lambda: run_e2e(
+                warm_data, dirs[0], dirs[1], work / "warm.scores.jsonl", engines, device
+            ),
+            "score_file from the JSONL: seconds = the stream (read, render, tokenize, both "
+            "engines, aggregate, write); wall_seconds adds the one-off set-up a run pays once "
+            "(tokenizer loading and comparison, fingerprints) and the final manifest/rename",
+        )
+    if "engine" in wanted:
+        run = way_engine(engines)
+        measure(
+            "engine",
+            samples,
+            lambda: run(samples),
+            lambda: run(samples[:warm_n]),
+            f"fastscore's torch engine on pre-tokenized samples: {engines[0].batching}, "
+            f"{engines[0].info().get('attention')}, forward_tokens {engines[0].forward_tokens}",
+        )
+    if "hf-padded" in wanted:
+        sub = stratified(samples, args.padded_samples or shape.padded_samples)
+        run = way_hf_padded(models, device)
+        longest = sorted(sub, key=lambda s: -s.n_tokens)[:16]  # the warm-up meets the peak
+        measure(
+            "hf-padded",
+            sub,
+            lambda: run(sub),
+            lambda: run(longest),
+            "transformers, length-sorted batches of 16, full logits, log_softmax (lm-eval)",
+        )
+    if "one-sample-loop" in wanted:
+        sub = stratified(samples, args.loop_samples or shape.loop_samples)
+        run = way_one_sample_loop(models, device)
+        measure(
+            "one-sample-loop",
+            sub,
+            lambda: run(sub),
+            lambda: run(sub[:2]),
+            "transformers, one sample per forward, loss at every position, .item() each",
+        )
+
+    summary["ratios"] = summarize(results)
+    summary["targets"] = shape.targets
+    summary["met"] = check_targets(summary["ratios"], shape.targets)
+    write()
+    if args.profile or args.profile_out:
+        try:
+            top, text = profile_forward(engines[0], samples, dev)
+            summary["profile_top"] = top
+            print(text)
+            if args.profile_out:
+                args.profile_out.parent.mkdir(parents=True, exist_ok=True)
+                args.profile_out.write_text(text)
+        except Exception as e:
+            summary["profile_error"] = f"{type(e).__name__}: {e}"[:2000]
+    # the rate again after the ways: a card that throttled as it warmed shows it here
+    summary["matmul_tflops_end"] = round(matmul_flops_per_s(dev, dtype, n) / 1e12, 3)
+    summary["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    write()
+
+    print()
+    print(f"{'way':<18}{'tok/s (pair)':>14}{'MFU':>8}{'peak GiB':>10}{'samples':>9}{'s':>8}")
+    for r in results.values():
+        print(
+            f"{r.name:<18}{r.tokens_per_s:>14,.0f}{r.mfu:>8.3f}{str(r.peak_mem_gib):>10}"
+            f"{r.samples:>9}{r.seconds:>8.2f}"
+        )
+    for k, v in summary["ratios"].items():
+        mark = {True: "met", False: "MISSED"}.get(summary["met"].get(k), "")
+        want = shape.targets.get(k)
+        print(f"{k:<22}{v!s:>10}  {'' if want is None else f'target {want}'} {mark}")
+    print(json.dumps(summary))
+    for e in engines:
+        e.close()
+    return summary
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_cli_args(parser)
+    main(parser.parse_args())

@@ -1,0 +1,206 @@
+"""On a CUDA GPU (``pytest -m gpu``): the torch engine's packed varlen path against the CPU
+fp32 engine and against padded batches, on the demo models and every record format, and
+its attention and trunk against independent computations. Skipped without CUDA.
+
+Tolerances come from a CPU bf16 run of the same code: bf16 moved the demo's per-sample
+mean losses (0.7 to 10 nats) by at most 0.018 and the trunk's hidden states by at most
+1.6% (relative norm); a wrong attention (one causal sequence over the whole stream)
+moves the hidden states by 50-140%.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from fastscore.config import EngineConfig
+from fastscore.engines.packed import (
+    DeviceBatch,
+    pack_samples,
+    packed_hidden,
+    sdpa_per_sequence,
+    stream_layout,
+    to_device,
+    varlen_attention,
+)
+from fastscore.engines.torch_engine import TorchEngine
+from fastscore.records import OK, RenderedSample
+from fastscore.scoring import mean_nll
+
+from .format_records import rendered
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+LOSS_TOL = 0.05  # per-sample mean loss, bf16 on the GPU against fp32 on the CPU
+HIDDEN_TOL = 0.05  # relative norm of the hidden states' difference
+CUDA = EngineConfig(kind="torch", device="cuda", dtype="bfloat16")
+
+
+@pytest.fixture(scope="module")
+def cuda_engines(demo_assets):
+    # the demo checkpoints are float32: loaded as bf16, as a real model would come
+    return {
+        "base": TorchEngine(demo_assets.base, CUDA, name="base"),
+        "ref": TorchEngine(demo_assets.ref, CUDA, name="ref"),
+    }
+
+
+@pytest.fixture(scope="module")
+def cpu_engines(demo_assets):
+    cfg = EngineConfig(kind="torch", device="cpu", dtype="float32", batching="single")
+    return {
+        "base": TorchEngine(demo_assets.base, cfg, name="base"),
+        "ref": TorchEngine(demo_assets.ref, cfg, name="ref"),
+    }
+
+
+def _demo_samples(path, tokenizer, n=200):
+    from fastscore.formats import to_samples
+    from fastscore.io import read_records
+    from fastscore.render import Renderer
+
+    out = Renderer(tokenizer).render_all(to_samples(read_records(path)))
+    return [s for s in out if s.status == OK][:n]
+
+
+def _assert_losses_close(samples, a, b, tol=LOSS_TOL):
+    worst = 0.0
+    for s, x, y in zip(samples, a, b, strict=True):
+        assert x.shape == y.shape == (s.n_response_tokens,)
+        assert np.isfinite(y).all()
+        worst = max(worst, abs(mean_nll(x) - mean_nll(y)))
+    assert worst < tol, f"a per-sample mean loss differs by {worst:.4f} (tolerance {tol})"
+
+
+def test_cuda_auto_is_packed_varlen_bf16(cuda_engines):
+    info = cuda_engines["base"].info()
+    assert info["device"].startswith("cuda") and info["dtype"] == "bfloat16"
+    assert info["batching"] == "packed" and info["attention"] == "varlen-flash"
+    assert info["forward_tokens"] == 16384 and "note" not in info
+
+
+def test_cuda_fp32_auto_falls_back_to_padded_and_says_why(demo_assets):
+    e = TorchEngine(demo_assets.ref, EngineConfig(device="cuda", dtype="float32"), name="ref")
+    info = e.info()
+    assert info["batching"] == "padded" and "bfloat16" in info["note"]
+
+
+@pytest.mark.parametrize("template", ["model", "plain"])
+def test_every_format_on_cuda_equals_cpu_fp32(cuda_engines, cpu_engines, tokenizer, template):
+    samples = rendered(tokenizer, template)
+    assert any(s.n_response_tokens > 12 for s in samples)  # multi-turn is in there
+    for name in ("base", "ref"):
+        want = cpu_engines[name].response_logprobs(samples)
+        _assert_losses_close(samples, want, cuda_engines[name].response_logprobs(samples))
+
+
+def test_demo_data_on_cuda_equals_cpu_fp32_across_several_streams(
+    demo_assets, tokenizer, cpu_engines
+):
+    samples = _demo_samples(demo_assets.data, tokenizer)
+    cfg = EngineConfig(kind="torch", device="cuda", dtype="bfloat16", forward_tokens=2048)
+    for name, path in (("base", demo_assets.base), ("ref", demo_assets.ref)):
+        cuda = TorchEngine(path, cfg, name=name)
+        want = cpu_engines[name].response_logprobs(samples)
+        _assert_losses_close(samples, want, cuda.response_logprobs(samples))
+
+
+def test_packed_equals_padded_on_cuda(demo_assets, tokenizer):
+    samples = rendered(tokenizer, "model") + _demo_samples(demo_assets.data, tokenizer)
+    padded_cfg = dataclasses.replace(CUDA, batching="padded")
+    padded = TorchEngine(demo_assets.ref, padded_cfg, name="r")
+    packed = TorchEngine(demo_assets.ref, CUDA, name="r")
+    assert padded.info()["batching"] == "padded"
+    _assert_losses_close(
+        samples, padded.response_logprobs(samples), packed.response_logprobs(samples)
+    )
+    # the order of the samples does not change what each gets (beyond bf16 rounding: other
+    # neighbours make other GEMM shapes)
+    back = packed.response_logprobs(samples[::-1])[::-1]
+    _assert_losses_close(samples, packed.response_logprobs(samples), back, tol=0.02)
+
+
+@pytest.mark.parametrize("heads,kv_heads,head_dim", [(8, 2, 64), (32, 8, 128), (4, 4, 64)])
+def test_varlen_attention_equals_sdpa_per_sample(heads, kv_heads, head_dim):
+    torch.manual_seed(0)
+    lengths = np.array([1, 17, 300, 64, 5, 1000])
+    cu, _ = stream_layout(lengths)
+    dev = torch.device("cuda")
+    batch = DeviceBatch(
+        None, None, torch.from_numpy(cu).to(dev), None, None, cu, int(lengths.max())
+    )
+    t = int(lengths.sum())
+    q = torch.randn(t, heads, head_dim, device=dev, dtype=torch.bfloat16)
+    k = torch.randn(t, kv_heads, head_dim, device=dev, dtype=torch.bfloat16)
+    v = torch.randn(t, kv_heads, head_dim, device=dev, dtype=torch.bfloat16)
+    scale = head_dim**-0.5
+    got = varlen_attention(q, k, v, batch, scale).float()
+    want = sdpa_per_sequence(q.float(), k.float(), v.float(), batch, scale)
+    torch.testing.assert_close(got, want, atol=3e-2, rtol=3e-2)
+
+
+def _gqa_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=1024, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+        num_attention_heads=8, num_key_value_heads=2, head_dim=64, max_position_embeddings=2048,
+    )  # fmt: skip
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("which", ["demo", "gqa"])
+def test_packed_trunk_on_cuda_equals_each_sample_in_fp32(which, demo_assets):
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    m32 = AutoModelForCausalLM.from_pretrained(demo_assets.ref) if which == "demo" else _gqa_llama()
+    m32 = m32.eval()
+    m16 = copy.deepcopy(m32).to("cuda", torch.bfloat16)
+    rng = np.random.default_rng(0)
+    n_pos = m32.config.max_position_embeddings
+    lengths = (2, 40, 130, 77, min(n_pos, 250), 64, 3)
+    ids = [rng.integers(0, m32.config.vocab_size, n).astype(np.int32) for n in lengths]
+    samples = [RenderedSample(0, 0, x, np.array([x.shape[0] - 1])) for x in ids]
+    b = to_device(pack_samples(samples), torch.device("cuda"))
+    with torch.inference_mode():
+        got = packed_hidden(m16, b, varlen_attention).float().cpu()
+        for i, s in enumerate(samples):
+            one = torch.from_numpy(s.token_ids.astype(np.int64))[None]
+            want = m32.get_decoder()(input_ids=one).last_hidden_state[0]
+            seg = got[b.cu_host[i] : b.cu_host[i + 1]]
+            rel = ((seg - want).norm() / want.norm()).item()
+            assert rel < HIDDEN_TOL, f"sample {i} ({s.n_tokens} tokens): relative error {rel:.4f}"
+
+
+def test_score_on_cuda_end_to_end(tmp_path, demo_assets, tokenizer, cpu_engines):
+    import orjson
+
+    import fastscore
+
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(b"".join(demo_assets.data.read_bytes().splitlines(keepends=True)[:64]))
+    m = fastscore.score(
+        input=str(data),
+        base=str(demo_assets.base),
+        ref=str(demo_assets.ref),
+        output=str(tmp_path / "s.jsonl"),
+        progress=False,
+        engine=EngineConfig(device="cuda", dtype="bfloat16"),
+    )
+    for name in ("base", "ref"):
+        info = m["engines"][name]
+        assert info["engine"] == "torch"  # auto takes torch on a GPU until vLLM is verified
+        assert info["batching"] == "packed" and info["attention"] == "varlen-flash"
+    rows = [orjson.loads(x) for x in (tmp_path / "s.jsonl").read_bytes().splitlines()]
+    samples = _demo_samples(data, tokenizer)
+    assert len(rows) == 64 and sum(r["status"] == OK for r in rows) == len(samples) > 50
+    for name in ("base", "ref"):
+        want = cpu_engines[name].response_logprobs(samples)
+        worst = max(abs(rows[s.index][f"loss_{name}"] - mean_nll(w)) for s, w in zip(samples, want))
+        assert worst < LOSS_TOL, f"{name}: a per-sample mean loss differs by {worst:.4f}"
