@@ -217,7 +217,7 @@ def evaluate(model_dir: Path, test: list[dict]) -> dict:
                 eos_token_id=end,
                 pad_token_id=tok.pad_token_id,
             )
-        for r, row in zip(batch, gen[:, enc["input_ids"].shape[1] :]):
+        for r, row in zip(batch, gen[:, enc["input_ids"].shape[1] :], strict=True):
             text = tok.decode(row, skip_special_tokens=True).strip()
             correct += text == r["messages"][1]["content"]
     return {"loss": statistics.fmean(losses), "accuracy": correct / len(test)}

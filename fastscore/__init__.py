@@ -23,6 +23,8 @@ _LAZY = {
     "report": ("fastscore.reporting", "report"),
     "inspect": ("fastscore.inspection", "inspect"),
     "dry_run": ("fastscore.pipeline", "dry_run"),
+    "train_ref": ("fastscore.train", "train_ref"),
+    "TrainConfig": ("fastscore.config", "TrainConfig"),
     "ScoreConfig": ("fastscore.config", "ScoreConfig"),
     "SelectConfig": ("fastscore.config", "SelectConfig"),
     "RunConfig": ("fastscore.config", "RunConfig"),
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
         RunConfig,
         ScoreConfig,
         SelectConfig,
+        TrainConfig,
     )
     from .errors import FastscoreError  # noqa: F401
     from .inspection import inspect  # noqa: F401
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
     from .reporting import report  # noqa: F401
     from .runner import demo, run  # noqa: F401
     from .selection import select  # noqa: F401
+    from .train import train_ref  # noqa: F401
 
 
 def __getattr__(name: str):

@@ -224,7 +224,7 @@ def way_lmeval(vllm_pair, samples) -> Callable[[], None]:
     def run():
         for e in vllm_pair:
             outs = e.llm.generate(prompts, params, use_tqdm=False)
-            for s, o in zip(samples, outs):
+            for s, o in zip(samples, outs, strict=True):
                 ids = s.token_ids.tolist()
                 total = 0.0
                 for p in s.response_positions.tolist():

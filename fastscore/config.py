@@ -20,117 +20,194 @@ from .errors import ConfigError
 ENGINES = ("auto", "vllm", "torch", "served")
 LOGPROB_PATHS = ("auto", "flat", "token_ids")
 BATCHINGS = ("auto", "packed", "padded", "single")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+EXECUTORS = ("local", "ray")
+ORDERS = ("desc", "asc")
+# the record formats (formats.py parses them) and templates (render.py renders them)
+FORMATS = ("messages", "prompt-completion", "preference", "alpaca", "sharegpt", "prompt-response")
+FORMAT_CHOICES = ("auto", *FORMATS)
+TEMPLATES = ("auto", "model", "plain")
+
+
+def option(
+    default: Any = None,
+    help: str = "",
+    *,
+    choices: tuple | None = None,
+    cli: str | None = None,
+    switch: str | None = None,
+    factory: Any = None,
+) -> Any:
+    """A config field that is also a command-line option (``cli.py`` builds the options
+    from these): ``help`` (the default is appended to it), ``choices``, ``cli`` (the
+    option's name when it is not the field's), ``switch`` (a boolean's ``--on/--off``
+    form; without it a boolean is a flag)."""
+    meta = {"help": help, "choices": choices, "cli": cli, "switch": switch}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class EngineConfig:
     """How each model is run. Applies to the base and the reference engine alike."""
 
-    # auto: torch, on CPU (the faster there: see benchmarks/throughput.py) and on a GPU
-    # (packed varlen streams: benchmarks/gpu.py) until a vLLM GPU run has been verified
-    kind: str = "auto"
-    # "auto" keeps the checkpoint's dtype; "float32" matches a transformers fp32 reference.
-    dtype: str = "auto"
-    # Share of accelerator memory per engine (two engines share one device). On CPU
-    # vLLM reads it as a share of RAM; kv_cache_gb is the simpler knob there.
-    gpu_memory_utilization: float | None = None
-    kv_cache_gb: float | None = None  # KV cache per engine; default 1 GiB on CPU
-    enforce_eager: bool | None = None  # None: eager on CPU (no compile wait), graphs on GPU
-    tensor_parallel_size: int = 1
-    # token_ids: vLLM's response-only fast path (V2 model runner); flat: prompt_logprobs=0
-    # at every position; auto: the fast path when the engine supports it.
-    logprobs_path: str = "auto"
-    seed: int = 0
-    trust_remote_code: bool = False
-    # torch engine: auto = packed for Llama-style models (on a GPU with flash varlen
-    # attention, which needs bf16/fp16), else padded on a GPU and single on CPU; the
-    # engine's info() in the manifest says which and why
-    batching: str = "auto"
-    # torch engine: tokens per forward pass; None: packed 1024 on CPU, 16384 on a GPU;
-    # padded 16384
-    forward_tokens: int | None = None
-    device: str = "auto"  # torch engine: auto, cpu, cuda, cuda:1, ...
-    # served engine: the API key is read from this environment variable, never stored
-    api_key_env: str = "FASTSCORE_API_KEY"
-    concurrency: int = 8  # served engine: requests in flight per endpoint
-    request_timeout: float = 300.0  # served engine: seconds per request
-    retry_seconds: float = 120.0  # served engine: how long a failing request is retried
+    kind: str = option(
+        "auto",
+        "auto: the torch engine (on CPU the faster, on a GPU packed varlen streams) until a "
+        "vLLM GPU run is verified; vllm; torch; served: running vLLM servers.",
+        choices=ENGINES,
+        cli="engine",
+    )
+    dtype: str = option(
+        "auto", "auto keeps the checkpoint's dtype; float32 matches a transformers fp32 "
+        "reference.", choices=DTYPES
+    )  # fmt: skip
+    gpu_memory_utilization: float | None = option(
+        None, "vLLM: share of accelerator memory per engine (of RAM on CPU)."
+    )
+    kv_cache_gb: float | None = option(None, "vLLM: KV cache per engine [CPU: 1].")
+    enforce_eager: bool | None = option(
+        None,
+        "vLLM eager mode [eager on CPU, graphs on GPU].",
+        switch="--enforce-eager/--no-enforce-eager",
+    )
+    tensor_parallel_size: int = option(1, "vLLM: GPUs per model.")
+    logprobs_path: str = option(
+        "auto",
+        "vLLM: token_ids (the response-only fast path, V2 model runner), flat "
+        "(prompt_logprobs=0 at every position), auto (the fast path when supported).",
+        choices=LOGPROB_PATHS,
+    )
+    seed: int = option(0, "Engine seed.")
+    trust_remote_code: bool = option(False, "Run the model's own code.")
+    batching: str = option(
+        "auto",
+        "torch engine: auto = packed where the model allows (varlen flash attention on a "
+        "GPU), else padded on a GPU and single on CPU.",
+        choices=BATCHINGS,
+    )
+    forward_tokens: int | None = option(
+        None, "torch engine: tokens per forward [1024 packed on CPU, 16384 otherwise]."
+    )
+    device: str = option("auto", "torch engine: auto, cpu, cuda, cuda:N.")
+    api_key_env: str = option(
+        "FASTSCORE_API_KEY", "served: the environment variable holding the API key (never "
+        "stored)."
+    )  # fmt: skip
+    concurrency: int = option(8, "served: requests in flight per endpoint.")
+    request_timeout: float = option(300.0, "served: seconds per request.")
+    retry_seconds: float = option(120.0, "served: how long a failing request is retried.")
 
 
 @dataclass
 class RayConfig:
     """``executor: ray``: shards of the input scored by Ray workers that own their engines."""
 
-    address: str | None = None  # None: $RAY_ADDRESS if set, else a local cluster
-    workers: int | None = None  # None: one per GPU (per cpus_per_worker CPUs without GPUs)
-    shards: int | None = None  # None: 4 per worker (finished shards survive a restart)
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0
+    address: str | None = option(
+        None, "ray: the cluster's address [$RAY_ADDRESS, else a local cluster].", cli="ray_address"
+    )  # fmt: skip
+    workers: int | None = option(
+        None, "ray: workers [one per GPU; per --cpus-per-worker CPUs without GPUs].",
+        cli="ray_workers",
+    )  # fmt: skip
+    shards: int | None = option(None, "ray: input shards [4 per worker].")
+    cpus_per_worker: float = option(1.0, "ray: CPUs per worker.")
+    gpus_per_worker: float | None = option(None, "ray: GPUs per worker [1 with GPUs, else 0].")
 
 
 @dataclass
 class ScoreConfig:
-    input: str | None = None
-    base: str | None = None  # local checkpoint directories (in-process engines)
-    ref: str | None = None
-    output: str | None = None
-    # served engine: comma-separated endpoints per model, and the served model names
-    base_url: str | None = None
-    ref_url: str | None = None
-    base_model: str | None = None
-    ref_model: str | None = None
-    # the tokenizer that renders the data: default the base checkpoint's, or with a served
-    # engine the server's model path when it is a local directory
-    tokenizer: str | None = None
-    format: str = "auto"
-    template: str = "auto"  # auto: the tokenizer's chat template, else the plain one
-    # a Jinja chat template file to render with instead of the tokenizer's (e.g. the
-    # training template an SFT run used); its {% generation %} markers give the response
-    chat_template: str | None = None
-    # the date templates that write one (Llama 3.1, GPT-OSS) render, YYYY-MM-DD; None: the
-    # day the run starts, kept by --resume and by Ray shards
-    date: str | None = None
-    # Longest sample scored, in tokens; longer ones get status too_long.
-    # None: the models' context length minus one.
-    max_length: int | None = None
-    batch_tokens: int = 32768  # tokens handed to the engines per step (the streaming unit)
-    # also score each response without its prompt under the base (one more base pass) for
-    # the ifd column: loss_base / loss_alone
-    ifd: bool = False
-    progress: bool = True
-    executor: str = "local"  # local | ray
-    # continue <output>.partial after a crash (same input and options), instead of starting
-    # over; with executor ray, finished shards are always kept
-    resume: bool = False
-    # stop at the first record that cannot be scored (with its line and reason) instead
-    # of recording its status and going on
-    strict: bool = False
+    input: str | None = None  # the command's argument
+    base: str | None = option(None, "Base model: a local Hugging Face checkpoint directory.")
+    ref: str | None = option(None, "Reference model fine-tuned from the base on the full set.")
+    output: str | None = option(
+        None, "Scores file to write (.jsonl, or .parquet), one line per input record."
+    )
+    base_url: str | None = option(None, "served: base endpoint(s), comma-separated.")
+    ref_url: str | None = option(None, "served: reference endpoint(s), comma-separated.")
+    base_model: str | None = option(None, "served: the base's name on its servers.")
+    ref_model: str | None = option(None, "served: the reference's name (a LoRA adapter too).")
+    tokenizer: str | None = option(
+        None, "Tokenizer directory [the base's; served: the server's model path if local]."
+    )
+    format: str = option(
+        "auto", "Record format (auto: from the first record that fits one).",
+        choices=FORMAT_CHOICES,
+    )  # fmt: skip
+    template: str = option(
+        "auto",
+        "Chat template: the tokenizer's (model), the plain alpaca-style one, or auto (the "
+        "tokenizer's when it has one).",
+        choices=TEMPLATES,
+    )
+    chat_template: str | None = option(
+        None,
+        "A Jinja chat template file to render with instead (e.g. the training template "
+        "your SFT run used); its {% generation %} markers mark the response.",
+    )
+    date: str | None = option(
+        None,
+        "The date templates that write one (Llama 3.1, GPT-OSS) render, YYYY-MM-DD [the "
+        "day the run starts, kept by --resume and by Ray].",
+    )
+    max_length: int | None = option(
+        None, "Longest sample scored, in tokens; longer ones get status too_long [context-1]."
+    )
+    batch_tokens: int = option(32768, "Tokens handed to the engines per step (the streaming unit).")
+    ifd: bool = option(
+        False,
+        "Also score each response without its prompt under the base (one more base pass) "
+        "for the ifd column: loss_base / loss_alone.",
+    )
+    progress: bool = option(True, "Progress bar.", switch="--progress/--no-progress")
+    executor: str = option("local", "Where shards are scored.", choices=EXECUTORS)
+    resume: bool = option(
+        False,
+        "Continue <output>.partial after a crash (same input, models and options); with "
+        "executor ray, finished shards are always kept.",
+    )
+    strict: bool = option(
+        False,
+        "Stop at the first record that cannot be scored (with its line and reason) instead "
+        "of recording its status and going on.",
+    )
     engine: EngineConfig = field(default_factory=EngineConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
 
 @dataclass
 class SelectConfig:
-    scores: str | None = None
-    input: str | None = None
-    output: str | None = None
-    top_k: int | None = None
-    fraction: float | None = None
-    threshold: float | None = None
-    # a scores column, or perplexity (exp loss_base), length (response tokens), random
-    score: str = "lobass"
-    order: str = "desc"  # desc: highest scores first
-    seed: int = 0  # the random score's seed
-    # quotas per group: group_field names a top-level field of each input record, quota is
-    # "a:0.3,b:0.7" (shares of the budget per value) or "proportional" (to the input)
-    group_field: str | None = None
-    quota: str | None = None
-    # select within N bins of response length, each bin's budget in proportion to its
-    # eligible records, so the subset keeps the data's length mix
-    length_bins: int | None = None
-    # drop exact duplicates (same roles and texts, case and whitespace normalised) before
-    # ranking; the first in input order stays
-    dedup: bool = False
+    scores: str | None = None  # the command's argument
+    input: str | None = option(None, "The input file the scores were computed on.")
+    output: str | None = option(None, "Subset to write (.jsonl, .json or .parquet).")
+    top_k: int | None = option(None, "Keep the k best records.")
+    fraction: float | None = option(None, "Keep floor(F x records) best records.")
+    threshold: float | None = option(None, "Keep records scoring at least T.")
+    score: str = option(
+        "lobass",
+        "Rank by: lobass, rho, loss_base, ifd (scored with --ifd), margin (preference "
+        "records), perplexity (exp loss_base), length (response tokens), random, or any "
+        "numeric scores column.",
+    )
+    order: str = option("desc", "desc: highest scores first.", choices=ORDERS)
+    seed: int = option(0, "The random score's seed.", cli="random_seed")
+    group_field: str | None = option(None, "Quotas: the input records' field naming a group.")
+    quota: str | None = option(
+        None,
+        "Shares of the budget per group, 'a:0.3,b:0.7' (or 'FIELD=a:0.3,b:0.7'), or "
+        "'proportional' to the input.",
+    )
+    length_bins: int | None = option(
+        None,
+        "Select within N bins of response length, each bin's budget in proportion to its "
+        "eligible records (the subset keeps the data's length mix).",
+    )
+    dedup: bool = option(
+        False,
+        "Drop exact duplicates (same roles and texts, case and whitespace normalised) "
+        "before ranking; the first in input order stays.",
+    )
 
 
 @dataclass
@@ -138,41 +215,49 @@ class TrainConfig:
     """``fastscore train-ref``: fine-tune the base on the data into the reference model,
     with the loss on exactly the response tokens the scorer scores."""
 
-    input: str | None = None
-    base: str | None = None
-    output_dir: str | None = None
-    format: str = "auto"
-    template: str = "auto"
-    chat_template: str | None = None
-    date: str | None = None
-    max_length: int | None = None  # None: the base's context length minus one
-    epochs: int = 1
-    # train exactly this many optimiser steps instead (epochs repeat as needed): the same
-    # compute for subsets of different sizes
-    max_steps: int | None = None
-    lr: float | None = None  # None: 2e-5 full fine-tuning, 2e-4 LoRA
-    batch_size: int = 16  # samples per optimiser step
-    warmup_steps: int | None = None  # None: 3% of the steps
-    weight_decay: float = 0.0
+    input: str | None = None  # the command's argument
+    base: str | None = option(None, "Base model: a local Hugging Face checkpoint directory.")
+    output_dir: str | None = option(None, "Where the reference checkpoint is saved.")
+    format: str = option("auto", "Record format.", choices=FORMAT_CHOICES)
+    template: str = option("auto", "Chat template (as in score).", choices=TEMPLATES)
+    chat_template: str | None = option(None, "A Jinja chat template file (as in score).")
+    date: str | None = option(None, "The date templates render, YYYY-MM-DD [today].")
+    max_length: int | None = option(None, "Longest sample trained on, in tokens [context-1].")
+    epochs: int = option(1, "Epochs.")
+    max_steps: int | None = option(
+        None,
+        "Train exactly this many optimiser steps instead (epochs repeat as needed): the "
+        "same compute for subsets of different sizes.",
+    )
+    lr: float | None = option(None, "Peak learning rate [2e-5; 2e-4 with --lora].")
+    batch_size: int = option(16, "Samples per optimiser step.")
+    warmup_steps: int | None = option(None, "Warm-up steps [3% of the steps], then cosine to 0.")
+    weight_decay: float = option(0.0, "AdamW weight decay.")
     max_grad_norm: float = 1.0
-    lora: bool = False  # LoRA (peft) instead of full fine-tuning; saved merged
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    keep_adapter: bool = False  # LoRA: also save the adapter alone in output_dir/adapter
-    device: str = "auto"  # auto: cuda when available, else cpu
-    dtype: str = "auto"  # auto: bfloat16 autocast on cuda, float32 on cpu
-    seed: int = 0
-    progress: bool = True
-    trust_remote_code: bool = False
+    lora: bool = option(
+        False, "LoRA (peft) instead of full fine-tuning; saved merged.", switch="--lora/--full"
+    )
+    lora_r: int = option(16, "LoRA rank.")
+    lora_alpha: int = option(32, "LoRA alpha.")
+    lora_dropout: float = option(0.0, "LoRA dropout.")
+    keep_adapter: bool = option(False, "LoRA: also save the adapter alone in output_dir/adapter.")
+    device: str = option("auto", "auto (cuda when available), cpu, cuda, cuda:1.")
+    dtype: str = option("auto", "auto: bfloat16 autocast on cuda, float32 on cpu.", choices=DTYPES)
+    seed: int = option(0, "Seed.")
+    progress: bool = option(True, "Progress bar.", switch="--progress/--no-progress")
+    trust_remote_code: bool = option(False, "Run the model's own code.")
 
 
 @dataclass
 class RunConfig:
-    output_dir: str | None = None
+    output_dir: str | None = option(
+        None, "Directory for scores.jsonl, selected.jsonl, manifest.json."
+    )
     score: ScoreConfig = field(default_factory=ScoreConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
-    report: bool = True  # also write output_dir/report/report.html (see ReportConfig)
+    report: bool = option(
+        True, "Also write output_dir/report/report.html.", switch="--report/--no-report"
+    )
 
 
 @dataclass
@@ -181,17 +266,20 @@ class InspectConfig:
     with ``ref``, each scored token's logprob under both models. With ``scores``, the
     models, template, format and max_length default to those the scores were made with."""
 
-    input: str | None = None
-    base: str | None = None
-    ref: str | None = None
-    scores: str | None = None
-    id: Any = None  # the record's id (compared as text too: --id 3 finds id 3 and "3")
-    index: int | None = None  # or its 0-based position; default the first record
-    format: str = "auto"
-    template: str = "auto"
-    chat_template: str | None = None
-    date: str | None = None
-    max_length: int | None = None
+    input: str | None = None  # the command's argument
+    base: str | None = option(None, "Base model: its tokenizer and template render the record.")
+    ref: str | None = option(None, "Reference model: adds each scored token's logprob under both.")
+    scores: str | None = option(
+        None, "A scores file: its row, and (unless given) its models and options."
+    )
+    # the record's id (compared as text too: --id 3 finds id 3 and "3")
+    id: Any = option(None, "The record's id [the first record].")
+    index: int | None = option(None, "Or the record's 0-based position.")
+    format: str = option("auto", "Record format.", choices=FORMAT_CHOICES)
+    template: str = option("auto", "Chat template (as in score).", choices=TEMPLATES)
+    chat_template: str | None = option(None, "A Jinja chat template file (as in score).")
+    date: str | None = option(None, "The date templates render, YYYY-MM-DD [today].")
+    max_length: int | None = option(None, "As in score [context-1].")
     engine: EngineConfig = field(default_factory=lambda: EngineConfig(kind="torch"))
 
 
@@ -200,12 +288,12 @@ class ReportConfig:
     """``fastscore report``: an HTML page and PNGs of a scores file; ``select`` is the rule
     whose chosen records the page marks (its scores / input / output are not used)."""
 
-    scores: str | None = None
-    input: str | None = None
-    output_dir: str | None = None
+    scores: str | None = None  # the command's argument
+    input: str | None = option(None, "The input file the scores were computed on.")
+    output_dir: str | None = option(None, "Where report.html and its PNGs are written.")
     select: SelectConfig = field(default_factory=lambda: SelectConfig(fraction=0.06))
-    group_field: str | None = None  # counts per value of this input field
-    samples: int = 10  # top and bottom samples shown with their text
+    group_field: str | None = None  # counts per value of this input field (--group-field)
+    samples: int = option(10, "Top and bottom samples shown with their text.")
 
 
 def _dataclass_of(tp: Any) -> type | None:
@@ -256,14 +344,18 @@ def set_path(obj: Any, dotted: str, value: Any) -> None:
     setattr(obj, last, value)
 
 
-def _check_format_and_template(cfg) -> None:
-    from .formats import FORMATS
-    from .render import TEMPLATES
+def check_choices(cfg: Any, where: str = "") -> None:
+    """Every field with ``choices`` holds one of them (nested configs too)."""
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            check_choices(v, f"{where}{f.name}.")
+        elif f.metadata.get("choices") and v not in f.metadata["choices"]:
+            raise ConfigError(f"{where}{f.name} must be one of {f.metadata['choices']}, got {v!r}")
 
-    if cfg.format != "auto" and cfg.format not in FORMATS:
-        raise ConfigError(f"format must be auto or one of {FORMATS}, got {cfg.format!r}")
-    if cfg.template not in TEMPLATES:
-        raise ConfigError(f"template must be one of {TEMPLATES}, got {cfg.template!r}")
+
+def _check_format_and_template(cfg) -> None:
+    check_choices(cfg)
     if cfg.chat_template and not Path(cfg.chat_template).is_file():
         raise ConfigError(f"chat_template {cfg.chat_template!r} is not a file")
     if cfg.date is not None:
@@ -286,16 +378,6 @@ def validate_score(cfg: ScoreConfig) -> None:
             flag = name.replace("_", "-")
             raise ConfigError(f"score: {name!r} is required (--{flag} or '{name}:' in the config)")
     _check_format_and_template(cfg)
-    if cfg.engine.kind not in ENGINES:
-        raise ConfigError(f"engine must be one of {ENGINES}, got {cfg.engine.kind!r}")
-    if cfg.engine.logprobs_path not in LOGPROB_PATHS:
-        raise ConfigError(
-            f"logprobs_path must be one of {LOGPROB_PATHS}, got {cfg.engine.logprobs_path!r}"
-        )
-    if cfg.executor not in ("local", "ray"):
-        raise ConfigError(f"executor must be local or ray, got {cfg.executor!r}")
-    if cfg.engine.batching not in BATCHINGS:
-        raise ConfigError(f"batching must be one of {BATCHINGS}, got {cfg.engine.batching!r}")
     if cfg.batch_tokens < 1:
         raise ConfigError(f"batch_tokens must be >= 1, got {cfg.batch_tokens}")
     if cfg.max_length is not None and cfg.max_length < 2:
@@ -321,8 +403,7 @@ def validate_select(cfg: SelectConfig, need_paths: bool = True) -> None:
         raise ConfigError(f"top_k must be >= 0, got {cfg.top_k}")
     if cfg.fraction is not None and not 0.0 <= cfg.fraction <= 1.0:
         raise ConfigError(f"fraction must be in [0, 1], got {cfg.fraction}")
-    if cfg.order not in ("desc", "asc"):
-        raise ConfigError(f"order must be desc or asc, got {cfg.order!r}")
+    check_choices(cfg)
     grouped = cfg.quota is not None or cfg.length_bins is not None
     if cfg.quota is not None and cfg.length_bins is not None:
         raise ConfigError("select: give --quota or --length-bins, not both")
@@ -402,7 +483,5 @@ def validate_train(cfg: TrainConfig) -> None:
             raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.lr is not None and not cfg.lr > 0:
         raise ConfigError(f"lr must be > 0, got {cfg.lr}")
-    if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
-        raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {cfg.dtype!r}")
     if Path(cfg.output_dir).resolve() == Path(cfg.base).resolve():
         raise ConfigError("train-ref: the output directory must not be the base model's")

@@ -28,10 +28,10 @@ from typing import Any
 
 import orjson
 
+from .config import FORMATS
 from .errors import InputError
 from .records import BAD_RECORD, Message, RawRecord, Sample
 
-FORMATS = ("messages", "prompt-completion", "preference", "alpaca", "sharegpt", "prompt-response")
 ROLES = ("system", "developer", "user", "assistant", "tool", "ipython")
 _SHAREGPT_ROLES = {
     "system": "system",
@@ -155,7 +155,7 @@ def _continuations(data: dict, fmt: str, keys: tuple[str, ...]) -> Sample:
     prompt = data.get("prompt")
     values = [data[k] for k in keys]
     if all(isinstance(v, str) for v in values) and isinstance(prompt, (str, type(None))):
-        return Sample(0, None, text=prompt or "", completions=dict(zip(keys, values)))
+        return Sample(0, None, text=prompt or "", completions=dict(zip(keys, values, strict=True)))
     if not all(isinstance(v, list) for v in values) or not isinstance(prompt, (list, type(None))):
         raise RecordError(
             f"{fmt}: prompt and {'/'.join(keys)} must be all strings or all message lists"
@@ -244,6 +244,21 @@ def to_sample(raw: RawRecord, fmt: str) -> Sample:
         return Sample(raw.index, rid, status=BAD_RECORD, reason=f"{fmt}: record has no {e} field")
     sample.tools, sample.template_kwargs = tools, kwargs
     return sample
+
+
+def resolve_format(path, kind: str, fmt: str) -> str:
+    """The record format of the whole file (``auto`` resolved on its first fitting record,
+    within the first 1000), so that shards scored apart parse every record exactly as a
+    whole-file run does."""
+    from .io import read_records
+
+    if fmt != "auto":
+        return fmt
+    for i, raw in enumerate(read_records(path, kind)):
+        found = sniff_format(raw.data) if raw.error is None else None
+        if found or i >= 1000:
+            return found or "auto"
+    return "auto"
 
 
 def to_samples(records: Iterable[RawRecord], fmt: str = "auto") -> Iterator[Sample]:

@@ -410,7 +410,7 @@ def run_e2e(data: Path, base_dir: Path, ref_dir: Path, out: Path, engines, devic
         progress=False,
         engine=EngineConfig(kind="torch", device=str(device)),
     )
-    return score_file(cfg, engines=engines)
+    return score_file(cfg, engines=engines)[0]
 
 
 # ---------------------------------------------------------------- profile
@@ -564,7 +564,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     n_words = shape.model.vocab - len(SPECIALS) - len(ROLES)
     write_records(data, lengths, n_words, args.seed)
     samples = list(Renderer(tok).render_all(to_samples(read_records(data), "messages")))
-    for s, (p, r) in zip(samples, lengths.tolist()):
+    for s, (p, r) in zip(samples, lengths.tolist(), strict=True):
         # the word-level tokenizer's promise: one token per word, six template tokens
         assert s.status == OK, s.reason
         assert (s.n_tokens, s.n_response_tokens) == (p + r + TEMPLATE_TOKENS, r + 1), s.index
@@ -584,7 +584,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     models = [build_model(shape, tok, seed, device, dtype) for seed in (0, 1)]
     dev.sync()
     dirs = []
-    for name, m in zip(("base", "ref"), models):
+    for name, m in zip(("base", "ref"), models, strict=True):
         # config and tokenizer only: what the pipeline reads from a checkpoint directory
         # besides the weights, which the engines take from the models in memory
         d = work / name
@@ -592,7 +592,9 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         tok.save_pretrained(d)
         dirs.append(d)
     ecfg = EngineConfig(kind="torch", device=str(device))
-    engines = tuple(TorchEngine(m, ecfg, name=nm) for m, nm in zip(models, ("base", "ref")))
+    engines = tuple(
+        TorchEngine(m, ecfg, name=nm) for m, nm in zip(models, ("base", "ref"), strict=True)
+    )
     summary["models_seconds"] = round(time.perf_counter() - t0, 2)
     summary["resident_gib"] = resident = dev.allocated_gib()
     summary["engine"] = engines[0].info()

@@ -28,8 +28,9 @@ def inspect(config: InspectConfig | None = None, /, **fields: Any) -> dict[str, 
     """The chosen record (``id`` or ``index``; the first by default) rendered and tokenized:
     every token's text and whether it is scored, and with a reference each scored token's
     logprob under the base and the reference."""
+    from .formats import resolve_format
     from .models import load_tokenizer, model_max_length
-    from .pipeline import make_engine, resolve_format, resolve_max_length
+    from .session import make_engine, resolve_max_length
 
     cfg = dataclasses.replace(config, **fields) if config else InspectConfig(**fields)
     cfg = _from_scores_manifest(cfg)
@@ -117,9 +118,9 @@ def _from_scores_manifest(cfg: InspectConfig) -> InspectConfig:
     given: so the tokens shown are the ones that were scored."""
     if not cfg.scores:
         return cfg
-    from .pipeline import manifest_path_for
+    from .outputs import OutputPaths
 
-    path = manifest_path_for(cfg.scores)
+    path = OutputPaths.of(cfg.scores).manifest
     if not path.exists():
         alt = Path(cfg.scores).with_name("manifest.json")  # fastscore run's directory
         path = alt if alt.exists() else path

@@ -163,6 +163,70 @@ def _read_jsonl(path: str | os.PathLike) -> Iterator[RawRecord]:
         yield parse_line(index, lineno, line)
 
 
+def jsonl_starts(path: str | os.PathLike, wanted: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """(byte offset, line number) where JSONL records ``wanted`` start, found without
+    parsing a record; so a shard of records ``lo..hi`` starts reading at record ``lo``."""
+    wanted = set(wanted)
+    starts, pos, index = {}, 0, 0
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            body = line.removeprefix(b"\xef\xbb\xbf") if lineno == 1 else line
+            if body.strip():
+                if index in wanted:
+                    starts[index] = (pos + len(line) - len(body), lineno)
+                    if len(starts) == len(wanted):
+                        break
+                index += 1
+            pos += len(line)
+    return starts
+
+
+def read_record_range(
+    path: str | os.PathLike, kind: str, lo: int, hi: int, start: tuple[int, int] | None = None
+) -> Iterator[RawRecord]:
+    """Records ``lo <= index < hi`` without parsing the ones before: a JSONL file is read
+    from ``start`` (record ``lo``'s byte offset and line number, from ``jsonl_starts``), a
+    Parquet file from the row groups that hold the range; other kinds are read through."""
+    if kind == "jsonl" and start is not None:
+        offset, lineno = start
+        index = lo
+        with open(path, "rb") as f:
+            f.seek(offset)
+            for n, line in enumerate(f, start=lineno):
+                if index >= hi:
+                    return
+                if not line.strip():
+                    continue
+                yield parse_line(index, n, line if line.endswith(b"\n") else line + b"\n")
+                index += 1
+        return
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        groups, first, row = [], None, 0
+        for g in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            if row + n > lo and row < hi:
+                groups.append(g)
+                first = row if first is None else first
+            row += n
+        index = first if first is not None else hi
+        for batch in pf.iter_batches(batch_size=1024, row_groups=groups):
+            for obj in batch.to_pylist():
+                if index >= hi:
+                    return
+                if index >= lo:
+                    yield RawRecord(index=index, data=obj)
+                index += 1
+        return
+    for raw in read_records(path, kind):
+        if raw.index >= hi:
+            return
+        if raw.index >= lo:
+            yield raw
+
+
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> int:
     n = 0
     with open(path, "wb") as f:
@@ -236,3 +300,12 @@ def write_scores_parquet(src: str | os.PathLike, dst: str | os.PathLike) -> None
                 w.write_table(pa.Table.from_pylist(batch, schema=schema))
                 batch = []
         w.write_table(pa.Table.from_pylist(batch, schema=schema))
+
+
+def location(path, kind: str, index: int) -> str:
+    """'line N (record I)' of a JSONL record (blank lines are not records), else 'record I'."""
+    if kind == "jsonl":
+        for i, lineno, _ in jsonl_lines(path):
+            if i == index:
+                return f"line {lineno} (record {index})"
+    return f"record {index}"

@@ -56,8 +56,9 @@ def _backend(tok: Any) -> dict:
     return json.loads(tok.backend_tokenizer.to_str())
 
 
-def tokenizer_differences(a: Any, b: Any) -> list[str]:
-    """What differs between two tokenizers in ways that change token ids or masks."""
+def tokenizer_differences(a: Any, b: Any, templates: bool = True) -> list[str]:
+    """What differs between two tokenizers in ways that change token ids or masks
+    (``templates``: their chat templates too; not when a run renders with its own)."""
     diffs = []
     va, vb = a.get_vocab(), b.get_vocab()
     if va != vb:
@@ -71,7 +72,7 @@ def tokenizer_differences(a: Any, b: Any) -> list[str]:
     for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
         if getattr(a, name, None) != getattr(b, name, None):
             diffs.append(f"{name} differs ({getattr(a, name)!r} vs {getattr(b, name)!r})")
-    if getattr(a, "chat_template", None) != getattr(b, "chat_template", None):
+    if templates and getattr(a, "chat_template", None) != getattr(b, "chat_template", None):
         diffs.append("chat templates differ")
     if getattr(a, "is_fast", False) and getattr(b, "is_fast", False):
         ja, jb = _backend(a), _backend(b)
@@ -83,8 +84,10 @@ def tokenizer_differences(a: Any, b: Any) -> list[str]:
     return diffs
 
 
-def check_same_tokenizer(base_tok: Any, ref_tok: Any, base: str, ref: str) -> None:
-    diffs = tokenizer_differences(base_tok, ref_tok)
+def check_same_tokenizer(
+    base_tok: Any, ref_tok: Any, base: str, ref: str, templates: bool = True
+) -> None:
+    diffs = tokenizer_differences(base_tok, ref_tok, templates)
     if diffs:
         raise ModelError(
             f"the base ({base}) and reference ({ref}) tokenizers differ: "
@@ -98,8 +101,11 @@ def fingerprint(model: str | Path) -> dict[str, Any]:
     """Hashes that tell checkpoints apart without reading gigabytes.
 
     ``config_sha256`` covers the config and tokenizer files whole; ``weights_sample_sha256``
-    covers each weight file's name, size, and first and last MiB (a fine-tuned checkpoint
-    differs there from its base; a full hash would cost a read of every weight).
+    covers each weight file's name and size and, for a file over 8 MiB, its first MiB (the
+    header), 64 slices of 64 KiB spread evenly through it and its last MiB (a fine-tune,
+    LoRA merged in included, rewrites most of the bytes, so it shows in the slices; a full
+    hash would cost a read of every weight); a smaller file whole. So a reference retrained
+    in place is told from the old one (``--resume`` and Ray shards compare these).
     """
     root = Path(model)
     h = hashlib.sha256()
@@ -115,10 +121,15 @@ def fingerprint(model: str | Path) -> dict[str, Any]:
         size = p.stat().st_size
         w.update(f"{p.name}\0{size}\0".encode())
         with open(p, "rb") as f:
-            w.update(f.read(1 << 20))
-            if size > 2 << 20:
-                f.seek(-(1 << 20), 2)
+            if size <= 8 << 20:
                 w.update(f.read())
+                continue
+            w.update(f.read(1 << 20))
+            for k in range(64):
+                f.seek((1 << 20) + k * (size - (3 << 20)) // 64)
+                w.update(f.read(64 << 10))
+            f.seek(-(1 << 20), 2)
+            w.update(f.read())
     return {
         "path": str(root.resolve()),
         "config_sha256": h.hexdigest(),

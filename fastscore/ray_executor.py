@@ -1,22 +1,25 @@
 """``executor: ray``: score shards of the input on Ray workers, merge into one scores file.
 
-The driver counts the records, fixes the record format once for the whole file, and cuts
-the index range into shards. Each worker is a Ray actor that starts its own pair of
-engines (in-process on its GPU, or a client of served endpoints) and keeps them for every
-shard it takes. A shard is written to ``<output>.shards/shard-NNNNN.jsonl`` (atomically)
-and marked done with a fingerprint of the input and of every option that changes a score;
-a restarted run skips the shards already done with the same fingerprint. The merged file
-is byte-for-byte what the local executor writes, one line per record in input order.
+The driver opens a session without engines (record format, model fingerprints, the
+rendering that a fingerprint covers), counts the records, and cuts the index range into
+shards; a JSONL shard is given the byte offset of its first record, so its worker reads
+from there without parsing the records before it (Parquet shards read their row groups).
+Each worker is a Ray actor that opens its own session (in-process engines on its GPU, or
+a client of served endpoints) and keeps it for every shard it takes. A shard is written
+to ``SCORES.shards/shard-NNNNN.jsonl`` (atomically) and marked done with a fingerprint of
+the input, of the models' contents and of every option that changes a score; a restarted
+run keeps only the shards done with the same fingerprint. The merged file is byte-for-byte
+what the local executor writes, one line per record in input order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,9 +27,13 @@ import orjson
 from .config import ScoreConfig, from_dict
 from .errors import ConfigError, EngineError
 from .ids import KnownDuplicates, duplicate_records
-from .io import count_records, detect_file_kind
+from .io import count_records, jsonl_starts, read_record_range
+from .manifest import build_manifest
+from .outputs import OutputPaths, partial_of
 from .resume import run_fingerprint, write_run_record
+from .session import open_session
 from .stats import Stats
+from .stream import JsonlSink, score_records
 
 log = logging.getLogger(__name__)
 
@@ -39,80 +46,65 @@ def plan_shards(n_records: int, n_shards: int) -> list[tuple[int, int]]:
 
 
 class ShardWorker:
-    """A Ray actor's body: engines started once, then one shard per ``score`` call."""
+    """A Ray actor's body: a session (engines included) opened once, then one shard per
+    ``score`` call."""
 
     def __init__(self, cfg_dict: dict, threads: int):
         import torch
 
-        from .pipeline import _setup_local, _setup_served, make_engine
-        from .render import make_renderer
+        from .session import session_facts
 
         torch.set_num_threads(max(1, threads))
         self.cfg = from_dict(ScoreConfig, cfg_dict)
-        stats, self.engines = Stats(), []
-        if self.cfg.engine.kind == "served":
-            tok, max_length, self.models = _setup_served(self.cfg, stats, self.engines)
-        else:
-            tok, max_length, self.models = _setup_local(self.cfg, stats)
-            self.engines.append(make_engine(self.cfg.base, self.cfg.engine, max_length + 1, "base"))
-            self.engines.append(make_engine(self.cfg.ref, self.cfg.engine, max_length + 1, "ref"))
-        self.renderer = make_renderer(self.cfg, tok, max_length)
-        self.kind = detect_file_kind(self.cfg.input)
+        self._stack = contextlib.ExitStack()
+        self.session = self._stack.enter_context(open_session(self.cfg))
+        self.facts = session_facts(self.session)
 
-    def score(self, lo: int, hi: int, fmt: str, out_path: str, duplicates: dict) -> dict:
-        from .pipeline import _score_stream
-
-        stats = Stats()
-        cfg = dataclasses.replace(self.cfg, output=out_path, progress=False)
+    def score(self, lo: int, hi: int, start, out_path: str, duplicates: dict) -> dict:
+        s = self.session
+        s.stats = Stats()
+        s.cfg = dataclasses.replace(self.cfg, output=out_path, progress=False)
         t0 = time.perf_counter()
-        _score_stream(
-            cfg,
-            self.kind,
-            self.renderer,
-            *self.engines,
-            stats,
-            None,
-            (lo, hi),
-            fmt,
-            ids=KnownDuplicates(duplicates),
-        )
-        os.replace(out_path + ".partial", out_path)
+        sink = JsonlSink(partial_of(out_path), append=False, with_ifd=s.cfg.ifd)
+        try:
+            records = read_record_range(s.cfg.input, s.kind, lo, hi, start)
+            score_records(s, records, sink, ids=KnownDuplicates(duplicates))
+        finally:
+            sink.close()
+        os.replace(partial_of(out_path), out_path)
+        seconds = s.stats.to_json()["seconds"]
         return {
             "range": [lo, hi],
-            "counts": dict(stats.counts),
-            "seconds": {**stats.to_json()["seconds"], "shard": round(time.perf_counter() - t0, 4)},
-            "engines": {"base": self.engines[0].info(), "ref": self.engines[1].info()},
-            "models": self.models,
-            "template": self.renderer.info(),
-            "max_length": self.renderer.max_length,
+            "counts": dict(s.stats.counts),
+            "seconds": {**seconds, "shard": round(time.perf_counter() - t0, 4)},
+            "engines": s.engine_info(),
             "node": os.uname().nodename,
         }
 
     def close(self) -> None:
-        for e in self.engines:
-            e.close()
+        self._stack.close()
 
 
-def run_scoring_ray(cfg: ScoreConfig) -> dict[str, Any]:
+def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[str, Any]:
     try:
         import ray
     except ImportError as e:
         raise ConfigError("executor 'ray' needs Ray: pip install 'fastscore[ray]'") from e
-    from .pipeline import build_manifest, check_format_options, resolve_format
+    from .session import session_facts
 
+    paths = paths or OutputPaths.of(cfg.output)
     t_start = time.perf_counter()
     stats = Stats()
-    kind = detect_file_kind(cfg.input)
+    with open_session(cfg, start_engines=False, stats=stats) as s:  # no engines here
+        facts = session_facts(s)
+    kind, fmt = facts["kind"], facts["fmt"]
     n_records = count_records(cfg.input, kind)
-    fmt = resolve_format(cfg.input, kind, cfg.format)
-    check_format_options(cfg, fmt)
-    fp = run_fingerprint(cfg, fmt)
-    write_run_record(Path(cfg.output), cfg, fmt)  # keeps the date for a restarted run
+    fp = run_fingerprint(cfg, fmt, facts["models"])
+    paths.scores.parent.mkdir(parents=True, exist_ok=True)
+    write_run_record(paths, cfg, fmt, facts["models"])  # keeps the date for a restart
     with stats.timer("duplicate_ids"):  # found over the whole file, so shards agree with it
         duplicates = duplicate_records(cfg.input, kind, fmt)
-    out = Path(cfg.output)
-    shard_dir = out.with_name(out.name + ".shards")
-    shard_dir.mkdir(parents=True, exist_ok=True)
+    paths.shards.mkdir(parents=True, exist_ok=True)
 
     started_here = not ray.is_initialized()
     if started_here:
@@ -134,22 +126,22 @@ def run_scoring_ray(cfg: ScoreConfig) -> dict[str, Any]:
             1, int(gpus // per_gpu) if per_gpu else int(cpus // cfg.ray.cpus_per_worker)
         )
         shards = plan_shards(n_records, cfg.ray.shards or 4 * n_workers)
-
-        def paths(k: int) -> tuple[Path, Path]:
-            return shard_dir / f"shard-{k:05d}.jsonl", shard_dir / f"shard-{k:05d}.done.json"
+        starts = jsonl_starts(cfg.input, [lo for lo, _ in shards]) if kind == "jsonl" else {}
 
         def submit(w, k: int):
             lo, hi = shards[k]
             mine = {i: f for i, f in duplicates.items() if lo <= i < hi}
-            return w.score.remote(lo, hi, fmt, str(paths(k)[0]), mine)
+            return w.score.remote(lo, hi, starts.get(lo), str(paths.shard(k)[0]), mine)
 
         results: dict[int, dict] = {}
         for k, (lo, hi) in enumerate(shards):
-            data, done = paths(k)
+            data, done = paths.shard(k)
             if done.exists() and data.exists():
                 mark = orjson.loads(done.read_bytes())
                 if mark.get("fingerprint") == fp and mark.get("range") == [lo, hi]:
                     results[k] = {**mark["result"], "reused": True}
+                elif mark.get("fingerprint") != fp:
+                    log.warning("ray: shard %d was made with other settings or models", k)
         todo = [k for k in range(len(shards)) if k not in results]
         log.info(
             "ray: %d records in %d shards (%d done before), %d workers",
@@ -160,6 +152,7 @@ def run_scoring_ray(cfg: ScoreConfig) -> dict[str, Any]:
         )
 
         t_scoring = time.perf_counter()
+        engine_info = None
         if todo:
             actor = ray.remote(ShardWorker).options(
                 num_cpus=cfg.ray.cpus_per_worker, num_gpus=per_gpu
@@ -183,7 +176,7 @@ def run_scoring_ray(cfg: ScoreConfig) -> dict[str, Any]:
                     except ray.exceptions.RayError as e:
                         raise EngineError(f"ray: shard {k} {shards[k]} failed: {e}") from e
                     results[k] = result
-                    paths(k)[1].write_bytes(
+                    paths.shard(k)[1].write_bytes(
                         orjson.dumps(
                             {"fingerprint": fp, "range": list(shards[k]), "result": result}
                         )
@@ -204,11 +197,10 @@ def run_scoring_ray(cfg: ScoreConfig) -> dict[str, Any]:
             ray.shutdown()
 
     with stats.timer("merge"):
-        partial = out.with_name(out.name + ".partial")
         n_lines = 0
-        with open(partial, "wb") as f:
+        with open(paths.partial, "wb") as f:
             for k in range(len(shards)):
-                data = paths(k)[0].read_bytes()
+                data = paths.shard(k)[0].read_bytes()
                 n_lines += data.count(b"\n")
                 f.write(data)
         if n_lines != n_records:
@@ -216,18 +208,15 @@ def run_scoring_ray(cfg: ScoreConfig) -> dict[str, Any]:
     for r in results.values():
         for key, v in r["counts"].items():
             stats.counts[key] += v
-    first = results[min(results)]  # every worker set up the same models and template
+        if r.get("reused"):  # scored by an earlier run: no part of this run's pace
+            stats.counts["resumed_after_records"] += r["counts"].get("records", 0)
+            stats.counts["resumed_tokens"] += r["counts"].get("tokens_scored_samples", 0)
+    engine_info = next(
+        (results[k]["engines"] for k in sorted(results) if not results[k].get("reused")),
+        results[min(results)]["engines"],
+    )
     manifest = build_manifest(
-        cfg,
-        kind,
-        first["models"],
-        first["engines"],
-        first["template"],
-        first["max_length"],
-        stats,
-        scoring_seconds,
-        time.perf_counter() - t_start,
-        fmt,
+        cfg, facts, engine_info, stats, scoring_seconds, time.perf_counter() - t_start
     )
     manifest["executor"] = {
         "kind": "ray",

@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import TEMPLATES
 from .errors import ConfigError, ModelError
 from .records import NO_RESPONSE, OK, TEMPLATE_ERROR, TOO_LONG, RenderedSample, Sample
 
@@ -76,7 +77,6 @@ PLAIN_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}### Response:\n{% endif %}"
 )
-TEMPLATES = ("auto", "model", "plain")
 RULES = ("markers", "trl", "sentinel")
 # private-use characters: no template or tokenizer treats them specially
 _SENTINEL = "\ue000fastscore-{}\ue001"
@@ -384,11 +384,14 @@ class Renderer:
         texts = [_content_text(m) for m in msgs]
         marks = [_SENTINEL.format(i) for i in range(len(msgs))]
         alt = self._text(
-            [_swap(m, mark) if t is not None else m for m, t, mark in zip(msgs, texts, marks)],
+            [
+                _swap(m, mark) if t is not None else m
+                for m, t, mark in zip(msgs, texts, marks, strict=True)
+            ],
             extra,
         )
         rebuilt, located, pos = [], [], 0
-        for t, mark in zip(texts, marks):
+        for t, mark in zip(texts, marks, strict=True):
             k = alt.find(mark, pos) if t is not None else -1
             if t is not None and (k < 0 or alt.find(mark, k + 1) >= 0):
                 return None  # not written, or written twice

@@ -23,7 +23,8 @@ from .errors import ConfigError
 from .io import detect_file_kind, read_records
 from .records import OK
 from .scoring import spearman
-from .selection import DERIVED, plan, score_of
+from .selection import plan
+from .table import ScoresTable
 
 # score columns drawn when the scores file has them, in this order
 COLUMNS = ("lobass", "rho", "loss_base", "loss_ref", "ifd", "loss_alone", "margin")
@@ -31,38 +32,11 @@ COLUMNS = ("lobass", "rho", "loss_base", "loss_ref", "ifd", "loss_alone", "margi
 MAX_POINTS = 50_000
 
 
-@dataclasses.dataclass
-class ScoreTable:
-    """The numeric columns of a scores file, one entry per record (NaN where missing)."""
-
-    ids: list
-    status: list[str]
-    length: np.ndarray
-    columns: dict[str, np.ndarray]
-
-
-def read_table(path: str | Path, score: str, seed: int) -> ScoreTable:
-    from .io import read_score_rows
-
-    ids, status, length = [], [], []
-    cols: dict[str, list] = {}
-    wanted = dict.fromkeys((*COLUMNS, score))
-    for row in read_score_rows(path):
-        ids.append(row.get("id"))
-        status.append(row.get("status"))
-        n = row.get("n_response_tokens")
-        length.append(float(n) if isinstance(n, int) else math.nan)
-        for c in wanted:
-            if c in row or c in DERIVED:
-                v = score_of(row, c, seed)
-                cols.setdefault(c, []).append(float(v) if isinstance(v, (int, float)) else math.nan)
-    return ScoreTable(
-        ids, status, np.array(length), {c: np.array(v, dtype=np.float64) for c, v in cols.items()}
-    )
-
-
-def report(config: ReportConfig | None = None, /, **fields: Any) -> dict[str, Any]:
-    """Write ``report.html`` and its PNGs into ``config.output_dir``; returns a summary."""
+def report(
+    config: ReportConfig | None = None, /, table: ScoresTable | None = None, **fields: Any
+) -> dict[str, Any]:
+    """Write ``report.html`` and its PNGs into ``config.output_dir``; returns a summary.
+    ``table``: the scores already read (``fastscore run`` reads them once)."""
     cfg = dataclasses.replace(config, **fields) if config else ReportConfig(**fields)
     validate_report(cfg)
     import matplotlib
@@ -71,8 +45,11 @@ def report(config: ReportConfig | None = None, /, **fields: Any) -> dict[str, An
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     select_cfg = dataclasses.replace(cfg.select, scores=cfg.scores, input=cfg.input)
-    chosen = plan(select_cfg).chosen
-    table = read_table(cfg.scores, cfg.select.score, cfg.select.seed)
+    table = table or ScoresTable.read(cfg.scores)
+    chosen = plan(select_cfg, table).chosen
+    score = cfg.select.score
+    columns = {c: table.columns[c] for c in COLUMNS if c in table.columns}
+    columns[score] = table.values(score, cfg.select.seed)
     n = len(table.ids)
     picked = np.zeros(n, dtype=bool)
     picked[chosen] = True
@@ -81,15 +58,13 @@ def report(config: ReportConfig | None = None, /, **fields: Any) -> dict[str, An
     shown = np.sort(rng.choice(n, MAX_POINTS, replace=False)) if n > MAX_POINTS else np.arange(n)
 
     figures: list[dict[str, Any]] = []
-    present = [c for c in COLUMNS if c in table.columns]
-    score = cfg.select.score
-    for c in present + ([score] if score not in present else []):
-        v = table.columns[c][ok]
+    for c in columns:
+        v = columns[c][ok]
         v = v[np.isfinite(v)]
         figures.append(_figure(out, f"hist_{c}", _hist(c, v), f"Histogram of {c} (ok records)"))
     rhos = {}
-    for c in present + ([score] if score not in present else []):
-        v = table.columns[c]
+    for c in columns:
+        v = columns[c]
         fin = ok & np.isfinite(v) & np.isfinite(table.length)
         rhos[c] = spearman(v[fin], table.length[fin])
         figures.append(
@@ -119,7 +94,7 @@ def report(config: ReportConfig | None = None, /, **fields: Any) -> dict[str, An
     first = {"losses": 0, "length": 1, "hist": 2, "status": 3}
     figures.sort(key=lambda f: first[f["name"].split("_")[0].removesuffix(".png")])
     groups = _groups(cfg, n, picked) if cfg.group_field else None
-    samples = _samples(cfg, table, ok, score)
+    samples = _samples(cfg, table, columns, ok, score)
     html = _render(cfg, table, figures, status_counts, groups, samples, picked, rhos, n, shown)
     page = out / "report.html"
     tmp = page.with_name(page.name + ".tmp")
@@ -176,7 +151,7 @@ def _scatter_length(name, v, length, fin, shown, rho):
     return fig
 
 
-def _scatter_losses(table: ScoreTable, ok, picked, shown):
+def _scatter_losses(table: ScoresTable, ok, picked, shown):
     import matplotlib.pyplot as plt
 
     base, ref = table.columns["loss_base"], table.columns["loss_ref"]
@@ -211,7 +186,7 @@ def _bars(counts: Counter, ylabel: str):
 def _groups(cfg: ReportConfig, n: int, picked) -> dict[str, dict[str, int]]:
     from .selection import input_facts
 
-    groups = input_facts(cfg.input, cfg.group_field, False, n)["groups"]
+    groups = input_facts(cfg.input, cfg.group_field, False, n)["groups"]  # no parse needed
     out: dict[str, dict[str, int]] = {}
     for i, g in enumerate(groups):
         row = out.setdefault(g, {"records": 0, "selected": 0})
@@ -220,18 +195,19 @@ def _groups(cfg: ReportConfig, n: int, picked) -> dict[str, dict[str, int]]:
     return dict(sorted(out.items()))
 
 
-def _samples(cfg: ReportConfig, table: ScoreTable, ok, score: str) -> dict[str, list[dict]]:
+def _samples(
+    cfg: ReportConfig, table: ScoresTable, columns: dict, ok, score: str
+) -> dict[str, list[dict]]:
     """The top and bottom ``cfg.samples`` ok records by the score, with their text."""
-    from .formats import sample_turns, to_sample
-    from .pipeline import resolve_format
+    from .formats import resolve_format, sample_turns, to_sample
 
-    v = table.columns[score]
+    v = columns[score]
     fin = np.flatnonzero(ok & np.isfinite(v))
     order = fin[np.lexsort((fin, -v[fin] if cfg.select.order == "desc" else v[fin]))]
     top, bottom = list(order[: cfg.samples]), list(order[::-1][: cfg.samples])
     wanted = set(top) | set(bottom)
     kind = detect_file_kind(cfg.input)
-    fmt = resolve_format(cfg.input, kind, "auto")
+    fmt = table.fmt or resolve_format(cfg.input, kind, "auto")
     texts: dict[int, list[tuple[str, str]]] = {}
     for raw in read_records(cfg.input, kind):
         if raw.index in wanted:
@@ -241,7 +217,7 @@ def _samples(cfg: ReportConfig, table: ScoreTable, ok, score: str) -> dict[str, 
         raise ConfigError(f"{cfg.input} has fewer records than the scores file; wrong --input?")
 
     def row(i: int) -> dict[str, Any]:
-        cols = {c: table.columns[c][i] for c in table.columns if c in COLUMNS or c == score}
+        cols = {c: columns[c][i] for c in columns}
         return {
             "index": int(i),
             "id": table.ids[i],

@@ -1,9 +1,11 @@
 """Resuming an interrupted run: what was finished is kept, nothing is scored twice.
 
-Scores are appended to ``<output>.partial`` and flushed chunk by chunk; beside it,
-``<output>.run.json`` records a fingerprint of the input and of every option that changes
-a score. ``--resume`` checks that record, cuts a torn last line, and goes on after the
-last complete one. The final file appears (atomically renamed) only when all is scored.
+Scores are appended to ``SCORES.partial`` and flushed chunk by chunk; beside it,
+``SCORES.run.json`` records a fingerprint of the input, of the two models' contents (a
+reference retrained in place is another model) and of every option that changes a score.
+``--resume`` checks that record, cuts a torn last line, and goes on after the last
+complete one. The final file appears (atomically renamed) only when all is scored. Ray's
+shard markers carry the same fingerprint.
 """
 
 from __future__ import annotations
@@ -19,10 +21,32 @@ import orjson
 
 from .errors import ConfigError
 from .ids import IdRegistry
+from .outputs import OutputPaths
 from .records import BAD_RECORD, DUPLICATE_ID
 
-# Options that do not change any score: a run may resume under other values of these.
-NEUTRAL = {"output", "progress", "executor", "ray", "resume", "batch_tokens"}
+# Options that cannot change any score: a run may resume under other values of these.
+NEUTRAL = frozenset(
+    {
+        "output",
+        "progress",
+        "executor",
+        "ray",
+        "resume",
+        "strict",
+        "batch_tokens",
+        "base_url",  # which endpoints serve a model: the model is in ``models``
+        "ref_url",
+        "engine.concurrency",
+        "engine.request_timeout",
+        "engine.retry_seconds",
+        "engine.api_key_env",
+        "engine.forward_tokens",
+        "engine.gpu_memory_utilization",
+        "engine.kv_cache_gb",
+    }
+)
+# what identifies a model in a fingerprint (not where it is)
+_MODEL_KEYS = ("config_sha256", "weights_sample_sha256", "served", "root", "max_model_len")
 
 
 def kill_point(name: str) -> None:
@@ -33,7 +57,24 @@ def kill_point(name: str) -> None:
 
 
 def score_options(cfg) -> dict:
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NEUTRAL}
+    """Every option that can change a score, nested ones as ``engine.dtype``."""
+    out = {}
+    for k, v in dataclasses.asdict(cfg).items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+        else:
+            out[k] = v
+    return {k: v for k, v in out.items() if k not in NEUTRAL and k.split(".")[0] not in NEUTRAL}
+
+
+def model_identity(models: dict | None) -> dict:
+    """What tells the run's models apart: their contents' hashes (local), what the servers
+    report of them (served); not their paths or endpoints."""
+    return {
+        name: {k: m[k] for k in _MODEL_KEYS if k in m}
+        for name, m in (models or {}).items()
+        if isinstance(m, dict)
+    }
 
 
 def input_signature(path) -> tuple[int, int]:
@@ -47,12 +88,13 @@ def input_signature(path) -> tuple[int, int]:
     return sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
 
 
-def run_fingerprint(cfg, fmt: str) -> str:
+def run_fingerprint(cfg, fmt: str, models: dict | None) -> str:
     size, mtime = input_signature(cfg.input)
     blob = orjson.dumps(
         {
             "input": [str(Path(cfg.input).resolve()), size, mtime],
             "format": fmt,
+            "models": model_identity(models),
             "options": score_options(cfg),
         },
         option=orjson.OPT_SORT_KEYS,
@@ -60,52 +102,60 @@ def run_fingerprint(cfg, fmt: str) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def run_record_path(output: Path) -> Path:
-    return output.with_name(output.name + ".run.json")
+def read_run_record(paths: OutputPaths) -> dict | None:
+    return orjson.loads(paths.run_record.read_bytes()) if paths.run_record.exists() else None
 
 
-def read_run_record(output: Path) -> dict | None:
-    path = run_record_path(output)
-    return orjson.loads(path.read_bytes()) if path.exists() else None
-
-
-def write_run_record(output: Path, cfg, fmt: str) -> None:
+def write_run_record(paths: OutputPaths, cfg, fmt: str, models: dict | None) -> None:
     size, mtime = input_signature(cfg.input)
     record = {
-        "fingerprint": run_fingerprint(cfg, fmt),
+        "fingerprint": run_fingerprint(cfg, fmt, models),
         "format": fmt,
         "input": {"path": str(Path(cfg.input).resolve()), "size": size, "mtime_ns": mtime},
+        "models": models,
         "options": score_options(cfg),
     }
-    run_record_path(output).write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
+    paths.run_record.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
 
 
-def prepare_resume(output: Path, partial: Path, cfg, fmt: str) -> tuple[int, Counter, IdRegistry]:
+def what_changed(record: dict, cfg, fmt: str, models: dict | None) -> list[str]:
+    """What differs between a run record and now, in words."""
+    now = score_options(cfg)
+    was = record.get("options", {})
+    changed = sorted(k for k in set(now) | set(was) if now.get(k) != was.get(k))
+    if list(input_signature(cfg.input)) != [record["input"]["size"], record["input"]["mtime_ns"]]:
+        changed.append("the input file (size or modification time)")
+    if record["format"] != fmt:
+        changed.append("the record format")
+    before, after = model_identity(record.get("models")), model_identity(models)
+    for name in sorted(set(before) | set(after)):
+        if before.get(name) != after.get(name):
+            where = (models or {}).get(name, {})
+            path = where.get("path") or where.get("served") or name
+            changed.append(
+                f"the {name} model {path} (its contents changed since the run started, e.g. "
+                "retrained in place)"
+            )
+    return changed
+
+
+def prepare_resume(
+    paths: OutputPaths, cfg, fmt: str, models: dict | None
+) -> tuple[int, Counter, IdRegistry]:
     """Check a partial run can be continued; cut a torn last line. Returns (records done,
     counts rebuilt from the kept lines, the ids they used)."""
-    record_path = run_record_path(output)
-    if not partial.exists() or not record_path.exists():
-        if output.exists():
-            raise ConfigError(f"{output} is already complete; nothing to resume")
+    record = read_run_record(paths)
+    if not paths.partial.exists() or record is None:
+        if paths.scores.exists():
+            raise ConfigError(f"{paths.scores} is already complete; nothing to resume")
         return 0, Counter(), IdRegistry()
-    record = orjson.loads(record_path.read_bytes())
-    if record["fingerprint"] != run_fingerprint(cfg, fmt):
-        now = score_options(cfg)
-        changed = sorted(
-            k for k in set(now) | set(record["options"]) if now.get(k) != record["options"].get(k)
-        )
-        if list(input_signature(cfg.input)) != [
-            record["input"]["size"],
-            record["input"]["mtime_ns"],
-        ]:
-            changed.append("the input file (size or modification time)")
-        if record["format"] != fmt:
-            changed.append("the record format")
+    if record["fingerprint"] != run_fingerprint(cfg, fmt, models):
         raise ConfigError(
-            f"cannot resume {partial}: it was started with other settings ({', '.join(changed)}"
-            "). Resume with the same input and options, or start again without --resume"
+            f"cannot resume {paths.partial}: it was started with other settings "
+            f"({', '.join(what_changed(record, cfg, fmt, models))}). Resume with the same "
+            "input, models and options, or start again without --resume"
         )
-    data = partial.read_bytes()
+    data = paths.partial.read_bytes()
     keep = data[: data.rfind(b"\n") + 1]  # a line cut by the crash is scored again
     counts: Counter = Counter()
     ids = IdRegistry()
@@ -113,17 +163,19 @@ def prepare_resume(output: Path, partial: Path, cfg, fmt: str) -> tuple[int, Cou
         row = orjson.loads(line)
         if row.get("index") != n:
             raise ConfigError(
-                f"{partial}: line {n + 1} has index {row.get('index')}, not {n}; "
+                f"{paths.partial}: line {n + 1} has index {row.get('index')}, not {n}; "
                 "start again without --resume"
             )
         counts["records"] += 1
         if row["status"] not in (BAD_RECORD, DUPLICATE_ID):
             ids.first(row["id"], n)
         counts[f"status:{row['status']}"] += 1
-        if row["status"] == "ok":
-            counts["tokens_scored_samples"] += row["n_tokens"]
-            counts["response_tokens"] += row["n_response_tokens"]
+        if row["status"] == "ok":  # (a preference record's two sides)
+            counts["tokens_scored_samples"] += row["n_tokens"] + row.get("n_tokens_rejected", 0)
+            counts["response_tokens"] += row["n_response_tokens"] + row.get(
+                "n_response_tokens_rejected", 0
+            )
     if len(keep) != len(data):
-        with open(partial, "r+b") as f:
+        with open(paths.partial, "r+b") as f:
             f.truncate(len(keep))
     return counts["records"], counts, ids

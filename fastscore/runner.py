@@ -19,15 +19,24 @@ from .config import (
     validate_select,
 )
 from .errors import ConfigError
-from .io import detect_file_kind
-from .pipeline import resolve_format, score_file, write_manifest
+from .manifest import write_manifest
+from .outputs import OutputPaths
+from .pipeline import score_file
 from .resume import run_fingerprint
-from .selection import choose, load_scores, select
+from .selection import choose, select
+from .session import open_session
+from .table import ScoresTable
 
 
 def run(config: RunConfig) -> dict[str, Any]:
     """Write ``scores.jsonl``, ``selected.jsonl``, ``manifest.json`` and (unless
-    ``config.report`` is off) ``report/report.html`` into ``output_dir``."""
+    ``config.report`` is off) ``report/report.html`` into ``output_dir``; returns the
+    manifest."""
+    return run_with_scores(config)[0]
+
+
+def run_with_scores(config: RunConfig) -> tuple[dict[str, Any], ScoresTable]:
+    """``run``, returning the scores table too (read once, shared by every step)."""
     if not config.output_dir:
         raise ConfigError("run: 'output_dir' is required (--output-dir)")
     out = Path(config.output_dir)
@@ -41,12 +50,11 @@ def run(config: RunConfig) -> dict[str, Any]:
     validate_score(score_cfg)
     validate_select(select_cfg)  # before the expensive part, so a typo costs nothing
     out.mkdir(parents=True, exist_ok=True)
-    manifest_path = out / "manifest.json"
-    manifest = _finished_scoring(score_cfg, manifest_path)
-    if manifest is None:
-        manifest = score_file(score_cfg, manifest_path)
+    paths = OutputPaths.of(score_cfg.output, out / "manifest.json")
+    done = _finished_scoring(score_cfg, paths)
+    manifest, table = done if done else score_file(score_cfg, paths.manifest)
     manifest["command"] = "run"
-    manifest["selection"] = select(select_cfg)
+    manifest["selection"] = select(select_cfg, table=table)
     if config.report:
         from .reporting import report
 
@@ -57,31 +65,32 @@ def run(config: RunConfig) -> dict[str, Any]:
                 output_dir=str(out / "report"),
                 select=select_cfg,
                 group_field=select_cfg.group_field,
-            )
+            ),
+            table=table,
         )["output"]
-    write_manifest(manifest_path, manifest)
-    return manifest
+    write_manifest(paths.manifest, manifest)
+    return manifest, table
 
 
-def _finished_scoring(cfg: ScoreConfig, manifest_path: Path) -> dict[str, Any] | None:
-    """With ``--resume``, the manifest of a scoring that already ended (a run killed during
-    selection), so that only the selection is done again; None when scoring must run."""
-    out = Path(cfg.output)
-    if not cfg.resume or not out.exists() or not manifest_path.exists():
+def _finished_scoring(cfg: ScoreConfig, paths: OutputPaths):
+    """With ``--resume``, the manifest and scores of a scoring that already ended (a run
+    killed during selection), so that only the selection is done again; None when scoring
+    must run."""
+    if not cfg.resume or not paths.scores.exists() or not paths.manifest.exists():
         return None
-    if out.with_name(out.name + ".partial").exists():
+    if paths.partial.exists():
         return None
-    manifest = orjson.loads(manifest_path.read_bytes())
+    manifest = orjson.loads(paths.manifest.read_bytes())
     if cfg.date is None:  # the date the finished scores were rendered with
         cfg = dataclasses.replace(cfg, date=manifest.get("options", {}).get("date"))
-    if manifest.get("fingerprint") != run_fingerprint(
-        cfg, resolve_format(cfg.input, detect_file_kind(cfg.input), cfg.format)
-    ):
+    with open_session(cfg, start_engines=False) as s:  # the models as they are now
+        fp = run_fingerprint(cfg, s.fmt, s.models)
+    if manifest.get("fingerprint") != fp:
         raise ConfigError(
-            f"cannot resume in {out.parent}: its scores were made with other settings or "
-            "another input; start again without --resume"
+            f"cannot resume in {paths.scores.parent}: its scores were made with other settings, "
+            "models or another input; start again without --resume"
         )
-    return manifest
+    return manifest, ScoresTable.read(paths.scores, fmt=manifest["input"]["format"])
 
 
 def demo(output_dir: str | Path = "runs/demo", fraction: float = 0.2, progress: bool = True):
@@ -101,14 +110,14 @@ def demo(output_dir: str | Path = "runs/demo", fraction: float = 0.2, progress: 
         ),
         select=SelectConfig(fraction=fraction, score="lobass"),
     )
-    manifest = run(cfg)
+    manifest, scores = run_with_scores(cfg)
     kinds = [orjson.loads(line)["kind"] for line in assets.data.read_bytes().splitlines()]
     total = Counter(kinds)
     table = {"in_data": dict(total)}
-    scores_path = Path(output_dir) / "scores.jsonl"
     for column in ("lobass", "rho"):
-        rows, eligible = load_scores(scores_path, column)
-        picked = choose(eligible, len(rows), SelectConfig(fraction=fraction, score=column))
+        picked = choose(
+            scores.eligible(column), len(scores), SelectConfig(fraction=fraction, score=column)
+        )
         table[column] = dict(Counter(kinds[i] for i in picked))
     n_pick = manifest["selection"]["selected"]
     table["random_expected"] = {k: round(total[k] * n_pick / len(kinds), 1) for k in total}

@@ -20,23 +20,18 @@ import orjson
 
 from .config import SelectConfig, parse_quota, validate_select
 from .errors import InputError
-from .formats import record_id, sample_turns, to_sample
+from .formats import record_id, resolve_format, sample_turns, to_sample
 from .ids import IdRegistry
 from .io import (
     detect_file_kind,
     jsonl_lines,
     parse_line,
     read_records,
-    read_score_rows,
     record_batches,
 )
+from .outputs import partial_of
 from .records import OK, RawRecord
-from .scoring import perplexity, seeded_uniform, spearman
-
-# scores computed from a row rather than read from a column
-DERIVED = ("perplexity", "length", "random")
-# columns whose correlation with response length the summaries report
-LENGTH_CHECKED = ("lobass", "rho", "loss_base", "perplexity", "ifd", "margin", "random")
+from .table import ScoresTable
 
 OUTPUT_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
 
@@ -91,53 +86,16 @@ def choose_grouped(
     return sorted(chosen)
 
 
-def score_of(row: dict, column: str, seed: int = 0) -> float | None:
-    """The row's score by ``column``: a scores column, or one of ``DERIVED``."""
-    if column == "perplexity":
-        v = row.get("loss_base")
-        return perplexity(v) if isinstance(v, (int, float)) else None
-    if column == "length":
-        return row.get("n_response_tokens")
-    if column == "random":
-        return seeded_uniform(seed, row["index"])
-    return row.get(column)
-
-
-def load_scores(
-    path: str | Path, column: str, seed: int = 0
-) -> tuple[list[dict], list[tuple[int, float]]]:
-    """(every row's index/id/status/response length, eligible (index, score) pairs)."""
-    rows, eligible = [], []
-    for n, row in enumerate(read_score_rows(path)):
-        if "index" not in row or "status" not in row:
-            raise InputError(f"{path}: line {n + 1} is not a fastscore scores row")
-        if row["index"] != n:
-            raise InputError(
-                f"{path}: line {n + 1} has index {row['index']}, expected {n}; the scores "
-                "file is incomplete or reordered"
-            )
-        if n == 0 and column not in row and column not in DERIVED:
-            cols = sorted(k for k, v in row.items() if isinstance(v, (int, float)))
-            hint = " (score with --ifd for it)" if column == "ifd" else ""
-            raise InputError(
-                f"score column {column!r} is not in {path}{hint}; numeric columns: {cols}, "
-                f"or one of {list(DERIVED)}"
-            )
-        rows.append(
-            {"id": row.get("id"), "status": row["status"], "length": row.get("n_response_tokens")}
-        )
-        v = score_of(row, column, seed)
-        if row["status"] == "ok" and isinstance(v, (int, float)) and math.isfinite(v):
-            eligible.append((n, float(v)))
-    return rows, eligible
-
-
-def select(config: SelectConfig | None = None, /, **fields: Any) -> dict[str, Any]:
-    """Write the records chosen by ``config`` to ``config.output``; returns a summary."""
+def select(
+    config: SelectConfig | None = None, /, table: ScoresTable | None = None, **fields: Any
+) -> dict[str, Any]:
+    """Write the records chosen by ``config`` to ``config.output``; returns a summary.
+    ``table``: the scores already read (``fastscore run`` reads them once)."""
     cfg = dataclasses.replace(config, **fields) if config else SelectConfig(**fields)
     validate_select(cfg)
-    p = plan(cfg)
-    n_written = write_subset(cfg.input, cfg.output, p.chosen, p.rows)
+    table = table or ScoresTable.read(cfg.scores)
+    p = plan(cfg, table)
+    n_written = write_subset(cfg.input, cfg.output, p.chosen, table.ids)
     return {
         "score": cfg.score,
         "order": cfg.order,
@@ -146,14 +104,14 @@ def select(config: SelectConfig | None = None, /, **fields: Any) -> dict[str, An
             for k in ("top_k", "fraction", "threshold")
             if getattr(cfg, k) is not None
         },
-        "records": len(p.rows),
+        "records": len(table),
         "eligible": len(p.eligible),
         "selected": n_written,
         # fewer eligible records than asked for: said, not hidden
         "short_by": 0 if p.target is None else p.target - n_written,
         "output": str(Path(cfg.output).resolve()),
         **p.extra,
-        "length_spearman": length_correlations(cfg.scores),
+        "length_spearman": table.length_correlations(),
     }
 
 
@@ -161,22 +119,23 @@ def select(config: SelectConfig | None = None, /, **fields: Any) -> dict[str, An
 class Plan:
     """What a selection rule picks, before anything is written."""
 
-    rows: list[dict]  # every record's index / id / status / response length
     eligible: list[tuple[int, float]]  # (index, score) of the records that may be chosen
     chosen: list[int]  # indices, in input order
     target: int | None  # the budget asked for (None for a threshold)
     extra: dict[str, Any]  # dedup and group reports
 
 
-def plan(cfg: SelectConfig) -> Plan:
-    """The records ``cfg`` chooses from ``cfg.scores`` (``cfg.input`` is read only for
-    quotas and dedup)."""
-    rows, eligible = load_scores(cfg.scores, cfg.score, cfg.seed)
-    target = budget(cfg, len(rows))
+def plan(cfg: SelectConfig, table: ScoresTable | None = None) -> Plan:
+    """The records ``cfg`` chooses from its scores (``cfg.input`` is read only for quotas
+    and dedup, with the record format the scores were made with)."""
+    table = table or ScoresTable.read(cfg.scores)
+    eligible = table.eligible(cfg.score, cfg.seed)
+    n_rows = len(table)
+    target = budget(cfg, n_rows)
     extra: dict[str, Any] = {}
     field_name, shares = parse_quota(cfg.quota, cfg.group_field) if cfg.quota else (None, None)
     if cfg.dedup or field_name:
-        facts = input_facts(cfg.input, field_name, cfg.dedup, len(rows))
+        facts = input_facts(cfg.input, field_name, cfg.dedup, n_rows, table.fmt)
     if cfg.dedup:
         before = len(eligible)
         eligible = [(i, v) for i, v in eligible if i not in facts["duplicates"]]
@@ -188,30 +147,32 @@ def plan(cfg: SelectConfig) -> Plan:
         groups = facts["groups"]
         if shares is None:  # proportional to the input's records
             counts = Counter(groups)
-            shares = {g: c / len(rows) for g, c in counts.items()}
+            shares = {g: c / n_rows for g, c in counts.items()}
         quotas = allocate(target, shares)
         target = sum(quotas.values())  # shares may add up to less than the whole budget
         chosen = choose_grouped(eligible, groups, quotas, cfg.order)
         extra["groups"] = group_report(groups, eligible, chosen, quotas, field_name)
     elif cfg.length_bins:
-        groups, edges = length_bin_of(rows, eligible, cfg.length_bins)
+        groups, edges = length_bin_of(table.length, eligible, cfg.length_bins)
         counts = Counter(groups[i] for i, _ in eligible)
         quotas = allocate(target, {g: c / max(1, len(eligible)) for g, c in counts.items()})
         chosen = choose_grouped(eligible, groups, quotas, cfg.order)
         extra["groups"] = group_report(groups, eligible, chosen, quotas, "length_bin")
         extra["length_bin_edges"] = edges
     else:
-        chosen = choose(eligible, len(rows), cfg)
-    return Plan(rows, eligible, chosen, target, extra)
+        chosen = choose(eligible, n_rows, cfg)
+    return Plan(eligible, chosen, target, extra)
 
 
-def input_facts(path, field_name: str | None, dedup: bool, n_rows: int) -> dict[str, Any]:
+def input_facts(
+    path, field_name: str | None, dedup: bool, n_rows: int, fmt: str | None = None
+) -> dict[str, Any]:
     """One pass over the input: each record's group (the value of ``field_name`` as text,
-    ``"(missing)"`` without one) and the records that repeat an earlier one's text."""
-    from .pipeline import resolve_format
-
+    ``"(missing)"`` without one) and the records that repeat an earlier one's text, read
+    in ``fmt`` (the format the scores were made with; detected when not known)."""
     kind = detect_file_kind(path)
-    fmt = resolve_format(path, kind, "auto") if dedup else None
+    if dedup and fmt is None:
+        fmt = resolve_format(path, kind, "auto")
     groups: list[str] = []
     duplicates: set[int] = set()
     seen = IdRegistry()
@@ -235,20 +196,19 @@ def input_facts(path, field_name: str | None, dedup: bool, n_rows: int) -> dict[
     return {"groups": groups, "duplicates": duplicates}
 
 
-def length_bin_of(rows: list[dict], eligible, n_bins: int) -> tuple[list, list[float]]:
+def length_bin_of(length, eligible, n_bins: int) -> tuple[list, list[float]]:
     """Each record's response-length bin (quantile bins of the eligible records' lengths;
-    None for records without a length) and the bin edges."""
+    None for records without a length) and the bin edges. ``length``: per record, NaN
+    where none."""
     import numpy as np
 
-    lengths = np.array([rows[i]["length"] for i, _ in eligible], dtype=np.float64)
+    lengths = np.array([length[i] for i, _ in eligible], dtype=np.float64)
     if lengths.size == 0:
-        return [None] * len(rows), []
+        return [None] * len(length), []
     edges = np.unique(np.quantile(lengths, np.linspace(0, 1, n_bins + 1)))
     groups = [
-        None
-        if r["length"] is None
-        else f"bin{int(np.searchsorted(edges[1:-1], r['length'], side='right'))}"
-        for r in rows
+        None if not np.isfinite(x) else f"bin{int(np.searchsorted(edges[1:-1], x, side='right'))}"
+        for x in length
     ]
     return groups, [float(e) for e in edges]
 
@@ -273,33 +233,9 @@ def group_report(groups, eligible, chosen, quotas, field_name) -> dict[str, Any]
     }
 
 
-def length_correlations(path: str | Path) -> dict[str, float | None]:
-    """Spearman correlation of each score with response length over the ok rows (the
-    paper's reason for normalising: a score that tracks length picks long samples)."""
-    from array import array
-
-    cols = {c: array("d") for c in LENGTH_CHECKED}
-    lengths: dict[str, array] = {c: array("d") for c in LENGTH_CHECKED}
-    present: set[str] = set()
-    for row in read_score_rows(path):
-        if row.get("status") != OK or not isinstance(row.get("n_response_tokens"), int):
-            continue
-        for c in LENGTH_CHECKED:
-            v = score_of(row, c)
-            if c in row or c in DERIVED:
-                present.add(c)
-            if isinstance(v, (int, float)) and math.isfinite(v):
-                cols[c].append(v)
-                lengths[c].append(row["n_response_tokens"])
-    return {
-        c: (None if (r := spearman(cols[c], lengths[c])) is None else round(r, 4))
-        for c in LENGTH_CHECKED
-        if c in present
-    }
-
-
-def write_subset(input_path, output_path, chosen: list[int], rows: list[dict]) -> int:
-    """Copy the chosen records of the input to the output, checking ids match the scores."""
+def write_subset(input_path, output_path, chosen: list[int], ids: list) -> int:
+    """Copy the chosen records of the input to the output, checking the input's ids are
+    the scores' ``ids``."""
     in_kind = detect_file_kind(input_path)
     out_kind = OUTPUT_KINDS.get(Path(output_path).suffix.lower())
     if out_kind is None:
@@ -308,20 +244,20 @@ def write_subset(input_path, output_path, chosen: list[int], rows: list[dict]) -
     n_input = 0
 
     def check(index: int, data: Any) -> None:
-        if index >= len(rows):
+        if index >= len(ids):
             raise InputError(
-                f"{input_path} has more records than the scores file ({len(rows)}); the "
+                f"{input_path} has more records than the scores file ({len(ids)}); the "
                 "scores were computed on another input"
             )
         rid = record_id(RawRecord(index, data))
-        if rid != rows[index]["id"]:
+        if rid != ids[index]:
             raise InputError(
                 f"record {index} of {input_path} has id {rid!r} but the scores file says "
-                f"{rows[index]['id']!r}; the scores were computed on another input"
+                f"{ids[index]!r}; the scores were computed on another input"
             )
 
     Path(output_path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(str(output_path) + ".partial")
+    tmp = partial_of(output_path)
     written = 0
     if out_kind == "jsonl" and in_kind == "jsonl":
         with open(tmp, "wb") as f:
@@ -368,10 +304,10 @@ def write_subset(input_path, output_path, chosen: list[int], rows: list[dict]) -
             import pyarrow.parquet as pq
 
             pq.write_table(pa.Table.from_pylist(records), tmp)
-    if n_input != len(rows):
+    if n_input != len(ids):
         tmp.unlink(missing_ok=True)
         raise InputError(
-            f"{input_path} has {n_input} records but the scores file has {len(rows)}; the "
+            f"{input_path} has {n_input} records but the scores file has {len(ids)}; the "
             "scores were computed on another input"
         )
     tmp.replace(output_path)

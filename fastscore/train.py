@@ -20,7 +20,8 @@ from typing import Any
 
 from .config import TrainConfig, validate_train
 from .errors import ConfigError
-from .formats import to_samples
+from .formats import resolve_format, to_samples
+from .ids import IdRegistry, flag_duplicate_ids
 from .io import detect_file_kind, read_records
 from .models import fingerprint, load_tokenizer, model_max_length
 from .records import OK
@@ -121,12 +122,15 @@ def train_examples(
 
 
 def rendered_examples(cfg: TrainConfig, tokenizer, max_length: int):
-    """(examples, counts by status, rendering info): the scorer's rendering of every record.
-    A preference record trains on its chosen side (SFT on the preferred answers)."""
+    """(examples, counts by status, rendering info): the scorer's rendering of every record,
+    a repeated id flagged as ``score`` flags it. A preference record trains on its chosen
+    side (SFT on the preferred answers)."""
     kind = detect_file_kind(cfg.input)
     renderer = make_renderer(cfg, tokenizer, max_length)
+    fmt = resolve_format(cfg.input, kind, cfg.format)
+    samples = flag_duplicate_ids(to_samples(read_records(cfg.input, kind), fmt), IdRegistry())
     examples, counts = [], Counter()
-    for r in renderer.render_all(to_samples(read_records(cfg.input, kind), cfg.format)):
+    for r in renderer.render_all(samples):
         if r.side == "rejected":
             continue
         counts[r.status] += 1

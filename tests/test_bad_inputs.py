@@ -48,7 +48,7 @@ def test_each_bad_record_gets_its_status_and_reason(tmp_path, score):
     rows = _rows(out)
     assert len(rows) == len(CORPUS) + 2  # nothing dropped
     assert rows[0]["status"] == rows[-1]["status"] == "ok"
-    for (kind, _, status, reason), row in zip(CORPUS, rows[1:-1]):
+    for (kind, _, status, reason), row in zip(CORPUS, rows[1:-1], strict=True):
         assert row["status"] == status, (kind, row)
         assert reason in row["reason"], (kind, row)
         assert row["lobass"] is None and row["loss_base"] is None, kind  # no made-up score

@@ -128,7 +128,7 @@ def test_run_multi_turn_matches_transformers(tmp_path, demo_assets, tokenizer):
         Renderer(tokenizer, "auto").render_all(to_samples(read_records(data), "messages"))
     )[:2]
     for model, key in ((demo_assets.base, "loss_base"), (demo_assets.ref, "loss_ref")):
-        for s, lp in zip(rendered, transformers_logprobs(model, rendered)):
+        for s, lp in zip(rendered, transformers_logprobs(model, rendered), strict=True):
             assert abs(rows[s.index][key] - mean_nll(lp)) < 1e-4
             assert rows[s.index]["n_response_tokens"] == s.n_response_tokens
     best = max(rows[:2], key=lambda r: r["lobass"])

@@ -76,13 +76,14 @@ def test_resume_renders_the_date_the_run_started_with(tmp_path, demo_assets, mon
 def test_a_restarted_ray_run_takes_the_date_of_its_run_record(tmp_path, monkeypatch):
     import fastscore.pipeline as pipeline
     from fastscore.config import ScoreConfig
+    from fastscore.outputs import OutputPaths
     from fastscore.resume import write_run_record
 
     data = tmp_path / "d.jsonl"
     data.write_bytes(b"{}\n")
     out = tmp_path / "s.jsonl"
     cfg = ScoreConfig(input=str(data), output=str(out), executor="ray", date="2024-05-06")
-    write_run_record(out, cfg, "messages")
+    write_run_record(OutputPaths.of(out), cfg, "messages", None)
     monkeypatch.setattr(pipeline, "today", lambda: "1999-12-31")
     undated = ScoreConfig(input=str(data), output=str(out), executor="ray")
     assert pipeline.resolve_date(undated) == "2024-05-06"  # Ray keeps its shards: and date

@@ -15,10 +15,10 @@ pytestmark = pytest.mark.engine
 def test_vllm_matches_transformers(engines, demo_assets, tokenizer, template):
     samples = _rendered(tokenizer, template)
     assert any(len(s.response_positions) > 12 for s in samples)  # multi-turn is in there
-    for engine, model_dir in zip(engines, (demo_assets.base, demo_assets.ref)):
+    for engine, model_dir in zip(engines, (demo_assets.base, demo_assets.ref), strict=True):
         got = engine.response_logprobs(samples)
         want = transformers_logprobs(model_dir, samples)
-        for s, g, w in zip(samples, got, want):
+        for s, g, w in zip(samples, got, want, strict=True):
             assert g.shape == w.shape == (s.n_response_tokens,)
             np.testing.assert_allclose(g, w, atol=1e-4, rtol=0)
             assert abs(mean_nll(g) - mean_nll(w)) < 1e-4
@@ -36,7 +36,7 @@ def test_engine_order_is_kept_for_mixed_lengths(engines, tokenizer):
     samples = _rendered(tokenizer, "model")
     forward = engines[0].response_logprobs(samples)
     backward = engines[0].response_logprobs(samples[::-1])[::-1]
-    for a, b in zip(forward, backward):
+    for a, b in zip(forward, backward, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
 
 
@@ -54,8 +54,10 @@ def torch_engines(demo_assets):
 @pytest.mark.parametrize("template", ["model", "plain"])
 def test_torch_engine_matches_vllm(engines, torch_engines, tokenizer, template):
     samples = _rendered(tokenizer, template)
-    for v, t in zip(engines, torch_engines):
-        for s, a, b in zip(samples, v.response_logprobs(samples), t.response_logprobs(samples)):
+    for v, t in zip(engines, torch_engines, strict=True):
+        for s, a, b in zip(
+            samples, v.response_logprobs(samples), t.response_logprobs(samples), strict=True
+        ):
             assert b.shape == (s.n_response_tokens,)
             np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
 
@@ -77,5 +79,7 @@ def test_torch_batching_equals_one_per_forward(demo_assets, tokenizer, batching,
         name="ref",
     )
     assert other.info()["batching"] == batching
-    for a, b in zip(single.response_logprobs(samples), other.response_logprobs(samples)):
+    for a, b in zip(
+        single.response_logprobs(samples), other.response_logprobs(samples), strict=True
+    ):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)

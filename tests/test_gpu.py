@@ -202,5 +202,8 @@ def test_score_on_cuda_end_to_end(tmp_path, demo_assets, tokenizer, cpu_engines)
     assert len(rows) == 64 and sum(r["status"] == OK for r in rows) == len(samples) > 50
     for name in ("base", "ref"):
         want = cpu_engines[name].response_logprobs(samples)
-        worst = max(abs(rows[s.index][f"loss_{name}"] - mean_nll(w)) for s, w in zip(samples, want))
+        worst = max(
+            abs(rows[s.index][f"loss_{name}"] - mean_nll(w))
+            for s, w in zip(samples, want, strict=True)
+        )
         assert worst < LOSS_TOL, f"{name}: a per-sample mean loss differs by {worst:.4f}"

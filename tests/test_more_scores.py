@@ -9,9 +9,10 @@ import pytest
 from fastscore.config import EngineConfig, ScoreConfig
 from fastscore.formats import to_samples
 from fastscore.io import read_records
-from fastscore.pipeline import _alone, score_file
+from fastscore.pipeline import score_file
 from fastscore.render import Renderer
 from fastscore.scoring import mean_nll
+from fastscore.stream import alone_sample
 
 from .reference import transformers_logprobs
 
@@ -42,11 +43,11 @@ def test_ifd_matches_transformers(tmp_path, demo_assets, tokenizer, engines, eng
         ifd=True,
         engine=EngineConfig(kind=engine, dtype="float32"),
     )
-    m = score_file(cfg, engines=engines if engine == "vllm" else None)
+    m, _ = score_file(cfg, engines=engines if engine == "vllm" else None)
     rows = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     rendered = list(Renderer(tokenizer).render_all(to_samples(read_records(data))))
-    alone = [_alone(r, tokenizer.bos_token_id) for r in rendered]
-    for a, lp, row in zip(alone, transformers_logprobs(demo_assets.base, alone), rows):
+    alone = [alone_sample(r, tokenizer.bos_token_id) for r in rendered]
+    for a, lp, row in zip(alone, transformers_logprobs(demo_assets.base, alone), rows, strict=True):
         assert a.n_response_tokens == row["n_response_tokens"]  # BOS + every response token
         assert abs(row["loss_alone"] - mean_nll(lp)) < 1e-4
         assert abs(row["ifd"] - row["loss_base"] / row["loss_alone"]) < 1e-12

@@ -66,7 +66,7 @@ def test_pack_groups_balanced_in_order_within_budget():
 
 def _reference(q, k, v, cu, causal, gqa):
     out = torch.empty_like(q)
-    for s, e in zip(cu[:-1].tolist(), cu[1:].tolist()):
+    for s, e in zip(cu[:-1].tolist(), cu[1:].tolist(), strict=True):
         qs, ks, vs = (x[s:e].transpose(0, 1) for x in (q, k, v))
         o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=causal, enable_gqa=gqa)
         out[s:e] = o.transpose(0, 1)
@@ -150,7 +150,7 @@ def _check_batchings(model, samples, forward_tokens=300):
     assert packed.response_logprobs([]) == []
     for other in (packed, engine("padded")):
         got = other.response_logprobs(samples)
-        for s, a, b in zip(samples, single, got):
+        for s, a, b in zip(samples, single, got, strict=True):
             assert b.shape == (s.n_response_tokens,) and b.dtype == np.float64
             np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
 
@@ -183,7 +183,7 @@ def test_engine_takes_an_in_memory_model_and_auto_packs_on_cpu():
 def test_auto_engine_is_torch_even_with_cuda_and_vllm(monkeypatch):
     import importlib.util
 
-    from fastscore.pipeline import resolve_engine_kind
+    from fastscore.session import resolve_engine_kind
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     real = importlib.util.find_spec

@@ -52,7 +52,7 @@ def test_jsonl_reader_yields_one_record_per_nonblank_line(tmp_path_factory, line
         lines[0] = lines[0].removeprefix(b"\xef\xbb\xbf")
     nonblank = [ln for ln in lines if ln.strip()]
     assert [r.index for r in records] == list(range(len(nonblank)))
-    for r, ln in zip(records, nonblank):
+    for r, ln in zip(records, nonblank, strict=True):
         assert (r.error is None) == _parses(ln)
 
 

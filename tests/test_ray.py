@@ -50,7 +50,7 @@ def _same_scores(a, b, tol=1e-6):
     assert [(r["id"], r["index"], r["status"]) for r in a] == [
         (r["id"], r["index"], r["status"]) for r in b
     ]
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         for k in ("loss_base", "loss_ref", "lobass"):
             if x[k] is None:
                 assert y[k] is None

@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 import pytest
 
-from fastscore.selection import length_correlations
+from fastscore.table import ScoresTable
 
 from .test_cli import cli
 
@@ -94,7 +94,7 @@ def test_report_page_says_what_the_scores_say(scored):
     assert "top-k 20 by <b>lobass</b>" in page and "<b>20</b>" in page
     # Spearman with length as the library computes it
     on_page = dict(re.findall(r'<td class="l">(\w+)</td><td>([+-][0-9.]+)</td>', page))
-    for c, rho in length_correlations(scores).items():
+    for c, rho in ScoresTable.read(scores).length_correlations().items():
         if c in ("lobass", "rho", "loss_base"):
             assert abs(float(on_page[c]) - rho) < 6e-4, (c, on_page[c], rho)
     # top and bottom samples, in score order, with their text escaped

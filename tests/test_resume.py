@@ -96,7 +96,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, demo_assets, 
     assert p.returncode == 0, p.stderr[-3000:]
     got = _rows(out)
     assert [r["index"] for r in got] == list(range(len(want)))  # none lost, none twice
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         assert a["id"] == b["id"] and a["status"] == b["status"]
         assert abs(a["loss_base"] - b["loss_base"]) < 1e-6
         assert abs(a["loss_ref"] - b["loss_ref"]) < 1e-6
@@ -211,5 +211,5 @@ def test_run_resume_after_scoring_ended_only_selects(tmp_path, demo_assets):
     assert scores.stat().st_mtime_ns == before  # not scored again
     assert m["selection"]["selected"] == 7
     assert len((tmp_path / "run" / "selected.jsonl").read_bytes().splitlines()) == 7
-    with pytest.raises(ConfigError, match="other settings or another input"):
+    with pytest.raises(ConfigError, match="other settings, models or another input"):
         fastscore.run(cfg(max_length=100))

@@ -3,9 +3,9 @@ import math
 import numpy as np
 import pytest
 
-from fastscore.pipeline import aggregate, chunk_by_tokens
 from fastscore.records import NONFINITE, OK, TOO_LONG, RenderedSample
 from fastscore.scoring import lobass, mean_nll, rho, score_losses
+from fastscore.stream import aggregate, chunk_by_tokens
 
 
 def test_mean_nll_by_hand():
@@ -34,7 +34,7 @@ def test_lobass_ranking_equals_base_over_ref_ranking():
     rng = np.random.default_rng(0)
     lb = rng.uniform(0.5, 5, 200)
     lr = rng.uniform(0.1, 5, 200)
-    a = np.argsort([-lobass(b, r) for b, r in zip(lb, lr)], kind="stable")
+    a = np.argsort([-lobass(b, r) for b, r in zip(lb, lr, strict=True)], kind="stable")
     b = np.argsort(-(lb / lr - 1), kind="stable")
     assert (a == b).all()
 
@@ -45,16 +45,20 @@ def _sample(i, n=5, pos=(3, 4), status=OK):
     )
 
 
+def _losses(lp_base, lp_ref):
+    return mean_nll(lp_base), mean_nll(lp_ref), None
+
+
 def test_aggregate_ok_and_nonfinite_and_passthrough():
-    s = aggregate(_sample(0), np.log([0.5, 0.5]), np.log([1.0, 0.5]))
+    s = aggregate(_sample(0), _losses(np.log([0.5, 0.5]), np.log([1.0, 0.5])))
     assert s.status == OK
     assert s.loss_base == pytest.approx(math.log(2))
     assert s.loss_ref == pytest.approx(math.log(2) / 2)
     assert s.lobass == pytest.approx(0.5)
     assert s.n_response_tokens == 2
-    bad = aggregate(_sample(1), np.array([-np.inf, -1.0]), np.array([-1.0, -1.0]))
+    bad = aggregate(_sample(1), _losses(np.array([-np.inf, -1.0]), np.array([-1.0, -1.0])))
     assert bad.status == NONFINITE and bad.lobass is None and "base loss is inf" in bad.reason
-    long = aggregate(_sample(2, status=TOO_LONG), None, None)
+    long = aggregate(_sample(2, status=TOO_LONG), None)
     assert long.status == TOO_LONG and long.loss_base is None
 
 
@@ -67,7 +71,7 @@ def test_chunks_keep_order_and_respect_budget():
 
 
 def test_prefetch_keeps_order_and_raises_the_producers_error():
-    from fastscore.pipeline import prefetch
+    from fastscore.stream import prefetch
 
     assert list(prefetch(iter(range(100)), depth=3)) == list(range(100))
 
@@ -85,12 +89,28 @@ def test_prefetch_stops_its_thread_when_abandoned():
     import threading
     import time
 
-    from fastscore.pipeline import prefetch
+    from fastscore.stream import prefetch
 
     it = prefetch(iter(range(10_000)), depth=1)
     assert next(it) == 0
     it.close()
     time.sleep(0.3)
+    assert not any(t.name == "fastscore-prefetch" for t in threading.enumerate())
+
+
+def test_prefetch_thread_ends_when_the_consumer_stops_before_the_end_mark():
+    """The producer has put its last item and waits for room for the end mark when the
+    consumer stops (an error, --strict): it must not wait forever."""
+    import threading
+    import time
+
+    from fastscore.stream import prefetch
+
+    it = prefetch(iter([0, 1]), depth=1)
+    assert next(it) == 0
+    time.sleep(0.3)  # item 1 is queued; the end mark waits for room
+    it.close()
+    time.sleep(0.5)
     assert not any(t.name == "fastscore-prefetch" for t in threading.enumerate())
 
 

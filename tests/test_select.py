@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -48,7 +49,7 @@ def _scores(ids, values, statuses=None):
     statuses = statuses or ["ok"] * len(ids)
     return [
         {"id": i, "index": n, "status": st, "lobass": v, "rho": -n}
-        for n, (i, v, st) in enumerate(zip(ids, values, statuses))
+        for n, (i, v, st) in enumerate(zip(ids, values, statuses, strict=True))
     ]
 
 
@@ -159,15 +160,30 @@ def test_choose_grouped_takes_the_top_of_each_group():
     assert choose_grouped(values, groups, {"a": 1, "b": 5}, "asc") == [2, 3, 4]  # b has 2
 
 
-def test_derived_scores():
+def test_derived_scores_and_the_table(tmp_path):
     from fastscore.scoring import seeded_uniform
-    from fastscore.selection import score_of
+    from fastscore.table import ScoresTable
 
-    row = {"index": 4, "loss_base": math.log(3.0), "n_response_tokens": 12, "lobass": 0.5}
-    assert score_of(row, "perplexity") == pytest.approx(3.0)
-    assert score_of(row, "length") == 12
-    assert score_of(row, "random", seed=7) == seeded_uniform(7, 4)
-    assert score_of(row, "lobass") == 0.5
+    rows = [
+        {"index": i, "id": f"r{i}", "status": "ok", "loss_base": math.log(3.0),
+         "n_response_tokens": 12, "lobass": 0.5}
+        for i in range(5)
+    ]  # fmt: skip
+    rows[2] = {"index": 2, "id": "r2", "status": "too_long", "n_response_tokens": 40,
+               "loss_base": None, "lobass": None, "reason": "long"}  # fmt: skip
+    rows[4]["margin"] = 0.25  # a column first seen on a later row
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    t = ScoresTable.read(path)
+    assert len(t) == 5 and t.ids == [f"r{i}" for i in range(5)]
+    assert t.values("perplexity")[4] == pytest.approx(3.0)
+    assert t.values("length").tolist() == [12, 12, 40, 12, 12]
+    assert t.values("random", seed=7)[4] == seeded_uniform(7, 4)
+    assert t.values("lobass")[4] == 0.5 and math.isnan(t.values("lobass")[2])
+    assert np.isnan(t.columns["margin"][:4]).all() and t.columns["margin"][4] == 0.25
+    assert [i for i, _ in t.eligible("lobass")] == [0, 1, 3, 4]  # the too_long one is not
+    with pytest.raises(InputError, match="score column 'ifd' is not in .*score with --ifd"):
+        t.values("ifd")
 
 
 def _grouped_files(tmp_path):

@@ -82,7 +82,7 @@ def test_served_matches_transformers(tmp_path, demo_assets, tokenizer, servers, 
     rows = _rows(out)
     rendered = list(Renderer(tokenizer).render_all(to_samples(read_records(data))))
     for model, key in ((demo_assets.base, "loss_base"), (demo_assets.ref, "loss_ref")):
-        for s, lp in zip(rendered, transformers_logprobs(model, rendered)):
+        for s, lp in zip(rendered, transformers_logprobs(model, rendered), strict=True):
             assert abs(rows[s.index][key] - mean_nll(lp)) < 1e-4
     assert m["engines"]["base"]["endpoints"][0]["requests"] == 31
     assert m["models"]["base"]["root"] == str(demo_assets.base)  # tokenizer found there
@@ -135,7 +135,7 @@ def test_server_killed_mid_run_is_retried_and_nothing_is_lost(
         progress=False,
         engine=EngineConfig(kind="torch", dtype="float32"),
     )
-    for a, b in zip(rows, _rows(clean)):
+    for a, b in zip(rows, _rows(clean), strict=True):
         assert abs(a["loss_base"] - b["loss_base"]) < 1e-4
         assert abs(a["loss_ref"] - b["loss_ref"]) < 1e-4
 

@@ -57,5 +57,5 @@ def test_auto_engine_on_cpu_is_torch_and_matches_transformers(tmp_path, demo_ass
     assert json.loads((tmp_path / "s.manifest.json").read_text())["counts"]["records"] == 40
     rows = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     rendered = list(Renderer(tokenizer).render_all(to_samples(read_records(data))))
-    for s, lp in zip(rendered, transformers_logprobs(demo_assets.base, rendered)):
+    for s, lp in zip(rendered, transformers_logprobs(demo_assets.base, rendered), strict=True):
         assert abs(rows[s.index]["loss_base"] - mean_nll(lp)) < 1e-5

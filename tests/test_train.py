@@ -53,7 +53,7 @@ def test_training_loss_is_the_scorers_loss(tmp_path, demo_assets, tokenizer):
     assert counts == {"ok": 8, "bad_record": 1, "no_response": 1}
     model = AutoModelForCausalLM.from_pretrained(demo_assets.base, torch_dtype=torch.float32)
     ok_rows = [r for r in rows if r["status"] == "ok"]
-    for (ids, targets), row in zip(examples, ok_rows):
+    for (ids, targets), row in zip(examples, ok_rows, strict=True):
         labels = torch.full((1, len(ids)), -100)
         labels[0, targets] = torch.tensor(ids)[targets]
         with torch.no_grad():

@@ -57,7 +57,7 @@ def build(world: World) -> tuple[list[list[dict[str, str]]], list[dict]]:
     cities = _unique_words(rng, world.n_lands, taken)
     things = _unique_words(rng, world.n_things + world.n_pretrain_things, taken)
     vocab = _unique_words(rng, 300, taken)  # words for chit-chat and noise
-    capital = dict(zip(lands, cities))
+    capital = dict(zip(lands, cities, strict=True))
     color = {t: rng.choice(COLORS) for t in things}
     sft_things, pre_things = things[: world.n_things], things[world.n_things :]
 

@@ -10,6 +10,10 @@ from ..records import RenderedSample
 
 
 class Engine(Protocol):
+    """An engine may also have ``submit(samples) -> concurrent.futures.Future`` of the same
+    list, sent at once and answered later (the served engine): the stream then keeps both
+    models' requests, and the next chunk's, in flight together."""
+
     name: str
 
     def response_logprobs(self, samples: list[RenderedSample]) -> list[np.ndarray]:

@@ -110,7 +110,7 @@ def sdpa_per_sequence(q, k, v, batch: DeviceBatch, scale: float):
 
     out = torch.empty_like(q)
     cu = batch.cu_host
-    for s, e in zip(cu[:-1].tolist(), cu[1:].tolist()):
+    for s, e in zip(cu[:-1].tolist(), cu[1:].tolist(), strict=True):
         # [1, heads, len, D] views of the sample's slice
         qs, ks, vs = (x[s:e].transpose(0, 1)[None] for x in (q, k, v))
         o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scale, enable_gqa=True)

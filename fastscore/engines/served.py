@@ -335,6 +335,11 @@ class ServedEngine:
             return []
         return self.loop.run(self._score_all(samples))
 
+    def submit(self, samples: list[RenderedSample]) -> concurrent.futures.Future:
+        """The requests of ``samples`` sent now, answered in the engine's own thread: the
+        caller can send the other model's, or the next chunk's, meanwhile."""
+        return self.loop.submit(self._score_all(samples))
+
     def info(self) -> dict:
         return {
             "engine": "served",

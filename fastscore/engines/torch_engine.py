@@ -201,7 +201,7 @@ class TorchEngine:
         order = [i for g in groups for i in g]
         split = np.cumsum([samples[i].n_response_tokens for i in order])[:-1]
         out: list[np.ndarray | None] = [None] * len(samples)
-        for i, lp in zip(order, np.split(flat, split)):
+        for i, lp in zip(order, np.split(flat, split), strict=True):
             out[i] = lp
         return out
 

@@ -108,7 +108,7 @@ class VllmEngine:
                 f"{self.name} engine returned {len(outputs)} outputs for {len(samples)} prompts"
             )
         extract = self._from_token_ids if self.path == "token_ids" else self._from_flat
-        return [extract(s, o) for s, o in zip(samples, outputs)]
+        return [extract(s, o) for s, o in zip(samples, outputs, strict=True)]
 
     def _check_prompt(self, sample: RenderedSample, out) -> None:
         got = out.prompt_token_ids

@@ -1,0 +1,47 @@
+"""Where a scoring run writes: one object names every file beside the scores.
+
+``SCORES`` is the scores file (``.jsonl`` or ``.parquet``). Beside it, while the run goes:
+``SCORES.partial`` (the lines so far, JSONL, flushed per chunk), ``SCORES.run.json`` (what
+``--resume`` checks), ``SCORES.shards/`` (Ray's shards and their done markers); at the end
+the manifest (``<stem>.manifest.json``, or ``manifest.json`` in a ``run`` directory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+PARTIAL = ".partial"
+
+
+def partial_of(path: str | Path) -> Path:
+    """The file a result is written to before it is renamed into place."""
+    p = Path(path)
+    return p.with_name(p.name + PARTIAL)
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    scores: Path
+    manifest: Path
+
+    @classmethod
+    def of(cls, scores: str | Path, manifest: str | Path | None = None) -> OutputPaths:
+        s = Path(scores)
+        return cls(s, Path(manifest) if manifest else s.with_name(s.stem + ".manifest.json"))
+
+    @property
+    def partial(self) -> Path:
+        return partial_of(self.scores)
+
+    @property
+    def run_record(self) -> Path:
+        return self.scores.with_name(self.scores.name + ".run.json")
+
+    @property
+    def shards(self) -> Path:
+        return self.scores.with_name(self.scores.name + ".shards")
+
+    def shard(self, k: int) -> tuple[Path, Path]:
+        """Ray shard ``k``: its scores and its done marker."""
+        return self.shards / f"shard-{k:05d}.jsonl", self.shards / f"shard-{k:05d}.done.json"

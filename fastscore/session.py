@@ -1,0 +1,226 @@
+"""A scoring session: everything a run needs before its first record, opened once.
+
+The tokenizer (the base's, checked against the reference's), the renderer (template,
+rule, date, max length), the input's kind and record format, the facts that identify the
+two models (checkpoint hashes, or what the servers report), and the two engines. Local
+scoring, dry runs, Ray workers and ``inspect`` all open one with ``open_session``, which
+closes the engines it started on the way out, whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import EngineConfig, ScoreConfig
+from .engines import Engine
+from .errors import ConfigError
+from .formats import resolve_format
+from .io import detect_file_kind
+from .models import check_same_tokenizer, fingerprint, load_tokenizer, model_max_length
+from .render import Renderer, make_renderer
+from .stats import Stats
+
+# No vLLM GPU run of fastscore has been verified yet (the GPU machine it was measured on has
+# no vLLM); until one is, ``auto`` takes the torch engine on a GPU as well.
+VLLM_GPU_VERIFIED = False
+
+
+@dataclass
+class Session:
+    cfg: ScoreConfig
+    tokenizer: Any
+    renderer: Renderer
+    max_length: int
+    kind: str  # the input file's kind (jsonl, json, parquet, hf_disk)
+    fmt: str  # the record format of the whole file
+    models: dict[str, Any]  # what identifies each model: hashes, or the servers' facts
+    stats: Stats
+    base: Engine | None = None
+    ref: Engine | None = None
+    _owned: list = field(default_factory=list)
+
+    @property
+    def engines(self) -> tuple[Engine, Engine]:
+        if self.base is None or self.ref is None:
+            self.start_engines()
+        return self.base, self.ref
+
+    def start_engines(self) -> None:
+        """Start both in-process engines (once; served ones start with the session)."""
+        if self.base is not None and self.ref is not None:
+            return
+        with self.stats.timer("engine_start"):
+            for name in ("base", "ref"):
+                e = make_engine(getattr(self.cfg, name), self.cfg.engine, self.max_length + 1, name)
+                self._owned.append(e)
+                setattr(self, name, e)
+
+    def engine_info(self) -> dict[str, Any]:
+        return {"base": self.base.info(), "ref": self.ref.info()}
+
+
+@contextlib.contextmanager
+def open_session(
+    cfg: ScoreConfig,
+    *,
+    engines: tuple[Engine, Engine] | None = None,
+    start_engines: bool = True,
+    stats: Stats | None = None,
+) -> Iterator[Session]:
+    """The session of ``cfg``. ``engines``: a (base, ref) pair already started, left
+    running on exit (benchmarks and tests that score several inputs); by default both are
+    started here (``start_engines=False`` defers it to ``Session.start_engines``) and shut
+    down on exit."""
+    stats = stats or Stats()
+    owned: list = []
+    try:
+        if cfg.engine.kind == "served":
+            tok, max_length, models = _served(cfg, stats, owned)
+            engines = (owned[0], owned[1])
+        else:
+            tok, max_length, models = _local(cfg, stats)
+        kind = detect_file_kind(cfg.input)
+        fmt = resolve_format(cfg.input, kind, cfg.format)
+        check_format_options(cfg, fmt)
+        session = Session(
+            cfg,
+            tok,
+            make_renderer(cfg, tok, max_length),
+            max_length,
+            kind,
+            fmt,
+            models,
+            stats,
+            *(engines or (None, None)),
+            _owned=owned,
+        )
+        if start_engines:
+            session.start_engines()
+        yield session
+    finally:
+        if owned:
+            with stats.timer("engine_shutdown"):
+                for e in owned:
+                    e.close()
+
+
+def session_facts(s: Session) -> dict[str, Any]:
+    """What the manifest says of a session: the input's kind and format, the models, the
+    rendering (template, rule, date) and the length limit."""
+    return {
+        "kind": s.kind,
+        "fmt": s.fmt,
+        "models": s.models,
+        "template": s.renderer.info(),
+        "max_length": s.max_length,
+    }
+
+
+def check_format_options(cfg: ScoreConfig, fmt: str) -> None:
+    if cfg.ifd and fmt == "preference":
+        raise ConfigError(
+            "--ifd scores one response per record; preference records have two (drop --ifd)"
+        )
+
+
+def _local(cfg: ScoreConfig, stats: Stats):
+    """Tokenizer (the base's, checked against the ref's), max length, model fingerprints."""
+    trc = cfg.engine.trust_remote_code
+    with stats.timer("load_tokenizers"):
+        tok = load_tokenizer(cfg.tokenizer or cfg.base, trc)
+        if Path(cfg.ref).resolve() != Path(cfg.base).resolve():
+            ref_tok = load_tokenizer(cfg.ref, trc)
+            check_same_tokenizer(tok, ref_tok, cfg.base, cfg.ref, templates=not cfg.chat_template)
+    with stats.timer("fingerprints"):
+        models = {"base": fingerprint(cfg.base), "ref": fingerprint(cfg.ref)}
+    return tok, resolve_max_length(cfg), models
+
+
+def _served(cfg: ScoreConfig, stats: Stats, owned: list):
+    """Connect to the servers, find and check the tokenizer, take the context length."""
+    from .engines.served import ServedEngine
+
+    with stats.timer("engine_start"):
+        for name, urls, model in (
+            ("base", cfg.base_url, cfg.base_model),
+            ("ref", cfg.ref_url, cfg.ref_model),
+        ):
+            split = [u.strip() for u in urls.split(",") if u.strip()]
+            owned.append(ServedEngine(split, cfg.engine, model=model, name=name))
+    base, ref = owned
+    tok_dir = cfg.tokenizer or cfg.base or base.root()
+    if not tok_dir or not Path(tok_dir).is_dir():
+        raise ConfigError(
+            f"the served base model's path {base.root()!r} is not a local directory; pass "
+            "--tokenizer DIR with a local copy of its tokenizer"
+        )
+    with stats.timer("load_tokenizers"):
+        tok = load_tokenizer(tok_dir, cfg.engine.trust_remote_code)
+        for e in owned:
+            e.check_tokenizer(tok)
+    context = min(base.max_model_len, ref.max_model_len)
+    if cfg.max_length is not None and cfg.max_length > context - 1:
+        raise ConfigError(
+            f"max_length {cfg.max_length} exceeds what the servers take ({context - 1})"
+        )
+    # the served models' contents cannot be hashed from here: what the servers report of
+    # them (name, path, context) stands for them
+    models = {
+        name: {
+            "served": e.model,
+            "endpoints": e.urls,
+            "root": e.root(),
+            "max_model_len": e.max_model_len,
+        }
+        for name, e in (("base", base), ("ref", ref))
+    }
+    models["tokenizer"] = fingerprint(tok_dir)
+    return tok, cfg.max_length or context - 1, models
+
+
+def resolve_max_length(cfg) -> int:
+    trc = cfg.engine.trust_remote_code
+    context = min(model_max_length(cfg.base, trc), model_max_length(cfg.ref, trc))
+    if cfg.max_length is None:
+        return context - 1  # vLLM needs room for the one token it generates
+    if cfg.max_length > context - 1:
+        raise ConfigError(
+            f"max_length {cfg.max_length} exceeds what the models can take ({context - 1}: "
+            f"context {context} minus the one token vLLM generates)"
+        )
+    return cfg.max_length
+
+
+def resolve_engine_kind(cfg: EngineConfig) -> str:
+    """``auto``: the torch engine (packed varlen streams on a GPU, see
+    benchmarks/results/gpu-*.json; on CPU vLLM's prompt-logprob path runs the output head
+    at every position and is the slower). vLLM on a GPU once VLLM_GPU_VERIFIED."""
+    if cfg.kind != "auto":
+        return cfg.kind
+    import torch
+
+    if (
+        VLLM_GPU_VERIFIED
+        and torch.cuda.is_available()
+        and importlib.util.find_spec("vllm") is not None
+    ):
+        return "vllm"
+    return "torch"
+
+
+def make_engine(model: str, cfg: EngineConfig, max_model_len: int, name: str) -> Engine:
+    kind = resolve_engine_kind(cfg)
+    if kind == "vllm":
+        from .engines.vllm_engine import VllmEngine
+
+        return VllmEngine(model, cfg, max_model_len=max_model_len, name=name)
+    if kind == "torch":
+        from .engines.torch_engine import TorchEngine
+
+        return TorchEngine(model, cfg, name=name)
+    raise ConfigError(f"unknown engine {cfg.kind!r}")
