@@ -19,40 +19,41 @@ import orjson
 from .config import InspectConfig, validate_inspect
 from .errors import ConfigError, InputError
 from .formats import record_id, to_sample
-from .io import detect_file_kind, read_records, read_score_rows
+from .io import read_records, read_score_rows
 from .records import OK, RawRecord
-from .render import make_renderer
 
 
 def inspect(config: InspectConfig | None = None, /, **fields: Any) -> dict[str, Any]:
     """The chosen record (``id`` or ``index``; the first by default) rendered and tokenized:
     every token's text and whether it is scored, and with a reference each scored token's
     logprob under the base and the reference."""
-    from .formats import resolve_format
-    from .models import load_tokenizer, model_max_length
-    from .session import make_engine, resolve_max_length
+    from .config import ScoreConfig
+    from .session import open_session
 
     cfg = dataclasses.replace(config, **fields) if config else InspectConfig(**fields)
     cfg = _from_scores_manifest(cfg)
     validate_inspect(cfg)
-    kind = detect_file_kind(cfg.input)
-    raw = _find(cfg, kind)
-    fmt = resolve_format(cfg.input, kind, cfg.format)
-    tok = load_tokenizer(cfg.base, cfg.engine.trust_remote_code)
-    if cfg.ref:
-        from .models import check_same_tokenizer
-
-        check_same_tokenizer(
-            tok, load_tokenizer(cfg.ref, cfg.engine.trust_remote_code), cfg.base, cfg.ref
-        )
-    trc = cfg.engine.trust_remote_code
-    max_length = (
-        resolve_max_length(cfg)  # what the scorer would use: both models' context
-        if cfg.ref
-        else cfg.max_length or model_max_length(cfg.base, trc) - 1
+    # the scorer's own session: its tokenizer check, length limit, format and renderer
+    # (without --ref the base stands in for it: rendering needs one model)
+    score_cfg = ScoreConfig(
+        input=cfg.input,
+        base=cfg.base,
+        ref=cfg.ref or cfg.base,
+        format=cfg.format,
+        template=cfg.template,
+        chat_template=cfg.chat_template,
+        date=cfg.date,
+        max_length=cfg.max_length,
+        engine=cfg.engine,
     )
-    renderer = make_renderer(cfg, tok, max_length)
-    sample = to_sample(raw, fmt)
+    with open_session(score_cfg, start_engines=False) as session:
+        return _inspect(cfg, session)
+
+
+def _inspect(cfg: InspectConfig, session) -> dict[str, Any]:
+    tok, renderer = session.tokenizer, session.renderer
+    raw = _find(cfg, session.kind)
+    sample = to_sample(raw, session.fmt)
     rendered = renderer.render_sides(sample)
     bad = next((r for r in rendered if r.status != OK), None)
     out: dict[str, Any] = {
@@ -90,20 +91,12 @@ def inspect(config: InspectConfig | None = None, /, **fields: Any) -> dict[str, 
         }
         views[side] = (r, view)
     if cfg.ref and not bad:
-        engines = [
-            make_engine(m, cfg.engine, max_length + 1, name)
-            for m, name in ((cfg.base, "base"), (cfg.ref, "ref"))
-        ]
-        try:
-            for r, view in views.values():
-                for e, name in zip(engines, ("base", "ref"), strict=True):
-                    values = e.response_logprobs([r])[0]
-                    for pos, v in zip(r.response_positions.tolist(), values.tolist(), strict=True):
-                        view["tokens"][pos][f"logprob_{name}"] = v
-                    view[f"loss_{name}"] = float(-np.mean(values))
-        finally:
-            for e in engines:
-                e.close()
+        for r, view in views.values():
+            for e, name in zip(session.engines, ("base", "ref"), strict=True):
+                values = e.response_logprobs([r])[0]
+                for pos, v in zip(r.response_positions.tolist(), values.tolist(), strict=True):
+                    view["tokens"][pos][f"logprob_{name}"] = v
+                view[f"loss_{name}"] = float(-np.mean(values))
     if None in views:
         out.update(views[None][1])
     else:

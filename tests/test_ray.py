@@ -105,6 +105,34 @@ def test_ray_equals_local_and_resumes_by_shard(tmp_path, demo_assets, cluster):
     assert cfg_changed["executor"]["reused_shards"] == []
 
 
+def test_ray_rescores_the_shards_of_a_reference_retrained_in_place(
+    tmp_path, demo_assets, cluster
+):
+    """A restarted run keeps no shard scored with the old reference, and shards it does
+    keep do not count towards its tokens/s."""
+    import shutil
+    from types import SimpleNamespace
+
+    from .test_reliability import _retrain_in_place
+
+    ref = tmp_path / "sft"
+    shutil.copytree(demo_assets.ref, ref)
+    assets = SimpleNamespace(base=demo_assets.base, ref=ref, data=demo_assets.data)
+    data = _data(tmp_path, demo_assets, n=60)
+    out = tmp_path / "ray.jsonl"
+    first = _score(data, out, assets, {"workers": 1, "shards": 3})
+    again = _score(data, out, assets, {"workers": 1, "shards": 3})
+    assert again["executor"]["reused_shards"] == [0, 1, 2]
+    assert again["throughput"]["tokens_per_second"] == 0  # nothing was scored this time
+    assert first["throughput"]["tokens_per_second"] > 0
+    _retrain_in_place(ref)
+    retrained = _score(data, out, assets, {"workers": 1, "shards": 3})
+    assert retrained["executor"]["reused_shards"] == []
+    fresh = tmp_path / "fresh.jsonl"
+    _score(data, fresh, assets, {"workers": 1, "shards": 2})
+    _same_scores(_rows(out), _rows(fresh))
+
+
 def test_cli_against_a_cluster_given_by_ray_address(tmp_path, demo_assets):
     ray_bin = Path(sys.executable).with_name("ray")
     port = 6390
