@@ -21,8 +21,25 @@ It prints a table (mean and min-max over seeds), the share of each planted kind 
 subset, Spearman(score, length), writes a PNG plot when matplotlib is there, and ends with
 one JSON line.
 
-    python benchmarks/selection_quality.py                 # 3 seeds, 6-15 min each on 2 cores
-    python benchmarks/selection_quality.py --quick         # CI: 1 seed, small world
+Coverage (``select --coverage``, issue 15) is measured beside the plain rankings: lobass
+within clusters of lexical features (what vLLM and served runs get), within clusters of
+engine features (the base's final hidden states mean-pooled over the prompt tokens and
+randomly projected, ``coverage.project_pooled``; made here by the torch engine with
+``pool="prompt"`` over the scored records and written with ``FeatureWriter``, as the
+scoring stream writes them), balanced across clusters, and the greedy diverse filter.
+How well each feature source finds the planted families is printed too (homogeneity,
+completeness and AMI of the clusters against the families).
+
+Two worlds (``--world 1|2|both``):
+1. the world above: each skill is named by a keyword ("max: 3 5 1"), 200 samples each;
+2. no keyword names a family: each prompt is one of three frames shared by every family
+   ("which is the {op} here: {x}", "{x} -- tell me the {op}", "from {x}, give the {op}")
+   with one of three words for the operation ("largest", "biggest", "highest", ...), and
+   the families differ in size (count 280, max 120, min 240, first 160 of 800) as well as
+   in learnability; the held-out split has 50 of each.
+
+    python benchmarks/selection_quality.py                 # both worlds, 3 seeds
+    python benchmarks/selection_quality.py --quick         # CI: 1 seed, small world 1
 """
 
 from __future__ import annotations
@@ -38,9 +55,21 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 METHODS = ("lobass", "rho", "ifd", "perplexity", "length", "random")
+# select options of each coverage method (issue 15)
+COVERAGE = {
+    "lobass+clusters": {"coverage": "clusters", "features": "lexical"},
+    "lobass+clusters:engine": {"coverage": "clusters", "features": "engine"},
+    "lobass+clusters:balanced": {
+        "coverage": "clusters",
+        "features": "lexical",
+        "spread": "balanced",
+    },
+    "lobass+diverse": {"coverage": "diverse", "features": "lexical"},
+}
 # fixed before any method was compared: the clean subset must beat the base by this much
 WORLD_CHECK_LIFT = 0.3
 TIED = True
@@ -53,6 +82,19 @@ ANSWERS = {
     "min": [f"= {d}" for d in range(10)],
     "first": [f"= {d}" for d in range(10)],
 }
+
+
+# world 2: frames shared by every family, several words for each operation
+FRAMES2 = ("which is the {op} here: {x}", "{x} -- tell me the {op}", "from {x}, give the {op}")
+OPS2 = {
+    "count": ("tally", "number of words", "word total"),
+    "max": ("largest", "biggest", "highest"),
+    "min": ("smallest", "lowest", "least"),
+    "first": ("leading one", "earliest", "opening one"),
+    "next": ("rest of the run", "continuation", "remaining run"),
+}
+# training samples per family in world 2, out of 800 (scaled with train_per_skill)
+SIZES2 = {"count": 280, "max": 120, "min": 240, "first": 160}
 
 
 @dataclass(frozen=True)
@@ -103,13 +145,27 @@ def skill(name: str, rng: random.Random, vocab: list[str]) -> tuple[str, str]:
     raise ValueError(name)
 
 
+def skill2(name: str, rng: random.Random, vocab: list[str]) -> tuple[str, str]:
+    """World 2: the same task and answer as ``skill``, asked in one of the shared frames
+    with one of the operation's words, so no single word names the family."""
+    prompt, answer = skill(name, rng, vocab)
+    args = prompt.split(": ", 1)[1]
+    return rng.choice(FRAMES2).format(op=rng.choice(OPS2[name]), x=args), answer
+
+
 def chat(prompt: str, answer: str) -> list[dict]:
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
 
 
-def build_world(size: WorldSize, seed: int):
+def build_world(size: WorldSize, seed: int, world: int = 1):
     """(pretraining texts and chats, SFT records with their kind, held-out test records)."""
     rng = random.Random(seed)
+    ask = skill if world == 1 else skill2
+    per_skill = (
+        dict.fromkeys(SKILLS, size.train_per_skill)
+        if world == 1
+        else {k: round(v * size.train_per_skill / 200) for k, v in SIZES2.items()}
+    )
     vocab = sorted({_word(rng) for _ in range(size.words * 3)})[: size.words]
     rng.shuffle(vocab)
 
@@ -123,14 +179,14 @@ def build_world(size: WorldSize, seed: int):
         a = rng.randint(0, 9)
         texts.append("up: " + " ".join(NUMBER_WORDS[a : rng.randint(a, 9) + 1]))
     rng.shuffle(texts)
-    known_chats = [chat(*skill("next", rng, vocab)) for _ in range(size.pretrain_known)]
+    known_chats = [chat(*ask("next", rng, vocab)) for _ in range(size.pretrain_known)]
 
     sft, test, seen = [], [], set()
     for name in SKILLS:
-        for split, n in (("train", size.train_per_skill), ("test", size.test_per_skill)):
+        for split, n in (("train", per_skill[name]), ("test", size.test_per_skill)):
             made = 0
             while made < n:
-                prompt, answer = skill(name, rng, vocab)
+                prompt, answer = ask(name, rng, vocab)
                 if prompt in seen:
                     continue  # a test prompt never appears in training (nor twice)
                 seen.add(prompt)
@@ -138,10 +194,10 @@ def build_world(size: WorldSize, seed: int):
                 (sft if split == "train" else test).append(rec)
                 made += 1
     for _ in range(size.known):
-        sft.append({"kind": "known", "skill": "next", "messages": chat(*skill("next", rng, vocab))})
+        sft.append({"kind": "known", "skill": "next", "messages": chat(*ask("next", rng, vocab))})
     for _ in range(size.noise):
         name = rng.choice(SKILLS)
-        prompt, answer = skill(name, rng, vocab)
+        prompt, answer = ask(name, rng, vocab)
         wrong = rng.choice([a for a in ANSWERS[name] if a != answer])
         sft.append({"kind": "noise", "skill": name, "messages": chat(prompt, wrong)})
     rng.shuffle(sft)
@@ -240,12 +296,61 @@ def finetune(base: Path, data: Path, out: Path, steps: int, lr: float, seed: int
     )
 
 
-def run_seed(seed: int, size: WorldSize, budgets, methods, work: Path, args) -> dict:
+def engine_features(base: Path, data: Path, scores: Path, pool: str = "prompt") -> np.ndarray:
+    """The base's final hidden states mean-pooled over each record's prompt (or response)
+    tokens by the torch engine, projected, written beside the scores as the scoring
+    stream writes them (``<scores stem>.features.npy``); returns the rows."""
+    from fastscore.config import EngineConfig
+    from fastscore.coverage import FeatureWriter, chunk_feature_rows, finish_features
+    from fastscore.engines.torch_engine import TorchEngine
+    from fastscore.formats import to_samples
+    from fastscore.io import read_records
+    from fastscore.models import load_tokenizer
+    from fastscore.render import Renderer
+
+    rendered = list(Renderer(load_tokenizer(base)).render_all(to_samples(read_records(data))))
+    engine = TorchEngine(base, EngineConfig(kind="torch", dtype="float32"), name="base", pool=pool)
+    rows = []
+    with FeatureWriter(scores) as w:
+        for a in range(0, len(rendered), 256):
+            chunk = rendered[a : a + 256]
+            engine.response_logprobs([r for r in chunk if r.status == "ok"])
+            rows.append(chunk_feature_rows(chunk, engine.pooled))
+            w.write(rows[-1])
+    engine.close()
+    finish_features(scores)
+    return np.concatenate(rows)
+
+
+def cluster_diagnostics(feats: dict, families: list[str], n_clusters: dict, seed: int) -> dict:
+    """How well k-means on each feature source finds the planted families: homogeneity
+    (each cluster holds one family: what coverage needs), completeness (each family in one
+    cluster) and adjusted mutual information, at each number of clusters."""
+    from sklearn.metrics import adjusted_mutual_info_score, homogeneity_completeness_v_measure
+
+    from fastscore.coverage import kmeans, normalise
+
+    out = {}
+    for source, x in feats.items():
+        z = normalise(x, centre=not source.startswith("lexical"))
+        for label, k in n_clusters.items():
+            lab = kmeans(z, k, seed)
+            h, c, _ = homogeneity_completeness_v_measure(families, lab)
+            out[f"{source} k={k} ({label})"] = {
+                "homogeneity": h,
+                "completeness": c,
+                "ami": adjusted_mutual_info_score(families, lab),
+            }
+    return out
+
+
+def run_seed(seed: int, size: WorldSize, budgets, methods, work: Path, args, world=1) -> dict:
     import fastscore
     from fastscore.config import EngineConfig
+    from fastscore.coverage import auto_clusters, lexical_features
 
     t0 = time.perf_counter()
-    texts, known_chats, sft, test = build_world(size, seed)
+    texts, known_chats, sft, test = build_world(size, seed, world)
     base = work / "base"
     pretrain_base(texts, known_chats, sft, test, base, seed, args.pretrain_steps)
     data = write_jsonl(work / "sft.jsonl", sft)
@@ -263,8 +368,18 @@ def run_seed(seed: int, size: WorldSize, budgets, methods, work: Path, args) -> 
         progress=False,
         engine=EngineConfig(kind="torch", dtype="float32"),
     )
+    scores = work / "scores.jsonl"
+    # engine features as the torch engine's stream writes them (pooled prompt tokens)
+    feats = {"engine (prompt)": engine_features(base, data, scores, "prompt")}
+    response = work / "response-pooled.jsonl"
+    feats["engine (response)"] = engine_features(base, data, response, "response")
+    feats["lexical"] = lexical_features(data, len(sft), seed=seed)
+    families = [r["skill"] for r in sft]
+    n_auto = {f"auto at {b:g}": auto_clusters(len(sft), int(b * len(sft))) for b in budgets}
+    n_auto["families"] = len(set(families))
     result = {
         "seed": seed,
+        "clusters": cluster_diagnostics(feats, families, n_auto, seed),
         "steps": steps,
         "runs": {},
         "kinds": {},
@@ -277,7 +392,8 @@ def run_seed(seed: int, size: WorldSize, budgets, methods, work: Path, args) -> 
     finetune(base, clean, work / "ft-clean", steps, args.lr, seed)
     result["runs"]["clean"] = evaluate(work / "ft-clean", test)
     print(
-        f"  seed {seed} world check: base acc {result['runs']['base']['accuracy']:.3f}, "
+        f"  world {world} seed {seed} world check: "
+        f"base acc {result['runs']['base']['accuracy']:.3f}, "
         f"clean learnable only {result['runs']['clean']['accuracy']:.3f}, "
         f"full set {result['runs']['full']['accuracy']:.3f}",
         file=sys.stderr,
@@ -287,13 +403,15 @@ def run_seed(seed: int, size: WorldSize, budgets, methods, work: Path, args) -> 
         for method in methods:
             name = f"{method}@{frac:g}"
             subset = work / f"{name}.jsonl"
+            how = COVERAGE.get(method, {"score": method})
             summary = fastscore.select(
-                scores=str(work / "scores.jsonl"),
+                scores=str(scores),
                 input=str(data),
                 output=str(subset),
                 fraction=frac,
-                score=method,
+                score=how.get("score", "lobass"),
                 seed=seed,
+                **{k: v for k, v in how.items() if k != "score"},
             )
             result["length_spearman"] = summary["length_spearman"]
             picked = [orjson.loads(x) for x in subset.read_bytes().splitlines()]
@@ -306,12 +424,16 @@ def run_seed(seed: int, size: WorldSize, budgets, methods, work: Path, args) -> 
             finetune(base, subset, work / f"ft-{name}", steps, args.lr, seed)
             result["runs"][name] = evaluate(work / f"ft-{name}", test)
             print(
-                f"  seed {seed} {name:<16} acc {result['runs'][name]['accuracy']:.3f} "
+                f"  world {world} seed {seed} {name:<30} "
+                f"acc {result['runs'][name]['accuracy']:.3f} "
                 f"loss {result['runs'][name]['loss']:.3f}",
                 file=sys.stderr,
                 flush=True,
             )
     result["in_data"] = dict(Counter(kinds))
+    result["skills_in_data"] = {
+        k: sum(r["skill"] == k for r in sft if r["kind"] == "learnable") for k in SKILLS
+    }
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
 
@@ -320,40 +442,62 @@ def _agg(values):
     return statistics.fmean(values), min(values), max(values)
 
 
-def report(results: list[dict], budgets, methods, out_dir: Path) -> dict:
+def report(results: list[dict], budgets, methods, out_dir: Path, world: int = 1) -> dict:
     names = ["base", "full", "clean"] + [f"{m}@{b:g}" for b in budgets for m in methods]
     table = {}
-    print(f"\n{'run':<18}{'accuracy (min-max)':>26}{'held-out loss (min-max)':>30}")
+    w = max(18, *(len(n) + 2 for n in names))
+    print(f"\n=== world {world} ({len(results)} seeds) ===")
+    print(f"\n{'run':<{w}}{'accuracy (min-max)':>26}{'held-out loss (min-max)':>30}")
     for n in names:
         acc = _agg([r["runs"][n]["accuracy"] for r in results])
         loss = _agg([r["runs"][n]["loss"] for r in results])
         table[n] = {"accuracy": acc, "loss": loss}
         print(
-            f"{n:<18}{acc[0]:>10.3f} ({acc[1]:.3f}-{acc[2]:.3f})"
+            f"{n:<{w}}{acc[0]:>10.3f} ({acc[1]:.3f}-{acc[2]:.3f})"
             f"{loss[0]:>14.3f} ({loss[1]:.3f}-{loss[2]:.3f})"
         )
     print("\nplanted kinds in each subset (mean over seeds):")
     kinds = ("learnable", "known", "noise")
-    print(f"{'subset':<18}" + "".join(f"{k:>11}" for k in kinds))
-    print(f"{'in the data':<18}" + "".join(f"{results[0]['in_data'].get(k, 0):>11}" for k in kinds))
+    print(f"{'subset':<{w}}" + "".join(f"{k:>11}" for k in kinds))
+    print(
+        f"{'in the data':<{w}}" + "".join(f"{results[0]['in_data'].get(k, 0):>11}" for k in kinds)
+    )
     shares = {}
     for n in names[3:]:
         mean = {k: statistics.fmean(r["kinds"][n].get(k, 0) for r in results) for k in kinds}
         shares[n] = mean
-        print(f"{n:<18}" + "".join(f"{mean[k]:>11.1f}" for k in kinds))
+        print(f"{n:<{w}}" + "".join(f"{mean[k]:>11.1f}" for k in kinds))
     print("\nskills of the learnable samples in each subset (mean over seeds):")
-    print(f"{'subset':<18}" + "".join(f"{k:>9}" for k in SKILLS))
+    print(f"{'subset':<{w}}" + "".join(f"{k:>9}" for k in SKILLS))
+    in_data = results[0]["skills_in_data"]
+    print(f"{'in the data (learnable)':<{w}}" + "".join(f"{in_data[k]:>9}" for k in SKILLS))
     skills = {}
     for n in names[3:]:
         skills[n] = {k: statistics.fmean(r["skills"][n].get(k, 0) for r in results) for k in SKILLS}
-        print(f"{n:<18}" + "".join(f"{skills[n][k]:>9.1f}" for k in SKILLS))
+        print(f"{n:<{w}}" + "".join(f"{skills[n][k]:>9.1f}" for k in SKILLS))
+    print(
+        "\nclusters against the planted families (skill; `next` for known), mean over seeds:"
+        "\n(homogeneity: each cluster holds one family, what coverage needs; completeness:"
+        " each family in one cluster)"
+    )
+    clusters = {}
+    for key in results[0]["clusters"]:
+        clusters[key] = {
+            m: statistics.fmean(r["clusters"][key][m] for r in results)
+            for m in ("homogeneity", "completeness", "ami")
+        }
+        c = clusters[key]
+        print(
+            f"  {key:<40} homogeneity {c['homogeneity']:.3f}  completeness "
+            f"{c['completeness']:.3f}  AMI {c['ami']:.3f}"
+        )
     print("\nSpearman(score, response length) over ok records (mean over seeds):")
     sp = {}
     for m in results[0]["length_spearman"]:
         vals = [r["length_spearman"][m] for r in results if r["length_spearman"][m] is not None]
         sp[m] = statistics.fmean(vals) if vals else None
         print(f"  {m:<12} {'n/a' if sp[m] is None else f'{sp[m]:+.3f}'}")
-    plot = _plot(table, budgets, methods, out_dir / "selection_quality.png")
+    plot = _plot(table, budgets, methods, out_dir / f"selection_quality_world{world}.png")
     lift = table["clean"]["accuracy"][0] - table["base"]["accuracy"][0]
     passed = lift >= WORLD_CHECK_LIFT
     print(
@@ -370,6 +514,8 @@ def report(results: list[dict], budgets, methods, out_dir: Path) -> dict:
         "table": table,
         "kinds": shares,
         "skills": skills,
+        "skills_in_data": in_data,
+        "clusters": clusters,
         "length_spearman": sp,
         "plot": plot,
         "world_check": {"accuracy_lift": lift, "passed": passed},
@@ -410,11 +556,16 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--budgets", default="0.05,0.1,0.25")
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=",".join((*METHODS, *COVERAGE)))
+    ap.add_argument("--world", choices=("1", "2", "both"), default="both")
     ap.add_argument("--steps", type=int, default=300, help="optimiser steps of every fine-tune")
     ap.add_argument("--pretrain-steps", type=int, default=600)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--quick", action="store_true", help="1 seed, a small world, 10%% only")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 seed, a small world, 10%% only (--world 1 unless given)",
+    )
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args(argv)
     size = WorldSize()
@@ -422,6 +573,9 @@ def main(argv=None) -> None:
     methods = args.methods.split(",")
     if args.quick:
         size, args.seeds, budgets = QUICK, 1, [0.1]
+        if "--world" not in (argv if argv is not None else sys.argv[1:]):
+            args.world = "1"
+    worlds = [1, 2] if args.world == "both" else [int(args.world)]
     work = args.workdir or Path(tempfile.mkdtemp(prefix="fastscore-selq-"))
     print(
         f"steps policy: every fine-tune (reference, full, clean, each subset) runs the same "
@@ -429,24 +583,29 @@ def main(argv=None) -> None:
         f"lr {args.lr:g}, warm-up 10 then cosine; subsets repeat epochs to fill them",
         file=sys.stderr,
     )
-    results = []
-    for seed in range(args.seeds):
-        d = work / f"seed{seed}"
-        d.mkdir(parents=True, exist_ok=True)
-        results.append(run_seed(seed, size, budgets, methods, d, args))
-    summary = report(results, budgets, methods, work)
     print(
-        json.dumps(
-            {
-                "seeds": args.seeds,
-                "quick": args.quick,
-                "budgets": budgets,
-                "steps": results[0]["steps"],
-                "seconds_per_seed": [r["seconds"] for r in results],
-                **summary,
-            }
-        )
+        "engine features: the base's final hidden states mean-pooled over each record's "
+        "prompt tokens by the torch engine (pool='prompt'), projected to 64 float16 numbers "
+        "(fastscore.coverage.project_pooled) and written beside the scores with "
+        "FeatureWriter, computed here after scoring (the scoring stream does not write them "
+        "yet); lexical features: the prompts' hashed words, tf-idf, SVD",
+        file=sys.stderr,
     )
+    t0 = time.perf_counter()
+    out: dict = {"seeds": args.seeds, "quick": args.quick, "budgets": budgets, "worlds": {}}
+    for world in worlds:
+        results = []
+        for seed in range(args.seeds):
+            d = work / f"world{world}" / f"seed{seed}"
+            d.mkdir(parents=True, exist_ok=True)
+            results.append(run_seed(seed, size, budgets, methods, d, args, world))
+        out["steps"] = results[0]["steps"]
+        out["worlds"][str(world)] = {
+            "seconds_per_seed": [r["seconds"] for r in results],
+            **report(results, budgets, methods, work, world),
+        }
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -30,6 +31,12 @@ def main() -> None:
     ap.add_argument("--batch-tokens", type=int, default=32768)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--engines", default="served,vllm,torch")
+    ap.add_argument(
+        "--pin-servers",
+        action="store_true",
+        help="each server on a core of its own (as on devices of their own): what sending "
+        "both models' requests at once can gain shows only when they do not share cores",
+    )
     args = ap.parse_args()
 
     import fastscore
@@ -62,10 +69,24 @@ def main() -> None:
             **where,
         )
 
+    def start(server: Server, cpu: int | None) -> Server:
+        if cpu is None:
+            return server.start()
+        # the server and its engine processes inherit this process's CPU affinity
+        old = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {cpu})
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = str(cpu)
+        try:
+            return server.start()
+        finally:
+            os.sched_setaffinity(0, old)
+            del os.environ["VLLM_CPU_OMP_THREADS_BIND"]
+
     results = {}
     if "served" in engines:
-        base = Server(base_dir, "base", max_model_len=max_len).start()
-        ref = Server(ref_dir, "ref", max_model_len=max_len).start()
+        pins = (0, 1) if args.pin_servers else (None, None)
+        base = start(Server(base_dir, "base", max_model_len=max_len), pins[0])
+        ref = start(Server(ref_dir, "ref", max_model_len=max_len), pins[1])
         try:
             base.wait(), ref.wait()
             results["served"] = run(

@@ -250,9 +250,41 @@ def select(ctx: click.Context, config_file: str | None, **_: object) -> None:
     summary = run_select(cfg)
     click.echo(
         f"selected {summary['selected']} of {summary['records']} records "
-        f"({summary['eligible']} eligible) by {summary['score']} -> {summary['output']}",
+        f"({summary['eligible']} eligible) by {summary['score']}{_covered(summary)} -> "
+        f"{summary['output']}",
         err=True,
     )
+    if "coverage" in summary:
+        click.echo(_cluster_lines(summary["coverage"]), err=True)
+
+
+def _covered(summary: dict) -> str:
+    c = summary.get("coverage")
+    if not c:
+        return ""
+    if c["method"] == "diverse":
+        return (
+            f", diverse (cosine distance >= {c['min_distance']:g}, {c['topped_up']} topped up; "
+            f"{c['features']} features)"
+        )
+    return f", {c['spread']} across {c['clusters']} clusters of {c['features']} features"
+
+
+def _cluster_lines(c: dict, most: int = 20) -> str:
+    """The clusters as a short table: records, eligible, quota, selected, mean score."""
+    by = c["by_cluster"]
+    head = f"  {'cluster':<16}{'records':>9}{'eligible':>10}{'quota':>7}{'selected':>10}{'mean':>9}"
+    lines = [head]
+    for name in list(by)[:most]:
+        r = by[name]
+        mean = "" if r["score_mean"] is None else f"{r['score_mean']:.4f}"
+        lines.append(
+            f"  {str(name)[:15]:<16}{r['records']:>9}{r['eligible']:>10}"
+            f"{r.get('quota', ''):>7}{r['selected']:>10}{mean:>9}"
+        )
+    if len(by) > most:
+        lines.append(f"  ... {len(by) - most} more (all in the summary / manifest)")
+    return "\n".join(lines)
 
 
 @main.command(
@@ -278,7 +310,8 @@ def run(ctx: click.Context, config_file: str | None, **_: object) -> None:
     click.echo(_summary(m), err=True)
     sel = m["selection"]
     click.echo(
-        f"selected {sel['selected']} of {sel['records']} by {sel['score']} -> {sel['output']}",
+        f"selected {sel['selected']} of {sel['records']} by {sel['score']}{_covered(sel)} -> "
+        f"{sel['output']}",
         err=True,
     )
 
@@ -335,7 +368,7 @@ def report(ctx: click.Context, config_file: str | None, **_: object) -> None:
     mapping = {"scores": "scores", **REPORT_MAP}
     if p.get("group_field") is not None:
         cfg.group_field = p["group_field"]  # the counts per group
-        if p.get("quota") is None:
+        if p.get("quota") is None and p.get("coverage") != "clusters":
             mapping.pop("group_field")  # without quotas the field only groups the counts
     _apply(ctx, cfg, mapping)
     summary = run_report(cfg)

@@ -27,6 +27,10 @@ ORDERS = ("desc", "asc")
 FORMATS = ("messages", "prompt-completion", "preference", "alpaca", "sharegpt", "prompt-response")
 FORMAT_CHOICES = ("auto", *FORMATS)
 TEMPLATES = ("auto", "model", "plain")
+# select --coverage (coverage.py): what spreads the budget, how, and over which features
+COVERAGES = ("clusters", "diverse")
+SPREADS = ("proportional", "balanced")
+FEATURE_SOURCES = ("auto", "engine", "lexical")
 
 
 def option(
@@ -191,8 +195,14 @@ class SelectConfig:
         "numeric scores column.",
     )
     order: str = option("desc", "desc: highest scores first.", choices=ORDERS)
-    seed: int = option(0, "The random score's seed.", cli="random_seed")
-    group_field: str | None = option(None, "Quotas: the input records' field naming a group.")
+    seed: int = option(
+        0, "The seed of the random score and of coverage (samples, k-means).", cli="random_seed"
+    )
+    group_field: str | None = option(
+        None,
+        "The input records' field naming a group: for --quota, or as the clusters of "
+        "--coverage clusters.",
+    )
     quota: str | None = option(
         None,
         "Shares of the budget per group, 'a:0.3,b:0.7' (or 'FIELD=a:0.3,b:0.7'), or "
@@ -207,6 +217,30 @@ class SelectConfig:
         False,
         "Drop exact duplicates (same roles and texts, case and whitespace normalised) "
         "before ranking; the first in input order stays.",
+    )
+    coverage: str | None = option(
+        None,
+        "Spread the budget over what the records are about (see coverage.py): clusters "
+        "(the budget split across clusters, the best of each) or diverse (a record joins "
+        "only if far enough from those kept) [the plain ranking].",
+        choices=COVERAGES,
+    )
+    clusters: int | None = option(
+        None, "clusters: how many [sqrt(eligible / 2), at most 256 and half the budget]."
+    )
+    spread: str = option(
+        "proportional",
+        "clusters: each cluster's budget, proportional to its eligible records or balanced.",
+        choices=SPREADS,
+    )
+    features: str = option(
+        "auto",
+        "What the clustering sees: auto (the scores' engine features file when there is "
+        "one, else lexical), engine, lexical (the prompts' words).",
+        choices=FEATURE_SOURCES,
+    )
+    min_distance: float = option(
+        0.1, "diverse: the least cosine distance to every record kept (DEITA's 0.9)."
     )
 
 
@@ -350,7 +384,7 @@ def check_choices(cfg: Any, where: str = "") -> None:
         v = getattr(cfg, f.name)
         if dataclasses.is_dataclass(v):
             check_choices(v, f"{where}{f.name}.")
-        elif f.metadata.get("choices") and v not in f.metadata["choices"]:
+        elif f.metadata.get("choices") and v is not None and v not in f.metadata["choices"]:
             raise ConfigError(f"{where}{f.name} must be one of {f.metadata['choices']}, got {v!r}")
 
 
@@ -404,17 +438,40 @@ def validate_select(cfg: SelectConfig, need_paths: bool = True) -> None:
     if cfg.fraction is not None and not 0.0 <= cfg.fraction <= 1.0:
         raise ConfigError(f"fraction must be in [0, 1], got {cfg.fraction}")
     check_choices(cfg)
-    grouped = cfg.quota is not None or cfg.length_bins is not None
-    if cfg.quota is not None and cfg.length_bins is not None:
-        raise ConfigError("select: give --quota or --length-bins, not both")
-    if grouped and cfg.threshold is not None:
-        raise ConfigError("select: quotas and length bins need a budget (--top-k or --fraction)")
-    if cfg.group_field is not None and cfg.quota is None:
-        raise ConfigError("select: --group-field needs --quota (shares, or 'proportional')")
+    spreads = [
+        n
+        for n, v in (
+            ("--quota", cfg.quota),
+            ("--length-bins", cfg.length_bins),
+            ("--coverage", cfg.coverage),
+        )
+        if v is not None
+    ]
+    if len(spreads) > 1:
+        raise ConfigError(f"select: give one of {', '.join(spreads)}, not several")
+    if spreads and cfg.threshold is not None:
+        raise ConfigError(
+            "select: quotas, length bins and coverage need a budget (--top-k or --fraction)"
+        )
+    if cfg.group_field is not None and cfg.quota is None and cfg.coverage != "clusters":
+        raise ConfigError(
+            "select: --group-field needs --quota (shares, or 'proportional') or "
+            "--coverage clusters (the field's values as the clusters)"
+        )
+    validate_coverage(cfg)
     if cfg.length_bins is not None and cfg.length_bins < 1:
         raise ConfigError(f"length_bins must be >= 1, got {cfg.length_bins}")
     if cfg.quota is not None:
         parse_quota(cfg.quota, cfg.group_field)  # raises on a malformed one
+
+
+def validate_coverage(cfg: SelectConfig) -> None:
+    if cfg.clusters is not None and cfg.clusters < 1:
+        raise ConfigError(f"clusters must be >= 1, got {cfg.clusters}")
+    if not 0.0 <= cfg.min_distance <= 2.0:
+        raise ConfigError(f"min_distance is a cosine distance in [0, 2], got {cfg.min_distance}")
+    if cfg.coverage != "clusters" and cfg.clusters is not None:
+        raise ConfigError("select: --clusters needs --coverage clusters")
 
 
 def parse_quota(text: str, group_field: str | None) -> tuple[str, dict[str, float] | None]:

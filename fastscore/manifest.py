@@ -112,5 +112,8 @@ def finish(paths: OutputPaths, manifest: dict[str, Any]) -> None:
         paths.partial.unlink()
     else:
         os.replace(paths.partial, paths.scores)
+    from .coverage import finish_features
+
+    finish_features(paths.scores)  # the features beside the scores, when there are some
     kill_point("final:cleanup")
     paths.run_record.unlink(missing_ok=True)

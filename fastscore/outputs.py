@@ -42,6 +42,11 @@ class OutputPaths:
     def shards(self) -> Path:
         return self.scores.with_name(self.scores.name + ".shards")
 
+    @property
+    def features(self) -> Path:
+        """The base engine's coverage features, one row per scores line (coverage.py)."""
+        return self.scores.with_name(self.scores.stem + ".features.npy")
+
     def shard(self, k: int) -> tuple[Path, Path]:
         """Ray shard ``k``: its scores and its done marker."""
         return self.shards / f"shard-{k:05d}.jsonl", self.shards / f"shard-{k:05d}.done.json"

@@ -9,6 +9,7 @@ on Ray workers instead (``ray_executor.py``) and merges them.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,6 +27,8 @@ from .session import Session, open_session, session_facts
 from .stats import Stats
 from .stream import JsonlSink, alone_sample, score_records
 from .table import ScoresTable
+
+log = logging.getLogger(__name__)
 
 
 def score(config: ScoreConfig | None = None, /, **fields: Any) -> dict[str, Any]:
@@ -114,7 +117,9 @@ def run_scoring(
             new = stats.counts["tokens_scored_samples"] - stats.counts["resumed_tokens"]
             bar.set_postfix(tok_s=f"{new / max(time.perf_counter() - t_scoring, 1e-9):,.0f}")
 
-        sink = JsonlSink(paths.partial, append=bool(done), with_ifd=cfg.ifd)
+        sink = JsonlSink(
+            paths.partial, append=bool(done), with_ifd=cfg.ifd, features=feature_writer(s, done)
+        )
         try:
             if done:  # on from the first record not yet scored, without parsing those before
                 start = jsonl_starts(cfg.input, [done]).get(done) if s.kind == "jsonl" else None
@@ -131,6 +136,22 @@ def run_scoring(
     return build_manifest(
         cfg, facts, engine_info, stats, scoring_seconds, time.perf_counter() - t_start
     )
+
+
+def feature_writer(s: Session, done: int):
+    """Where the base engine's coverage features go, when it gives them (the torch engine);
+    else an earlier run's are removed, so they are never taken for this run's."""
+    from .coverage import FeatureWriter, remove_features
+
+    output = s.cfg.output
+    if getattr(s.base, "pool", None):
+        w = FeatureWriter(output, resume_rows=done)
+        if w.note:
+            log.warning("%s", w.note)
+        return w if w.enabled else None
+    if not done:
+        remove_features(output)
+    return None
 
 
 def dry_run(

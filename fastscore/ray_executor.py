@@ -65,7 +65,11 @@ class ShardWorker:
         s.stats = Stats()
         s.cfg = dataclasses.replace(self.cfg, output=out_path, progress=False)
         t0 = time.perf_counter()
-        sink = JsonlSink(partial_of(out_path), append=False, with_ifd=s.cfg.ifd)
+        from .pipeline import feature_writer
+
+        sink = JsonlSink(
+            partial_of(out_path), append=False, with_ifd=s.cfg.ifd, features=feature_writer(s, 0)
+        )
         try:
             records = read_record_range(s.cfg.input, s.kind, lo, hi, start)
             score_records(s, records, sink, ids=KnownDuplicates(duplicates))
@@ -205,6 +209,13 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
                 f.write(data)
         if n_lines != n_records:
             raise EngineError(f"ray: the shards hold {n_lines} lines for {n_records} records")
+        from .coverage import finish_features, merge_features, remove_features
+
+        parts = [paths.shard(k)[0] for k in range(len(shards))]
+        for p in parts:
+            finish_features(p)  # a shard's features partial -> its final file
+        if not merge_features(parts, paths.scores):
+            remove_features(paths.scores)
     for r in results.values():
         for key, v in r["counts"].items():
             stats.counts[key] += v

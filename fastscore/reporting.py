@@ -2,9 +2,10 @@
 
 What a person needs to trust a selection: each score's histogram, each score against
 response length with Spearman's rho (the paper's reason for normalising), loss_base
-against loss_ref with the chosen samples marked, counts per status (and per group), and
-the top and bottom samples with their text. The page embeds its pictures, so it can be
-mailed or attached; the PNGs are written beside it too.
+against loss_ref with the chosen samples marked, counts per status (and per group), the
+clusters a ``--coverage`` selection spread its budget over (records, selected and mean
+score per cluster), and the top and bottom samples with their text. The page embeds its
+pictures, so it can be mailed or attached; the PNGs are written beside it too.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ def report(
     out.mkdir(parents=True, exist_ok=True)
     select_cfg = dataclasses.replace(cfg.select, scores=cfg.scores, input=cfg.input)
     table = table or ScoresTable.read(cfg.scores)
-    chosen = plan(select_cfg, table).chosen
+    p = plan(select_cfg, table)
+    chosen = p.chosen
+    coverage = p.extra.get("coverage")
     score = cfg.select.score
     columns = {c: table.columns[c] for c in COLUMNS if c in table.columns}
     columns[score] = table.values(score, cfg.select.seed)
@@ -86,16 +89,40 @@ def report(
                 "the share of the base loss it removed)",
             )
         )
+    if coverage:
+        figures.append(
+            _figure(
+                out,
+                "clusters",
+                _cluster_bars(coverage),
+                f"Share of the eligible records and of the selected ones per cluster "
+                f"({coverage['method']}, {coverage['features']} features)",
+            )
+        )
     status_counts = Counter(table.status)
     figures.append(
         _figure(out, "status", _bars(status_counts, "records per status"), "Records per status")
     )
     # the diagnostics first: the selection on the two losses, then each score and length
-    first = {"losses": 0, "length": 1, "hist": 2, "status": 3}
+    first = {"losses": 0, "clusters": 1, "length": 2, "hist": 3, "status": 4}
     figures.sort(key=lambda f: first[f["name"].split("_")[0].removesuffix(".png")])
     groups = _groups(cfg, n, picked) if cfg.group_field else None
     samples = _samples(cfg, table, columns, ok, score)
-    html = _render(cfg, table, figures, status_counts, groups, samples, picked, rhos, n, shown)
+    clusters = _clusters(cfg, coverage, table.fmt) if coverage else None
+    html = _render(
+        cfg,
+        table,
+        figures,
+        status_counts,
+        groups,
+        samples,
+        picked,
+        rhos,
+        n,
+        shown,
+        clusters,
+        coverage,
+    )
     page = out / "report.html"
     tmp = page.with_name(page.name + ".tmp")
     tmp.write_text(html, encoding="utf-8")
@@ -107,6 +134,7 @@ def report(
         "selected": int(picked.sum()),
         "by_status": dict(status_counts),
         "length_spearman": {c: None if r is None else round(r, 4) for c, r in rhos.items()},
+        **({"coverage": coverage} if coverage else {}),
     }
 
 
@@ -181,6 +209,51 @@ def _bars(counts: Counter, ylabel: str):
     ax.tick_params(axis="x", labelrotation=20)
     fig.tight_layout()
     return fig
+
+
+def _cluster_bars(coverage: dict[str, Any], most: int = 40):
+    import matplotlib.pyplot as plt
+
+    by = coverage["by_cluster"]
+    names = sorted(by, key=lambda c: -by[c]["eligible"])[:most]
+    elig = sum(r["eligible"] for r in by.values()) or 1
+    sel = sum(r["selected"] for r in by.values()) or 1
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(5.5 if len(names) <= 16 else 9, 3.4))
+    ax.bar(x - 0.2, [by[c]["eligible"] / elig for c in names], 0.4, label="eligible")
+    ax.bar(x + 0.2, [by[c]["selected"] / sel for c in names], 0.4, label="selected")
+    ax.set_xticks(x, [str(c)[:12] for c in names], rotation=60, fontsize=7)
+    ax.set_ylabel("share")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _clusters(cfg: ReportConfig, coverage: dict[str, Any], fmt: str | None) -> list[dict]:
+    """The clusters' rows for the page, each with its example record's prompt."""
+    from .coverage import _prompt_texts
+    from .formats import resolve_format
+
+    by = coverage["by_cluster"]
+    wanted = {r["example_index"] for r in by.values() if r["example_index"] is not None}
+    fmt = fmt or resolve_format(cfg.input, detect_file_kind(cfg.input), "auto")
+    texts = dict(_prompt_texts(cfg.input, fmt, wanted)) if wanted else {}
+    out = []
+    for name, r in by.items():
+        text = texts.get(r["example_index"]) or ""
+        text = " ".join(text.split())
+        out.append(
+            {
+                "name": name,
+                **r,
+                "score_mean": "" if r["score_mean"] is None else f"{r['score_mean']:.4f}",
+                "score_mean_selected": ""
+                if r["score_mean_selected"] is None
+                else f"{r['score_mean_selected']:.4f}",
+                "example": text[:120] + ("..." if len(text) > 120 else ""),
+            }
+        )
+    return out
 
 
 def _groups(cfg: ReportConfig, n: int, picked) -> dict[str, dict[str, int]]:
@@ -268,6 +341,22 @@ records; histograms and correlations use all of them.{% endif %}</p>
 <td>{{ r.selected }}</td></tr>{% endfor %}
 </table>
 {% endif %}
+{% if clusters %}
+<h2>Clusters ({{ coverage.method }})</h2>
+<p>The selection spread its budget over {{ clusters|length }} clusters of
+{{ coverage.features }} features{% if coverage.spread %} ({{ coverage.spread }}){% endif %}.
+Per cluster: its records, the eligible ones, the budget it was given, those selected, the
+mean {{ score }} of its eligible and of its selected records, and the prompt of the record
+nearest its centre.</p>
+<table id="clusters"><tr><th class="l">cluster</th><th>records</th><th>eligible</th>
+{% if coverage.spread %}<th>quota</th>{% endif %}<th>selected</th>
+<th>mean {{ score }}</th><th>mean {{ score }} selected</th><th class="l">example</th></tr>
+{% for c in clusters %}<tr><td class="l">{{ c.name }}</td><td>{{ c.records }}</td>
+<td>{{ c.eligible }}</td>{% if coverage.spread %}<td>{{ c.quota }}</td>{% endif %}
+<td>{{ c.selected }}</td><td>{{ c.score_mean }}</td><td>{{ c.score_mean_selected }}</td>
+<td class="l">{{ c.example }}</td></tr>
+{% endfor %}</table>
+{% endif %}
 
 <h2>Scores against response length</h2>
 <p>Spearman's rho of each score with the number of response tokens (ok records). A score
@@ -299,7 +388,9 @@ width="520"><figcaption>{{ f.caption }} ({{ f.name }})</figcaption></figure>
 """
 
 
-def _render(cfg, table, figures, status_counts, groups, samples, picked, rhos, n, shown) -> str:
+def _render(
+    cfg, table, figures, status_counts, groups, samples, picked, rhos, n, shown, clusters, coverage
+) -> str:
     import jinja2
 
     env = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
@@ -325,4 +416,6 @@ def _render(cfg, table, figures, status_counts, groups, samples, picked, rhos, n
         rhos=[(c, _fmt(r)) for c, r in rhos.items()],
         figures=figures,
         samples=samples,
+        clusters=clusters,
+        coverage=coverage or {},
     )

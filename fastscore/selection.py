@@ -4,7 +4,8 @@ Ranking is by one score column (or ``perplexity``, ``length``, ``random``, deriv
 the row); ties go to the earlier record, so the result depends on nothing but the scores.
 Records whose status is not ``ok`` or whose score is missing or not finite are never
 selected. Optionally: exact duplicates dropped first, and the budget split into quotas per
-group (a field of the input records) or per response-length bin.
+group (a field of the input records), per response-length bin, or across clusters of
+what the records are about (``coverage.py``).
 """
 
 from __future__ import annotations
@@ -126,8 +127,8 @@ class Plan:
 
 
 def plan(cfg: SelectConfig, table: ScoresTable | None = None) -> Plan:
-    """The records ``cfg`` chooses from its scores (``cfg.input`` is read only for quotas
-    and dedup, with the record format the scores were made with)."""
+    """The records ``cfg`` chooses from its scores (``cfg.input`` is read only for quotas,
+    dedup and lexical coverage features, in the record format the scores were made with)."""
     table = table or ScoresTable.read(cfg.scores)
     eligible = table.eligible(cfg.score, cfg.seed)
     n_rows = len(table)
@@ -152,6 +153,10 @@ def plan(cfg: SelectConfig, table: ScoresTable | None = None) -> Plan:
         target = sum(quotas.values())  # shares may add up to less than the whole budget
         chosen = choose_grouped(eligible, groups, quotas, cfg.order)
         extra["groups"] = group_report(groups, eligible, chosen, quotas, field_name)
+    elif cfg.coverage:
+        from .coverage import choose_covered
+
+        chosen, extra["coverage"] = choose_covered(cfg, table, eligible, target)
     elif cfg.length_bins:
         groups, edges = length_bin_of(table.length, eligible, cfg.length_bins)
         counts = Counter(groups[i] for i, _ in eligible)

@@ -222,5 +222,7 @@ def make_engine(model: str, cfg: EngineConfig, max_model_len: int, name: str) ->
     if kind == "torch":
         from .engines.torch_engine import TorchEngine
 
-        return TorchEngine(model, cfg, name=name)
+        # the base's prompt-pooled hidden states are selection's coverage features, from
+        # the forward scoring runs anyway (coverage.py)
+        return TorchEngine(model, cfg, name=name, pool="prompt" if name == "base" else None)
     raise ConfigError(f"unknown engine {cfg.kind!r}")

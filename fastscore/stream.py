@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 
 from .errors import InputError
@@ -211,12 +212,14 @@ def submit(engine, samples: list[RenderedSample]) -> concurrent.futures.Future:
 
 
 class Slot:
-    """The losses of one distinct sample; filled when its chunk's engine work is done."""
+    """The losses (and the base's pooled features, when it gives them) of one distinct
+    sample; filled when its chunk's engine work is done."""
 
-    __slots__ = ("losses",)
+    __slots__ = ("losses", "features")
 
     def __init__(self) -> None:
         self.losses: tuple | None = None
+        self.features = None
 
 
 def sample_key(r: RenderedSample) -> bytes:
@@ -260,18 +263,25 @@ class _Job:
 
 
 class JsonlSink:
-    """Scores lines appended to a file, flushed per chunk."""
+    """Scores lines appended to a file, flushed per chunk; with ``features`` (a
+    ``coverage.FeatureWriter``), the chunk's feature rows are written first, so a kill
+    leaves at least as many feature rows as scores lines."""
 
-    def __init__(self, path, append: bool, with_ifd: bool):
+    def __init__(self, path, append: bool, with_ifd: bool, features=None):
         self.f = open(path, "ab" if append else "wb")  # noqa: SIM115 (closed by close())
         self.with_ifd = with_ifd
+        self.features = features
 
-    def write(self, rows: list[ScoredSample]) -> None:
+    def write(self, rows: list[ScoredSample], feature_rows=None) -> None:
+        if self.features is not None and feature_rows is not None:
+            self.features.write(feature_rows)
         self.f.write(b"".join(orjson.dumps(s.to_json(self.with_ifd)) + b"\n" for s in rows))
         self.f.flush()
 
     def close(self) -> None:
         self.f.close()
+        if self.features is not None:
+            self.features.close()
 
 
 def score_records(
@@ -303,6 +313,18 @@ def score_records(
         _write(pending, session, sink, on_chunk)
 
 
+def _feature_rows(job: _Job, sink):
+    """One coverage feature row per record of the chunk (coverage.chunk_feature_rows)."""
+    if getattr(sink, "features", None) is None:
+        return None
+    from .coverage import chunk_feature_rows
+
+    ok = [slot.features for r, slot in zip(job.chunk, job.slots, strict=True) if r.status == OK]
+    if any(f is None for f in ok):  # rows of NaN keep the file in step with the scores
+        return chunk_feature_rows(job.chunk, None)
+    return chunk_feature_rows(job.chunk, np.stack(ok) if ok else None)
+
+
 def _send(chunk, base, ref, with_ifd: bool, bos, seen: Identical, stats: Stats) -> _Job:
     slots: list[Slot | None] = []
     new: list[tuple[Slot, RenderedSample]] = []
@@ -322,6 +344,12 @@ def _send(chunk, base, ref, with_ifd: bool, bos, seen: Identical, stats: Stats) 
     stats.counts["engine_tokens"] += sum(r.n_tokens for r in todo)
     with stats.timer("engine_base"):
         futures = [submit(base, todo)]
+        # an in-process base has answered already: keep its pooled states before any other
+        # call on it (ifd's) replaces them
+        pooled = getattr(base, "pooled", None) if todo else None
+        if pooled is not None:
+            for (slot, _), row in zip(new, pooled, strict=True):
+                slot.features = row
     with stats.timer("engine_ref"):
         futures.append(submit(ref, todo))
     alone = None
@@ -363,6 +391,6 @@ def _write(job: _Job, session, sink, on_chunk) -> None:
             stats.counts["records"] += 1
             stats.counts[f"status:{s.status}"] += 1
             rows.append(s)
-        sink.write(rows)
+        sink.write(rows, _feature_rows(job, sink))
     if on_chunk is not None:
         on_chunk(len(rows))

@@ -105,9 +105,7 @@ def test_ray_equals_local_and_resumes_by_shard(tmp_path, demo_assets, cluster):
     assert cfg_changed["executor"]["reused_shards"] == []
 
 
-def test_ray_rescores_the_shards_of_a_reference_retrained_in_place(
-    tmp_path, demo_assets, cluster
-):
+def test_ray_rescores_the_shards_of_a_reference_retrained_in_place(tmp_path, demo_assets, cluster):
     """A restarted run keeps no shard scored with the old reference, and shards it does
     keep do not count towards its tokens/s."""
     import shutil

@@ -21,9 +21,21 @@ def test_quick_run_reports_every_method(tmp_path):
         timeout=900,
     )
     assert p.returncode == 0, p.stderr[-3000:]
-    out = json.loads(p.stdout.strip().splitlines()[-1])
+    out = json.loads(p.stdout.strip().splitlines()[-1])["worlds"]["1"]
     assert "steps policy: every fine-tune" in p.stderr and "world check:" in p.stdout
-    methods = ("lobass", "rho", "ifd", "perplexity", "length", "random")
+    assert "engine features: the base's final hidden states" in p.stderr
+    methods = (
+        "lobass",
+        "rho",
+        "ifd",
+        "perplexity",
+        "length",
+        "random",
+        "lobass+clusters",
+        "lobass+clusters:engine",
+        "lobass+clusters:balanced",
+        "lobass+diverse",
+    )
     for run in ("base", "full", "clean", *(f"{m}@0.1" for m in methods)):
         acc, lo, hi = out["table"][run]["accuracy"]
         assert 0.0 <= lo <= acc <= hi <= 1.0
@@ -35,5 +47,13 @@ def test_quick_run_reports_every_method(tmp_path):
         assert sum(out["skills"][f"{m}@0.1"].values()) == out["kinds"][f"{m}@0.1"]["learnable"]
     assert set(out["length_spearman"]) >= {"lobass", "rho", "ifd", "perplexity", "random"}
     assert isinstance(out["world_check"]["passed"], bool)
+    # how each feature source's clusters match the planted families
+    assert {k.split(" k=")[0] for k in out["clusters"]} == {
+        "engine (prompt)",
+        "engine (response)",
+        "lexical",
+    }
+    for c in out["clusters"].values():
+        assert 0.0 <= c["homogeneity"] <= 1.0 and 0.0 <= c["completeness"] <= 1.0
     if out["plot"] is not None:
         assert Path(out["plot"]).stat().st_size > 10_000

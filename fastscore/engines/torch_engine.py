@@ -78,10 +78,20 @@ class TorchEngine:
     (benchmarks and tests that build models in memory; ``cfg.dtype`` other than auto
     converts it)."""
 
-    def __init__(self, model: str | Path | Any, cfg: EngineConfig, *, name: str):
+    def __init__(
+        self, model: str | Path | Any, cfg: EngineConfig, *, name: str, pool: str | None = None
+    ):
+        """``pool``: "prompt" (or "response") makes each ``response_logprobs`` call also
+        leave ``self.pooled``, float32 ``[len(samples), hidden]``: each sample's final
+        hidden states (the head's input) averaged over its prompt tokens (every token not
+        scored) or its response tokens, from the same forward; None when off. Coverage
+        features (``coverage.project_pooled``) are made from them."""
         import torch
 
+        if pool not in (None, "prompt", "response"):
+            raise ValueError(f"pool must be None, 'prompt' or 'response', got {pool!r}")
         self.name, self.cfg = name, cfg
+        self.pool, self.pooled, self._pooled_parts = pool, None, []
         device = (
             cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         )
@@ -186,6 +196,7 @@ class TorchEngine:
     def response_logprobs(self, samples: list[RenderedSample]) -> list[np.ndarray]:
         import torch
 
+        self.pooled = None
         if not samples:
             return []
         if self.batching == "single":
@@ -194,11 +205,16 @@ class TorchEngine:
             groups, run = pack_groups(samples, self.forward_tokens), self._packed
         else:
             groups, run = length_batches(samples, self.forward_tokens), self._padded
+        self._pooled_parts = []
         with torch.inference_mode():
             # every group is queued before anything is read back: one sync, here
             parts = [run([samples[i] for i in g]) for g in groups]
             flat = torch.cat(parts).cpu().numpy().astype(np.float64)
+            pooled = torch.cat(self._pooled_parts).cpu().numpy() if self.pool else None
         order = [i for g in groups for i in g]
+        if pooled is not None:
+            self.pooled = np.empty_like(pooled)
+            self.pooled[order] = pooled
         split = np.cumsum([samples[i].n_response_tokens for i in order])[:-1]
         out: list[np.ndarray | None] = [None] * len(samples)
         for i, lp in zip(order, np.split(flat, split), strict=True):
@@ -208,7 +224,23 @@ class TorchEngine:
     def _packed(self, batch: list[RenderedSample]):
         b = to_device(pack_samples(batch), self.device)
         hidden = packed_hidden(self.model, b, self.attention)  # [T, hidden]
+        if self.pool:
+            rows, seg = pool_rows(batch, self.pool)
+            starts = b.cu_host[:-1].astype(np.int64)  # where each sample starts in the stream
+            rows = rows + starts[seg]
+            self._pool(hidden, rows, seg, len(batch))
         return self._head_logprobs(hidden[b.rows], b.targets)
+
+    def _pool(self, hidden, rows: np.ndarray, seg: np.ndarray, n: int) -> None:
+        """Mean of ``hidden[rows]`` per sample ``seg`` (fp32), kept for ``self.pooled``."""
+        import torch
+
+        r = torch.from_numpy(rows).to(self.device)
+        g = torch.from_numpy(seg).to(self.device)
+        sums = torch.zeros((n, hidden.shape[-1]), dtype=torch.float32, device=self.device)
+        sums.index_add_(0, g, hidden[r].float())
+        counts = torch.from_numpy(np.bincount(seg, minlength=n)).to(self.device)
+        self._pooled_parts.append(sums / counts.clamp(min=1)[:, None])
 
     def _one(self, batch: list[RenderedSample]):
         import torch
@@ -216,6 +248,8 @@ class TorchEngine:
         (s,) = batch
         ids = torch.from_numpy(s.token_ids.astype(np.int64)).to(self.device)[None]
         hidden = self.trunk(input_ids=ids).last_hidden_state[0]  # [n, hidden]
+        if self.pool:
+            self._pool(hidden, *pool_rows(batch, self.pool), 1)
         pos = torch.from_numpy(s.response_positions.astype(np.int64)).to(self.device)
         # hidden[t] predicts token t+1
         return self._head_logprobs(hidden[pos - 1], ids[0, pos])
@@ -231,6 +265,10 @@ class TorchEngine:
             mask[row, : s.n_tokens] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         hidden = self.trunk(input_ids=ids, attention_mask=mask).last_hidden_state
+        if self.pool:
+            cols, seg = pool_rows(batch, self.pool)
+            flat = hidden.reshape(-1, hidden.shape[-1])  # [B * width, hidden]
+            self._pool(flat, seg * width + cols, seg, len(batch))
         rows = np.concatenate([np.full(s.n_response_tokens, r) for r, s in enumerate(batch)])
         cols = np.concatenate([s.response_positions for s in batch]).astype(np.int64)
         r = torch.from_numpy(rows).to(self.device)
@@ -284,6 +322,22 @@ def _fp32_gemm_works(head, device) -> bool:
             return bool(torch.allclose(got, want, rtol=1e-3, atol=1e-3))
     except (TypeError, RuntimeError, NotImplementedError):
         return False
+
+
+def pool_rows(samples: list[RenderedSample], which: str) -> tuple[np.ndarray, np.ndarray]:
+    """(positions within each sample, the sample of each), int64, of the tokens pooled:
+    "response" the scored tokens, "prompt" every other one (position 0 included)."""
+    pos, seg = [], []
+    for n, s in enumerate(samples):
+        if which == "response":
+            p = s.response_positions.astype(np.int64)
+        else:
+            keep = np.ones(s.n_tokens, dtype=bool)
+            keep[s.response_positions] = False
+            p = np.flatnonzero(keep).astype(np.int64)
+        pos.append(p)
+        seg.append(np.full(p.shape[0], n, dtype=np.int64))
+    return np.concatenate(pos), np.concatenate(seg)
 
 
 def pack_groups(samples: list[RenderedSample], forward_tokens: int) -> list[list[int]]:

@@ -1,0 +1,661 @@
+"""Coverage: spread a selection's budget over what the records are about.
+
+LoBaSS ranks records one at a time. When task families differ in learnability, the plain
+top-k fills the budget from the most learnable families and leaves the others out
+(``benchmarks/selection_quality.py``: lobass picked the purest subsets yet lost to random
+at every budget, because it took two of four skills). Xia et al. (arXiv 2410.09335) saw
+the same at scale: diversity mattered more than per-sample quality. The remedies here
+follow S2L (cluster, then a quota per cluster) and DEITA (a record joins only if it is far
+enough from those already kept):
+
+- ``coverage="clusters"``: the records are clustered (mini-batch k-means) and the budget is
+  split across the clusters, in proportion to each cluster's eligible records (or evenly,
+  ``spread="balanced"``); each cluster gives its best records by the score.
+- ``coverage="diverse"``: records in score order, each kept only if its cosine distance to
+  every record kept so far is at least ``min_distance``; a budget the filter leaves short
+  is topped up with the best records left (counted in the report).
+
+What the records are about (their features), one row per record:
+- ``engine``: the base model's final hidden states, mean-pooled over each record's prompt
+  tokens (every token that is not scored), from the forward scoring already runs, after a
+  fixed seeded random projection to ``FEATURE_DIM`` float16 numbers; written by the torch
+  engine's stream beside the scores as ``<scores stem>.features.npy``.
+- ``lexical``: engines that cannot return hidden states (vLLM's prompt-logprob path, a
+  served model) fall back to the prompt's text: its words hashed (scikit-learn's
+  ``HashingVectorizer``, no vocabulary held), tf-idf, and a truncated SVD
+  to ``FEATURE_DIM`` dimensions, fitted on a seeded sample of at most ``LEXICAL_SAMPLE``
+  records and applied chunk by chunk.
+- or the groups a field of the input records names (``group_field``): no clustering.
+
+Memory is bounded at a million records: features are ``n x 64`` (256 MB in float32 at
+1M), k-means is fitted on a sample of at most ``KMEANS_SAMPLE`` rows and assigns the rest
+in chunks.
+
+Writing engine features (the scoring stream's side). With the base engine built as
+``TorchEngine(..., pool="prompt")``:
+
+1. at the start: ``w = FeatureWriter(output, resume_rows=done)`` (``done``: the scores
+   lines a ``--resume`` kept, 0 for a fresh run); a fresh run whose engine gives no
+   features calls ``remove_features(output)`` instead;
+2. per chunk, right after ``base.response_logprobs(ok)`` (before any other call on the
+   base, such as ``--ifd``'s, replaces ``base.pooled``), and *before* the chunk's scores
+   lines are written: ``w.write(chunk_feature_rows(chunk, base.pooled))``, one row per
+   record. A kill then leaves at least as many feature rows as scores lines, and a resume
+   cuts the features back to the scores;
+3. ``w.close()``; and in ``finish``, after the scores are renamed into place:
+   ``finish_features(output)`` (``<stem>.features.npy.partial`` -> ``.features.npy``). A
+   kill between the two leaves a partial with exactly the scores' rows, which
+   ``read_features`` accepts.
+
+Ray: each shard does the same with its own path; the merge calls ``merge_features(shard
+paths, output)`` and then ``finish_features(output)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import COVERAGES, FEATURE_SOURCES, SPREADS  # noqa: F401 (they live there)
+from .errors import ConfigError, InputError
+
+FEATURE_DIM = 64  # numbers per record in the features file
+PROJECTION_SEED = 0  # the engine features' random projection
+LEXICAL_SAMPLE = 50_000  # records the tf-idf weights and the SVD are fitted on
+KMEANS_SAMPLE = 100_000  # rows k-means is fitted on; the rest are assigned to its centres
+AUTO_CLUSTERS_MAX = 256
+CHUNK = 8192  # records transformed / assigned at a time
+MIN_DISTANCE = 0.1  # diverse: DEITA's cosine similarity of at most 0.9
+POOLS = ("prompt", "response")
+
+# the raw partial file: this header, then float16 rows of `dim` numbers, little-endian
+_MAGIC = b"FSFEAT1\0"
+_HEADER = 16
+
+
+# --- production: what the scoring stream calls -------------------------------------------
+
+
+def features_path(scores: str | os.PathLike) -> Path:
+    """``scores.jsonl`` -> ``scores.features.npy`` (beside it, as the manifest is)."""
+    from .outputs import OutputPaths
+
+    return OutputPaths.of(scores).features
+
+
+def features_partial_path(scores: str | os.PathLike) -> Path:
+    from .outputs import partial_of
+
+    return partial_of(features_path(scores))
+
+
+@functools.lru_cache(maxsize=4)
+def _projection(hidden: int, dim: int, seed: int) -> np.ndarray:
+    """A fixed ``[hidden, dim]`` Gaussian matrix scaled by 1/sqrt(dim): distances are kept
+    in expectation (Johnson-Lindenstrauss), whatever the model's width."""
+    rng = np.random.default_rng([seed, hidden, dim])
+    return (rng.standard_normal((hidden, dim)) / math.sqrt(dim)).astype(np.float32)
+
+
+def project_pooled(
+    hidden_mean: np.ndarray, seed: int = PROJECTION_SEED, dim: int = FEATURE_DIM
+) -> np.ndarray:
+    """Pooled hidden states ``[n, hidden]`` -> float16 ``[n, dim]`` by a random projection
+    fixed by (seed, hidden, dim), so that every chunk, shard and resumed run of a model
+    projects alike. Non-finite rows stay NaN; values are clipped to float16's range."""
+    x = np.asarray(hidden_mean, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"hidden_mean must be [n, hidden], got shape {x.shape}")
+    out = x @ _projection(x.shape[1], dim, seed)
+    bad = ~np.isfinite(x).all(axis=1)
+    out[bad] = np.nan
+    f16 = np.finfo(np.float16).max
+    return np.clip(out, -f16, f16).astype(np.float16)
+
+
+def chunk_feature_rows(
+    chunk: list, pooled: np.ndarray | None, seed: int = PROJECTION_SEED, dim: int = FEATURE_DIM
+) -> np.ndarray:
+    """One float16 row per record of a stream chunk, in order.
+
+    ``chunk``: the chunk's ``RenderedSample``s (a preference record's two sides come one
+    after the other, with the same index); ``pooled``: the base engine's pooled states of
+    the chunk's ok samples, in order (``TorchEngine.pooled`` after
+    ``response_logprobs(ok)``), or None. A record's row is its first ok sample's projected
+    state (a pair's sides share the prompt); NaN for a record with no ok sample."""
+    ok_rows = np.full(len(chunk), -1)
+    j = 0
+    for n, r in enumerate(chunk):
+        if r.status == "ok":
+            ok_rows[n] = j
+            j += 1
+    if pooled is not None and len(pooled) != j:
+        raise ValueError(f"{len(pooled)} pooled rows for {j} ok samples")
+    proj = project_pooled(pooled, seed, dim) if pooled is not None and j else None
+    rows: list[np.ndarray] = []
+    nan = np.full(dim, np.nan, dtype=np.float16)
+    last = None
+    for n, r in enumerate(chunk):
+        if rows and r.index == last:  # a pair's second side
+            if np.isnan(rows[-1][0]) and ok_rows[n] >= 0 and proj is not None:
+                rows[-1] = proj[ok_rows[n]]
+            continue
+        last = r.index
+        rows.append(proj[ok_rows[n]] if ok_rows[n] >= 0 and proj is not None else nan)
+    return np.stack(rows) if rows else np.zeros((0, dim), dtype=np.float16)
+
+
+class FeatureWriter:
+    """Appends feature rows to ``<stem>.features.npy.partial``, one row per scores line.
+
+    The stream opens it with ``resume_rows`` = the scores lines kept (0 for a fresh run),
+    calls ``write(rows)`` for each chunk *before* writing that chunk's scores lines (so a
+    kill leaves at least as many feature rows as scores lines), and ``close()`` at the end.
+    A resume cuts the partial back to ``resume_rows``; if it holds fewer (it was lost, or
+    the run began without features), features are off for the run (``enabled`` False,
+    ``note`` says why) and the partial is removed: selection then falls back to the
+    lexical features rather than trusting rows that do not line up with the scores."""
+
+    def __init__(self, scores: str | os.PathLike, dim: int = FEATURE_DIM, *, resume_rows: int = 0):
+        self.path = features_partial_path(scores)
+        self.dim, self.row_bytes = dim, 2 * dim
+        self.enabled, self.note, self._f = True, None, None
+        # a finished file of an earlier run would be stale once this one writes
+        features_path(scores).unlink(missing_ok=True)
+        if resume_rows == 0:
+            self._f = open(self.path, "wb")  # noqa: SIM115 - kept open across chunks
+            self._f.write(_MAGIC + np.array([dim, 0], dtype="<u4").tobytes())
+            self._f.flush()
+            return
+        have = _partial_rows(self.path, dim)
+        if have is None or have < resume_rows:
+            self.path.unlink(missing_ok=True)
+            self.enabled = False
+            self.note = (
+                f"{self.path} holds {have or 0} feature rows for {resume_rows} scored records; "
+                "features are off for this run (selection falls back to lexical features)"
+            )
+            return
+        self._f = open(self.path, "r+b")  # noqa: SIM115 - kept open across chunks
+        self._f.truncate(_HEADER + resume_rows * self.row_bytes)
+        self._f.seek(0, os.SEEK_END)
+
+    def write(self, rows: np.ndarray) -> None:
+        if not self.enabled:
+            return
+        rows = np.asarray(rows, dtype="<f2")
+        if rows.ndim != 2 or rows.shape[1] != self.dim:
+            raise ValueError(f"feature rows must be [n, {self.dim}], got {rows.shape}")
+        self._f.write(np.ascontiguousarray(rows).tobytes())
+        self._f.flush()
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def __enter__(self) -> FeatureWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _partial_rows(path: Path, dim: int | None = None) -> int | None:
+    """Complete rows in a raw partial (None if it is missing or not one, or of another
+    dim)."""
+    if not path.exists():
+        return None
+    with open(path, "rb") as f:
+        head = f.read(_HEADER)
+    if len(head) < _HEADER or head[:8] != _MAGIC:
+        return None
+    d = int(np.frombuffer(head[8:12], dtype="<u4")[0])
+    if dim is not None and d != dim:
+        return None
+    return (path.stat().st_size - _HEADER) // (2 * d)
+
+
+def _partial_array(path: Path) -> np.ndarray | None:
+    rows = _partial_rows(path)
+    if rows is None:
+        return None
+    with open(path, "rb") as f:
+        d = int(np.frombuffer(f.read(_HEADER)[8:12], dtype="<u4")[0])
+    return np.memmap(path, dtype="<f2", mode="r", offset=_HEADER, shape=(rows, d))
+
+
+def finish_features(scores: str | os.PathLike, n_rows: int | None = None) -> Path | None:
+    """``<stem>.features.npy.partial`` -> ``<stem>.features.npy`` (streamed, atomic), the
+    partial removed; cut to ``n_rows`` when given. Call it after the scores file is in
+    place. Idempotent: with no partial it does nothing and returns the final path if one
+    exists."""
+    partial, final = features_partial_path(scores), features_path(scores)
+    src = _partial_array(partial)
+    if src is None:
+        return final if final.exists() else None
+    rows = src.shape[0] if n_rows is None else n_rows
+    if rows > src.shape[0]:
+        raise InputError(f"{partial} holds {src.shape[0]} feature rows, fewer than {rows}")
+    tmp = final.with_name(final.name + ".tmp")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(rows, src.shape[1]))
+    for a in range(0, rows, 1 << 16):
+        out[a : a + (1 << 16)] = src[a : a + (1 << 16)]
+    out.flush()
+    del out, src
+    os.replace(tmp, final)
+    partial.unlink()
+    return final
+
+
+def remove_features(scores: str | os.PathLike) -> None:
+    """Delete a scores file's features (final and partial): a fresh run whose engine
+    writes none calls it, so that an earlier run's features are not taken for its own."""
+    features_path(scores).unlink(missing_ok=True)
+    features_partial_path(scores).unlink(missing_ok=True)
+
+
+def merge_features(parts: list[str | os.PathLike], scores: str | os.PathLike) -> bool:
+    """Ray: the shards' features (each shard's scores path, in index order) appended into
+    ``scores``' partial, for ``finish_features``. False (and nothing written) when any
+    shard has none."""
+    arrays = [read_features(p) for p in parts]
+    if any(a is None for a in arrays):
+        return False
+    with FeatureWriter(scores, arrays[0].shape[1]) as w:
+        for a in arrays:
+            for b in range(0, a.shape[0], 1 << 16):
+                w.write(a[b : b + (1 << 16)])
+    return True
+
+
+def read_features(scores: str | os.PathLike, n_rows: int | None = None) -> np.ndarray | None:
+    """The engine features of a scores file (memory-mapped float16 ``[n, dim]``), or None
+    when it has none. A run killed after its scores were renamed but before the features
+    were has only the partial: it is used when it holds exactly ``n_rows`` rows."""
+    final = features_path(scores)
+    if final.exists():
+        x = np.load(final, mmap_mode="r")
+    else:
+        x = _partial_array(features_partial_path(scores))
+        if x is None or n_rows is None or x.shape[0] != n_rows:
+            return None
+    if n_rows is not None and x.shape[0] != n_rows:
+        raise InputError(
+            f"{final} has {x.shape[0]} rows but the scores file has {n_rows}; the features "
+            "belong to another run: delete them, or use --features lexical"
+        )
+    return x
+
+
+# --- selection: features, clusters, quotas -------------------------------------------------
+
+
+def _sklearn():
+    try:
+        import sklearn  # noqa: F401
+    except ImportError as e:  # pragma: no cover - a core dependency
+        raise ConfigError("coverage needs scikit-learn: pip install 'scikit-learn>=1.5'") from e
+
+
+def prompt_text(sample) -> str | None:
+    """What a record asks: its non-assistant turns (system, user, tool...), or a raw-text
+    prompt. None for a record that could not be read."""
+    if sample.status == "bad_record":
+        return None
+    parts = [sample.text] if sample.text else []
+    parts += [m.text for m in sample.messages if m.role != "assistant" and m.text]
+    return "\n".join(parts)
+
+
+def _prompt_texts(path, fmt: str, indices: set[int] | None = None) -> Iterator[tuple]:
+    from .formats import to_sample
+    from .io import detect_file_kind, read_records
+
+    for raw in read_records(path, detect_file_kind(path)):
+        if indices is None or raw.index in indices:
+            yield raw.index, prompt_text(to_sample(raw, fmt))
+
+
+def lexical_features(
+    path: str | os.PathLike,
+    n_rows: int,
+    *,
+    dim: int = FEATURE_DIM,
+    seed: int = 0,
+    sample: int = LEXICAL_SAMPLE,
+    fmt: str | None = None,
+) -> np.ndarray:
+    """float32 ``[n_rows, dim]``: each record's prompt (read in ``fmt``, detected when not
+    given) as hashed words, tf-idf weighted,
+    reduced by a truncated SVD (LSA); both fitted on a seeded sample of at most ``sample``
+    records, then applied chunk by chunk (NaN rows for unreadable records).
+
+    Words, not word pairs: on the benchmark's short prompts bigrams of the arguments
+    ("3 5") outweighed the words that say what is asked, and the clusters followed the
+    arguments (homogeneity against the planted families 0.80 and 0.90 with bigrams, 0.93
+    and 1.00 without, at 24 clusters, seed 0)."""
+    _sklearn()
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
+
+    from .formats import resolve_format
+    from .io import detect_file_kind
+
+    fmt = fmt or resolve_format(path, detect_file_kind(path), "auto")
+    hasher = HashingVectorizer(
+        n_features=1 << 20,
+        alternate_sign=False,
+        norm=None,
+        token_pattern=r"(?u)\b\w+\b",  # single characters too: digits, one-letter words
+    )
+    rng = np.random.default_rng(seed)
+    whole = n_rows <= sample
+    fit_on = None if whole else set(rng.choice(n_rows, sample, replace=False).tolist())
+    fit_texts = [t for _, t in _prompt_texts(path, fmt, fit_on) if t is not None]
+    out = np.full((n_rows, dim), np.nan, dtype=np.float32)
+    if not fit_texts:
+        return out
+    tfidf = TfidfTransformer(sublinear_tf=True).fit(hasher.transform(fit_texts))
+    x_fit = tfidf.transform(hasher.transform(fit_texts))
+    # the words the sample has (the SVD's basis spans no others): 2^20 hashed columns
+    # become the sample's vocabulary, so the randomized solver's dense [columns, k + 10]
+    # matrix stays small
+    cols = np.unique(x_fit.indices)
+    x_fit = x_fit[:, cols]
+    k = min(dim, x_fit.shape[0] - 1, x_fit.shape[1] - 1)
+    if k < 1:
+        return out
+    svd = TruncatedSVD(n_components=k, random_state=seed).fit(x_fit)
+    idx: list[int] = []
+    texts: list[str] = []
+
+    def flush() -> None:
+        if texts:
+            out[idx, :k] = svd.transform(tfidf.transform(hasher.transform(texts))[:, cols])
+            out[idx, k:] = 0.0
+            idx.clear()
+            texts.clear()
+
+    for i, t in _prompt_texts(path, fmt):
+        if i >= n_rows:
+            raise InputError(
+                f"{path} has more records than the scores file ({n_rows}); the scores were "
+                "computed on another input"
+            )
+        if t is not None:
+            idx.append(i)
+            texts.append(t)
+        if len(texts) >= CHUNK:
+            flush()
+    flush()
+    return out
+
+
+def normalise(x: np.ndarray, centre: bool = True, *, inplace: bool = False) -> np.ndarray:
+    """float32 rows scaled to unit length (cosine geometry), first centred on the mean of
+    the finite rows when ``centre``: hidden states share a large common direction (every
+    prompt's template, the model's anisotropy) that would make every pair look alike.
+    Lexical features are not centred (the usual LSA: tf-idf, SVD, unit length). Rows
+    with a non-finite number become NaN. Read a chunk at a time (a float16 memmap is never
+    converted whole); ``inplace`` reuses a float32 array's memory for the result."""
+    n, step = x.shape[0], CHUNK * 8
+    own = inplace and isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.writeable
+    out = x if own else np.empty(x.shape, dtype=np.float32)
+    fin = np.zeros(n, dtype=bool)
+    total = np.zeros(x.shape[1], dtype=np.float64)
+    for a in range(0, n, step):
+        part = np.asarray(x[a : a + step], dtype=np.float32)
+        fin[a : a + step] = ok = np.isfinite(part).all(axis=1)
+        total += part[ok].sum(axis=0, dtype=np.float64)
+    if not fin.any():
+        out[:] = np.nan
+        return out
+    mean = (total / fin.sum()).astype(np.float32) if centre else np.zeros(x.shape[1], np.float32)
+    for a in range(0, n, step):
+        part = np.asarray(x[a : a + step], dtype=np.float32) - mean
+        norm = np.linalg.norm(part, axis=1, keepdims=True)
+        out[a : a + step] = part / np.maximum(norm, 1e-12)
+    out[~fin] = np.nan
+    return out
+
+
+def auto_clusters(n_eligible: int, budget: int) -> int:
+    """The number of clusters when none is given: sqrt(eligible / 2), at most
+    ``AUTO_CLUSTERS_MAX`` and half the budget, at least 1.
+
+    It errs towards too many: a family split over several clusters still gets its share
+    of the budget in total, while two families merged into one cluster let the more
+    learnable one take the whole quota, the failure coverage is for. Half the budget keeps
+    about two picks per cluster. 1,200 records at a budget of 60: 24 clusters."""
+    n = round(math.sqrt(max(n_eligible, 0) / 2))
+    return max(1, min(n, AUTO_CLUSTERS_MAX, budget // 2))
+
+
+def kmeans(x: np.ndarray, n_clusters: int, seed: int = 0) -> np.ndarray:
+    """int32 cluster of each row of normalised features (-1 for NaN rows), clusters
+    numbered by size, largest first. Mini-batch k-means fitted on a seeded sample of at
+    most ``KMEANS_SAMPLE`` rows; every row then goes to its nearest centre, a chunk at a
+    time."""
+    _sklearn()
+    from sklearn.cluster import MiniBatchKMeans
+
+    fin = np.flatnonzero(np.isfinite(x).all(axis=1))
+    labels = np.full(x.shape[0], -1, dtype=np.int32)
+    n_clusters = min(n_clusters, len(fin))
+    if n_clusters <= 1:
+        labels[fin] = 0
+        return labels
+    rng = np.random.default_rng(seed)
+    fit = fin if len(fin) <= KMEANS_SAMPLE else np.sort(rng.choice(fin, KMEANS_SAMPLE, False))
+    km = MiniBatchKMeans(
+        n_clusters=n_clusters,
+        random_state=seed,
+        batch_size=min(4096, len(fit)),
+        n_init=3,
+        max_iter=200,
+    ).fit(np.ascontiguousarray(x[fit]))
+    for a in range(0, len(fin), CHUNK * 8):
+        rows = fin[a : a + CHUNK * 8]
+        labels[rows] = km.predict(np.ascontiguousarray(x[rows]))
+    # renumber by size, largest first (ties: the lower old number), so that c0 is the
+    # biggest cluster whatever k-means numbered it
+    sizes = np.bincount(labels[fin], minlength=n_clusters)
+    order = sorted(range(n_clusters), key=lambda c: (-sizes[c], c))
+    remap = np.empty(n_clusters, dtype=np.int32)
+    remap[order] = np.arange(n_clusters, dtype=np.int32)
+    labels[fin] = remap[labels[fin]]
+    return labels
+
+
+def spread_quotas(k: int, sizes: dict, how: str = "proportional") -> dict:
+    """Split a budget of ``k`` across clusters of ``sizes`` eligible records.
+
+    proportional: largest remainder on size / total, so the subset keeps the data's mix;
+    balanced: equal shares, a cluster too small for its share keeping all it has and the
+    rest shared evenly among the others (water-filling). No quota exceeds its cluster."""
+    from .selection import allocate
+
+    total = sum(sizes.values())
+    k = min(k, total)
+    if k <= 0 or total == 0:
+        return {c: 0 for c in sizes}
+    if how == "proportional":
+        got = allocate(k, {c: n / total for c, n in sizes.items()})
+        return {c: min(q, sizes[c]) for c, q in got.items()}
+    if how != "balanced":
+        raise ConfigError(f"spread must be one of {SPREADS}, got {how!r}")
+    quotas = {c: 0 for c in sizes}
+    open_ = [c for c in sizes if sizes[c] > 0]
+    left = k
+    while left > 0 and open_:
+        share = allocate(left, {c: 1 / len(open_) for c in open_})
+        for c in open_:
+            quotas[c] += min(share[c], sizes[c] - quotas[c])
+        left = k - sum(quotas.values())
+        open_ = [c for c in open_ if quotas[c] < sizes[c]]
+    return quotas
+
+
+def choose_diverse(
+    ranked: list[int], x: np.ndarray, k: int, min_distance: float
+) -> tuple[list[int], int]:
+    """Greedy: walk ``ranked`` (best first) and keep a record when its cosine distance to
+    every record kept so far is >= ``min_distance`` (``x``: normalised features), until
+    ``k`` are kept; a shortfall is topped up with the best records left, in rank order.
+    Records without features are left to the top-up. Returns (chosen indices in input
+    order, how many were topped up)."""
+    k = min(k, len(ranked))
+    dim = x.shape[1]
+    kept = np.empty((max(k, 1), dim), dtype=np.float32)
+    m = 0
+    chosen: list[int] = []
+    limit = 1.0 - min_distance
+    for a in range(0, len(ranked), 1024):
+        if m >= k:
+            break
+        block = ranked[a : a + 1024]
+        xb = np.asarray(x[block], dtype=np.float32)
+        fin = np.isfinite(xb).all(axis=1)
+        near = (xb @ kept[:m].T).max(axis=1) if m else np.full(len(block), -np.inf)
+        start = m
+        for j, i in enumerate(block):
+            if m >= k:
+                break
+            if not fin[j] or near[j] > limit:
+                continue
+            if m > start and float((kept[start:m] @ xb[j]).max()) > limit:
+                continue
+            kept[m] = xb[j]
+            m += 1
+            chosen.append(i)
+    taken = set(chosen)
+    topped = 0
+    for i in ranked:
+        if len(chosen) >= k:
+            break
+        if i not in taken:
+            chosen.append(i)
+            topped += 1
+    return sorted(chosen), topped
+
+
+def record_features(cfg, n_rows: int, fmt: str | None = None) -> tuple[np.ndarray, str]:
+    """(features ``[n_rows, d]``, their source) as ``cfg.features`` asks: the scores' engine
+    features file; lexical features of the input's prompts; auto: the first that exists."""
+    if cfg.features in ("auto", "engine"):
+        x = read_features(cfg.scores, n_rows)
+        if x is not None:
+            return x, "engine"
+        if cfg.features == "engine":
+            raise InputError(
+                f"{cfg.scores} has no engine features ({features_path(cfg.scores).name}): "
+                "they are written by the torch engine; use --features lexical (or auto)"
+            )
+    return lexical_features(cfg.input, n_rows, seed=cfg.seed, fmt=fmt), "lexical"
+
+
+def choose_covered(
+    cfg, table, eligible: list[tuple[int, float]], target: int
+) -> tuple[list[int], dict[str, Any]]:
+    """The records ``cfg.coverage`` picks from ``eligible`` (of the scores ``table``) at a
+    budget of ``target``, and its report (the clusters: records, eligible, quota,
+    selected, mean score)."""
+    import time
+
+    from .selection import choose_grouped, input_facts
+
+    t0 = time.perf_counter()
+    n = len(table)
+    sign = -1.0 if cfg.order == "desc" else 1.0
+    ranked = [i for i, _ in sorted(eligible, key=lambda iv: (sign * iv[1], iv[0]))]
+    report: dict[str, Any] = {"method": cfg.coverage}
+    quotas = None
+    if cfg.coverage == "clusters" and cfg.group_field:
+        names = input_facts(cfg.input, cfg.group_field, False, n)["groups"]
+        report["features"] = f"field:{cfg.group_field}"
+        values = sorted(set(names))
+        code = {v: c for c, v in enumerate(values)}
+        labels = np.array([code[g] for g in names], dtype=np.int32)
+        cluster_names = values
+        x = None
+    else:
+        feats, source = record_features(cfg, n, table.fmt)
+        x = normalise(feats, centre=source == "engine", inplace=source == "lexical")
+        report["features"] = source
+        cluster_names = None
+    if cfg.coverage == "diverse":
+        chosen, topped = choose_diverse(ranked, x, target, cfg.min_distance)
+        report.update(min_distance=cfg.min_distance, topped_up=topped)
+        # clusters only to describe the subset in the report
+        labels = kmeans(x, auto_clusters(len(eligible), max(2 * target, 4)), cfg.seed)
+        report["clusters"] = int(labels.max()) + 1 if (labels >= 0).any() else 0
+        report["clusters_auto"] = True
+    else:
+        if x is not None:
+            auto = cfg.clusters is None
+            n_clusters = auto_clusters(len(eligible), target) if auto else cfg.clusters
+            labels = kmeans(x, n_clusters, cfg.seed)
+            report["clusters"] = int(labels.max()) + 1 if (labels >= 0).any() else 0
+            report["clusters_auto"] = auto
+        else:
+            report["clusters"] = len(cluster_names)
+        report["spread"] = cfg.spread
+        elig_sizes = Counter(int(labels[i]) for i, _ in eligible)
+        quotas = spread_quotas(target, dict(elig_sizes), cfg.spread)
+        chosen = choose_grouped(eligible, labels.tolist(), quotas, cfg.order)
+    report["by_cluster"] = _by_cluster(labels, eligible, chosen, quotas, x, cluster_names)
+    report["seconds"] = round(time.perf_counter() - t0, 3)
+    return chosen, report
+
+
+def _by_cluster(labels, eligible, chosen, quotas, x, names) -> dict[str, dict[str, Any]]:
+    records = Counter(labels.tolist())
+    elig = Counter(int(labels[i]) for i, _ in eligible)
+    picked = set(chosen)
+    sums: dict[int, list[float]] = {}
+    sel_sums: dict[int, list[float]] = {}
+    for i, v in eligible:
+        c = int(labels[i])
+        sums.setdefault(c, []).append(v)
+        if i in picked:
+            sel_sums.setdefault(c, []).append(v)
+    example = _examples(labels, eligible, x)
+    out = {}
+    for c in sorted(records, key=lambda c: (c < 0, c)):
+        name = "(no features)" if c < 0 else names[c] if names else f"c{c}"
+        s, ss = sums.get(c, []), sel_sums.get(c, [])
+        out[name] = {
+            "records": records[c],
+            "eligible": elig.get(c, 0),
+            **({"quota": quotas.get(c, 0)} if quotas is not None else {}),
+            "selected": len(ss),
+            "score_mean": round(float(np.mean(s)), 6) if s else None,
+            "score_mean_selected": round(float(np.mean(ss)), 6) if ss else None,
+            "example_index": example.get(c),
+        }
+    return out
+
+
+def _examples(labels, eligible, x) -> dict[int, int]:
+    """Per cluster, the eligible record nearest its mean (the first one without
+    features)."""
+    by: dict[int, list[int]] = {}
+    for i, _ in eligible:
+        by.setdefault(int(labels[i]), []).append(i)
+    out = {}
+    for c, idx in by.items():
+        if x is None or c < 0:
+            out[c] = idx[0]
+            continue
+        v = np.asarray(x[idx], dtype=np.float32)
+        centre = v.mean(axis=0)
+        out[c] = idx[int(np.argmax(v @ centre))]
+    return out
