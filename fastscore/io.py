@@ -7,6 +7,7 @@ bytes so a selected subset is written byte for byte.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -18,6 +19,8 @@ from .errors import InputError
 from .records import RawRecord
 
 FILE_KINDS = ("jsonl", "json", "parquet", "hf_disk")
+# what a subset may be written as, by its name
+OUTPUT_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
 # how a scores Parquet file stores ids that are not all strings or all integers
 ID_ENCODING_KEY = b"fastscore.id_encoding"
 
@@ -309,3 +312,87 @@ def location(path, kind: str, index: int) -> str:
             if i == index:
                 return f"line {lineno} (record {index})"
     return f"record {index}"
+
+
+def write_subset(input_path, output_path, chosen: list[int], ids: list) -> int:
+    """Copy the chosen records of the input to the output, checking the input's ids are
+    the scores' ``ids``."""
+    from .formats import record_id
+    from .outputs import partial_of
+
+    in_kind = detect_file_kind(input_path)
+    out_kind = OUTPUT_KINDS.get(Path(output_path).suffix.lower())
+    if out_kind is None:
+        raise InputError(f"output {output_path}: use a .jsonl, .json or .parquet name")
+    wanted = set(chosen)
+    n_input = 0
+
+    def check(index: int, data: Any) -> None:
+        if index >= len(ids):
+            raise InputError(
+                f"{input_path} has more records than the scores file ({len(ids)}); the "
+                "scores were computed on another input"
+            )
+        rid = record_id(RawRecord(index, data))
+        if rid != ids[index]:
+            raise InputError(
+                f"record {index} of {input_path} has id {rid!r} but the scores file says "
+                f"{ids[index]!r}; the scores were computed on another input"
+            )
+
+    Path(output_path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_of(output_path)
+    written = 0
+    if out_kind == "jsonl" and in_kind == "jsonl":
+        with open(tmp, "wb") as f:
+            for i, lineno, line in jsonl_lines(input_path):
+                n_input += 1
+                check(i, parse_line(i, lineno, line).data)
+                if i in wanted:
+                    f.write(line)  # byte for byte as in the input
+                    written += 1
+    elif out_kind == "parquet" and in_kind in ("parquet", "hf_disk"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        batches = record_batches(input_path, in_kind)
+        first = next(batches, None)
+        schema = first.schema if first is not None else pa.schema([])
+        with pq.ParquetWriter(tmp, schema) as w:
+            base = 0
+            for batch in itertools.chain([first] if first is not None else [], batches):
+                for j, rec in enumerate(batch.to_pylist()):
+                    check(base + j, rec)
+                keep = [j for j in range(batch.num_rows) if base + j in wanted]
+                if keep:
+                    w.write_table(pa.Table.from_batches([batch]).take(keep))
+                    written += len(keep)
+                base += batch.num_rows
+            n_input = base
+    else:
+        records = []
+        for raw in read_records(input_path, in_kind):
+            n_input += 1
+            check(raw.index, raw.data)
+            if raw.index in wanted:
+                records.append(raw.data)
+        written = len(records)
+        if out_kind == "json":
+            tmp.write_bytes(orjson.dumps(records))
+        elif out_kind == "jsonl":
+            with open(tmp, "wb") as f:
+                for r in records:
+                    f.write(orjson.dumps(r) + b"\n")
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist(records), tmp)
+    if n_input != len(ids):
+        tmp.unlink(missing_ok=True)
+        raise InputError(
+            f"{input_path} has {n_input} records but the scores file has {len(ids)}; the "
+            "scores were computed on another input"
+        )
+    tmp.replace(output_path)
+    return written
