@@ -69,6 +69,18 @@ COVERAGE = {
         "spread": "balanced",
     },
     "lobass+diverse": {"coverage": "diverse", "features": "lexical"},
+    # each cluster's budget spread over sub-clusters of its responses (added after the
+    # first 3-seed run showed lobass repeating a family's best-learnt answers)
+    "lobass+clusters+responses": {
+        "coverage": "clusters",
+        "features": "lexical",
+        "within": "responses",
+    },
+    "lobass+clusters:engine+responses": {
+        "coverage": "clusters",
+        "features": "engine",
+        "within": "responses",
+    },
 }
 # fixed before any method was compared: the clean subset must beat the base by this much
 WORLD_CHECK_LIFT = 0.3

@@ -31,6 +31,7 @@ TEMPLATES = ("auto", "model", "plain")
 COVERAGES = ("clusters", "diverse")
 SPREADS = ("proportional", "balanced")
 FEATURE_SOURCES = ("auto", "engine", "lexical")
+WITHIN = ("responses",)
 
 
 def option(
@@ -241,6 +242,12 @@ class SelectConfig:
     )
     min_distance: float = option(
         0.1, "diverse: the least cosine distance to every record kept (DEITA's 0.9)."
+    )
+    within: str | None = option(
+        None,
+        "clusters: spread each cluster's budget over sub-clusters of its records' responses "
+        "(their words), so that a family's picks vary in what they answer [off].",
+        choices=WITHIN,
     )
 
 
@@ -472,6 +479,8 @@ def validate_coverage(cfg: SelectConfig) -> None:
         raise ConfigError(f"min_distance is a cosine distance in [0, 2], got {cfg.min_distance}")
     if cfg.coverage != "clusters" and cfg.clusters is not None:
         raise ConfigError("select: --clusters needs --coverage clusters")
+    if cfg.coverage != "clusters" and cfg.within is not None:
+        raise ConfigError("select: --within needs --coverage clusters")
 
 
 def parse_quota(text: str, group_field: str | None) -> tuple[str, dict[str, float] | None]:

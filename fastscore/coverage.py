@@ -315,13 +315,27 @@ def prompt_text(sample) -> str | None:
     return "\n".join(parts)
 
 
-def _prompt_texts(path, fmt: str, indices: set[int] | None = None) -> Iterator[tuple]:
+def response_text(sample) -> str | None:
+    """What a record answers: its assistant turns and completions. None for a record that
+    could not be read."""
+    if sample.status == "bad_record":
+        return None
+    parts = [m.text for m in sample.messages if m.role == "assistant" and m.text]
+    for cont in (sample.completions or {}).values():
+        parts += [cont] if isinstance(cont, str) else [m.text for m in cont if m.text]
+    return "\n".join(parts)
+
+
+def _prompt_texts(
+    path, fmt: str, indices: set[int] | None = None, part: str = "prompt"
+) -> Iterator[tuple]:
     from .formats import to_sample
     from .io import detect_file_kind, read_records
 
+    text_of = prompt_text if part == "prompt" else response_text
     for raw in read_records(path, detect_file_kind(path)):
         if indices is None or raw.index in indices:
-            yield raw.index, prompt_text(to_sample(raw, fmt))
+            yield raw.index, text_of(to_sample(raw, fmt))
 
 
 def lexical_features(
@@ -332,9 +346,10 @@ def lexical_features(
     seed: int = 0,
     sample: int = LEXICAL_SAMPLE,
     fmt: str | None = None,
+    part: str = "prompt",
 ) -> np.ndarray:
-    """float32 ``[n_rows, dim]``: each record's prompt (read in ``fmt``, detected when not
-    given) as hashed words, tf-idf weighted,
+    """float32 ``[n_rows, dim]``: each record's prompt (or, ``part="response"``, what it
+    answers; read in ``fmt``, detected when not given) as hashed words, tf-idf weighted,
     reduced by a truncated SVD (LSA); both fitted on a seeded sample of at most ``sample``
     records, then applied chunk by chunk (NaN rows for unreadable records).
 
@@ -359,7 +374,7 @@ def lexical_features(
     rng = np.random.default_rng(seed)
     whole = n_rows <= sample
     fit_on = None if whole else set(rng.choice(n_rows, sample, replace=False).tolist())
-    fit_texts = [t for _, t in _prompt_texts(path, fmt, fit_on) if t is not None]
+    fit_texts = [t for _, t in _prompt_texts(path, fmt, fit_on, part) if t is not None]
     out = np.full((n_rows, dim), np.nan, dtype=np.float32)
     if not fit_texts:
         return out
@@ -384,7 +399,7 @@ def lexical_features(
             idx.clear()
             texts.clear()
 
-    for i, t in _prompt_texts(path, fmt):
+    for i, t in _prompt_texts(path, fmt, None, part):
         if i >= n_rows:
             raise InputError(
                 f"{path} has more records than the scores file ({n_rows}); the scores were "
@@ -610,10 +625,41 @@ def choose_covered(
         report["spread"] = cfg.spread
         elig_sizes = Counter(int(labels[i]) for i, _ in eligible)
         quotas = spread_quotas(target, dict(elig_sizes), cfg.spread)
-        chosen = choose_grouped(eligible, labels.tolist(), quotas, cfg.order)
+        if cfg.within == "responses":
+            chosen = _varied_in_responses(cfg, table, eligible, labels, quotas)
+            report["within"] = "responses"
+        else:
+            chosen = choose_grouped(eligible, labels.tolist(), quotas, cfg.order)
     report["by_cluster"] = _by_cluster(labels, eligible, chosen, quotas, x, cluster_names)
     report["seconds"] = round(time.perf_counter() - t0, 3)
     return chosen, report
+
+
+def _varied_in_responses(cfg, table, eligible, labels, quotas) -> list[int]:
+    """Each cluster's quota spread, in proportion, over sub-clusters of its eligible
+    records' responses (lexical features), the best of each: the picks of a family vary in
+    what they answer instead of repeating the answer the reference learnt best."""
+    from .selection import choose_grouped
+
+    resp = normalise(
+        lexical_features(cfg.input, len(table), seed=cfg.seed, fmt=table.fmt, part="response"),
+        centre=False,
+        inplace=True,
+    )
+    members: dict[int, list[tuple[int, float]]] = {}
+    for i, v in eligible:
+        members.setdefault(int(labels[i]), []).append((i, v))
+    chosen: list[int] = []
+    for c, rows in members.items():
+        q = quotas.get(c, 0)
+        if q <= 0:
+            continue
+        idx = np.asarray([i for i, _ in rows])
+        sub = kmeans(resp[idx], auto_clusters(len(rows), q), cfg.seed)
+        sub_of = dict(zip(idx.tolist(), sub.tolist(), strict=True))
+        subq = spread_quotas(q, dict(Counter(sub.tolist())), "proportional")
+        chosen += choose_grouped(rows, sub_of, subq, cfg.order)
+    return sorted(chosen)
 
 
 def _by_cluster(labels, eligible, chosen, quotas, x, names) -> dict[str, dict[str, Any]]:

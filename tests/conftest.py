@@ -14,6 +14,16 @@ os.environ.setdefault("FASTSCORE_CACHE_DIR", str(_CACHE))
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 
+@pytest.fixture(autouse=True)
+def _restore_environ():
+    """A test that runs the CLI in-process (click's CliRunner) lets `main` set the engines'
+    quiet-logging variables in this process; later CLI subprocesses would inherit them."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def demo_assets():
     from fastscore.demodata.build import ensure_demo

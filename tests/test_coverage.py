@@ -511,3 +511,33 @@ def test_the_torch_stream_writes_engine_features_in_step_with_the_scores(tmp_pat
     summary = fastscore.select(scores=str(out), input=str(data), output=str(tmp_path / "c.jsonl"),
                                fraction=0.25, coverage="clusters", features="engine")  # fmt: skip
     assert summary["coverage"]["features"] == "engine" and summary["selected"] == 10
+
+
+def test_within_responses_varies_a_clusters_answers(tmp_path):
+    """One family whose best-scored records all give one answer: the plain cluster quota
+    takes only those; --within responses spreads it over the answers, in proportion."""
+    recs, rows = [], []
+    for n in range(20):
+        answer = "= nine" if n < 12 else "= two"
+        recs.append({"id": f"r{n}", "prompt": f"the max of {n % 7} {n % 5} nine",
+                     "response": answer})  # fmt: skip
+        score = 2.0 - n / 100 if n < 12 else 1.0 - n / 100
+        rows.append({"id": f"r{n}", "index": n, "status": "ok", "n_tokens": 9,
+                     "n_response_tokens": 3, "lobass": score})  # fmt: skip
+    inp, sc = tmp_path / "in.jsonl", tmp_path / "s.jsonl"
+    inp.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs))
+    sc.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    out = tmp_path / "o.jsonl"
+    kw = dict(scores=str(sc), input=str(inp), output=str(out), top_k=10, coverage="clusters",
+              clusters=1)  # fmt: skip
+    select(**kw)
+    answers = [orjson.loads(x)["response"] for x in out.read_bytes().splitlines()]
+    assert answers == ["= nine"] * 10
+    s = select(**kw, within="responses")
+    answers = [orjson.loads(x)["response"] for x in out.read_bytes().splitlines()]
+    assert sorted(answers) == ["= nine"] * 6 + ["= two"] * 4  # 12:8 of the cluster
+    assert s["coverage"]["within"] == "responses"
+    ids = [orjson.loads(x)["id"] for x in out.read_bytes().splitlines()]
+    assert ids[:6] == [f"r{n}" for n in range(6)]  # the best of each answer
+    with pytest.raises(ConfigError, match="--within needs --coverage clusters"):
+        select(**{**kw, "coverage": "diverse", "clusters": None}, within="responses")
