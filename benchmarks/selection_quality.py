@@ -598,9 +598,10 @@ def main(argv=None) -> None:
     print(
         "engine features: the base's final hidden states mean-pooled over each record's "
         "prompt tokens by the torch engine (pool='prompt'), projected to 64 float16 numbers "
-        "(fastscore.coverage.project_pooled) and written beside the scores with "
-        "FeatureWriter, computed here after scoring (the scoring stream does not write them "
-        "yet); lexical features: the prompts' hashed words, tf-idf, SVD",
+        "(fastscore.coverage.project_pooled), as the scoring stream writes them beside the "
+        "scores; recomputed here after scoring with the same writer, beside response-pooled "
+        "ones for the cluster diagnostics; lexical features: the prompts' hashed words, "
+        "tf-idf, SVD",
         file=sys.stderr,
     )
     t0 = time.perf_counter()

@@ -3,6 +3,10 @@ filter; select with --coverage on hand-made files and on the demo's torch-engine
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import orjson
 import pytest
@@ -541,3 +545,16 @@ def test_within_responses_varies_a_clusters_answers(tmp_path):
     assert ids[:6] == [f"r{n}" for n in range(6)]  # the best of each answer
     with pytest.raises(ConfigError, match="--within needs --coverage clusters"):
         select(**{**kw, "coverage": "diverse", "clusters": None}, within="responses")
+
+
+def test_coverage_scale_benchmark_runs_every_mode(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "coverage_scale.py"
+    p = subprocess.run(
+        [sys.executable, str(script), "--records", "3000", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    modes = orjson.loads(p.stdout.strip().splitlines()[-1])["modes"]
+    assert set(modes) == {"plain", "clusters", "clusters+within"}
+    for m in modes.values():
+        assert m["selected"] == 180 and m["peak_rss_mib"] > 0 and m["seconds"] > 0

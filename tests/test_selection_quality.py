@@ -35,6 +35,8 @@ def test_quick_run_reports_every_method(tmp_path):
         "lobass+clusters:engine",
         "lobass+clusters:balanced",
         "lobass+diverse",
+        "lobass+clusters+responses",
+        "lobass+clusters:engine+responses",
     )
     for run in ("base", "full", "clean", *(f"{m}@0.1" for m in methods)):
         acc, lo, hi = out["table"][run]["accuracy"]
