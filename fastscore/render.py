@@ -381,7 +381,9 @@ class Renderer:
         """Every message's content span from one more render, with all contents swapped
         for sentinels: when putting the contents back in place of the sentinels gives the
         full render, the template writes each content as given, once. None otherwise."""
-        texts = [_content_text(m) for m in msgs]
+        # a turn without content (a tool call, a reasoning-only reply) is located by a
+        # sentinel too, put back as "": where its content would be, a point its span grows from
+        texts = [_content_text(m) if m.get("content") is not None else "" for m in msgs]
         marks = [_SENTINEL.format(i) for i in range(len(msgs))]
         alt = self._text(
             [

@@ -148,6 +148,8 @@ def prepare_resume(
     if not paths.partial.exists() or record is None:
         if paths.scores.exists():
             raise ConfigError(f"{paths.scores} is already complete; nothing to resume")
+        # a fresh start: recorded, so that a job that always passes --resume keeps its work
+        write_run_record(paths, cfg, fmt, models)
         return 0, Counter(), IdRegistry()
     if record["fingerprint"] != run_fingerprint(cfg, fmt, models):
         raise ConfigError(

@@ -158,3 +158,30 @@ def test_response_positions_overlap_rule(offsets, spans, expected):
     o = np.asarray(offsets)
     got = response_positions(o[:, 0], o[:, 1], spans)
     assert got.tolist() == expected
+
+
+def test_a_turn_without_content_is_located_by_the_fallback(tokenizer):
+    """An OpenAI tool-call turn has content None: on a template without markers (rule
+    sentinel) its tool call is scored, through the end-of-turn marker, not refused."""
+    import copy
+
+    odd = copy.deepcopy(tokenizer)
+    odd.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+        "{% if m['content'] %}{{ m['content'] }}{% endif %}{% if m.get('tool_calls') %}"
+        "<tool_call>{{ m['tool_calls'][0]['function']['name'] }}</tool_call>{% endif %}"
+        "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    rr = Renderer(odd, "model")
+    assert rr.chat.rule == "sentinel"
+    call = {"type": "function", "function": {"name": "f", "arguments": {}}}
+    turns = [Message("user", "go"), Message("assistant", None, {"tool_calls": [call]}),
+             Message("tool", "3"), Message("assistant", "three.")]  # fmt: skip
+    r = rr.render(Sample(0, 0, turns))
+    assert r.status == OK, r.reason
+    assert _runs(r, odd)[0] == ["<tool_call>f</tool_call><|im_end|>", "three.<|im_end|>"]
+    # a last turn the template writes nothing for: its end-of-turn marker, the stop (as
+    # TRL's training variants mark it)
+    r = rr.render(Sample(0, 0, [*turns[:3], Message("assistant", None)]))
+    assert r.status == OK
+    assert _runs(r, odd)[0] == ["<tool_call>f</tool_call><|im_end|>", "<|im_end|>"]

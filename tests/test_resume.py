@@ -105,6 +105,21 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, demo_assets, 
     assert m["counts"]["by_status"] == {"ok": len(want)}
 
 
+def test_a_job_that_always_passes_resume_keeps_its_work(tmp_path, demo_assets, clean):
+    """The first run of a preemptible job already has --resume: it records the run, so
+    the next --resume continues instead of starting again."""
+    data, want = clean
+    out = tmp_path / "s.jsonl"
+    cmd = _cmd(data, out, demo_assets, "--resume")
+    _kill_when(cmd, lambda: _partial_bytes(out) >= 40_000)
+    kept = len(_rows(out.with_name(out.name + ".partial")))
+    assert kept > 0
+    subprocess.run(cmd, check=True, capture_output=True)
+    assert [r["id"] for r in _rows(out)] == [r["id"] for r in want]
+    m = orjson.loads((tmp_path / "s.manifest.json").read_bytes())
+    assert kept - 1 <= m["counts"]["resumed_after_records"] <= kept
+
+
 def test_torn_last_line_is_scored_again(tmp_path, demo_assets, clean):
     data, want = clean
     out = tmp_path / "s.jsonl"

@@ -185,3 +185,26 @@ def test_fallback_locates_every_assistant_turn_of_every_original(tok, monkeypatc
                 assert m["content"] in text, (family, m["content"], text)
             else:
                 assert m["content"] not in text, (family, m["content"], text)
+
+
+def test_fallback_scores_a_tool_call_turn_without_content(tok, monkeypatch):
+    """OpenAI's shape of a tool-call turn (content None): the fallback locates it where its
+    content would be and scores the call the template writes, up to the end of the turn."""
+    import copy
+
+    import fastscore.render as render
+
+    monkeypatch.setattr(render, "trl_training_variant", lambda tokenizer, source: None)
+    record = copy.deepcopy(CONVERSATIONS["tool_call"])
+    record["messages"][1]["content"] = None
+    originals = {family: original for family, original, _ in PAIRS}
+    for family in ("qwen2_5", "qwen3", "qwen3_5_nothink", "lfm2_v2", "nemotron_3_nano"):
+        t = _with_template(tok, originals[family])
+        r = Renderer(t, date=FIXED_DATE).render(to_sample(RawRecord(0, record), "messages"))
+        assert r.status == OK, (family, r.reason)
+        scored = np.zeros(r.n_tokens + 1, dtype=bool)
+        scored[r.response_positions] = True
+        text = "".join(t.decode([i]) for i, s in zip(r.token_ids, scored, strict=False) if s)
+        assert "get_weather" in text and "Paris" in text, (family, text)
+        assert "Yes, it is raining in Paris, 12 degrees." in text, (family, text)
+        assert "Is it raining" not in text and "temp_c" not in text, (family, text)
