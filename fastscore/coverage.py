@@ -326,9 +326,11 @@ def response_text(sample) -> str | None:
     return "\n".join(parts)
 
 
-def _prompt_texts(
+def record_texts(
     path, fmt: str, indices: set[int] | None = None, part: str = "prompt"
 ) -> Iterator[tuple]:
+    """(index, text) of the input's records, ``part`` "prompt" or "response" (None for an
+    unreadable record); only the ``indices`` given, when given."""
     from .formats import to_sample
     from .io import detect_file_kind, read_records
 
@@ -374,7 +376,7 @@ def lexical_features(
     rng = np.random.default_rng(seed)
     whole = n_rows <= sample
     fit_on = None if whole else set(rng.choice(n_rows, sample, replace=False).tolist())
-    fit_texts = [t for _, t in _prompt_texts(path, fmt, fit_on, part) if t is not None]
+    fit_texts = [t for _, t in record_texts(path, fmt, fit_on, part) if t is not None]
     out = np.full((n_rows, dim), np.nan, dtype=np.float32)
     if not fit_texts:
         return out
@@ -399,7 +401,7 @@ def lexical_features(
             idx.clear()
             texts.clear()
 
-    for i, t in _prompt_texts(path, fmt, None, part):
+    for i, t in record_texts(path, fmt, None, part):
         if i >= n_rows:
             raise InputError(
                 f"{path} has more records than the scores file ({n_rows}); the scores were "
@@ -585,12 +587,10 @@ def choose_covered(
     selected, mean score)."""
     import time
 
-    from .selection import choose_grouped, input_facts
+    from .selection import choose_grouped, input_facts, rank
 
     t0 = time.perf_counter()
     n = len(table)
-    sign = -1.0 if cfg.order == "desc" else 1.0
-    ranked = [i for i, _ in sorted(eligible, key=lambda iv: (sign * iv[1], iv[0]))]
     report: dict[str, Any] = {"method": cfg.coverage}
     quotas = None
     if cfg.coverage == "clusters" and cfg.group_field:
@@ -607,6 +607,7 @@ def choose_covered(
         report["features"] = source
         cluster_names = None
     if cfg.coverage == "diverse":
+        ranked = [i for i, _ in rank(eligible, cfg.order)]
         chosen, topped = choose_diverse(ranked, x, target, cfg.min_distance)
         report.update(min_distance=cfg.min_distance, topped_up=topped)
         # clusters only to describe the subset in the report

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -113,11 +112,8 @@ def _from_scores_manifest(cfg: InspectConfig) -> InspectConfig:
         return cfg
     from .outputs import OutputPaths
 
-    path = OutputPaths.of(cfg.scores).manifest
-    if not path.exists():
-        alt = Path(cfg.scores).with_name("manifest.json")  # fastscore run's directory
-        path = alt if alt.exists() else path
-    if not path.exists():
+    path = OutputPaths.find_manifest(cfg.scores)
+    if path is None:
         if cfg.base:
             return cfg
         raise ConfigError(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PARTIAL = ".partial"
+RUN_MANIFEST = "manifest.json"  # a `fastscore run` directory's manifest
 
 
 def partial_of(path: str | Path) -> Path:
@@ -46,6 +47,17 @@ class OutputPaths:
     def features(self) -> Path:
         """The base engine's coverage features, one row per scores line (coverage.py)."""
         return self.scores.with_name(self.scores.stem + ".features.npy")
+
+    @classmethod
+    def find_manifest(cls, scores: str | Path) -> Path | None:
+        """The manifest of a scores file (or of its partial): ``<stem>.manifest.json``
+        beside it, else a ``run`` directory's ``manifest.json``; None when neither exists."""
+        p = Path(scores)
+        p = p.with_name(p.name.removesuffix(PARTIAL))
+        for m in (cls.of(p).manifest, p.with_name(RUN_MANIFEST)):
+            if m.exists():
+                return m
+        return None
 
     def shard(self, k: int) -> tuple[Path, Path]:
         """Ray shard ``k``: its scores and its done marker."""

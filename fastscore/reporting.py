@@ -231,13 +231,13 @@ def _cluster_bars(coverage: dict[str, Any], most: int = 40):
 
 def _clusters(cfg: ReportConfig, coverage: dict[str, Any], fmt: str | None) -> list[dict]:
     """The clusters' rows for the page, each with its example record's prompt."""
-    from .coverage import _prompt_texts
+    from .coverage import record_texts
     from .formats import resolve_format
 
     by = coverage["by_cluster"]
     wanted = {r["example_index"] for r in by.values() if r["example_index"] is not None}
     fmt = fmt or resolve_format(cfg.input, detect_file_kind(cfg.input), "auto")
-    texts = dict(_prompt_texts(cfg.input, fmt, wanted)) if wanted else {}
+    texts = dict(record_texts(cfg.input, fmt, wanted)) if wanted else {}
     out = []
     for name, r in by.items():
         text = texts.get(r["example_index"]) or ""

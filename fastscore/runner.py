@@ -20,7 +20,7 @@ from .config import (
 )
 from .errors import ConfigError
 from .manifest import write_manifest
-from .outputs import OutputPaths
+from .outputs import RUN_MANIFEST, OutputPaths
 from .pipeline import score_file
 from .resume import run_fingerprint
 from .selection import choose, select
@@ -50,7 +50,7 @@ def run_with_scores(config: RunConfig) -> tuple[dict[str, Any], ScoresTable]:
     validate_score(score_cfg)
     validate_select(select_cfg)  # before the expensive part, so a typo costs nothing
     out.mkdir(parents=True, exist_ok=True)
-    paths = OutputPaths.of(score_cfg.output, out / "manifest.json")
+    paths = OutputPaths.of(score_cfg.output, out / RUN_MANIFEST)
     done = _finished_scoring(score_cfg, paths)
     manifest, table = done if done else score_file(score_cfg, paths.manifest)
     manifest["command"] = "run"

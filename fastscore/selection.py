@@ -25,18 +25,23 @@ from .records import OK
 from .table import ScoresTable
 
 
+def rank(values: list[tuple[int, float]], order: str) -> list[tuple[int, float]]:
+    """(index, score) pairs best first by ``order``; ties to the earlier record."""
+    sign = -1.0 if order == "desc" else 1.0
+    return sorted(values, key=lambda iv: (sign * iv[1], iv[0]))
+
+
 def choose(values: list[tuple[int, float]], n_records: int, cfg: SelectConfig) -> list[int]:
     """Indices chosen from (index, score) pairs of the eligible records, in input order.
 
     ``n_records`` counts every input record: a fraction is of the whole input, and
     ``k = floor(fraction * n_records)``.
     """
-    sign = -1.0 if cfg.order == "desc" else 1.0
     if cfg.threshold is not None:
-        keep = [i for i, v in values if (v >= cfg.threshold if sign < 0 else v <= cfg.threshold)]
+        desc = cfg.order == "desc"
+        keep = [i for i, v in values if (v >= cfg.threshold if desc else v <= cfg.threshold)]
         return sorted(keep)
-    ranked = sorted(values, key=lambda iv: (sign * iv[1], iv[0]))
-    return sorted(i for i, _ in ranked[: budget(cfg, n_records)])
+    return sorted(i for i, _ in rank(values, cfg.order)[: budget(cfg, n_records)])
 
 
 def budget(cfg: SelectConfig, n_records: int) -> int | None:
@@ -63,11 +68,9 @@ def choose_grouped(
 ) -> list[int]:
     """Indices chosen from (index, score) pairs, the top ``quotas[g]`` of each group ``g``
     (``group_of[index]``), in input order."""
-    sign = -1.0 if order == "desc" else 1.0
-    ranked = sorted(values, key=lambda iv: (sign * iv[1], iv[0]))
     taken: dict = {}
     chosen = []
-    for i, _ in ranked:
+    for i, _ in rank(values, order):
         g = group_of[i]
         if taken.get(g, 0) < quotas.get(g, 0):
             taken[g] = taken.get(g, 0) + 1

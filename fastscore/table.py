@@ -13,7 +13,7 @@ import orjson
 
 from .errors import InputError
 from .io import read_score_rows
-from .outputs import PARTIAL
+from .outputs import OutputPaths
 from .records import OK
 from .scoring import perplexity, seeded_uniform, spearman
 
@@ -121,12 +121,10 @@ class ScoresTable:
 def _manifest_format(path: str | Path) -> str | None:
     """The record format a scores file's manifest records (``<stem>.manifest.json``, or
     ``manifest.json`` in a run directory), if there is one."""
-    p = Path(path)
-    name = p.name.removesuffix(PARTIAL)
-    for m in (p.with_name(Path(name).stem + ".manifest.json"), p.with_name("manifest.json")):
-        if m.exists():
-            try:
-                return orjson.loads(m.read_bytes())["input"]["format"]
-            except (KeyError, orjson.JSONDecodeError, TypeError):
-                return None
-    return None
+    m = OutputPaths.find_manifest(path)
+    if m is None:
+        return None
+    try:
+        return orjson.loads(m.read_bytes())["input"]["format"]
+    except (KeyError, orjson.JSONDecodeError, TypeError):
+        return None

@@ -384,19 +384,18 @@ def test_cli_select_with_coverage_on_demo_scores(demo_scored):
     from fastscore.cli import main
 
     tmp, data, scores = demo_scored
-    out = tmp / "sub.jsonl"
-    base = ["select", str(scores), "--input", str(data), "--output", str(out), "--top-k", "30"]
-    for extra in (
-        [],  # auto: the engine features file beside the scores
-        ["--features", "lexical"],
-        ["--features", "engine", "--spread", "balanced", "--clusters", "4"],
-    ):
-        r = CliRunner().invoke(main, [*base, "--coverage", "clusters", *extra])
+    base = ["select", str(scores), "--input", str(data), "--top-k", "30"]
+    for n, extra in enumerate((
+        ["clusters"],  # auto: the engine features file beside the scores
+        ["clusters", "--features", "lexical"],
+        ["clusters", "--features", "engine", "--spread", "balanced", "--clusters", "4"],
+        ["diverse", "--min-distance", "0.2"],
+    )):  # fmt: skip
+        out = tmp / f"sub{n}.jsonl"  # each call its own file: none passes on another's
+        r = CliRunner().invoke(main, [*base, "--output", str(out), "--coverage", *extra])
         assert r.exit_code == 0, r.output
         assert len(out.read_bytes().splitlines()) == 30
-    r = CliRunner().invoke(main, [*base, "--coverage", "diverse", "--min-distance", "0.2"])
-    assert r.exit_code == 0, r.output
-    assert len(out.read_bytes().splitlines()) == 30
+    out = tmp / "sub.jsonl"
     s = select(scores=str(scores), input=str(data), output=str(out), top_k=30, coverage="clusters")
     by = s["coverage"]["by_cluster"]
     assert s["coverage"]["features"] == "engine" and s["coverage"]["clusters"] == 10
@@ -473,8 +472,6 @@ def test_the_torch_stream_writes_engine_features_in_step_with_the_scores(tmp_pat
     """Scoring with the torch engine writes one feature row per scores line (the base's
     prompt-pooled states, projected), NaN for a record not scored; a resumed run keeps
     them in step; select --features engine clusters them."""
-    import os
-    import subprocess
 
     import fastscore
     from fastscore.config import EngineConfig
@@ -485,21 +482,17 @@ def test_the_torch_stream_writes_engine_features_in_step_with_the_scores(tmp_pat
     from fastscore.models import load_tokenizer
     from fastscore.render import Renderer
 
-    from .test_cli import fastscore_cmd
+    from .test_reliability import _killed_run
 
     lines = demo_assets.data.read_bytes().splitlines()[:40]
     data = tmp_path / "d.jsonl"
     data.write_bytes(b"\n".join([*lines[:5], b"{broken", *lines[5:]]) + b"\n")
     out = tmp_path / "s.jsonl"
-    cmd = fastscore_cmd() + ["score", str(data), "--base", str(demo_assets.base), "--ref",
-                             str(demo_assets.ref), "--output", str(out), "--engine", "torch",
-                             "--dtype", "float32", "--no-progress",
-                             "--batch-tokens", "200"]  # fmt: skip
-    env = dict(os.environ, FASTSCORE_KILL_AT="final:manifest")
-    assert subprocess.run(cmd, env=env, capture_output=True, timeout=600).returncode != 0
-    fastscore.score(input=str(data), base=str(demo_assets.base), ref=str(demo_assets.ref),
-                    output=str(out), resume=True, progress=False, batch_tokens=200,
-                    engine=EngineConfig(kind="torch", dtype="float32"))  # fmt: skip
+    _killed_run(data, out, demo_assets.base, demo_assets.ref, "--batch-tokens", "200")
+    m = fastscore.score(input=str(data), base=str(demo_assets.base), ref=str(demo_assets.ref),
+                        output=str(out), resume=True, progress=False, batch_tokens=200,
+                        engine=EngineConfig(kind="torch", dtype="float32"))  # fmt: skip
+    assert m["counts"]["resumed_after_records"] == 41
     x = np.asarray(read_features(out, 41), dtype=np.float32)
     assert x.shape == (41, 64)
     assert np.isnan(x[5]).all() and np.isfinite(np.delete(x, 5, axis=0)).all()
