@@ -30,11 +30,12 @@ def main() -> None:
         COMPLETIONS,
         CONVERSATIONS,
         FIXED_DATE,
+        as_multimodal,
+        mismatch,
         parity_tokenizer,
         trl_sft,
         trl_template_pairs,
     )
-    from tests.test_trl_parity import as_multimodal, mismatch
 
     tok = parity_tokenizer(load_tokenizer(ensure_demo().base))
     records = {k: v for k, v in {**CONVERSATIONS, **COMPLETIONS}.items() if k != "completion_text"}

@@ -459,9 +459,11 @@ def bench(ctx: click.Context) -> None:
 
 def _summary(m: dict) -> str:
     by = ", ".join(f"{k}={v}" for k, v in m["counts"]["by_status"].items())
+    masks = m["template"].get("masks")  # absent from manifests of older versions
     return (
         f"scored {m['counts']['records']} records ({by}) at "
         f"{m['throughput']['tokens_per_second']:,.0f} tokens/s -> {m['output']}"
+        + (f"\nscored tokens: {masks}" if masks else "")
     )
 
 

@@ -20,11 +20,43 @@ _FINGERPRINT_FILES = (
 )
 
 
-def require_model_dir(model: str | Path) -> None:
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+_WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.safetensors.index.json", "*.bin.index.json")
+_CHECKPOINT = "config.json, weights, tokenizer files: what save_pretrained writes"
+
+
+def require_model_dir(model: str | Path, role: str = "model") -> None:
+    if not Path(model).exists():
+        raise ModelError(
+            f"the {role} {str(model)!r} does not exist; give a local Hugging Face checkpoint "
+            f"directory ({_CHECKPOINT})"
+        )
     if not Path(model).is_dir():
         raise ModelError(
-            f"model {str(model)!r} is not a directory; give a local Hugging Face checkpoint "
-            "directory (config.json, weights, tokenizer files)"
+            f"the {role} {str(model)!r} is not a directory; give a local Hugging Face "
+            f"checkpoint directory ({_CHECKPOINT})"
+        )
+
+
+def require_checkpoint(model: str | Path, role: str, *, weights: bool = True) -> None:
+    """``model`` is a Hugging Face checkpoint directory, or an error that names what is
+    missing, before transformers says it in its own words (``weights``: the model itself
+    is loaded, not only its tokenizer)."""
+    require_model_dir(model, role)
+    root = Path(model)
+    missing = []
+    if weights and not (root / "config.json").is_file():
+        missing.append("config.json")
+    if weights and not any(next(root.glob(g), None) for g in _WEIGHT_FILES):
+        missing.append("weights (*.safetensors or *.bin)")
+    if not any((root / f).is_file() for f in _TOKENIZER_FILES):
+        missing.append("tokenizer (tokenizer.json or tokenizer_config.json)")
+    if missing:
+        raise ModelError(
+            f"the {role} {str(model)!r} is not a Hugging Face checkpoint directory: it has no "
+            f"{', no '.join(missing)}. Give the directory that model.save_pretrained and "
+            "tokenizer.save_pretrained wrote (a hub snapshot's folder, or a training run's "
+            "final checkpoint)"
         )
 
 

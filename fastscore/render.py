@@ -9,9 +9,10 @@ the rule that finds the response, is chosen once (``choose_template``), in this 
    given with ``--chat-template FILE``, or the plain template): transformers' assistant
    token mask of the full render, as TRL computes it.
 2. ``trl``: the checkpoint's template is one TRL knows, and TRL's training variant of it
-   (``trl.chat_template_utils.get_training_chat_template``, an optional dependency:
-   ``pip install 'fastscore[trl]'``) renders, with its markers. Token ids and masks are
-   then TRL's (tested over every template pair TRL ships).
+   (``trl.chat_template_utils.get_training_chat_template``; TRL is a core dependency, so
+   every install has it) renders, with its markers. Token ids and masks are then TRL's
+   (tested over every template pair TRL ships, in an environment of the core dependencies
+   alone).
 3. ``sentinel``, for a template neither marked nor known: the conversation is rendered
    once in full; each message's content is located in that render by rendering again
    with the content swapped for a sentinel and comparing the two texts. An assistant
@@ -51,7 +52,6 @@ import datetime
 import functools
 import hashlib
 import importlib.util
-import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -82,7 +82,6 @@ RULES = ("markers", "trl", "sentinel")
 _SENTINEL = "\ue000fastscore-{}\ue001"
 _MARKERS = re.compile(r"\{%-?\s*generation\s*-?%\}")
 _EMPTY = np.zeros(0, dtype=np.int32)
-log = logging.getLogger(__name__)
 
 
 def has_generation_markers(source: str) -> bool:
@@ -99,11 +98,23 @@ class ChatTemplate:
     rule: str  # markers | trl | sentinel
     variant: str | None = None  # rule trl: the family of TRL's training variant
 
+    def describe(self) -> str:
+        """Which tokens are scored, in words (the summary line; the manifest's "masks")."""
+        if self.rule == "trl":
+            return f"TRL's training template for {self.variant} (what SFTTrainer trains on)"
+        if self.rule == "markers":
+            return f"the {self.name} template's {{% generation %}} markers"
+        return (
+            f"the fallback rule: the {self.name} template has no {{% generation %}} markers "
+            "and TRL ships no training variant of it; each reply is located in the render"
+        )
+
     def info(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "rule": self.rule,
             "trl_variant": self.variant,
+            "masks": self.describe(),
             "sha256": hashlib.sha256(self.source.encode()).hexdigest(),
             "original_sha256": hashlib.sha256(self.original.encode()).hexdigest(),
         }
@@ -138,8 +149,11 @@ def trl_training_variant(tokenizer: Any, source: str) -> tuple[str, str] | None:
         return None
     try:
         import trl.chat_template_utils as ctu
-    except ImportError:
-        return None
+    except ImportError as e:  # installed but broken: the masks would silently differ
+        raise ModelError(
+            f"importing TRL failed ({e}); fastscore renders TRL's training templates, the "
+            "masks SFT trains on: pip install 'trl>=1.16'"
+        ) from e
     saved = tokenizer.chat_template
     try:
         tokenizer.chat_template = source
@@ -188,16 +202,16 @@ def choose_template(
             source, name = own, "model"
     if has_generation_markers(source):
         return ChatTemplate(source, source, name, "markers")
+    if _trl_template_dir() is None:
+        raise ModelError(
+            "TRL is not installed, and the chat template has no {% generation %} markers: "
+            "TRL's training variants of ~30 families' templates define what SFT trains on "
+            "(a core dependency of fastscore): pip install 'trl>=1.16' (or give your "
+            "training template, with its markers, as --chat-template FILE)"
+        )
     known = trl_training_variant(tokenizer, source)
     if known is not None:
         return ChatTemplate(known[0], source, name, "trl", known[1])
-    if _trl_template_dir() is None:
-        log.warning(
-            "the chat template has no {%% generation %%} markers and TRL is not installed: "
-            "the response is found by the documented fallback. TRL ships the training "
-            "variants of ~30 families' templates, the masks SFT trains on: pip install "
-            "'fastscore[trl]' (or give your training template with --chat-template)"
-        )
     return ChatTemplate(source, source, name, "sentinel")
 
 

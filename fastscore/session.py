@@ -21,7 +21,13 @@ from .engines import Engine
 from .errors import ConfigError
 from .formats import resolve_format
 from .io import detect_file_kind
-from .models import check_same_tokenizer, fingerprint, load_tokenizer, model_max_length
+from .models import (
+    check_same_tokenizer,
+    fingerprint,
+    load_tokenizer,
+    model_max_length,
+    require_checkpoint,
+)
 from .render import Renderer, make_renderer
 from .stats import Stats
 
@@ -131,6 +137,10 @@ def check_format_options(cfg: ScoreConfig, fmt: str) -> None:
 def _local(cfg: ScoreConfig, stats: Stats):
     """Tokenizer (the base's, checked against the ref's), max length, model fingerprints."""
     trc = cfg.engine.trust_remote_code
+    require_checkpoint(cfg.base, "base model")
+    require_checkpoint(cfg.ref, "reference model")
+    if cfg.tokenizer:
+        require_checkpoint(cfg.tokenizer, "tokenizer directory", weights=False)
     with stats.timer("load_tokenizers"):
         tok = load_tokenizer(cfg.tokenizer or cfg.base, trc)
         if Path(cfg.ref).resolve() != Path(cfg.base).resolve():
@@ -159,6 +169,7 @@ def _served(cfg: ScoreConfig, stats: Stats, owned: list):
             f"the served base model's path {base.root()!r} is not a local directory; pass "
             "--tokenizer DIR with a local copy of its tokenizer"
         )
+    require_checkpoint(tok_dir, "tokenizer directory", weights=False)
     with stats.timer("load_tokenizers"):
         tok = load_tokenizer(tok_dir, cfg.engine.trust_remote_code)
         for e in owned:

@@ -23,7 +23,7 @@ from .errors import ConfigError
 from .formats import resolve_format, to_samples
 from .ids import IdRegistry, flag_duplicate_ids
 from .io import detect_file_kind, read_records
-from .models import fingerprint, load_tokenizer, model_max_length
+from .models import fingerprint, load_tokenizer, model_max_length, require_checkpoint
 from .records import OK
 from .render import make_renderer
 
@@ -152,6 +152,7 @@ def train_ref(config: TrainConfig | None = None, /, **fields: Any) -> dict[str, 
     validate_train(cfg)
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
+    require_checkpoint(cfg.base, "base model")
     tokenizer = load_tokenizer(cfg.base, cfg.trust_remote_code)
     max_length = cfg.max_length or model_max_length(cfg.base, cfg.trust_remote_code) - 1
     examples, counts, template = rendered_examples(cfg, tokenizer, max_length)

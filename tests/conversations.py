@@ -219,3 +219,81 @@ def trl_dpo(tok, record):
         prompt_ids = _tokenize(tok, record["prompt"])["input_ids"]
     n = min(common_prefix_length(prompt_ids, ids) for ids in full.values())
     return {s: (ids, [int(i >= n) for i in range(len(ids))]) for s, ids in full.items()}
+
+
+def with_template(tok, template):
+    import copy
+
+    t = copy.copy(tok)
+    t.chat_template = template
+    return t
+
+
+def as_multimodal(record: dict) -> dict:
+    from trl.data_utils import prepare_multimodal_messages
+
+    return {
+        k: prepare_multimodal_messages(v) if k in ("messages", "prompt", "completion") else v
+        for k, v in record.items()
+    }
+
+
+def mismatch(rendered, expected) -> str | None:
+    """Why a rendered sequence differs from TRL's (ids, mask), or None when it does not."""
+    from fastscore.records import NO_RESPONSE, OK, TEMPLATE_ERROR
+
+    if isinstance(expected, Exception):
+        if rendered.status == TEMPLATE_ERROR:
+            return None
+        return f"TRL raised {type(expected).__name__}: {expected}; fastscore: {rendered.status}"
+    ids, mask = expected
+    pos = [i for i, m in enumerate(mask) if m and i >= 1]
+    if not pos:
+        return None if rendered.status == NO_RESPONSE else f"TRL masks nothing; {rendered.status}"
+    if rendered.status != OK:
+        return f"{rendered.status}: {rendered.reason}"
+    n = pos[-1] + 1
+    if rendered.token_ids.tolist() != list(ids[:n]):
+        return "token ids differ"
+    if rendered.response_positions.tolist() != pos:
+        got = set(rendered.response_positions.tolist())
+        return f"masks differ at positions {sorted(got ^ set(pos))[:8]}"
+    return None
+
+
+def parity_failures(tok, family: str) -> dict:
+    """Render every conversation and conversational prompt-completion record with TRL's
+    *original* template of ``family`` given to ``tok`` (as a user's checkpoint carries it),
+    the rule fastscore chooses on its own, and compare each with TRL's SFT tokenize step:
+    {rule, variant, renders_training_variant, failures {record: why}, rendered_ok,
+    multi_turn_ok}."""
+    from fastscore.formats import to_sample
+    from fastscore.records import OK, RawRecord
+    from fastscore.render import Renderer
+
+    _, original, training = next(p for p in trl_template_pairs() if p[0] == family)
+    t = with_template(tok, original)
+    renderer = Renderer(t, date=FIXED_DATE)
+    failures, rendered_ok = {}, 0
+    for name, record in {**CONVERSATIONS, **COMPLETIONS}.items():
+        if name == "completion_text":
+            continue  # raw text: no template (test_trl_parity)
+        fmt = "messages" if "messages" in record else "prompt-completion"
+        (got,) = renderer.render_sides(to_sample(RawRecord(0, record), fmt))
+        if renderer.content_parts:  # a VLM template: TRL's processor path gives it parts
+            record = as_multimodal(record)
+        why = mismatch(got, trl_sft(t, record, training))
+        rendered_ok += got.status == OK
+        if why:
+            failures[name] = why
+    (multi,) = renderer.render_sides(
+        to_sample(RawRecord(0, CONVERSATIONS["two_turns"]), "messages")
+    )
+    return {
+        "rule": renderer.chat.rule,
+        "variant": renderer.chat.variant,
+        "renders_training_variant": renderer.chat.source == training,
+        "failures": failures,
+        "rendered_ok": rendered_ok,
+        "multi_turn_ok": multi.status == OK,
+    }

@@ -136,6 +136,10 @@ def test_run_multi_turn_matches_transformers(tmp_path, demo_assets, tokenizer):
     assert selected == [data.read_bytes().splitlines(keepends=True)[best["index"]]]
     m = json.loads((out / "manifest.json").read_text())
     assert m["counts"]["by_status"] == {"ok": 2, "bad_record": 2, "no_response": 1, "too_long": 1}
+    # which rule found the scored tokens, in the manifest and the summary
+    assert m["template"]["rule"] == "sentinel"  # the demo's ChatML: no markers, not TRL's
+    assert m["template"]["masks"].startswith("the fallback rule: the model template has no")
+    assert f"scored tokens: {m['template']['masks']}" in p.stderr
     assert (
         m["models"]["base"]["weights_sample_sha256"] != m["models"]["ref"]["weights_sample_sha256"]
     )

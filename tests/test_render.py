@@ -7,6 +7,7 @@ content plus the end-of-turn marker) and checks each token's membership against 
 import numpy as np
 import pytest
 
+from fastscore.errors import ModelError
 from fastscore.records import NO_RESPONSE, OK, TEMPLATE_ERROR, TOO_LONG, Message, Sample
 from fastscore.render import Renderer, response_positions
 
@@ -185,3 +186,24 @@ def test_a_turn_without_content_is_located_by_the_fallback(tokenizer):
     r = rr.render(Sample(0, 0, [*turns[:3], Message("assistant", None)]))
     assert r.status == OK
     assert _runs(r, odd)[0] == ["<tool_call>f</tool_call><|im_end|>", "<|im_end|>"]
+
+
+def test_the_rule_is_said_in_words(tokenizer):
+    from fastscore.render import PLAIN_TEMPLATE, ChatTemplate
+
+    trl = ChatTemplate("t", "o", "model", "trl", "qwen3")
+    assert trl.info()["masks"] == "TRL's training template for qwen3 (what SFTTrainer trains on)"
+    marked = ChatTemplate(PLAIN_TEMPLATE, PLAIN_TEMPLATE, "plain", "markers")
+    assert marked.info()["masks"] == "the plain template's {% generation %} markers"
+    assert Renderer(tokenizer).info()["masks"].startswith("the fallback rule: the model template")
+
+
+def test_without_trl_an_unmarked_template_is_refused_not_guessed(tokenizer, monkeypatch):
+    """TRL is a core dependency; a broken install that lacks it is told so, instead of
+    scoring other tokens than SFT trains on."""
+    import fastscore.render as render
+
+    monkeypatch.setattr(render, "_trl_template_dir", lambda: None)
+    with pytest.raises(ModelError, match=r"TRL is not installed.*pip install 'trl>=1.16'"):
+        Renderer(tokenizer)
+    assert Renderer(tokenizer, "plain").chat.rule == "markers"  # markers need no TRL

@@ -11,13 +11,11 @@ and preference records are held to SFTTrainer's and DPOTrainer's own steps.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
 from fastscore.formats import to_sample
-from fastscore.records import NO_RESPONSE, OK, TEMPLATE_ERROR, RawRecord
+from fastscore.records import OK, RawRecord
 from fastscore.render import Renderer
 
 from .conversations import (
@@ -25,15 +23,15 @@ from .conversations import (
     CONVERSATIONS,
     FIXED_DATE,
     PREFERENCES,
+    mismatch,
+    parity_failures,
     parity_tokenizer,
     trl_dpo,
     trl_sft,
     trl_template_pairs,
     trl_text_completion,
+    with_template,
 )
-
-if os.environ.get("CI") != "true":  # under CI a missing TRL fails below instead
-    pytest.importorskip("trl")
 
 PAIRS = trl_template_pairs()
 FAMILIES = [f for f, _, _ in PAIRS]
@@ -44,73 +42,17 @@ def tok(tokenizer):
     return parity_tokenizer(tokenizer)
 
 
-def _with_template(tok, template):
-    import copy
-
-    t = copy.copy(tok)
-    t.chat_template = template
-    return t
-
-
-def as_multimodal(record: dict) -> dict:
-    from trl.data_utils import prepare_multimodal_messages
-
-    return {
-        k: prepare_multimodal_messages(v) if k in ("messages", "prompt", "completion") else v
-        for k, v in record.items()
-    }
-
-
-def mismatch(rendered, expected) -> str | None:
-    """Why a rendered sequence differs from TRL's (ids, mask), or None when it does not."""
-    if isinstance(expected, Exception):
-        if rendered.status == TEMPLATE_ERROR:
-            return None
-        return f"TRL raised {type(expected).__name__}: {expected}; fastscore: {rendered.status}"
-    ids, mask = expected
-    pos = [i for i, m in enumerate(mask) if m and i >= 1]
-    if not pos:
-        return None if rendered.status == NO_RESPONSE else f"TRL masks nothing; {rendered.status}"
-    if rendered.status != OK:
-        return f"{rendered.status}: {rendered.reason}"
-    n = pos[-1] + 1
-    if rendered.token_ids.tolist() != list(ids[:n]):
-        return "token ids differ"
-    if rendered.response_positions.tolist() != pos:
-        got = set(rendered.response_positions.tolist())
-        return f"masks differ at positions {sorted(got ^ set(pos))[:8]}"
-    return None
-
-
 def test_trl_ships_the_template_pairs_we_test():
     assert len(PAIRS) >= 31, FAMILIES
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_conversation_matches_trl(tok, family):
-    _, original, training = next(p for p in PAIRS if p[0] == family)
-    t = _with_template(tok, original)
-    renderer = Renderer(t, date=FIXED_DATE)
-    assert renderer.chat.rule == "trl" and renderer.chat.variant == family
-    assert renderer.chat.source == training
-    failures, rendered_ok = {}, 0
-    for name, record in {**CONVERSATIONS, **COMPLETIONS}.items():
-        if name == "completion_text":
-            continue  # raw text: no template (below)
-        fmt = "messages" if "messages" in record else "prompt-completion"
-        (got,) = renderer.render_sides(to_sample(RawRecord(0, record), fmt))
-        if renderer.content_parts:  # a VLM template: TRL's processor path gives it parts
-            record = as_multimodal(record)
-        why = mismatch(got, trl_sft(t, record, training))
-        rendered_ok += got.status == OK
-        if why:
-            failures[name] = why
-    assert not failures, failures
-    # multi-turn records render: none of them is refused
-    two_turns = to_sample(RawRecord(0, CONVERSATIONS["two_turns"]), "messages")
-    (multi,) = renderer.render_sides(two_turns)
-    assert multi.status == OK, multi.reason
-    assert rendered_ok >= 3
+    result = parity_failures(tok, family)
+    assert (result["rule"], result["variant"]) == ("trl", family)
+    assert result["renders_training_variant"]
+    assert not result["failures"], result["failures"]
+    assert result["multi_turn_ok"] and result["rendered_ok"] >= 3
 
 
 def test_text_completion_matches_sft_trainer(tok):
@@ -122,7 +64,7 @@ def test_text_completion_matches_sft_trainer(tok):
 @pytest.mark.parametrize("family", ["qwen3", "llama3", "gemma3", "gptoss"])
 def test_preference_pairs_match_dpo_trainer(tok, family):
     _, original, _ = next(p for p in PAIRS if p[0] == family)
-    t = _with_template(tok, original)
+    t = with_template(tok, original)
     renderer = Renderer(t, date=FIXED_DATE)
     for name, record in PREFERENCES.items():
         sides = renderer.render_sides(to_sample(RawRecord(0, record), "preference"))
@@ -141,7 +83,7 @@ def test_the_reference_is_what_sft_trainer_does(tmp_path, demo_assets, tok):
     model = AutoModelForCausalLM.from_pretrained(demo_assets.base)
     for family in ("qwen3", "gptoss"):
         _, original, training = next(p for p in PAIRS if p[0] == family)
-        t = _with_template(tok, original)
+        t = with_template(tok, original)
         # records whose messages share their keys: datasets would fill the others with nulls
         for name in ("two_turns", "reasoning_field", "reasoning_inline"):
             record = CONVERSATIONS[name]
@@ -171,7 +113,7 @@ def test_fallback_locates_every_assistant_turn_of_every_original(tok, monkeypatc
 
     monkeypatch.setattr(render, "trl_training_variant", lambda tokenizer, source: None)
     for family, original, _ in PAIRS:
-        t = _with_template(tok, original)
+        t = with_template(tok, original)
         renderer = Renderer(t, date=FIXED_DATE)
         assert renderer.chat.rule == "sentinel"
         record = CONVERSATIONS["two_turns"]
@@ -199,7 +141,7 @@ def test_fallback_scores_a_tool_call_turn_without_content(tok, monkeypatch):
     record["messages"][1]["content"] = None
     originals = {family: original for family, original, _ in PAIRS}
     for family in ("qwen2_5", "qwen3", "qwen3_5_nothink", "lfm2_v2", "nemotron_3_nano"):
-        t = _with_template(tok, originals[family])
+        t = with_template(tok, originals[family])
         r = Renderer(t, date=FIXED_DATE).render(to_sample(RawRecord(0, record), "messages"))
         assert r.status == OK, (family, r.reason)
         scored = np.zeros(r.n_tokens + 1, dtype=bool)
