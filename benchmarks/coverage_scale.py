@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from memory_scale import peak_rss_of  # noqa: E402
 
 MODES = {
-    "plain": [],
-    "clusters": ["--coverage", "clusters"],
-    "clusters+within": ["--coverage", "clusters", "--within", "responses"],
+    "plain": ["--coverage", "none"],
+    "clusters": ["--coverage", "clusters", "--within", "none"],
+    "clusters+within": [],  # the default: --coverage clusters --within responses
 }
 
 

@@ -58,15 +58,19 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-METHODS = ("lobass", "rho", "ifd", "perplexity", "length", "random")
-# select options of each coverage method (issue 15)
+METHODS = ("lobass", "rho", "ifd", "perplexity", "length", "random")  # plain rankings
+# select options of each coverage method (issue 15); "default" is what `fastscore select`
+# and `fastscore run` pick when given only a budget (issue 21: clusters with varied
+# responses, features auto: the engine's from this torch-engine scoring)
 COVERAGE = {
-    "lobass+clusters": {"coverage": "clusters", "features": "lexical"},
-    "lobass+clusters:engine": {"coverage": "clusters", "features": "engine"},
+    "default": {},
+    "lobass+clusters": {"coverage": "clusters", "features": "lexical", "within": "none"},
+    "lobass+clusters:engine": {"coverage": "clusters", "features": "engine", "within": "none"},
     "lobass+clusters:balanced": {
         "coverage": "clusters",
         "features": "lexical",
         "spread": "balanced",
+        "within": "none",
     },
     "lobass+diverse": {"coverage": "diverse", "features": "lexical"},
     # each cluster's budget spread over sub-clusters of its responses (added after the
@@ -415,7 +419,8 @@ def run_seed(seed: int, size: WorldSize, budgets, methods, work: Path, args, wor
         for method in methods:
             name = f"{method}@{frac:g}"
             subset = work / f"{name}.jsonl"
-            how = COVERAGE.get(method, {"score": method})
+            # a plain ranking is asked for as such: the default spreads over clusters
+            how = COVERAGE.get(method, {"score": method, "coverage": "none"})
             summary = fastscore.select(
                 scores=str(scores),
                 input=str(data),

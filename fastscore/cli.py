@@ -250,24 +250,11 @@ def select(ctx: click.Context, config_file: str | None, **_: object) -> None:
     summary = run_select(cfg)
     click.echo(
         f"selected {summary['selected']} of {summary['records']} records "
-        f"({summary['eligible']} eligible) by {summary['score']}{_covered(summary)} -> "
-        f"{summary['output']}",
+        f"({summary['eligible']} eligible), {summary['method']} -> {summary['output']}",
         err=True,
     )
     if "coverage" in summary:
         click.echo(_cluster_lines(summary["coverage"]), err=True)
-
-
-def _covered(summary: dict) -> str:
-    c = summary.get("coverage")
-    if not c:
-        return ""
-    if c["method"] == "diverse":
-        return (
-            f", diverse (cosine distance >= {c['min_distance']:g}, {c['topped_up']} topped up; "
-            f"{c['features']} features)"
-        )
-    return f", {c['spread']} across {c['clusters']} clusters of {c['features']} features"
 
 
 def _cluster_lines(c: dict, most: int = 20) -> str:
@@ -310,8 +297,8 @@ def run(ctx: click.Context, config_file: str | None, **_: object) -> None:
     click.echo(_summary(m), err=True)
     sel = m["selection"]
     click.echo(
-        f"selected {sel['selected']} of {sel['records']} by {sel['score']}{_covered(sel)} -> "
-        f"{sel['output']}",
+        f"selected {sel['selected']} of {sel['records']} records ({sel['eligible']} "
+        f"eligible), {sel['method']} -> {sel['output']}",
         err=True,
     )
 
@@ -356,8 +343,9 @@ def train_ref(ctx: click.Context, config_file: str | None, **_: object) -> None:
 @_handle_errors
 def report(ctx: click.Context, config_file: str | None, **_: object) -> None:
     """Write an HTML page (and PNGs) of SCORES: histograms, scores against length with
-    Spearman's rho, loss_base against loss_ref with the selection marked (by default the
-    top 6% by lobass), counts per status and group, the top and bottom samples' text."""
+    Spearman's rho, loss_base against loss_ref with the selection marked (by default what
+    select picks at 6% by lobass), counts per status and group, the top and bottom
+    samples' text."""
     from .config import load_yaml
     from .reporting import report as run_report
 

@@ -27,11 +27,12 @@ ORDERS = ("desc", "asc")
 FORMATS = ("messages", "prompt-completion", "preference", "alpaca", "sharegpt", "prompt-response")
 FORMAT_CHOICES = ("auto", *FORMATS)
 TEMPLATES = ("auto", "model", "plain")
-# select --coverage (coverage.py): what spreads the budget, how, and over which features
-COVERAGES = ("clusters", "diverse")
+# select --coverage (coverage.py): what spreads the budget, how, and over which features;
+# "auto" is resolved by resolve_coverage, "none" is the paper's plain top-k
+COVERAGES = ("auto", "none", "clusters", "diverse")
 SPREADS = ("proportional", "balanced")
 FEATURE_SOURCES = ("auto", "engine", "lexical")
-WITHIN = ("responses",)
+WITHIN = ("auto", "none", "responses")
 
 
 def option(
@@ -219,11 +220,15 @@ class SelectConfig:
         "Drop exact duplicates (same roles and texts, case and whitespace normalised) "
         "before ranking; the first in input order stays.",
     )
-    coverage: str | None = option(
-        None,
-        "Spread the budget over what the records are about (see coverage.py): clusters "
-        "(the budget split across clusters, the best of each) or diverse (a record joins "
-        "only if far enough from those kept) [the plain ranking].",
+    coverage: str = option(
+        "auto",
+        "What spreads the budget over what the records are about (see coverage.py): "
+        "clusters (the budget split across clusters of the records, the best of each), "
+        "diverse (a record joins only if far enough from those kept), none (the paper's "
+        "plain top-k by the score), auto (clusters with varied responses for a --top-k or "
+        "--fraction budget without --quota or --length-bins, else none: in "
+        "benchmarks/selection_quality.py the plain top-k fell below random, clusters with "
+        "varied responses stayed above it).",
         choices=COVERAGES,
     )
     clusters: int | None = option(
@@ -243,10 +248,11 @@ class SelectConfig:
     min_distance: float = option(
         0.1, "diverse: the least cosine distance to every record kept (DEITA's 0.9)."
     )
-    within: str | None = option(
-        None,
+    within: str = option(
+        "auto",
         "clusters: spread each cluster's budget over sub-clusters of its records' responses "
-        "(their words), so that a family's picks vary in what they answer [off].",
+        "(their words), so that a family's picks vary in what they answer; auto: responses "
+        "under --coverage clusters; none: the best of each cluster.",
         choices=WITHIN,
     )
 
@@ -450,7 +456,7 @@ def validate_select(cfg: SelectConfig, need_paths: bool = True) -> None:
         for n, v in (
             ("--quota", cfg.quota),
             ("--length-bins", cfg.length_bins),
-            ("--coverage", cfg.coverage),
+            ("--coverage " + str(cfg.coverage), cfg.coverage in ("clusters", "diverse") or None),
         )
         if v is not None
     ]
@@ -460,27 +466,51 @@ def validate_select(cfg: SelectConfig, need_paths: bool = True) -> None:
         raise ConfigError(
             "select: quotas, length bins and coverage need a budget (--top-k or --fraction)"
         )
-    if cfg.group_field is not None and cfg.quota is None and cfg.coverage != "clusters":
+    resolved = resolve_coverage(cfg)
+    if cfg.group_field is not None and cfg.quota is None and resolved.coverage != "clusters":
         raise ConfigError(
             "select: --group-field needs --quota (shares, or 'proportional') or "
             "--coverage clusters (the field's values as the clusters)"
         )
-    validate_coverage(cfg)
+    validate_coverage(resolved)
     if cfg.length_bins is not None and cfg.length_bins < 1:
         raise ConfigError(f"length_bins must be >= 1, got {cfg.length_bins}")
     if cfg.quota is not None:
         parse_quota(cfg.quota, cfg.group_field)  # raises on a malformed one
 
 
+def resolve_coverage(cfg: SelectConfig) -> SelectConfig:
+    """``cfg`` with its ``auto`` coverage made concrete (None is read as "none").
+
+    coverage auto: clusters when the rule is a budget (top-k or fraction) that no quota or
+    length bins already spread, else none. within auto: responses under clusters, else
+    none. Measured (benchmarks/selection_quality.py, two worlds, 3 seeds): the plain top-k
+    fell below a random subset of the same size at every budget; clusters with varied
+    responses stayed above random at every budget in both worlds."""
+    coverage = "none" if cfg.coverage is None else cfg.coverage
+    if coverage == "auto":
+        budgeted = cfg.threshold is None and cfg.quota is None and cfg.length_bins is None
+        coverage = "clusters" if budgeted else "none"
+    within = "none" if cfg.within is None else cfg.within
+    if within == "auto":
+        within = "responses" if coverage == "clusters" else "none"
+    return dataclasses.replace(cfg, coverage=coverage, within=within)
+
+
 def validate_coverage(cfg: SelectConfig) -> None:
+    """Checks of a selection whose coverage is resolved (``resolve_coverage``)."""
     if cfg.clusters is not None and cfg.clusters < 1:
         raise ConfigError(f"clusters must be >= 1, got {cfg.clusters}")
     if not 0.0 <= cfg.min_distance <= 2.0:
         raise ConfigError(f"min_distance is a cosine distance in [0, 2], got {cfg.min_distance}")
     if cfg.coverage != "clusters" and cfg.clusters is not None:
-        raise ConfigError("select: --clusters needs --coverage clusters")
-    if cfg.coverage != "clusters" and cfg.within is not None:
-        raise ConfigError("select: --within needs --coverage clusters")
+        raise ConfigError(
+            "select: --clusters needs --coverage clusters (and a --top-k or --fraction budget)"
+        )
+    if cfg.coverage != "clusters" and cfg.within != "none":
+        raise ConfigError(
+            "select: --within needs --coverage clusters (and a --top-k or --fraction budget)"
+        )
 
 
 def parse_quota(text: str, group_field: str | None) -> tuple[str, dict[str, float] | None]:

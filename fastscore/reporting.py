@@ -122,6 +122,7 @@ def report(
         shown,
         clusters,
         coverage,
+        method=p.method,
     )
     page = out / "report.html"
     tmp = page.with_name(page.name + ".tmp")
@@ -132,6 +133,7 @@ def report(
         "pngs": [f["png"] for f in figures],
         "records": n,
         "selected": int(picked.sum()),
+        "method": p.method,
         "by_status": dict(status_counts),
         "length_spearman": {c: None if r is None else round(r, 4) for c, r in rhos.items()},
         **({"coverage": coverage} if coverage else {}),
@@ -326,7 +328,8 @@ figure { margin: 0; } figcaption { font-size: .85em; color: #555; max-width: 520
 <h1>fastscore report</h1>
 <p>Scores <code>{{ scores }}</code> of input <code>{{ input }}</code>: {{ n }} records.
 Selection shown: {{ rule }} by <b>{{ score }}</b> ({{ order }}): <b>{{ selected }}</b>
-records.{% if sampled %} Scatter plots show a seeded sample of {{ shown }} of the
+records (<span id="method">{{ method }}</span>).
+{%- if sampled %} Scatter plots show a seeded sample of {{ shown }} of the
 records; histograms and correlations use all of them.{% endif %}</p>
 
 <h2>Records per status</h2>
@@ -389,7 +392,20 @@ width="520"><figcaption>{{ f.caption }} ({{ f.name }})</figcaption></figure>
 
 
 def _render(
-    cfg, table, figures, status_counts, groups, samples, picked, rhos, n, shown, clusters, coverage
+    cfg,
+    table,
+    figures,
+    status_counts,
+    groups,
+    samples,
+    picked,
+    rhos,
+    n,
+    shown,
+    clusters,
+    coverage,
+    *,
+    method: str,
 ) -> str:
     import jinja2
 
@@ -418,4 +434,5 @@ def _render(
         samples=samples,
         clusters=clusters,
         coverage=coverage or {},
+        method=method,
     )

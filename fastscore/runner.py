@@ -113,7 +113,12 @@ def demo(output_dir: str | Path = "runs/demo", fraction: float = 0.2, progress: 
     manifest, scores = run_with_scores(cfg)
     kinds = [orjson.loads(line)["kind"] for line in assets.data.read_bytes().splitlines()]
     total = Counter(kinds)
-    table = {"in_data": dict(total)}
+    subset = Path(manifest["selection"]["output"]).read_bytes().splitlines()
+    # the default selection (what selected.jsonl holds) beside each score's plain top-k
+    table = {
+        "in_data": dict(total),
+        "selected": dict(Counter(orjson.loads(x)["kind"] for x in subset)),
+    }
     for column in ("lobass", "rho"):
         picked = choose(
             scores.eligible(column), len(scores), SelectConfig(fraction=fraction, score=column)
@@ -132,14 +137,18 @@ def demo(output_dir: str | Path = "runs/demo", fraction: float = 0.2, progress: 
 
 def format_demo(result: dict) -> str:
     t = result["table"]
-    cols = ["in_data", "lobass", "rho", "random_expected"]
-    lines = [f"{'kind':<12}" + "".join(f"{c:>17}" for c in cols)]
+    cols = ["in_data", "selected", "lobass", "rho", "random_expected"]
+    lines = [f"{'kind':<12}" + "".join(f"{c:>16}" for c in cols)]
     for kind in result["kinds"]:
-        lines.append(f"{kind:<12}" + "".join(f"{t[c].get(kind, 0):>17}" for c in cols))
+        lines.append(f"{kind:<12}" + "".join(f"{t[c].get(kind, 0):>16}" for c in cols))
     m = result["manifest"]
     lines.append(
-        f"selected {result['selected']} of {m['counts']['records']} samples "
-        f"(top {result['fraction']:.0%} by each score); scoring ran at "
-        f"{m['throughput']['tokens_per_second']:,.0f} tokens/s through both models"
+        f"selected: the default selection, {m['selection']['method']} "
+        f"({result['selected']} of {m['counts']['records']} samples, in selected.jsonl)"
+    )
+    lines.append(
+        f"lobass, rho: each score's plain top {result['fraction']:.0%} (--coverage none); "
+        f"scoring ran at {m['throughput']['tokens_per_second']:,.0f} tokens/s through both "
+        "models"
     )
     return "\n".join(lines)

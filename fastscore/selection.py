@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .config import SelectConfig, parse_quota, validate_select
+from .config import SelectConfig, parse_quota, resolve_coverage, validate_select
 from .errors import InputError
 from .formats import resolve_format, sample_turns, to_sample
 from .ids import IdRegistry
@@ -91,6 +91,7 @@ def select(
     return {
         "score": cfg.score,
         "order": cfg.order,
+        "method": p.method,
         "rule": {
             k: getattr(cfg, k)
             for k in ("top_k", "fraction", "threshold")
@@ -115,11 +116,13 @@ class Plan:
     chosen: list[int]  # indices, in input order
     target: int | None  # the budget asked for (None for a threshold)
     extra: dict[str, Any]  # dedup and group reports
+    method: str = ""  # what ran, in words (the summary line, the manifest, the report)
 
 
 def plan(cfg: SelectConfig, table: ScoresTable | None = None) -> Plan:
     """The records ``cfg`` chooses from its scores (``cfg.input`` is read only for quotas,
     dedup and lexical coverage features, in the record format the scores were made with)."""
+    cfg = resolve_coverage(cfg)
     table = table or ScoresTable.read(cfg.scores)
     eligible = table.eligible(cfg.score, cfg.seed)
     n_rows = len(table)
@@ -144,7 +147,7 @@ def plan(cfg: SelectConfig, table: ScoresTable | None = None) -> Plan:
         target = sum(quotas.values())  # shares may add up to less than the whole budget
         chosen = choose_grouped(eligible, groups, quotas, cfg.order)
         extra["groups"] = group_report(groups, eligible, chosen, quotas, field_name)
-    elif cfg.coverage:
+    elif cfg.coverage != "none":
         from .coverage import choose_covered
 
         chosen, extra["coverage"] = choose_covered(cfg, table, eligible, target)
@@ -157,7 +160,29 @@ def plan(cfg: SelectConfig, table: ScoresTable | None = None) -> Plan:
         extra["length_bin_edges"] = edges
     else:
         chosen = choose(eligible, n_rows, cfg)
-    return Plan(eligible, chosen, target, extra)
+    return Plan(eligible, chosen, target, extra, describe(cfg, extra))
+
+
+def describe(cfg: SelectConfig, extra: dict[str, Any]) -> str:
+    """What a (resolved) selection ran, in words: ``top 10% by lobass within 24 clusters
+    of engine features (proportional), varied responses``."""
+    dropped = ", duplicates dropped" if cfg.dedup else ""
+    if cfg.threshold is not None:
+        return f"{cfg.score} {'>=' if cfg.order == 'desc' else '<='} {cfg.threshold:g}{dropped}"
+    size = f"{100 * cfg.fraction:g}%" if cfg.top_k is None else f"{cfg.top_k}"
+    rule = f"top {size} by {cfg.score}" + (" (ascending)" if cfg.order == "asc" else "") + dropped
+    c = extra.get("coverage")
+    if c and c["method"] == "diverse":
+        return (
+            f"{rule}, diverse (cosine distance >= {c['min_distance']:g}, "
+            f"{c['topped_up']} topped up; {c['features']} features)"
+        )
+    if c:
+        text = f"{rule} within {c['clusters']} clusters of {c['features']} features ({c['spread']})"
+        return text + (", varied responses" if c.get("within") == "responses" else "")
+    if "groups" in extra:
+        return f"{rule} within quotas per {extra['groups']['field']}"
+    return f"{rule}, plain ranking (coverage none: the paper's top-k)"
 
 
 def input_facts(

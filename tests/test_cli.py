@@ -162,7 +162,7 @@ def test_select_cli_and_config_file(tmp_path):
     cfg = tmp_path / "sel.yaml"
     cfg.write_text(f"scores: {scores}\ninput: {data}\noutput: {tmp_path / 'x.jsonl'}\ntop_k: 1\n")
     out = tmp_path / "sub.jsonl"
-    cli("select", scores, "--input", data, "--output", out, "--fraction", 0.4)
+    cli("select", scores, "--input", data, "--output", out, "--fraction", 0.4, "--coverage", "none")
     assert [orjson.loads(x)["response"] for x in out.read_bytes().splitlines()] == ["3", "4"]
     cfg.write_text(cfg.read_text().replace("top_k: 1", "top_k: 2"))
     cli("select", "--config", cfg, "--output", out)  # the CLI's --output beats the file's

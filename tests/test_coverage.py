@@ -238,9 +238,12 @@ def _picked(out):
 def test_select_with_coverage_clusters(tmp_path):
     inp, sc, _ = _family_files(tmp_path)
     out = tmp_path / "o.jsonl"
-    kw = dict(scores=str(sc), input=str(inp), output=str(out), top_k=8)
-    select(**kw)
+    kw = dict(scores=str(sc), input=str(inp), output=str(out), top_k=8, within="none")
+    s = select(**kw, coverage="none")
     assert _picked(out) == ["a"] * 8  # the plain ranking: one family
+    assert "coverage" not in s and s["method"].endswith(
+        "plain ranking (coverage none: the paper's top-k)"
+    )
     s = select(**kw, coverage="clusters", clusters=2)
     assert sorted(_picked(out)) == ["a"] * 6 + ["b"] * 2  # in proportion, 30:10
     cov = s["coverage"]
@@ -284,7 +287,11 @@ def test_coverage_option_errors(tmp_path):
     with pytest.raises(ConfigError, match="not several"):
         select(**kw, top_k=4, coverage="clusters", length_bins=2)
     with pytest.raises(ConfigError, match="--clusters needs --coverage clusters"):
-        select(**kw, top_k=4, clusters=3)
+        select(**kw, top_k=4, clusters=3, coverage="none")
+    with pytest.raises(ConfigError, match="--clusters needs --coverage clusters"):
+        select(**kw, threshold=0.5, clusters=3)  # auto: no coverage without a budget
+    with pytest.raises(ConfigError, match="--within needs --coverage clusters"):
+        select(**kw, top_k=4, coverage="none", within="responses")
     with pytest.raises(ConfigError, match="coverage must be one of"):
         select(**kw, top_k=4, coverage="kmeans")
     with pytest.raises(ConfigError, match="needs --quota"):
@@ -429,11 +436,16 @@ def test_cli_run_and_report_take_the_coverage_options(demo_scored, demo_assets):
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     # a torch run writes the engine features, which --features auto then takes
-    assert "proportional across 3 clusters of engine features" in r.output
+    assert "within 3 clusters of engine features (proportional), varied responses" in r.output
     manifest = orjson.loads((out / "manifest.json").read_bytes())
     cov = manifest["selection"]["coverage"]
     assert cov["clusters"] == 3 and sum(c["selected"] for c in cov["by_cluster"].values()) == 20
-    assert '<table id="clusters">' in (out / "report" / "report.html").read_text()
+    method = (
+        "top 10% by lobass within 3 clusters of engine features (proportional), varied responses"
+    )
+    assert manifest["selection"]["method"] == method
+    page = (out / "report" / "report.html").read_text()
+    assert '<table id="clusters">' in page and f'<span id="method">{method}</span>' in page
     # report: the field's values as the clusters, balanced
     rep = tmp / "rep-field"
     r = CliRunner().invoke(
@@ -527,7 +539,7 @@ def test_within_responses_varies_a_clusters_answers(tmp_path):
     out = tmp_path / "o.jsonl"
     kw = dict(scores=str(sc), input=str(inp), output=str(out), top_k=10, coverage="clusters",
               clusters=1)  # fmt: skip
-    select(**kw)
+    select(**kw, within="none")
     answers = [orjson.loads(x)["response"] for x in out.read_bytes().splitlines()]
     assert answers == ["= nine"] * 10
     s = select(**kw, within="responses")
@@ -551,3 +563,48 @@ def test_coverage_scale_benchmark_runs_every_mode(tmp_path):
     assert set(modes) == {"plain", "clusters", "clusters+within"}
     for m in modes.values():
         assert m["selected"] == 180 and m["peak_rss_mib"] > 0 and m["seconds"] > 0
+
+
+def test_the_default_selection_resolves_by_hand():
+    from fastscore.config import resolve_coverage
+
+    def r(**kw):
+        c = resolve_coverage(SelectConfig(**kw))
+        return c.coverage, c.within
+
+    assert r(top_k=10) == ("clusters", "responses")  # a budget: clusters, varied answers
+    assert r(fraction=0.1) == ("clusters", "responses")
+    assert r(threshold=0.5) == ("none", "none")  # no budget to spread
+    assert r(top_k=10, quota="proportional", group_field="g") == ("none", "none")
+    assert r(top_k=10, length_bins=4) == ("none", "none")
+    assert r(top_k=10, coverage="none") == ("none", "none")  # the paper's plain top-k
+    assert r(top_k=10, within="none") == ("clusters", "none")
+    assert r(top_k=10, coverage="diverse") == ("diverse", "none")
+    assert r(top_k=10, coverage=None, within=None) == ("none", "none")  # as YAML's null
+
+
+def test_select_by_default_spreads_the_budget_and_says_so(tmp_path):
+    """Given only a budget, select spreads it over clusters with varied responses (what
+    selection_quality measured above random); --coverage none is the plain top-k."""
+    from click.testing import CliRunner
+
+    from fastscore.cli import main
+
+    inp, sc, _ = _family_files(tmp_path)
+    out = tmp_path / "o.jsonl"
+    s = select(scores=str(sc), input=str(inp), output=str(out), top_k=8)
+    assert sorted(_picked(out)) == ["a"] * 6 + ["b"] * 2  # 30:10, where plain takes 8 a
+    assert s["coverage"]["method"] == "clusters" and s["coverage"]["within"] == "responses"
+    assert s["method"] == (
+        f"top 8 by lobass within {s['coverage']['clusters']} clusters of lexical features "
+        "(proportional), varied responses"
+    )
+    args = ["select", str(sc), "--input", str(inp), "--output", str(out), "--fraction", "0.2"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "selected 8 of 40 records (40 eligible), top 20% by lobass within" in r.output
+    assert "varied responses" in r.output and "b" in _picked(out)
+    r = CliRunner().invoke(main, [*args, "--coverage", "none"])
+    assert r.exit_code == 0, r.output
+    assert "top 20% by lobass, plain ranking (coverage none: the paper's top-k)" in r.output
+    assert _picked(out) == ["a"] * 8

@@ -151,12 +151,15 @@ def test_datasets_directory_in_parquet_out(scored, demo_assets):
         tmp / "sub.parquet",
         "--top-k",
         10,
+        "--coverage",
+        "none",
     )
     sub = datasets.load_dataset("parquet", data_files=str(tmp / "sub.parquet"), split="train")
     ok = sorted((r for r in got if r["status"] == "ok"), key=lambda r: (-r["lobass"], r["index"]))
     assert sorted(sub["id"]) == sorted(r["id"] for r in ok[:10])
     # and from the JSONL input too, as JSONL or Parquet
-    cli("select", tmp / "s.jsonl", "--input", data, "--output", tmp / "sub2.parquet", "--top-k", 10)
+    cli("select", tmp / "s.jsonl", "--input", data, "--output", tmp / "sub2.parquet", "--top-k", 10,
+        "--coverage", "none")  # fmt: skip
     sub2 = datasets.load_dataset("parquet", data_files=str(tmp / "sub2.parquet"), split="train")
     assert sorted(sub2["id"]) == sorted(sub["id"])
     # a DatasetDict directory is refused with the way out

@@ -72,6 +72,8 @@ def test_report_page_says_what_the_scores_say(scored):
         out,
         "--top-k",
         20,
+        "--coverage",
+        "none",
         "--group-field",
         "kind",
         "--samples",
@@ -92,6 +94,7 @@ def test_report_page_says_what_the_scores_say(scored):
         sel = sum(kinds[r["index"]] == k for r in top20)
         assert f'<td class="l">{k}</td><td>{kinds.count(k)}</td>\n<td>{sel}</td>' in page
     assert "top-k 20 by <b>lobass</b>" in page and "<b>20</b>" in page
+    assert '<span id="method">top 20 by lobass, plain ranking (coverage none' in page
     # Spearman with length as the library computes it
     on_page = dict(re.findall(r'<td class="l">(\w+)</td><td>([+-][0-9.]+)</td>', page))
     for c, rho in ScoresTable.read(scores).length_correlations().items():

@@ -37,6 +37,7 @@ def test_quick_run_reports_every_method(tmp_path):
         "lobass+diverse",
         "lobass+clusters+responses",
         "lobass+clusters:engine+responses",
+        "default",
     )
     for run in ("base", "full", "clean", *(f"{m}@0.1" for m in methods)):
         acc, lo, hi = out["table"][run]["accuracy"]
