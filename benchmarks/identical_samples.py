@@ -1,6 +1,6 @@
 """Identical samples are computed once: the same chats scored distinct and repeated.
 
-300 long-tailed chats (``fastscore.bench.make_data``), then a file of 600 that holds each
+300 long-tailed chats (``fastscore.benchmarks.cpu.make_data``), then a file of 600 that holds each
 chat twice (the second copy after all the firsts, as a data set concatenated with itself
 would), both scored with the torch engine on a random-init Llama of real shape. With the
 repeats scored from the first copy's losses, the 600 cost about what the 300 do.
@@ -26,7 +26,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import fastscore
-    from fastscore.bench import build_models, make_data
+    from fastscore.benchmarks.cpu import build_models, make_data
     from fastscore.config import EngineConfig
 
     work = Path(tempfile.mkdtemp(prefix="fastscore-identical-"))

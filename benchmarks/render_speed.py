@@ -41,11 +41,11 @@ def main() -> None:
     ap.add_argument("--templates", default="demo,llama3,qwen2_5,qwen3,gptoss")
     args = ap.parse_args()
 
+    from fastscore.data.formats import to_samples
     from fastscore.demodata.build import ensure_demo
-    from fastscore.formats import to_samples
-    from fastscore.models import load_tokenizer
+    from fastscore.engines.models import load_tokenizer
     from fastscore.records import OK, RawRecord
-    from fastscore.render import Renderer
+    from fastscore.rendering.renderer import Renderer
 
     tok = load_tokenizer(ensure_demo().base)
     templates = {"demo": tok.chat_template}

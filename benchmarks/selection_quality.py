@@ -258,7 +258,7 @@ def evaluate(model_dir: Path, test: list[dict]) -> dict:
     from transformers import AutoModelForCausalLM
 
     from fastscore.config import TrainConfig
-    from fastscore.models import load_tokenizer
+    from fastscore.engines.models import load_tokenizer
     from fastscore.train import rendered_examples
 
     tok = load_tokenizer(model_dir)
@@ -317,12 +317,12 @@ def engine_features(base: Path, data: Path, scores: Path, pool: str = "prompt") 
     tokens by the torch engine, projected, written beside the scores as the scoring
     stream writes them (``<scores stem>.features.npy``); returns the rows."""
     from fastscore.config import EngineConfig
-    from fastscore.coverage import FeatureWriter, chunk_feature_rows, finish_features
+    from fastscore.data.formats import to_samples
+    from fastscore.data.readers import read_records
+    from fastscore.engines.models import load_tokenizer
     from fastscore.engines.torch_engine import TorchEngine
-    from fastscore.formats import to_samples
-    from fastscore.io import read_records
-    from fastscore.models import load_tokenizer
-    from fastscore.render import Renderer
+    from fastscore.rendering.renderer import Renderer
+    from fastscore.scoring.features import FeatureWriter, chunk_feature_rows, finish_features
 
     rendered = list(Renderer(load_tokenizer(base)).render_all(to_samples(read_records(data))))
     engine = TorchEngine(base, EngineConfig(kind="torch", dtype="float32"), name="base", pool=pool)
@@ -344,7 +344,7 @@ def cluster_diagnostics(feats: dict, families: list[str], n_clusters: dict, seed
     cluster) and adjusted mutual information, at each number of clusters."""
     from sklearn.metrics import adjusted_mutual_info_score, homogeneity_completeness_v_measure
 
-    from fastscore.coverage import kmeans, normalise
+    from fastscore.selection.coverage import kmeans, normalise
 
     out = {}
     for source, x in feats.items():
@@ -363,7 +363,7 @@ def cluster_diagnostics(feats: dict, families: list[str], n_clusters: dict, seed
 def run_seed(seed: int, size: WorldSize, budgets, methods, work: Path, args, world=1) -> dict:
     import fastscore
     from fastscore.config import EngineConfig
-    from fastscore.coverage import auto_clusters, lexical_features
+    from fastscore.selection.coverage import auto_clusters, lexical_features
 
     t0 = time.perf_counter()
     texts, known_chats, sft, test = build_world(size, seed, world)
@@ -389,7 +389,7 @@ def run_seed(seed: int, size: WorldSize, budgets, methods, work: Path, args, wor
     feats = {"engine (prompt)": engine_features(base, data, scores, "prompt")}
     response = work / "response-pooled.jsonl"
     feats["engine (response)"] = engine_features(base, data, response, "response")
-    feats["lexical"] = lexical_features(data, len(sft), seed=seed)
+    feats["lexical"] = lexical_features(data, len(sft), seed=seed, fmt="messages")
     families = [r["skill"] for r in sft]
     n_auto = {f"auto at {b:g}": auto_clusters(len(sft), int(b * len(sft))) for b in budgets}
     n_auto["families"] = len(set(families))
@@ -603,7 +603,7 @@ def main(argv=None) -> None:
     print(
         "engine features: the base's final hidden states mean-pooled over each record's "
         "prompt tokens by the torch engine (pool='prompt'), projected to 64 float16 numbers "
-        "(fastscore.coverage.project_pooled), as the scoring stream writes them beside the "
+        "(fastscore.scoring.features.project_pooled), as the scoring stream writes them beside the "
         "scores; recomputed here after scoring with the same writer, beside response-pooled "
         "ones for the cluster diagnostics; lexical features: the prompts' hashed words, "
         "tf-idf, SVD",

@@ -40,10 +40,10 @@ def main() -> None:
     args = ap.parse_args()
 
     import fastscore
-    from fastscore.bench import build_models, make_data
+    from fastscore.benchmarks.cpu import build_models, make_data
     from fastscore.config import EngineConfig
     from fastscore.demodata.build import ensure_demo
-    from fastscore.servers import Server
+    from fastscore.engines.servers import Server
 
     work = Path(tempfile.mkdtemp(prefix="fastscore-served-"))
     data = work / "data.jsonl"

@@ -1,4 +1,4 @@
-"""Throughput benchmark: see fastscore/bench.py for what it measures and how.
+"""Throughput benchmark: see fastscore/benchmarks/cpu.py for what it measures and how.
 
     python benchmarks/throughput.py --model llama60m --samples 150 --repeats 2
     python benchmarks/throughput.py --model demo --samples 2000 --repeats 3
@@ -8,7 +8,7 @@ Same as ``fastscore bench``. Prints a table, then one JSON line.
 
 import argparse
 
-from fastscore import bench
+from fastscore.benchmarks import cpu as bench
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="fastscore throughput benchmark")

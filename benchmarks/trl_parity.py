@@ -20,12 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main() -> None:
     from unittest import mock
 
-    import fastscore.render as render
+    import fastscore.rendering.renderer as render
+    from fastscore.data.formats import to_sample
     from fastscore.demodata.build import ensure_demo
-    from fastscore.formats import to_sample
-    from fastscore.models import load_tokenizer
+    from fastscore.engines.models import load_tokenizer
     from fastscore.records import RawRecord
-    from fastscore.render import Renderer
+    from fastscore.rendering.renderer import Renderer
     from tests.conversations import (
         COMPLETIONS,
         CONVERSATIONS,

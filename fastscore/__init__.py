@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _LAZY = {
-    "score": ("fastscore.pipeline", "score"),
-    "select": ("fastscore.selection", "select"),
+    "score": ("fastscore.executors.local", "score"),
+    "select": ("fastscore.selection.selector", "select"),
     "run": ("fastscore.runner", "run"),
     "demo": ("fastscore.runner", "demo"),
-    "report": ("fastscore.reporting", "report"),
-    "inspect": ("fastscore.inspection", "inspect"),
-    "dry_run": ("fastscore.pipeline", "dry_run"),
+    "report": ("fastscore.reporting.page", "report"),
+    "inspect": ("fastscore.reporting.inspection", "inspect"),
+    "dry_run": ("fastscore.executors.local", "dry_run"),
     "train_ref": ("fastscore.train", "train_ref"),
     "TrainConfig": ("fastscore.config", "TrainConfig"),
     "ScoreConfig": ("fastscore.config", "ScoreConfig"),
@@ -36,7 +36,7 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:
-    from .config import (  # noqa: F401
+    from fastscore.config import (  # noqa: F401
         EngineConfig,
         InspectConfig,
         ReportConfig,
@@ -45,13 +45,13 @@ if TYPE_CHECKING:
         SelectConfig,
         TrainConfig,
     )
-    from .errors import FastscoreError  # noqa: F401
-    from .inspection import inspect  # noqa: F401
-    from .pipeline import dry_run, score  # noqa: F401
-    from .reporting import report  # noqa: F401
-    from .runner import demo, run  # noqa: F401
-    from .selection import select  # noqa: F401
-    from .train import train_ref  # noqa: F401
+    from fastscore.errors import FastscoreError  # noqa: F401
+    from fastscore.executors.local import dry_run, score  # noqa: F401
+    from fastscore.reporting.inspection import inspect  # noqa: F401
+    from fastscore.reporting.page import report  # noqa: F401
+    from fastscore.runner import demo, run  # noqa: F401
+    from fastscore.selection.selector import select  # noqa: F401
+    from fastscore.train import train_ref  # noqa: F401
 
 
 def __getattr__(name: str):

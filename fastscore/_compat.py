@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import ModelError
+from fastscore.errors import ModelError
 
 
 def import_transformers():

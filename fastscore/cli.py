@@ -11,7 +11,7 @@ import click
 import orjson
 from click.core import ParameterSource
 
-from .errors import FastscoreError
+from fastscore.errors import FastscoreError
 
 EXAMPLE = """\b
 Examples:
@@ -34,7 +34,7 @@ def config_options(cls: type, *, skip: tuple[str, ...] = (), defaults: Any = Non
     field}) for ``_apply``."""
     import typing
 
-    from .config import _dataclass_of
+    from fastscore.config import _dataclass_of
 
     defaults = defaults if defaults is not None else cls()
     opts, mapping = [], {}
@@ -98,7 +98,7 @@ def _base_type(hint: Any) -> type:
 
 def _apply(ctx: click.Context, cfg, mapping: dict[str, str], prefix: str = "") -> None:
     """Copy the options the user actually typed onto the config (they beat the file)."""
-    from .config import set_path
+    from fastscore.config import set_path
 
     for name, dotted in mapping.items():
         if name not in ctx.params:
@@ -124,7 +124,7 @@ DRY_RUN = click.option(
 
 
 def _dry_run(cfg) -> None:
-    from .pipeline import dry_run
+    from fastscore.executors.local import dry_run
 
     d = dry_run(cfg)
     by = ", ".join(f"{k}={v}" for k, v in d["by_status"].items())
@@ -168,7 +168,7 @@ def _handle_errors(fn):
 @click.version_option(package_name="fastscore")
 def main(verbose: bool, quiet: bool) -> None:
     """fastscore: pick the most learnable SFT samples for a base model (LoBaSS / DavIR)."""
-    from .engines.vllm_engine import quiet_vllm
+    from fastscore.engines.vllm_engine import quiet_vllm
 
     # Our own progress at INFO; the engines' logs (a wall of text per engine) only with -v.
     logging.basicConfig(
@@ -181,7 +181,7 @@ def main(verbose: bool, quiet: bool) -> None:
     quiet_vllm(verbose)
 
 
-from .config import (  # noqa: E402 (the options are built from them at import)
+from fastscore.config import (  # noqa: E402 (the options are built from them at import)
     InspectConfig,
     ReportConfig,
     RunConfig,
@@ -220,8 +220,8 @@ INSPECT_OPTIONS, INSPECT_MAP = config_options(
 @_handle_errors
 def score(ctx: click.Context, config_file: str | None, **_: object) -> None:
     """Score every record of INPUT under the base and the reference model."""
-    from .config import load_yaml
-    from .pipeline import score as run_score
+    from fastscore.config import load_yaml
+    from fastscore.executors.local import score as run_score
 
     cfg = load_yaml(ScoreConfig, config_file) if config_file else ScoreConfig()
     _apply(ctx, cfg, {"input": "input", **SCORE_MAP})
@@ -242,8 +242,8 @@ def score(ctx: click.Context, config_file: str | None, **_: object) -> None:
 @_handle_errors
 def select(ctx: click.Context, config_file: str | None, **_: object) -> None:
     """Write the best-scoring records of INPUT, unchanged and in input order."""
-    from .config import load_yaml
-    from .selection import select as run_select
+    from fastscore.config import load_yaml
+    from fastscore.selection.selector import select as run_select
 
     cfg = load_yaml(SelectConfig, config_file) if config_file else SelectConfig()
     _apply(ctx, cfg, {"scores": "scores", **SELECT_MAP})
@@ -286,8 +286,8 @@ def _cluster_lines(c: dict, most: int = 20) -> str:
 @_handle_errors
 def run(ctx: click.Context, config_file: str | None, **_: object) -> None:
     """Score INPUT and select from it in one go."""
-    from .config import load_yaml
-    from .runner import run as run_all
+    from fastscore.config import load_yaml
+    from fastscore.runner import run as run_all
 
     cfg = load_yaml(RunConfig, config_file) if config_file else RunConfig()
     _apply(ctx, cfg, {"input": "score.input", **RUN_MAP})
@@ -317,8 +317,8 @@ def run(ctx: click.Context, config_file: str | None, **_: object) -> None:
 def train_ref(ctx: click.Context, config_file: str | None, **_: object) -> None:
     """Fine-tune the base on INPUT into the reference model, with the loss on exactly the
     response tokens the scorer scores."""
-    from .config import load_yaml
-    from .train import train_ref as run_train
+    from fastscore.config import load_yaml
+    from fastscore.train import train_ref as run_train
 
     cfg = load_yaml(TrainConfig, config_file) if config_file else TrainConfig()
     _apply(ctx, cfg, {"input": "input", **TRAIN_MAP})
@@ -346,8 +346,8 @@ def report(ctx: click.Context, config_file: str | None, **_: object) -> None:
     Spearman's rho, loss_base against loss_ref with the selection marked (by default what
     select picks at 6% by lobass), counts per status and group, the top and bottom
     samples' text."""
-    from .config import load_yaml
-    from .reporting import report as run_report
+    from fastscore.config import load_yaml
+    from fastscore.reporting.page import report as run_report
 
     cfg = load_yaml(ReportConfig, config_file) if config_file else ReportConfig()
     p = ctx.params
@@ -381,8 +381,8 @@ def report(ctx: click.Context, config_file: str | None, **_: object) -> None:
 def inspect(ctx: click.Context, as_json: bool, color, **_: object) -> None:
     """Show one record of INPUT as the model sees it: the rendered text with the scored
     response tokens marked and, with --ref, each one's logprob under both models."""
-    from .inspection import format_inspect
-    from .inspection import inspect as run_inspect
+    from fastscore.reporting.inspection import format_inspect
+    from fastscore.reporting.inspection import inspect as run_inspect
 
     cfg = InspectConfig()
     _apply(ctx, cfg, {"input": "input", **INSPECT_MAP})
@@ -401,8 +401,8 @@ def inspect(ctx: click.Context, as_json: bool, color, **_: object) -> None:
 @_handle_errors
 def demo(output_dir: str, fraction: float, progress: bool) -> None:
     """Build the tiny demo models and data (once, cached), then score and select."""
-    from .runner import demo as run_demo
-    from .runner import format_demo
+    from fastscore.runner import demo as run_demo
+    from fastscore.runner import format_demo
 
     result = run_demo(output_dir, fraction=fraction, progress=progress)
     click.echo(format_demo(result))
@@ -422,23 +422,23 @@ def bench(ctx: click.Context) -> None:
     """Throughput against the hardware's ceiling and today's ways (benchmarks/throughput.py).
 
     Options: --model demo|llama60m|llama100m, --samples N, --repeats N, --ways LIST,
-    --json-out FILE (see python -m fastscore.bench --help).
+    --json-out FILE (see python -m fastscore.benchmarks.cpu --help).
 
     With --gpu: the GPU benchmark (benchmarks/gpu.py): --shape llama-1b|llama-8b|tiny,
-    --json-out FILE, --profile (see python -m fastscore.gpu_bench --help).
+    --json-out FILE, --profile (see python -m fastscore.benchmarks.gpu --help).
     """
     import argparse
 
     args = list(ctx.args)
     if "--gpu" in args:
-        from . import gpu_bench
+        from fastscore.benchmarks import gpu as gpu_bench
 
         args.remove("--gpu")
         parser = argparse.ArgumentParser(prog="fastscore bench --gpu")
         gpu_bench.add_cli_args(parser)
         gpu_bench.main(parser.parse_args(args), args)
         return
-    from . import bench as bench_mod
+    from fastscore.benchmarks import cpu as bench_mod
 
     parser = argparse.ArgumentParser(prog="fastscore bench")
     bench_mod.add_cli_args(parser)

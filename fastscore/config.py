@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from fastscore.errors import ConfigError
 
 ENGINES = ("auto", "vllm", "torch", "served")
 LOGPROB_PATHS = ("auto", "flat", "token_ids")
@@ -23,11 +23,11 @@ BATCHINGS = ("auto", "packed", "padded", "single")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 EXECUTORS = ("local", "ray")
 ORDERS = ("desc", "asc")
-# the record formats (formats.py parses them) and templates (render.py renders them)
+# the record formats (data.formats parses them) and templates (rendering.renderer renders them)
 FORMATS = ("messages", "prompt-completion", "preference", "alpaca", "sharegpt", "prompt-response")
 FORMAT_CHOICES = ("auto", *FORMATS)
 TEMPLATES = ("auto", "model", "plain")
-# select --coverage (coverage.py): what spreads the budget, how, and over which features;
+# select --coverage (selection.coverage): what spreads the budget, how, and over which features;
 # "auto" is resolved by resolve_coverage, "none" is the paper's plain top-k
 COVERAGES = ("auto", "none", "clusters", "diverse")
 SPREADS = ("proportional", "balanced")
@@ -222,7 +222,7 @@ class SelectConfig:
     )
     coverage: str = option(
         "auto",
-        "What spreads the budget over what the records are about (see coverage.py): "
+        "What spreads the budget over what the records are about (see selection.coverage): "
         "clusters (the budget split across clusters of the records, the best of each), "
         "diverse (a record joins only if far enough from those kept), none (the paper's "
         "plain top-k by the score), auto (clusters with varied responses for a --top-k or "

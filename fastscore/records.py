@@ -50,6 +50,13 @@ class RawRecord:
     data: Any  # the parsed JSON object (None when it could not be parsed)
     error: str | None = None  # why it could not be parsed
 
+    @property
+    def id(self) -> Any:
+        """The record's ``id`` field when present (and not null), else its position."""
+        if isinstance(self.data, dict) and self.data.get("id") is not None:
+            return self.data["id"]
+        return self.index
+
 
 @dataclass(slots=True)
 class Sample:

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from .config import (
+from fastscore.config import (
     EngineConfig,
     ReportConfig,
     RunConfig,
@@ -18,14 +18,15 @@ from .config import (
     validate_score,
     validate_select,
 )
-from .errors import ConfigError
-from .manifest import write_manifest
-from .outputs import RUN_MANIFEST, OutputPaths
-from .pipeline import score_file
-from .resume import run_fingerprint
-from .selection import choose, select
-from .session import open_session
-from .table import ScoresTable
+from fastscore.errors import ConfigError
+from fastscore.executors.local import score_file
+from fastscore.runs.manifest import write_manifest
+from fastscore.runs.outputs import RUN_MANIFEST, OutputPaths
+from fastscore.runs.resume import run_fingerprint
+from fastscore.scoring.session import open_session
+from fastscore.selection.budget import choose
+from fastscore.selection.selector import select
+from fastscore.selection.table import ScoresTable
 
 
 def run(config: RunConfig) -> dict[str, Any]:
@@ -56,7 +57,7 @@ def run_with_scores(config: RunConfig) -> tuple[dict[str, Any], ScoresTable]:
     manifest["command"] = "run"
     manifest["selection"] = select(select_cfg, table=table)
     if config.report:
-        from .reporting import report
+        from fastscore.reporting.page import report
 
         manifest["report"] = report(
             ReportConfig(
@@ -95,8 +96,8 @@ def _finished_scoring(cfg: ScoreConfig, paths: OutputPaths):
 
 def demo(output_dir: str | Path = "runs/demo", fraction: float = 0.2, progress: bool = True):
     """Build (once) the demo models and data, run scoring and selection, summarise by kind."""
-    from .demodata.build import ensure_demo
-    from .demodata.world import KINDS
+    from fastscore.demodata.build import ensure_demo
+    from fastscore.demodata.world import KINDS
 
     assets = ensure_demo()
     cfg = RunConfig(

@@ -18,14 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig, validate_train
-from .errors import ConfigError
-from .formats import resolve_format, to_samples
-from .ids import IdRegistry, flag_duplicate_ids
-from .io import detect_file_kind, read_records
-from .models import fingerprint, load_tokenizer, model_max_length, require_checkpoint
-from .records import OK
-from .render import make_renderer
+from fastscore.config import TrainConfig, validate_train
+from fastscore.data.formats import resolve_format, to_samples
+from fastscore.data.ids import IdRegistry, flag_duplicate_ids
+from fastscore.data.readers import detect_file_kind, read_records
+from fastscore.engines.models import (
+    fingerprint,
+    load_tokenizer,
+    model_max_length,
+    require_checkpoint,
+)
+from fastscore.errors import ConfigError
+from fastscore.records import OK
+from fastscore.rendering.renderer import make_renderer
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +151,7 @@ def train_ref(config: TrainConfig | None = None, /, **fields: Any) -> dict[str, 
     import orjson
     import torch
 
-    from ._compat import import_transformers
+    from fastscore._compat import import_transformers
 
     cfg = dataclasses.replace(config, **fields) if config else TrainConfig(**fields)
     validate_train(cfg)

@@ -33,7 +33,7 @@ def demo_assets():
 
 @pytest.fixture(scope="session")
 def tokenizer(demo_assets):
-    from fastscore.models import load_tokenizer
+    from fastscore.engines.models import load_tokenizer
 
     return load_tokenizer(demo_assets.base)
 

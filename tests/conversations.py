@@ -267,9 +267,9 @@ def parity_failures(tok, family: str) -> dict:
     the rule fastscore chooses on its own, and compare each with TRL's SFT tokenize step:
     {rule, variant, renders_training_variant, failures {record: why}, rendered_ok,
     multi_turn_ok}."""
-    from fastscore.formats import to_sample
+    from fastscore.data.formats import to_sample
     from fastscore.records import OK, RawRecord
-    from fastscore.render import Renderer
+    from fastscore.rendering.renderer import Renderer
 
     _, original, training = next(p for p in trl_template_pairs() if p[0] == family)
     t = with_template(tok, original)

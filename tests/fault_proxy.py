@@ -16,7 +16,7 @@ import threading
 import orjson
 from aiohttp import ClientSession, web
 
-from fastscore.servers import free_port
+from fastscore.engines.servers import free_port
 
 
 class FaultProxy:

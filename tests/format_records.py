@@ -2,9 +2,9 @@
 a system prompt, tool calls and reasoning, alpaca with and without input, sharegpt,
 prompt-response, TRL's prompt-completion and preference shapes (strings and messages)."""
 
-from fastscore.formats import to_samples
+from fastscore.data.formats import to_samples
 from fastscore.records import OK, RawRecord
-from fastscore.render import Renderer
+from fastscore.rendering.renderer import Renderer
 
 from .conversations import COMPLETIONS, CONVERSATIONS, PREFERENCES
 

@@ -10,7 +10,7 @@ def test_bench_runs_and_prints_json_last(tmp_path):
         [
             sys.executable,
             "-m",
-            "fastscore.bench",
+            "fastscore.benchmarks.cpu",
             "--model",
             "demo",
             "--samples",

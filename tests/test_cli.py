@@ -9,10 +9,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from fastscore.formats import to_samples
-from fastscore.io import read_records
-from fastscore.render import Renderer
-from fastscore.scoring import mean_nll
+from fastscore.data.formats import to_samples
+from fastscore.data.readers import read_records
+from fastscore.rendering.renderer import Renderer
+from fastscore.scoring.arithmetic import mean_nll
 
 from .reference import transformers_logprobs
 

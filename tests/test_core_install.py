@@ -54,7 +54,7 @@ def test_the_core_install_gives_trls_masks_on_every_pair(core_env, demo_assets):
     folder, _ = core_env
     code = f"""
 import json
-from fastscore.models import load_tokenizer
+from fastscore.engines.models import load_tokenizer
 from tests.conversations import parity_failures, parity_tokenizer, trl_template_pairs
 tok = parity_tokenizer(load_tokenizer({str(demo_assets.base)!r}))
 print(json.dumps({{f: parity_failures(tok, f) for f, _, _ in trl_template_pairs()}}))

@@ -12,27 +12,29 @@ import orjson
 import pytest
 
 from fastscore.config import SelectConfig
-from fastscore.coverage import (
+from fastscore.errors import ConfigError, InputError
+from fastscore.records import RenderedSample
+from fastscore.scoring.features import (
     FEATURE_DIM,
     FeatureWriter,
-    auto_clusters,
-    choose_diverse,
     chunk_feature_rows,
     features_partial_path,
     features_path,
     finish_features,
-    kmeans,
-    lexical_features,
     merge_features,
-    normalise,
     project_pooled,
     read_features,
     remove_features,
+)
+from fastscore.selection.coverage import (
+    auto_clusters,
+    choose_diverse,
+    kmeans,
+    lexical_features,
+    normalise,
     spread_quotas,
 )
-from fastscore.errors import ConfigError, InputError
-from fastscore.records import RenderedSample
-from fastscore.selection import select
+from fastscore.selection.selector import select
 
 
 def test_project_pooled_is_fixed_and_keeps_distances():
@@ -217,18 +219,18 @@ def _family_files(tmp_path, n=40):
 
 def test_lexical_features_separate_the_families(tmp_path):
     inp, _, fam = _family_files(tmp_path)
-    x = lexical_features(inp, 40)
+    x = lexical_features(inp, 40, fmt="prompt-response")
     assert x.shape == (40, FEATURE_DIM) and np.isfinite(x).all()
     labels = kmeans(normalise(x), 2)
     fam = np.array(fam)
     assert len(set(labels[fam == "a"])) == 1 and len(set(labels[fam == "b"])) == 1
     assert labels[fam == "a"][0] == 0  # the bigger family is c0
     # fitted on a sample of the records, applied to all, the same split
-    y = lexical_features(inp, 40, sample=20)
+    y = lexical_features(inp, 40, sample=20, fmt="prompt-response")
     assert np.isfinite(y).all()
     assert np.array_equal(kmeans(normalise(y), 2), labels)
     with pytest.raises(InputError, match="more records than the scores file"):
-        lexical_features(inp, 39)
+        lexical_features(inp, 39, fmt="prompt-response")
 
 
 def _picked(out):
@@ -318,11 +320,11 @@ def demo_scored(tmp_path_factory, demo_assets):
     written beside the scores as the stream writes them (pooled by the base engine)."""
     import fastscore
     from fastscore.config import EngineConfig
+    from fastscore.data.formats import to_samples
+    from fastscore.data.readers import read_records
+    from fastscore.engines.models import load_tokenizer
     from fastscore.engines.torch_engine import TorchEngine
-    from fastscore.formats import to_samples
-    from fastscore.io import read_records
-    from fastscore.models import load_tokenizer
-    from fastscore.render import Renderer
+    from fastscore.rendering.renderer import Renderer
 
     tmp = tmp_path_factory.mktemp("coverage")
     data = tmp / "data.jsonl"
@@ -355,10 +357,10 @@ def test_torch_engine_pools_what_transformers_computes(demo_assets, tokenizer, b
     from transformers import AutoModelForCausalLM
 
     from fastscore.config import EngineConfig
+    from fastscore.data.formats import to_samples
+    from fastscore.data.readers import read_records
     from fastscore.engines.torch_engine import TorchEngine, pool_rows
-    from fastscore.formats import to_samples
-    from fastscore.io import read_records
-    from fastscore.render import Renderer
+    from fastscore.rendering.renderer import Renderer
 
     rendered = [
         r
@@ -411,7 +413,7 @@ def test_cli_select_with_coverage_on_demo_scores(demo_scored):
 
 
 def test_report_shows_the_clusters(demo_scored):
-    from fastscore.reporting import report
+    from fastscore.reporting.page import report
 
     tmp, data, scores = demo_scored
     sel = SelectConfig(top_k=30, coverage="clusters", clusters=3, features="lexical")
@@ -487,12 +489,12 @@ def test_the_torch_stream_writes_engine_features_in_step_with_the_scores(tmp_pat
 
     import fastscore
     from fastscore.config import EngineConfig
-    from fastscore.coverage import project_pooled, read_features
+    from fastscore.data.formats import to_samples
+    from fastscore.data.readers import read_records
+    from fastscore.engines.models import load_tokenizer
     from fastscore.engines.torch_engine import TorchEngine
-    from fastscore.formats import to_samples
-    from fastscore.io import read_records
-    from fastscore.models import load_tokenizer
-    from fastscore.render import Renderer
+    from fastscore.rendering.renderer import Renderer
+    from fastscore.scoring.features import project_pooled, read_features
 
     from .test_reliability import _killed_run
 

@@ -23,7 +23,7 @@ CHAT = [Message("user", "what color is the rega?"), Message("assistant", "the re
 
 
 def test_the_renderer_writes_the_date_it_is_given(tokenizer):
-    from fastscore.render import Renderer
+    from fastscore.rendering.renderer import Renderer
 
     tok = copy.deepcopy(tokenizer)
     tok.chat_template = DATED
@@ -37,7 +37,7 @@ def test_the_renderer_writes_the_date_it_is_given(tokenizer):
 
 def test_resume_renders_the_date_the_run_started_with(tmp_path, demo_assets, monkeypatch):
     import fastscore
-    import fastscore.pipeline as pipeline
+    import fastscore.executors.local as pipeline
     from fastscore.config import EngineConfig
 
     template = tmp_path / "dated.jinja"
@@ -74,10 +74,10 @@ def test_resume_renders_the_date_the_run_started_with(tmp_path, demo_assets, mon
 
 
 def test_a_restarted_ray_run_takes_the_date_of_its_run_record(tmp_path, monkeypatch):
-    import fastscore.pipeline as pipeline
+    import fastscore.executors.local as pipeline
     from fastscore.config import ScoreConfig
-    from fastscore.outputs import OutputPaths
-    from fastscore.resume import write_run_record
+    from fastscore.runs.outputs import OutputPaths
+    from fastscore.runs.resume import write_run_record
 
     data = tmp_path / "d.jsonl"
     data.write_bytes(b"{}\n")

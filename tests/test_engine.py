@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fastscore.scoring import mean_nll
+from fastscore.scoring.arithmetic import mean_nll
 
 from .format_records import rendered as _rendered
 from .reference import transformers_logprobs

@@ -9,10 +9,11 @@ import numpy as np
 import orjson
 import pytest
 
-from fastscore.formats import to_samples
-from fastscore.io import read_records, read_score_rows
-from fastscore.models import load_tokenizer
-from fastscore.render import Renderer
+from fastscore.data.formats import to_samples
+from fastscore.data.readers import read_records
+from fastscore.data.writers import read_score_rows
+from fastscore.engines.models import load_tokenizer
+from fastscore.rendering.renderer import Renderer
 
 from .test_cli import MULTI_TURN, cli
 
@@ -180,7 +181,7 @@ def test_datasets_directory_in_parquet_out(scored, demo_assets):
 
 
 def test_scores_parquet_keeps_ids_of_mixed_types(tmp_path):
-    from fastscore.io import write_scores_parquet
+    from fastscore.data.writers import write_scores_parquet
 
     rows = [
         {"id": 3, "index": 0, "status": "ok", "loss_base": 1.0},

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fastscore.flops import (
+from fastscore.benchmarks.flops import (
     ModelShape,
     attention_flops,
     head_flops,

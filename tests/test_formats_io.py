@@ -3,9 +3,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from fastscore.data.formats import to_samples
+from fastscore.data.readers import count_records, detect_file_kind, read_records
 from fastscore.errors import InputError
-from fastscore.formats import to_samples
-from fastscore.io import count_records, detect_file_kind, read_records
 from fastscore.records import BAD_RECORD, OK, RawRecord
 
 MESSAGES = {

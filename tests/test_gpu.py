@@ -26,7 +26,7 @@ from fastscore.engines.packed import (
 )
 from fastscore.engines.torch_engine import TorchEngine
 from fastscore.records import OK, RenderedSample
-from fastscore.scoring import mean_nll
+from fastscore.scoring.arithmetic import mean_nll
 
 from .format_records import rendered
 
@@ -58,9 +58,9 @@ def cpu_engines(demo_assets):
 
 
 def _demo_samples(path, tokenizer, n=200):
-    from fastscore.formats import to_samples
-    from fastscore.io import read_records
-    from fastscore.render import Renderer
+    from fastscore.data.formats import to_samples
+    from fastscore.data.readers import read_records
+    from fastscore.rendering.renderer import Renderer
 
     out = Renderer(tokenizer).render_all(to_samples(read_records(path)))
     return [s for s in out if s.status == OK][:n]

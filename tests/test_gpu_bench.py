@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from fastscore import gpu_bench as gb
+from fastscore.benchmarks import gpu as gb
 from fastscore.records import RenderedSample
 
 
@@ -32,7 +32,7 @@ def test_tiny_shape_runs_every_way_on_cpu(tmp_path):
     written = json.loads((tmp_path / "out.json").read_text())
     assert written["ratios"] == summary["ratios"]
     assert {"device", "command", "matmul_tflops", "ways", "ratios"} <= set(written)
-    assert written["command"].startswith("python -m fastscore.gpu_bench --shape tiny")
+    assert written["command"].startswith("python -m fastscore.benchmarks.gpu --shape tiny")
     assert [w["name"] for w in written["ways"]] == list(gb.WAYS) and "errors" not in written
     for w in written["ways"]:
         assert w["tokens_per_s"] > 0 and w["mfu"] > 0 and "peak_mem_gib" in w

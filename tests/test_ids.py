@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from fastscore.ids import IdRegistry, duplicate_records, flag_duplicate_ids
+from fastscore.data.ids import IdRegistry, duplicate_records, flag_duplicate_ids
 from fastscore.records import BAD_RECORD, DUPLICATE_ID, OK, Sample
 
 

@@ -7,12 +7,12 @@ import orjson
 import pytest
 
 from fastscore.config import EngineConfig, ScoreConfig
-from fastscore.formats import to_samples
-from fastscore.io import read_records
-from fastscore.pipeline import score_file
-from fastscore.render import Renderer
-from fastscore.scoring import mean_nll
-from fastscore.stream import alone_sample
+from fastscore.data.formats import to_samples
+from fastscore.data.readers import read_records
+from fastscore.executors.local import score_file
+from fastscore.rendering.renderer import Renderer
+from fastscore.scoring.arithmetic import mean_nll
+from fastscore.scoring.stream import alone_sample
 
 from .reference import transformers_logprobs
 

@@ -183,7 +183,7 @@ def test_engine_takes_an_in_memory_model_and_auto_packs_on_cpu():
 def test_auto_engine_is_torch_even_with_cuda_and_vllm(monkeypatch):
     import importlib.util
 
-    from fastscore.session import resolve_engine_kind
+    from fastscore.scoring.session import resolve_engine_kind
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     real = importlib.util.find_spec

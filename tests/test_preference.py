@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from fastscore.records import RenderedSample
-from fastscore.scoring import mean_nll
+from fastscore.scoring.arithmetic import mean_nll
 
 from .reference import transformers_logprobs
 from .test_cli import cli

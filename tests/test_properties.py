@@ -8,10 +8,10 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastscore.formats import to_samples
-from fastscore.io import read_records
+from fastscore.data.formats import to_samples
+from fastscore.data.readers import read_records
 from fastscore.records import BAD_RECORD, NO_RESPONSE, OK, TOO_LONG, Message, RawRecord, Sample
-from fastscore.render import Renderer
+from fastscore.rendering.renderer import Renderer
 
 json_values = st.recursive(
     st.none()

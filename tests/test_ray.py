@@ -14,7 +14,7 @@ import pytest
 
 import fastscore
 from fastscore.config import EngineConfig, RayConfig
-from fastscore.ray_executor import plan_shards
+from fastscore.executors.ray_shards import plan_shards
 
 ray = pytest.importorskip("ray", reason="pip install 'fastscore[ray]'")
 pytestmark = pytest.mark.engine

@@ -103,7 +103,7 @@ def test_shards_read_their_records_without_parsing_the_earlier_ones(tmp_path, mo
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    import fastscore.io as io
+    import fastscore.data.readers as io
 
     recs = [{"id": i, "prompt": f"p{i}", "response": f"r{i}"} for i in range(1000)]
     jsonl = tmp_path / "d.jsonl"

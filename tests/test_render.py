@@ -9,7 +9,7 @@ import pytest
 
 from fastscore.errors import ModelError
 from fastscore.records import NO_RESPONSE, OK, TEMPLATE_ERROR, TOO_LONG, Message, Sample
-from fastscore.render import Renderer, response_positions
+from fastscore.rendering.renderer import Renderer, response_positions
 
 MULTI = [
     Message("system", "you are terse."),
@@ -189,7 +189,7 @@ def test_a_turn_without_content_is_located_by_the_fallback(tokenizer):
 
 
 def test_the_rule_is_said_in_words(tokenizer):
-    from fastscore.render import PLAIN_TEMPLATE, ChatTemplate
+    from fastscore.rendering.renderer import PLAIN_TEMPLATE, ChatTemplate
 
     trl = ChatTemplate("t", "o", "model", "trl", "qwen3")
     assert trl.info()["masks"] == "TRL's training template for qwen3 (what SFTTrainer trains on)"
@@ -201,7 +201,7 @@ def test_the_rule_is_said_in_words(tokenizer):
 def test_without_trl_an_unmarked_template_is_refused_not_guessed(tokenizer, monkeypatch):
     """TRL is a core dependency; a broken install that lacks it is told so, instead of
     scoring other tokens than SFT trains on."""
-    import fastscore.render as render
+    import fastscore.rendering.renderer as render
 
     monkeypatch.setattr(render, "_trl_template_dir", lambda: None)
     with pytest.raises(ModelError, match=r"TRL is not installed.*pip install 'trl>=1.16'"):

@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 import pytest
 
-from fastscore.table import ScoresTable
+from fastscore.selection.table import ScoresTable
 
 from .test_cli import cli
 

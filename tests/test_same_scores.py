@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from fastscore.config import EngineConfig, ScoreConfig
-from fastscore.pipeline import score_file
+from fastscore.executors.local import score_file
 
 pytestmark = pytest.mark.engine
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from fastscore.records import NONFINITE, OK, TOO_LONG, RenderedSample
-from fastscore.scoring import lobass, mean_nll, rho, score_losses
-from fastscore.stream import aggregate, chunk_by_tokens
+from fastscore.scoring.arithmetic import lobass, mean_nll, rho, score_losses
+from fastscore.scoring.stream import aggregate, chunk_by_tokens
 
 
 def test_mean_nll_by_hand():
@@ -71,7 +71,7 @@ def test_chunks_keep_order_and_respect_budget():
 
 
 def test_prefetch_keeps_order_and_raises_the_producers_error():
-    from fastscore.stream import prefetch
+    from fastscore.scoring.stream import prefetch
 
     assert list(prefetch(iter(range(100)), depth=3)) == list(range(100))
 
@@ -89,7 +89,7 @@ def test_prefetch_stops_its_thread_when_abandoned():
     import threading
     import time
 
-    from fastscore.stream import prefetch
+    from fastscore.scoring.stream import prefetch
 
     it = prefetch(iter(range(10_000)), depth=1)
     assert next(it) == 0
@@ -104,7 +104,7 @@ def test_prefetch_thread_ends_when_the_consumer_stops_before_the_end_mark():
     import threading
     import time
 
-    from fastscore.stream import prefetch
+    from fastscore.scoring.stream import prefetch
 
     it = prefetch(iter([0, 1]), depth=1)
     assert next(it) == 0
@@ -115,7 +115,7 @@ def test_prefetch_thread_ends_when_the_consumer_stops_before_the_end_mark():
 
 
 def test_ifd_by_hand():
-    from fastscore.scoring import ifd
+    from fastscore.scoring.arithmetic import ifd
 
     assert ifd(1.0, 2.0) == 0.5
     assert ifd(3.0, 2.0) == 1.5
@@ -123,7 +123,7 @@ def test_ifd_by_hand():
 
 
 def test_response_alone_keeps_every_turns_response_tokens():
-    from fastscore.scoring import response_alone
+    from fastscore.scoring.arithmetic import response_alone
 
     ids = np.array([1, 10, 11, 20, 21, 12, 13, 22], dtype=np.int32)
     pos = np.array([3, 4, 7], dtype=np.int32)  # two turns: 20 21, then 22
@@ -134,7 +134,7 @@ def test_response_alone_keeps_every_turns_response_tokens():
 
 
 def test_spearman_by_hand():
-    from fastscore.scoring import spearman
+    from fastscore.scoring.arithmetic import spearman
 
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
@@ -145,7 +145,7 @@ def test_spearman_by_hand():
 
 
 def test_seeded_uniform_and_perplexity():
-    from fastscore.scoring import perplexity, seeded_uniform
+    from fastscore.scoring.arithmetic import perplexity, seeded_uniform
 
     a = [seeded_uniform(0, i) for i in range(1000)]
     assert a == [seeded_uniform(0, i) for i in range(1000)]  # fixed by (seed, index)

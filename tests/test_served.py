@@ -14,10 +14,10 @@ import pytest
 import fastscore
 from fastscore.config import EngineConfig
 from fastscore.engines.served import PROBES, parse_prompt_logprobs
+from fastscore.engines.servers import Server
 from fastscore.errors import EngineError, ModelError
 from fastscore.records import RenderedSample
-from fastscore.scoring import mean_nll
-from fastscore.servers import Server
+from fastscore.scoring.arithmetic import mean_nll
 
 from .reference import transformers_logprobs
 
@@ -64,9 +64,9 @@ pytestmark = pytest.mark.engine
 
 
 def test_served_matches_transformers(tmp_path, demo_assets, tokenizer, servers, api_key):
-    from fastscore.formats import to_samples
-    from fastscore.io import read_records
-    from fastscore.render import Renderer
+    from fastscore.data.formats import to_samples
+    from fastscore.data.readers import read_records
+    from fastscore.rendering.renderer import Renderer
 
     base, ref = servers
     data = _data(tmp_path, demo_assets, 30)
@@ -183,7 +183,7 @@ def test_a_server_with_another_tokenizer_is_refused(
 
 
 def test_unreachable_server_fails_at_start(tmp_path, demo_assets):
-    from fastscore.servers import free_port
+    from fastscore.engines.servers import free_port
 
     with pytest.raises(EngineError, match="failed on /v1/models"):
         fastscore.score(
@@ -340,10 +340,10 @@ def test_connections_the_server_closed_while_idle_are_not_errors(
     """vLLM's server (uvicorn) closes a connection idle for 5 s. A pause longer than that
     at start (before the tokenizer probe) and between chunks must cost neither an error
     nor a retry with its backoff."""
+    from fastscore.data.formats import to_samples
+    from fastscore.data.readers import read_records
     from fastscore.engines.served import ServedEngine
-    from fastscore.formats import to_samples
-    from fastscore.io import read_records
-    from fastscore.render import Renderer
+    from fastscore.rendering.renderer import Renderer
 
     base, _ = servers
     idle = 7.0  # > the server's keep-alive (VLLM_HTTP_TIMEOUT_KEEP_ALIVE, 5 s)

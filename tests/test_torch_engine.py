@@ -5,7 +5,7 @@ import orjson
 
 from fastscore.engines.torch_engine import length_batches, pack_groups
 from fastscore.records import RenderedSample
-from fastscore.scoring import mean_nll
+from fastscore.scoring.arithmetic import mean_nll
 
 from .reference import transformers_logprobs
 
@@ -30,9 +30,9 @@ def test_pack_groups_in_order_within_budget():
 
 def test_auto_engine_on_cpu_is_torch_and_matches_transformers(tmp_path, demo_assets, tokenizer):
     import fastscore
-    from fastscore.formats import to_samples
-    from fastscore.io import read_records
-    from fastscore.render import Renderer
+    from fastscore.data.formats import to_samples
+    from fastscore.data.readers import read_records
+    from fastscore.rendering.renderer import Renderer
 
     data = tmp_path / "d.jsonl"
     data.write_bytes(

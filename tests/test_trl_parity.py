@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastscore.formats import to_sample
+from fastscore.data.formats import to_sample
 from fastscore.records import OK, RawRecord
-from fastscore.render import Renderer
+from fastscore.rendering.renderer import Renderer
 
 from .conversations import (
     COMPLETIONS,
@@ -109,7 +109,7 @@ def test_the_reference_is_what_sft_trainer_does(tmp_path, demo_assets, tok):
 def test_fallback_locates_every_assistant_turn_of_every_original(tok, monkeypatch):
     """Without TRL's variants (rule sentinel) each original template still renders
     multi-turn records, and every reply's own tokens are scored."""
-    import fastscore.render as render
+    import fastscore.rendering.renderer as render
 
     monkeypatch.setattr(render, "trl_training_variant", lambda tokenizer, source: None)
     for family, original, _ in PAIRS:
@@ -134,7 +134,7 @@ def test_fallback_scores_a_tool_call_turn_without_content(tok, monkeypatch):
     content would be and scores the call the template writes, up to the end of the turn."""
     import copy
 
-    import fastscore.render as render
+    import fastscore.rendering.renderer as render
 
     monkeypatch.setattr(render, "trl_training_variant", lambda tokenizer, source: None)
     record = copy.deepcopy(CONVERSATIONS["tool_call"])

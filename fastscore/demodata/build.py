@@ -20,9 +20,9 @@ from pathlib import Path
 
 import orjson
 
-from ..paths import cache_dir
-from ..train import Schedule, train_examples
-from . import world as world_mod
+from fastscore.demodata import world as world_mod
+from fastscore.paths import cache_dir
+from fastscore.train import Schedule, train_examples
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +141,8 @@ def tiny_llama(tokenizer, m: TinyLlama):
 def _build(recipe: DemoRecipe, out: DemoAssets) -> None:
     import torch
 
-    from ..config import TrainConfig
-    from ..train import train_ref
+    from fastscore.config import TrainConfig
+    from fastscore.train import train_ref
 
     torch.manual_seed(recipe.seed)
     pretrain, sft = world_mod.build(recipe.world)

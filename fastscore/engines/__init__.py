@@ -6,7 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..records import RenderedSample
+from fastscore.records import RenderedSample
 
 
 class Engine(Protocol):

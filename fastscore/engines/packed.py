@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..records import RenderedSample
+from fastscore.records import RenderedSample
 
 
 def stream_layout(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

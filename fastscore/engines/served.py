@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import EngineConfig
-from ..errors import EngineError, ModelError
-from ..records import RenderedSample
+from fastscore.config import EngineConfig
+from fastscore.errors import EngineError, ModelError
+from fastscore.records import RenderedSample
 
 log = logging.getLogger(__name__)
 

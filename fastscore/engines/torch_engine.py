@@ -35,12 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from .._compat import import_transformers
-from ..config import EngineConfig
-from ..errors import EngineError, ModelError
-from ..models import require_model_dir
-from ..records import RenderedSample
-from .packed import (
+from fastscore._compat import import_transformers
+from fastscore.config import EngineConfig
+from fastscore.engines.models import require_model_dir
+from fastscore.engines.packed import (
     pack_samples,
     packed_hidden,
     packing_support,
@@ -49,6 +47,8 @@ from .packed import (
     varlen_attention,
     varlen_unavailable,
 )
+from fastscore.errors import EngineError, ModelError
+from fastscore.records import RenderedSample
 
 log = logging.getLogger(__name__)
 

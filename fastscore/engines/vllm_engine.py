@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import EngineConfig
-from ..errors import EngineError
-from ..records import RenderedSample
+from fastscore.config import EngineConfig
+from fastscore.errors import EngineError
+from fastscore.records import RenderedSample
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import orjson
 
-from .errors import ConfigError
-from .ids import IdRegistry
-from .outputs import OutputPaths
-from .records import BAD_RECORD, DUPLICATE_ID
+from fastscore.errors import ConfigError
+from fastscore.data.ids import IdRegistry
+from fastscore.runs.outputs import OutputPaths
+from fastscore.records import BAD_RECORD, DUPLICATE_ID
 
 # Options that cannot change any score: a run may resume under other values of these.
 NEUTRAL = frozenset(

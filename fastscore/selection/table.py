@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from .errors import InputError
-from .io import read_score_rows
-from .outputs import OutputPaths
-from .records import OK
-from .scoring import perplexity, seeded_uniform, spearman
+from fastscore.data.writers import read_score_rows
+from fastscore.errors import InputError
+from fastscore.records import OK
+from fastscore.runs.outputs import OutputPaths
+from fastscore.scoring.arithmetic import perplexity, seeded_uniform, spearman
 
 # scores computed from a row rather than read from a column
 DERIVED = ("perplexity", "length", "random")
@@ -73,6 +73,16 @@ class ScoresTable:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def input_format(self, input_path: str | Path) -> str:
+        """The record format of the input these scores were made on: the manifest's, else
+        detected from the input, once (kept for every later reader of the input)."""
+        if self.fmt is None:
+            from fastscore.data.formats import resolve_format
+            from fastscore.data.readers import detect_file_kind
+
+            self.fmt = resolve_format(input_path, detect_file_kind(input_path), "auto")
+        return self.fmt
 
     @property
     def ok(self) -> np.ndarray:

@@ -28,8 +28,8 @@ The tokenizer is a word-level one over the shape's vocabulary of synthetic words
 (``w0``, ``w1``, ...) with a ChatML template, so a record of p prompt words and r
 response words renders to exactly p + r + 6 tokens, r + 1 of them scored.
 
-    python -m fastscore.gpu_bench --shape llama-8b --json-out gpu-8b.json --profile
-    python -m fastscore.gpu_bench --shape tiny --device cpu     (a quick check of the code)
+    python -m fastscore.benchmarks.gpu --shape llama-8b --json-out gpu-8b.json --profile
+    python -m fastscore.benchmarks.gpu --shape tiny --device cpu     (a quick check of the code)
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from .flops import ModelShape, mfu, scoring_flops
+from fastscore.benchmarks.flops import ModelShape, mfu, scoring_flops
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ def build_word_tokenizer(vocab_size: int, out_dir: Path):
     from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from .demodata.build import CHATML_TEMPLATE
+    from fastscore.demodata.build import CHATML_TEMPLATE
 
     fixed = SPECIALS + ROLES
     vocab = {w: i for i, w in enumerate(fixed)}
@@ -398,8 +398,8 @@ def way_one_sample_loop(models, device) -> Callable:
 
 def run_e2e(data: Path, base_dir: Path, ref_dir: Path, out: Path, engines, device) -> dict:
     """``score_file`` on the JSONL with the started engines; returns its manifest."""
-    from .config import EngineConfig, ScoreConfig
-    from .pipeline import score_file
+    from fastscore.config import EngineConfig, ScoreConfig
+    from fastscore.executors.local import score_file
 
     cfg = ScoreConfig(
         input=str(data),
@@ -505,13 +505,13 @@ def check_targets(ratios: dict, targets: dict) -> dict:
 def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     import torch
 
-    from .config import EngineConfig
-    from .engines.torch_engine import TorchEngine
-    from .formats import to_samples
-    from .io import read_records
-    from .models import load_tokenizer
-    from .records import OK
-    from .render import Renderer
+    from fastscore.config import EngineConfig
+    from fastscore.data.formats import to_samples
+    from fastscore.data.readers import read_records
+    from fastscore.engines.models import load_tokenizer
+    from fastscore.engines.torch_engine import TorchEngine
+    from fastscore.records import OK
+    from fastscore.rendering.renderer import Renderer
 
     t_start = time.perf_counter()
     shape = SHAPES[args.shape]
@@ -528,7 +528,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     spec = DataSpec(args.median_prompt, args.median_response, args.sigma, args.max_tokens)
     summary: dict = {
         "device": dev.name(),
-        "command": "python -m fastscore.gpu_bench " + shlex.join(argv or sys.argv[1:]),
+        "command": "python -m fastscore.benchmarks.gpu " + shlex.join(argv or sys.argv[1:]),
         "shape": {"name": args.shape, "tied_head": shape.tied, **asdict(shape.model)},
         "dtype": str(dtype).removeprefix("torch."),
         "tokens_per_s_counts": "tokens through both models (base and ref) per second",

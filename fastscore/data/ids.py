@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .records import BAD_RECORD, DUPLICATE_ID, Sample
+from fastscore.records import BAD_RECORD, DUPLICATE_ID, Sample
 
 
 def id_hash(rid: Any) -> int:
@@ -97,8 +97,8 @@ def duplicate_records(path, kind: str, fmt: str) -> dict[int, int]:
     """Every record of a file whose id an earlier record has: {index: index of the first}.
     For executors that score parts of a file apart (Ray shards) and must agree with a
     whole-file run."""
-    from .formats import to_samples
-    from .io import read_records
+    from fastscore.data.formats import to_samples
+    from fastscore.data.readers import read_records
 
     pairs = _with_first(to_samples(read_records(path, kind), fmt), IdRegistry())
     return {s.index: first for s, first in pairs if first is not None}

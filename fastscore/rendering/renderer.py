@@ -60,9 +60,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import TEMPLATES
-from .errors import ConfigError, ModelError
-from .records import NO_RESPONSE, OK, TEMPLATE_ERROR, TOO_LONG, RenderedSample, Sample
+from fastscore.config import TEMPLATES
+from fastscore.errors import ConfigError, ModelError
+from fastscore.records import NO_RESPONSE, OK, TEMPLATE_ERROR, TOO_LONG, RenderedSample, Sample
 
 PLAIN_TEMPLATE = (
     "{{ bos_token or '' }}"

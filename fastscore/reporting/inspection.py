@@ -15,19 +15,20 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .config import InspectConfig, validate_inspect
-from .errors import ConfigError, InputError
-from .formats import record_id, to_sample
-from .io import read_records, read_score_rows
-from .records import OK, RawRecord
+from fastscore.config import InspectConfig, validate_inspect
+from fastscore.data.formats import to_sample
+from fastscore.data.readers import read_records
+from fastscore.data.writers import read_score_rows
+from fastscore.errors import ConfigError, InputError
+from fastscore.records import OK, RawRecord
 
 
 def inspect(config: InspectConfig | None = None, /, **fields: Any) -> dict[str, Any]:
     """The chosen record (``id`` or ``index``; the first by default) rendered and tokenized:
     every token's text and whether it is scored, and with a reference each scored token's
     logprob under the base and the reference."""
-    from .config import ScoreConfig
-    from .session import open_session
+    from fastscore.config import ScoreConfig
+    from fastscore.scoring.session import open_session
 
     cfg = dataclasses.replace(config, **fields) if config else InspectConfig(**fields)
     cfg = _from_scores_manifest(cfg)
@@ -110,7 +111,7 @@ def _from_scores_manifest(cfg: InspectConfig) -> InspectConfig:
     given: so the tokens shown are the ones that were scored."""
     if not cfg.scores:
         return cfg
-    from .outputs import OutputPaths
+    from fastscore.runs.outputs import OutputPaths
 
     path = OutputPaths.find_manifest(cfg.scores)
     if path is None:
@@ -140,7 +141,7 @@ def _from_scores_manifest(cfg: InspectConfig) -> InspectConfig:
 def _find(cfg: InspectConfig, kind: str) -> RawRecord:
     for raw in read_records(cfg.input, kind):
         if cfg.id is not None:
-            rid = record_id(raw)
+            rid = raw.id
             if rid == cfg.id or (isinstance(cfg.id, str) and str(rid) == cfg.id):
                 return raw
         elif raw.index == (cfg.index or 0):

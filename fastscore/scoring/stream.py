@@ -25,17 +25,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 
-from .errors import InputError
-from .formats import to_samples
-from .ids import flag_duplicate_ids
-from .io import location
-from .records import NONFINITE, OK, RawRecord, RenderedSample, ScoredSample
-from .scoring import ifd, mean_nll, response_alone, score_losses
-from .stats import Stats
+from fastscore.data.formats import to_samples
+from fastscore.data.ids import flag_duplicate_ids
+from fastscore.data.readers import location
+from fastscore.errors import InputError
+from fastscore.records import NONFINITE, OK, RawRecord, RenderedSample, ScoredSample
+from fastscore.runs.stats import Stats
+from fastscore.scoring.arithmetic import ifd, mean_nll, response_alone, score_losses
 
 MAX_CHUNK_RECORDS = 8192
+
+
 # distinct samples whose losses are remembered for repeats: about 100 bytes each
 IDENTICAL_WINDOW = 1 << 18
 
@@ -117,9 +118,6 @@ def timed(it: Iterable, stats: Stats, stage: str) -> Iterator:
         yield x
 
 
-# ------------------------------------------------------------------ arithmetic of a line
-
-
 def aggregate(sample: RenderedSample, losses: tuple | None) -> ScoredSample:
     """One rendered sample and its mean losses (base, ref, and base alone for ifd or None)
     -> its scores line."""
@@ -195,9 +193,6 @@ def alone_sample(r: RenderedSample, bos: int | None) -> RenderedSample:
     return RenderedSample(r.index, r.id, ids, positions)
 
 
-# ------------------------------------------------------------------ engines, maybe async
-
-
 def submit(engine, samples: list[RenderedSample]) -> concurrent.futures.Future:
     """The engine's response logprobs of ``samples``: from its own ``submit`` when it works
     asynchronously (served engines), else computed now into a finished future."""
@@ -259,31 +254,6 @@ class _Job:
     alone: list[RenderedSample | None] | None
 
 
-# ------------------------------------------------------------------ the stream
-
-
-class JsonlSink:
-    """Scores lines appended to a file, flushed per chunk; with ``features`` (a
-    ``coverage.FeatureWriter``), the chunk's feature rows are written first, so a kill
-    leaves at least as many feature rows as scores lines."""
-
-    def __init__(self, path, append: bool, with_ifd: bool, features=None):
-        self.f = open(path, "ab" if append else "wb")  # noqa: SIM115 (closed by close())
-        self.with_ifd = with_ifd
-        self.features = features
-
-    def write(self, rows: list[ScoredSample], feature_rows=None) -> None:
-        if self.features is not None and feature_rows is not None:
-            self.features.write(feature_rows)
-        self.f.write(b"".join(orjson.dumps(s.to_json(self.with_ifd)) + b"\n" for s in rows))
-        self.f.flush()
-
-    def close(self) -> None:
-        self.f.close()
-        if self.features is not None:
-            self.features.close()
-
-
 def score_records(
     session,
     records: Iterable[RawRecord],
@@ -317,7 +287,7 @@ def _feature_rows(job: _Job, sink):
     """One coverage feature row per record of the chunk (coverage.chunk_feature_rows)."""
     if getattr(sink, "features", None) is None:
         return None
-    from .coverage import chunk_feature_rows
+    from fastscore.scoring.features import chunk_feature_rows
 
     ok = [slot.features for r, slot in zip(job.chunk, job.slots, strict=True) if r.status == OK]
     if any(f is None for f in ok):  # rows of NaN keep the file in step with the scores

@@ -17,12 +17,12 @@ from typing import Any
 
 import orjson
 
-from . import __version__
-from .io import write_scores_parquet
-from .outputs import OutputPaths, partial_of
-from .records import STATUSES
-from .resume import kill_point, run_fingerprint
-from .stats import Stats
+from fastscore import __version__
+from fastscore.data.writers import write_scores_parquet
+from fastscore.runs.outputs import OutputPaths, partial_of
+from fastscore.records import STATUSES
+from fastscore.runs.resume import kill_point, run_fingerprint
+from fastscore.runs.stats import Stats
 
 
 def versions() -> dict[str, str]:
@@ -112,7 +112,7 @@ def finish(paths: OutputPaths, manifest: dict[str, Any]) -> None:
         paths.partial.unlink()
     else:
         os.replace(paths.partial, paths.scores)
-    from .coverage import finish_features
+    from fastscore.scoring.features import finish_features
 
     finish_features(paths.scores)  # the features beside the scores, when there are some
     kill_point("final:cleanup")

@@ -76,8 +76,8 @@ def build_models(shape: str, root: Path) -> tuple[Path, Path]:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from .demodata.build import ensure_demo
-    from .models import load_tokenizer
+    from fastscore.demodata.build import ensure_demo
+    from fastscore.engines.models import load_tokenizer
 
     s = SHAPES[shape]
     tok = load_tokenizer(ensure_demo().base)
@@ -108,7 +108,7 @@ def build_models(shape: str, root: Path) -> tuple[Path, Path]:
 
 def make_data(path: Path, n: int, seed: int, max_words: int) -> None:
     """Chat samples with long-tailed (log-normal) prompt and response lengths."""
-    from .demodata.world import _word
+    from fastscore.demodata.world import _word
 
     rng = random.Random(seed)
     words = [_word(rng, rng.choice((1, 2, 3))) for _ in range(2000)]
@@ -174,19 +174,19 @@ def head_flop_share(model_dir: Path, mean_len: float) -> float:
 
 
 def _rendered(data: Path, model: Path):
-    from .formats import to_samples
-    from .io import read_records
-    from .models import load_tokenizer
-    from .records import OK
-    from .render import Renderer
+    from fastscore.data.formats import to_samples
+    from fastscore.data.readers import read_records
+    from fastscore.engines.models import load_tokenizer
+    from fastscore.records import OK
+    from fastscore.rendering.renderer import Renderer
 
     r = Renderer(load_tokenizer(model))
     return [s for s in r.render_all(to_samples(read_records(data))) if s.status == OK]
 
 
 def _vllm_pair(base, ref, max_len):
-    from .config import EngineConfig
-    from .engines.vllm_engine import VllmEngine
+    from fastscore.config import EngineConfig
+    from fastscore.engines.vllm_engine import VllmEngine
 
     cfg = EngineConfig(kind="vllm", dtype="float32")
     return (
@@ -253,7 +253,7 @@ def way_cherry(torch_models, samples) -> Callable[[], None]:
 def way_padded(torch_models, samples, batch_tokens: int = 4096) -> Callable[[], None]:
     import torch
 
-    from .engines.torch_engine import length_batches
+    from fastscore.engines.torch_engine import length_batches
 
     batches = length_batches(samples, batch_tokens)
 
@@ -281,8 +281,8 @@ def way_padded(torch_models, samples, batch_tokens: int = 4096) -> Callable[[], 
 
 
 def way_fastscore(data, base, ref, workdir, engine_kind, engines=None) -> Callable[[], None]:
-    from .config import EngineConfig, ScoreConfig
-    from .pipeline import run_scoring
+    from fastscore.config import EngineConfig, ScoreConfig
+    from fastscore.executors.local import run_scoring
 
     cfg = ScoreConfig(
         input=str(data),
@@ -313,9 +313,9 @@ def way_engine_only(torch_engines, samples) -> Callable[[], None]:
 def main(args: argparse.Namespace) -> dict:
     import torch
 
-    from .config import EngineConfig
-    from .demodata.build import ensure_demo
-    from .engines.torch_engine import TorchEngine
+    from fastscore.config import EngineConfig
+    from fastscore.demodata.build import ensure_demo
+    from fastscore.engines.torch_engine import TorchEngine
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fastscore-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)

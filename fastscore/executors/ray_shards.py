@@ -24,16 +24,16 @@ from typing import Any
 
 import orjson
 
-from .config import ScoreConfig, from_dict
-from .errors import ConfigError, EngineError
-from .ids import KnownDuplicates, duplicate_records
-from .io import count_records, jsonl_starts, read_record_range
-from .manifest import build_manifest
-from .outputs import OutputPaths, partial_of
-from .resume import run_fingerprint, write_run_record
-from .session import open_session
-from .stats import Stats
-from .stream import JsonlSink, score_records
+from fastscore.config import ScoreConfig, from_dict
+from fastscore.data.ids import KnownDuplicates, duplicate_records
+from fastscore.data.readers import count_records, jsonl_starts, read_record_range
+from fastscore.errors import ConfigError, EngineError
+from fastscore.executors.base import score_range
+from fastscore.runs.manifest import build_manifest
+from fastscore.runs.outputs import OutputPaths, partial_of
+from fastscore.runs.resume import run_fingerprint, write_run_record
+from fastscore.runs.stats import Stats
+from fastscore.scoring.session import open_session
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class ShardWorker:
     def __init__(self, cfg_dict: dict, threads: int):
         import torch
 
-        from .session import session_facts
+        from fastscore.scoring.session import session_facts
 
         torch.set_num_threads(max(1, threads))
         self.cfg = from_dict(ScoreConfig, cfg_dict)
@@ -65,16 +65,8 @@ class ShardWorker:
         s.stats = Stats()
         s.cfg = dataclasses.replace(self.cfg, output=out_path, progress=False)
         t0 = time.perf_counter()
-        from .pipeline import feature_writer
-
-        sink = JsonlSink(
-            partial_of(out_path), append=False, with_ifd=s.cfg.ifd, features=feature_writer(s, 0)
-        )
-        try:
-            records = read_record_range(s.cfg.input, s.kind, lo, hi, start)
-            score_records(s, records, sink, ids=KnownDuplicates(duplicates))
-        finally:
-            sink.close()
+        records = read_record_range(s.cfg.input, s.kind, lo, hi, start)
+        score_range(s, records, partial_of(out_path), done=0, ids=KnownDuplicates(duplicates))
         os.replace(partial_of(out_path), out_path)
         seconds = s.stats.to_json()["seconds"]
         return {
@@ -94,7 +86,7 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
         import ray
     except ImportError as e:
         raise ConfigError("executor 'ray' needs Ray: pip install 'fastscore[ray]'") from e
-    from .session import session_facts
+    from fastscore.scoring.session import session_facts
 
     paths = paths or OutputPaths.of(cfg.output)
     t_start = time.perf_counter()
@@ -209,7 +201,7 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
                 f.write(data)
         if n_lines != n_records:
             raise EngineError(f"ray: the shards hold {n_lines} lines for {n_records} records")
-        from .coverage import finish_features, merge_features, remove_features
+        from fastscore.scoring.features import finish_features, merge_features, remove_features
 
         parts = [paths.shard(k)[0] for k in range(len(shards))]
         for p in parts:

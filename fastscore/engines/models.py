@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._compat import import_transformers
-from .errors import ModelError
+from fastscore._compat import import_transformers
+from fastscore.errors import ModelError
 
 _FINGERPRINT_FILES = (
     "config.json",
@@ -38,14 +38,16 @@ def require_model_dir(model: str | Path, role: str = "model") -> None:
         )
 
 
-def require_checkpoint(model: str | Path, role: str, *, weights: bool = True) -> None:
+def require_checkpoint(
+    model: str | Path, role: str, *, config: bool = True, weights: bool = True
+) -> None:
     """``model`` is a Hugging Face checkpoint directory, or an error that names what is
-    missing, before transformers says it in its own words (``weights``: the model itself
-    is loaded, not only its tokenizer)."""
+    missing, before transformers says it in its own words (``config``: its config is read;
+    ``weights``: the model itself is loaded from it; a tokenizer is always needed)."""
     require_model_dir(model, role)
     root = Path(model)
     missing = []
-    if weights and not (root / "config.json").is_file():
+    if config and not (root / "config.json").is_file():
         missing.append("config.json")
     if weights and not any(next(root.glob(g), None) for g in _WEIGHT_FILES):
         missing.append("weights (*.safetensors or *.bin)")

@@ -28,9 +28,9 @@ from typing import Any
 
 import orjson
 
-from .config import FORMATS
-from .errors import InputError
-from .records import BAD_RECORD, Message, RawRecord, Sample
+from fastscore.config import FORMATS
+from fastscore.errors import InputError
+from fastscore.records import BAD_RECORD, Message, RawRecord, Sample
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "ipython")
 _SHAREGPT_ROLES = {
@@ -212,16 +212,9 @@ def sample_turns(sample: Sample) -> list[tuple[str, str]]:
     return turns
 
 
-def record_id(raw: RawRecord) -> Any:
-    """The record's ``id`` field when present (and not null), else its 0-based position."""
-    if isinstance(raw.data, dict) and raw.data.get("id") is not None:
-        return raw.data["id"]
-    return raw.index
-
-
 def to_sample(raw: RawRecord, fmt: str) -> Sample:
     """One raw record in a known format -> a Sample (status bad_record if it does not fit)."""
-    rid = record_id(raw)
+    rid = raw.id
     if raw.error is not None:
         return Sample(raw.index, rid, status=BAD_RECORD, reason=raw.error)
     if not isinstance(raw.data, dict):
@@ -250,7 +243,7 @@ def resolve_format(path, kind: str, fmt: str) -> str:
     """The record format of the whole file (``auto`` resolved on its first fitting record,
     within the first 1000), so that shards scored apart parse every record exactly as a
     whole-file run does."""
-    from .io import read_records
+    from fastscore.data.readers import read_records
 
     if fmt != "auto":
         return fmt
@@ -285,7 +278,7 @@ def to_samples(records: Iterable[RawRecord], fmt: str = "auto") -> Iterator[Samp
     for p in pending:  # the file never revealed a format: every record is reported
         yield Sample(
             p.index,
-            record_id(p),
+            p.id,
             status=BAD_RECORD,
             reason=p.error
             or "record fits no known format (messages, conversations, prompt/completion, "

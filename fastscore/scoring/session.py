@@ -16,20 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import EngineConfig, ScoreConfig
-from .engines import Engine
-from .errors import ConfigError
-from .formats import resolve_format
-from .io import detect_file_kind
-from .models import (
+from fastscore.config import EngineConfig, ScoreConfig
+from fastscore.data.formats import resolve_format
+from fastscore.data.readers import detect_file_kind
+from fastscore.engines import Engine
+from fastscore.engines.models import (
     check_same_tokenizer,
     fingerprint,
     load_tokenizer,
     model_max_length,
     require_checkpoint,
 )
-from .render import Renderer, make_renderer
-from .stats import Stats
+from fastscore.errors import ConfigError
+from fastscore.rendering.renderer import Renderer, make_renderer
+from fastscore.runs.stats import Stats
 
 # No vLLM GPU run of fastscore has been verified yet (the GPU machine it was measured on has
 # no vLLM); until one is, ``auto`` takes the torch engine on a GPU as well.
@@ -89,7 +89,7 @@ def open_session(
             tok, max_length, models = _served(cfg, stats, owned)
             engines = (owned[0], owned[1])
         else:
-            tok, max_length, models = _local(cfg, stats)
+            tok, max_length, models = _local(cfg, stats, load_weights=engines is None)
         kind = detect_file_kind(cfg.input)
         fmt = resolve_format(cfg.input, kind, cfg.format)
         check_format_options(cfg, fmt)
@@ -134,13 +134,14 @@ def check_format_options(cfg: ScoreConfig, fmt: str) -> None:
         )
 
 
-def _local(cfg: ScoreConfig, stats: Stats):
+def _local(cfg: ScoreConfig, stats: Stats, *, load_weights: bool):
     """Tokenizer (the base's, checked against the ref's), max length, model fingerprints."""
     trc = cfg.engine.trust_remote_code
-    require_checkpoint(cfg.base, "base model")
-    require_checkpoint(cfg.ref, "reference model")
+    # engines handed in (benchmarks' in-memory models) need no weight files here
+    require_checkpoint(cfg.base, "base model", weights=load_weights)
+    require_checkpoint(cfg.ref, "reference model", weights=load_weights)
     if cfg.tokenizer:
-        require_checkpoint(cfg.tokenizer, "tokenizer directory", weights=False)
+        require_checkpoint(cfg.tokenizer, "tokenizer directory", config=False, weights=False)
     with stats.timer("load_tokenizers"):
         tok = load_tokenizer(cfg.tokenizer or cfg.base, trc)
         if Path(cfg.ref).resolve() != Path(cfg.base).resolve():
@@ -153,7 +154,7 @@ def _local(cfg: ScoreConfig, stats: Stats):
 
 def _served(cfg: ScoreConfig, stats: Stats, owned: list):
     """Connect to the servers, find and check the tokenizer, take the context length."""
-    from .engines.served import ServedEngine
+    from fastscore.engines.served import ServedEngine
 
     with stats.timer("engine_start"):
         for name, urls, model in (
@@ -169,7 +170,7 @@ def _served(cfg: ScoreConfig, stats: Stats, owned: list):
             f"the served base model's path {base.root()!r} is not a local directory; pass "
             "--tokenizer DIR with a local copy of its tokenizer"
         )
-    require_checkpoint(tok_dir, "tokenizer directory", weights=False)
+    require_checkpoint(tok_dir, "tokenizer directory", config=False, weights=False)
     with stats.timer("load_tokenizers"):
         tok = load_tokenizer(tok_dir, cfg.engine.trust_remote_code)
         for e in owned:
@@ -227,13 +228,13 @@ def resolve_engine_kind(cfg: EngineConfig) -> str:
 def make_engine(model: str, cfg: EngineConfig, max_model_len: int, name: str) -> Engine:
     kind = resolve_engine_kind(cfg)
     if kind == "vllm":
-        from .engines.vllm_engine import VllmEngine
+        from fastscore.engines.vllm_engine import VllmEngine
 
         return VllmEngine(model, cfg, max_model_len=max_model_len, name=name)
     if kind == "torch":
-        from .engines.torch_engine import TorchEngine
+        from fastscore.engines.torch_engine import TorchEngine
 
         # the base's prompt-pooled hidden states are selection's coverage features, from
-        # the forward scoring runs anyway (coverage.py)
+        # the forward scoring runs anyway (scoring.features)
         return TorchEngine(model, cfg, name=name, pool="prompt" if name == "base" else None)
     raise ConfigError(f"unknown engine {cfg.kind!r}")

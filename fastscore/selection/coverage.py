@@ -16,10 +16,8 @@ enough from those already kept):
   is topped up with the best records left (counted in the report).
 
 What the records are about (their features), one row per record:
-- ``engine``: the base model's final hidden states, mean-pooled over each record's prompt
-  tokens (every token that is not scored), from the forward scoring already runs, after a
-  fixed seeded random projection to ``FEATURE_DIM`` float16 numbers; written by the torch
-  engine's stream beside the scores as ``<scores stem>.features.npy``.
+- ``engine``: the base model's pooled final hidden states, written beside the scores as
+  they are scored (``scoring.features``).
 - ``lexical``: engines that cannot return hidden states (vLLM's prompt-logprob path, a
   served model) fall back to the prompt's text: its words hashed (scikit-learn's
   ``HashingVectorizer``, no vocabulary held), tf-idf, and a truncated SVD
@@ -30,272 +28,35 @@ What the records are about (their features), one row per record:
 Memory is bounded at a million records: features are ``n x 64`` (256 MB in float32 at
 1M), k-means is fitted on a sample of at most ``KMEANS_SAMPLE`` rows and assigns the rest
 in chunks.
-
-Writing engine features (the scoring stream's side). With the base engine built as
-``TorchEngine(..., pool="prompt")``:
-
-1. at the start: ``w = FeatureWriter(output, resume_rows=done)`` (``done``: the scores
-   lines a ``--resume`` kept, 0 for a fresh run); a fresh run whose engine gives no
-   features calls ``remove_features(output)`` instead;
-2. per chunk, right after ``base.response_logprobs(ok)`` (before any other call on the
-   base, such as ``--ifd``'s, replaces ``base.pooled``), and *before* the chunk's scores
-   lines are written: ``w.write(chunk_feature_rows(chunk, base.pooled))``, one row per
-   record. A kill then leaves at least as many feature rows as scores lines, and a resume
-   cuts the features back to the scores;
-3. ``w.close()``; and in ``finish``, after the scores are renamed into place:
-   ``finish_features(output)`` (``<stem>.features.npy.partial`` -> ``.features.npy``). A
-   kill between the two leaves a partial with exactly the scores' rows, which
-   ``read_features`` accepts.
-
-Ray: each shard does the same with its own path; the merge calls ``merge_features(shard
-paths, output)`` and then ``finish_features(output)``.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .config import COVERAGES, FEATURE_SOURCES, SPREADS  # noqa: F401 (they live there)
-from .errors import ConfigError, InputError
+from fastscore.config import SPREADS
+from fastscore.errors import ConfigError, InputError
+from fastscore.scoring.features import FEATURE_DIM, features_path, read_features
 
-FEATURE_DIM = 64  # numbers per record in the features file
-PROJECTION_SEED = 0  # the engine features' random projection
 LEXICAL_SAMPLE = 50_000  # records the tf-idf weights and the SVD are fitted on
+
+
 KMEANS_SAMPLE = 100_000  # rows k-means is fitted on; the rest are assigned to its centres
+
+
 AUTO_CLUSTERS_MAX = 256
+
+
 CHUNK = 8192  # records transformed / assigned at a time
+
+
 MIN_DISTANCE = 0.1  # diverse: DEITA's cosine similarity of at most 0.9
-POOLS = ("prompt", "response")
-
-# the raw partial file: this header, then float16 rows of `dim` numbers, little-endian
-_MAGIC = b"FSFEAT1\0"
-_HEADER = 16
-
-
-# --- production: what the scoring stream calls -------------------------------------------
-
-
-def features_path(scores: str | os.PathLike) -> Path:
-    """``scores.jsonl`` -> ``scores.features.npy`` (beside it, as the manifest is)."""
-    from .outputs import OutputPaths
-
-    return OutputPaths.of(scores).features
-
-
-def features_partial_path(scores: str | os.PathLike) -> Path:
-    from .outputs import partial_of
-
-    return partial_of(features_path(scores))
-
-
-@functools.lru_cache(maxsize=4)
-def _projection(hidden: int, dim: int, seed: int) -> np.ndarray:
-    """A fixed ``[hidden, dim]`` Gaussian matrix scaled by 1/sqrt(dim): distances are kept
-    in expectation (Johnson-Lindenstrauss), whatever the model's width."""
-    rng = np.random.default_rng([seed, hidden, dim])
-    return (rng.standard_normal((hidden, dim)) / math.sqrt(dim)).astype(np.float32)
-
-
-def project_pooled(
-    hidden_mean: np.ndarray, seed: int = PROJECTION_SEED, dim: int = FEATURE_DIM
-) -> np.ndarray:
-    """Pooled hidden states ``[n, hidden]`` -> float16 ``[n, dim]`` by a random projection
-    fixed by (seed, hidden, dim), so that every chunk, shard and resumed run of a model
-    projects alike. Non-finite rows stay NaN; values are clipped to float16's range."""
-    x = np.asarray(hidden_mean, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"hidden_mean must be [n, hidden], got shape {x.shape}")
-    out = x @ _projection(x.shape[1], dim, seed)
-    bad = ~np.isfinite(x).all(axis=1)
-    out[bad] = np.nan
-    f16 = np.finfo(np.float16).max
-    return np.clip(out, -f16, f16).astype(np.float16)
-
-
-def chunk_feature_rows(
-    chunk: list, pooled: np.ndarray | None, seed: int = PROJECTION_SEED, dim: int = FEATURE_DIM
-) -> np.ndarray:
-    """One float16 row per record of a stream chunk, in order.
-
-    ``chunk``: the chunk's ``RenderedSample``s (a preference record's two sides come one
-    after the other, with the same index); ``pooled``: the base engine's pooled states of
-    the chunk's ok samples, in order (``TorchEngine.pooled`` after
-    ``response_logprobs(ok)``), or None. A record's row is its first ok sample's projected
-    state (a pair's sides share the prompt); NaN for a record with no ok sample."""
-    ok_rows = np.full(len(chunk), -1)
-    j = 0
-    for n, r in enumerate(chunk):
-        if r.status == "ok":
-            ok_rows[n] = j
-            j += 1
-    if pooled is not None and len(pooled) != j:
-        raise ValueError(f"{len(pooled)} pooled rows for {j} ok samples")
-    proj = project_pooled(pooled, seed, dim) if pooled is not None and j else None
-    rows: list[np.ndarray] = []
-    nan = np.full(dim, np.nan, dtype=np.float16)
-    last = None
-    for n, r in enumerate(chunk):
-        if rows and r.index == last:  # a pair's second side
-            if np.isnan(rows[-1][0]) and ok_rows[n] >= 0 and proj is not None:
-                rows[-1] = proj[ok_rows[n]]
-            continue
-        last = r.index
-        rows.append(proj[ok_rows[n]] if ok_rows[n] >= 0 and proj is not None else nan)
-    return np.stack(rows) if rows else np.zeros((0, dim), dtype=np.float16)
-
-
-class FeatureWriter:
-    """Appends feature rows to ``<stem>.features.npy.partial``, one row per scores line.
-
-    The stream opens it with ``resume_rows`` = the scores lines kept (0 for a fresh run),
-    calls ``write(rows)`` for each chunk *before* writing that chunk's scores lines (so a
-    kill leaves at least as many feature rows as scores lines), and ``close()`` at the end.
-    A resume cuts the partial back to ``resume_rows``; if it holds fewer (it was lost, or
-    the run began without features), features are off for the run (``enabled`` False,
-    ``note`` says why) and the partial is removed: selection then falls back to the
-    lexical features rather than trusting rows that do not line up with the scores."""
-
-    def __init__(self, scores: str | os.PathLike, dim: int = FEATURE_DIM, *, resume_rows: int = 0):
-        self.path = features_partial_path(scores)
-        self.dim, self.row_bytes = dim, 2 * dim
-        self.enabled, self.note, self._f = True, None, None
-        # a finished file of an earlier run would be stale once this one writes
-        features_path(scores).unlink(missing_ok=True)
-        if resume_rows == 0:
-            self._f = open(self.path, "wb")  # noqa: SIM115 - kept open across chunks
-            self._f.write(_MAGIC + np.array([dim, 0], dtype="<u4").tobytes())
-            self._f.flush()
-            return
-        have = _partial_rows(self.path, dim)
-        if have is None or have < resume_rows:
-            self.path.unlink(missing_ok=True)
-            self.enabled = False
-            self.note = (
-                f"{self.path} holds {have or 0} feature rows for {resume_rows} scored records; "
-                "features are off for this run (selection falls back to lexical features)"
-            )
-            return
-        self._f = open(self.path, "r+b")  # noqa: SIM115 - kept open across chunks
-        self._f.truncate(_HEADER + resume_rows * self.row_bytes)
-        self._f.seek(0, os.SEEK_END)
-
-    def write(self, rows: np.ndarray) -> None:
-        if not self.enabled:
-            return
-        rows = np.asarray(rows, dtype="<f2")
-        if rows.ndim != 2 or rows.shape[1] != self.dim:
-            raise ValueError(f"feature rows must be [n, {self.dim}], got {rows.shape}")
-        self._f.write(np.ascontiguousarray(rows).tobytes())
-        self._f.flush()
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-
-    def __enter__(self) -> FeatureWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _partial_rows(path: Path, dim: int | None = None) -> int | None:
-    """Complete rows in a raw partial (None if it is missing or not one, or of another
-    dim)."""
-    if not path.exists():
-        return None
-    with open(path, "rb") as f:
-        head = f.read(_HEADER)
-    if len(head) < _HEADER or head[:8] != _MAGIC:
-        return None
-    d = int(np.frombuffer(head[8:12], dtype="<u4")[0])
-    if dim is not None and d != dim:
-        return None
-    return (path.stat().st_size - _HEADER) // (2 * d)
-
-
-def _partial_array(path: Path) -> np.ndarray | None:
-    rows = _partial_rows(path)
-    if rows is None:
-        return None
-    with open(path, "rb") as f:
-        d = int(np.frombuffer(f.read(_HEADER)[8:12], dtype="<u4")[0])
-    return np.memmap(path, dtype="<f2", mode="r", offset=_HEADER, shape=(rows, d))
-
-
-def finish_features(scores: str | os.PathLike, n_rows: int | None = None) -> Path | None:
-    """``<stem>.features.npy.partial`` -> ``<stem>.features.npy`` (streamed, atomic), the
-    partial removed; cut to ``n_rows`` when given. Call it after the scores file is in
-    place. Idempotent: with no partial it does nothing and returns the final path if one
-    exists."""
-    partial, final = features_partial_path(scores), features_path(scores)
-    src = _partial_array(partial)
-    if src is None:
-        return final if final.exists() else None
-    rows = src.shape[0] if n_rows is None else n_rows
-    if rows > src.shape[0]:
-        raise InputError(f"{partial} holds {src.shape[0]} feature rows, fewer than {rows}")
-    tmp = final.with_name(final.name + ".tmp")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(rows, src.shape[1]))
-    for a in range(0, rows, 1 << 16):
-        out[a : a + (1 << 16)] = src[a : a + (1 << 16)]
-    out.flush()
-    del out, src
-    os.replace(tmp, final)
-    partial.unlink()
-    return final
-
-
-def remove_features(scores: str | os.PathLike) -> None:
-    """Delete a scores file's features (final and partial): a fresh run whose engine
-    writes none calls it, so that an earlier run's features are not taken for its own."""
-    features_path(scores).unlink(missing_ok=True)
-    features_partial_path(scores).unlink(missing_ok=True)
-
-
-def merge_features(parts: list[str | os.PathLike], scores: str | os.PathLike) -> bool:
-    """Ray: the shards' features (each shard's scores path, in index order) appended into
-    ``scores``' partial, for ``finish_features``. False (and nothing written) when any
-    shard has none."""
-    arrays = [read_features(p) for p in parts]
-    if any(a is None for a in arrays):
-        return False
-    with FeatureWriter(scores, arrays[0].shape[1]) as w:
-        for a in arrays:
-            for b in range(0, a.shape[0], 1 << 16):
-                w.write(a[b : b + (1 << 16)])
-    return True
-
-
-def read_features(scores: str | os.PathLike, n_rows: int | None = None) -> np.ndarray | None:
-    """The engine features of a scores file (memory-mapped float16 ``[n, dim]``), or None
-    when it has none. A run killed after its scores were renamed but before the features
-    were has only the partial: it is used when it holds exactly ``n_rows`` rows."""
-    final = features_path(scores)
-    if final.exists():
-        x = np.load(final, mmap_mode="r")
-    else:
-        x = _partial_array(features_partial_path(scores))
-        if x is None or n_rows is None or x.shape[0] != n_rows:
-            return None
-    if n_rows is not None and x.shape[0] != n_rows:
-        raise InputError(
-            f"{final} has {x.shape[0]} rows but the scores file has {n_rows}; the features "
-            "belong to another run: delete them, or use --features lexical"
-        )
-    return x
-
-
-# --- selection: features, clusters, quotas -------------------------------------------------
 
 
 def _sklearn():
@@ -331,8 +92,8 @@ def record_texts(
 ) -> Iterator[tuple]:
     """(index, text) of the input's records, ``part`` "prompt" or "response" (None for an
     unreadable record); only the ``indices`` given, when given."""
-    from .formats import to_sample
-    from .io import detect_file_kind, read_records
+    from fastscore.data.formats import to_sample
+    from fastscore.data.readers import detect_file_kind, read_records
 
     text_of = prompt_text if part == "prompt" else response_text
     for raw in read_records(path, detect_file_kind(path)):
@@ -347,11 +108,11 @@ def lexical_features(
     dim: int = FEATURE_DIM,
     seed: int = 0,
     sample: int = LEXICAL_SAMPLE,
-    fmt: str | None = None,
+    fmt: str,
     part: str = "prompt",
 ) -> np.ndarray:
     """float32 ``[n_rows, dim]``: each record's prompt (or, ``part="response"``, what it
-    answers; read in ``fmt``, detected when not given) as hashed words, tf-idf weighted,
+    answers; read in the record format ``fmt``) as hashed words, tf-idf weighted,
     reduced by a truncated SVD (LSA); both fitted on a seeded sample of at most ``sample``
     records, then applied chunk by chunk (NaN rows for unreadable records).
 
@@ -363,10 +124,6 @@ def lexical_features(
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 
-    from .formats import resolve_format
-    from .io import detect_file_kind
-
-    fmt = fmt or resolve_format(path, detect_file_kind(path), "auto")
     hasher = HashingVectorizer(
         n_features=1 << 20,
         alternate_sign=False,
@@ -498,7 +255,7 @@ def spread_quotas(k: int, sizes: dict, how: str = "proportional") -> dict:
     proportional: largest remainder on size / total, so the subset keeps the data's mix;
     balanced: equal shares, a cluster too small for its share keeping all it has and the
     rest shared evenly among the others (water-filling). No quota exceeds its cluster."""
-    from .selection import allocate
+    from fastscore.selection.budget import allocate
 
     total = sum(sizes.values())
     k = min(k, total)
@@ -564,7 +321,7 @@ def choose_diverse(
     return sorted(chosen), topped
 
 
-def record_features(cfg, n_rows: int, fmt: str | None = None) -> tuple[np.ndarray, str]:
+def record_features(cfg, n_rows: int, fmt: str) -> tuple[np.ndarray, str]:
     """(features ``[n_rows, d]``, their source) as ``cfg.features`` asks: the scores' engine
     features file; lexical features of the input's prompts; auto: the first that exists."""
     if cfg.features in ("auto", "engine"):
@@ -587,14 +344,16 @@ def choose_covered(
     selected, mean score)."""
     import time
 
-    from .selection import choose_grouped, input_facts, rank
+    from fastscore.selection.budget import choose_grouped, rank
+    from fastscore.selection.inputs import input_facts
 
     t0 = time.perf_counter()
     n = len(table)
     report: dict[str, Any] = {"method": cfg.coverage}
     quotas = None
     if cfg.coverage == "clusters" and cfg.group_field:
-        names = input_facts(cfg.input, cfg.group_field, False, n)["groups"]
+        fmt = table.input_format(cfg.input)
+        names = input_facts(cfg.input, n_rows=n, fmt=fmt, group_field=cfg.group_field).groups
         report["features"] = f"field:{cfg.group_field}"
         values = sorted(set(names))
         code = {v: c for c, v in enumerate(values)}
@@ -602,7 +361,7 @@ def choose_covered(
         cluster_names = values
         x = None
     else:
-        feats, source = record_features(cfg, n, table.fmt)
+        feats, source = record_features(cfg, n, table.input_format(cfg.input))
         x = normalise(feats, centre=source == "engine", inplace=source == "lexical")
         report["features"] = source
         cluster_names = None
@@ -640,10 +399,12 @@ def _varied_in_responses(cfg, table, eligible, labels, quotas) -> list[int]:
     """Each cluster's quota spread, in proportion, over sub-clusters of its eligible
     records' responses (lexical features), the best of each: the picks of a family vary in
     what they answer instead of repeating the answer the reference learnt best."""
-    from .selection import choose_grouped
+    from fastscore.selection.budget import choose_grouped
 
     resp = normalise(
-        lexical_features(cfg.input, len(table), seed=cfg.seed, fmt=table.fmt, part="response"),
+        lexical_features(
+            cfg.input, len(table), seed=cfg.seed, fmt=table.input_format(cfg.input), part="response"
+        ),
         centre=False,
         inplace=True,
     )

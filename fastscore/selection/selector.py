@@ -3,79 +3,25 @@
 Ranking is by one score column (or ``perplexity``, ``length``, ``random``, derived from
 the row); ties go to the earlier record, so the result depends on nothing but the scores.
 Records whose status is not ``ok`` or whose score is missing or not finite are never
-selected. Optionally: exact duplicates dropped first, and the budget split into quotas per
-group (a field of the input records), per response-length bin, or across clusters of
-what the records are about (``coverage.py``).
+selected. By default (``coverage="auto"``) a top-k or fraction budget is spread across
+clusters of what the records are about, with varied responses within each (``coverage``);
+``coverage="none"`` is the plain ranking. Optionally: exact duplicates dropped first, and
+the budget split into quotas per group (a field of the input records) or per
+response-length bin instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .config import SelectConfig, parse_quota, resolve_coverage, validate_select
-from .errors import InputError
-from .formats import resolve_format, sample_turns, to_sample
-from .ids import IdRegistry
-from .io import detect_file_kind, read_records, write_subset
-from .records import OK
-from .table import ScoresTable
-
-
-def rank(values: list[tuple[int, float]], order: str) -> list[tuple[int, float]]:
-    """(index, score) pairs best first by ``order``; ties to the earlier record."""
-    sign = -1.0 if order == "desc" else 1.0
-    return sorted(values, key=lambda iv: (sign * iv[1], iv[0]))
-
-
-def choose(values: list[tuple[int, float]], n_records: int, cfg: SelectConfig) -> list[int]:
-    """Indices chosen from (index, score) pairs of the eligible records, in input order.
-
-    ``n_records`` counts every input record: a fraction is of the whole input, and
-    ``k = floor(fraction * n_records)``.
-    """
-    if cfg.threshold is not None:
-        desc = cfg.order == "desc"
-        keep = [i for i, v in values if (v >= cfg.threshold if desc else v <= cfg.threshold)]
-        return sorted(keep)
-    return sorted(i for i, _ in rank(values, cfg.order)[: budget(cfg, n_records)])
-
-
-def budget(cfg: SelectConfig, n_records: int) -> int | None:
-    """How many records a top-k or fraction rule asks for (None for a threshold)."""
-    if cfg.threshold is not None:
-        return None
-    return cfg.top_k if cfg.top_k is not None else math.floor(cfg.fraction * n_records + 1e-9)
-
-
-def allocate(k: int, shares: dict[str, float]) -> dict[str, int]:
-    """Split ``k`` by ``shares`` (largest remainder): each group gets floor(k x share),
-    and what rounding left of round(k x sum of shares) goes to the largest remainders
-    (ties to the group named first)."""
-    want = {g: k * s for g, s in shares.items()}
-    got = {g: math.floor(w + 1e-9) for g, w in want.items()}
-    left = round(k * sum(shares.values())) - sum(got.values())
-    for g in sorted(want, key=lambda g: -(want[g] - got[g]))[: max(0, left)]:
-        got[g] += 1
-    return got
-
-
-def choose_grouped(
-    values: list[tuple[int, float]], group_of: list, quotas: dict, order: str
-) -> list[int]:
-    """Indices chosen from (index, score) pairs, the top ``quotas[g]`` of each group ``g``
-    (``group_of[index]``), in input order."""
-    taken: dict = {}
-    chosen = []
-    for i, _ in rank(values, order):
-        g = group_of[i]
-        if taken.get(g, 0) < quotas.get(g, 0):
-            taken[g] = taken.get(g, 0) + 1
-            chosen.append(i)
-    return sorted(chosen)
+from fastscore.config import SelectConfig, parse_quota, resolve_coverage, validate_select
+from fastscore.data.writers import write_subset
+from fastscore.selection.budget import allocate, budget, choose, choose_grouped, length_bin_of
+from fastscore.selection.inputs import input_facts
+from fastscore.selection.table import ScoresTable
 
 
 def select(
@@ -130,16 +76,22 @@ def plan(cfg: SelectConfig, table: ScoresTable | None = None) -> Plan:
     extra: dict[str, Any] = {}
     field_name, shares = parse_quota(cfg.quota, cfg.group_field) if cfg.quota else (None, None)
     if cfg.dedup or field_name:
-        facts = input_facts(cfg.input, field_name, cfg.dedup, n_rows, table.fmt)
+        facts = input_facts(
+            cfg.input,
+            n_rows=n_rows,
+            fmt=table.input_format(cfg.input),
+            group_field=field_name,
+            dedup=cfg.dedup,
+        )
     if cfg.dedup:
         before = len(eligible)
-        eligible = [(i, v) for i, v in eligible if i not in facts["duplicates"]]
+        eligible = [(i, v) for i, v in eligible if i not in facts.duplicates]
         extra["dedup"] = {
-            "duplicate_records": len(facts["duplicates"]),
+            "duplicate_records": len(facts.duplicates),
             "removed_from_eligible": before - len(eligible),
         }
     if field_name:
-        groups = facts["groups"]
+        groups = facts.groups
         if shares is None:  # proportional to the input's records
             counts = Counter(groups)
             shares = {g: c / n_rows for g, c in counts.items()}
@@ -148,7 +100,7 @@ def plan(cfg: SelectConfig, table: ScoresTable | None = None) -> Plan:
         chosen = choose_grouped(eligible, groups, quotas, cfg.order)
         extra["groups"] = group_report(groups, eligible, chosen, quotas, field_name)
     elif cfg.coverage != "none":
-        from .coverage import choose_covered
+        from fastscore.selection.coverage import choose_covered
 
         chosen, extra["coverage"] = choose_covered(cfg, table, eligible, target)
     elif cfg.length_bins:
@@ -183,55 +135,6 @@ def describe(cfg: SelectConfig, extra: dict[str, Any]) -> str:
     if "groups" in extra:
         return f"{rule} within quotas per {extra['groups']['field']}"
     return f"{rule}, plain ranking (coverage none: the paper's top-k)"
-
-
-def input_facts(
-    path, field_name: str | None, dedup: bool, n_rows: int, fmt: str | None = None
-) -> dict[str, Any]:
-    """One pass over the input: each record's group (the value of ``field_name`` as text,
-    ``"(missing)"`` without one) and the records that repeat an earlier one's text, read
-    in ``fmt`` (the format the scores were made with; detected when not known)."""
-    kind = detect_file_kind(path)
-    if dedup and fmt is None:
-        fmt = resolve_format(path, kind, "auto")
-    groups: list[str] = []
-    duplicates: set[int] = set()
-    seen = IdRegistry()
-    for raw in read_records(path, kind):
-        if field_name:
-            v = raw.data.get(field_name) if isinstance(raw.data, dict) else None
-            groups.append("(missing)" if v is None else v if isinstance(v, str) else str(v))
-        if dedup and fmt != "auto":
-            sample = to_sample(raw, fmt)
-            if sample.status == OK:
-                text = "\n".join(
-                    f"{role}: {' '.join(t.lower().split())}" for role, t in sample_turns(sample)
-                )
-                if seen.first(text, raw.index) is not None:
-                    duplicates.add(raw.index)
-    if field_name and len(groups) != n_rows:
-        raise InputError(
-            f"{path} has {len(groups)} records but the scores file has {n_rows}; the scores "
-            "were computed on another input"
-        )
-    return {"groups": groups, "duplicates": duplicates}
-
-
-def length_bin_of(length, eligible, n_bins: int) -> tuple[list, list[float]]:
-    """Each record's response-length bin (quantile bins of the eligible records' lengths;
-    None for records without a length) and the bin edges. ``length``: per record, NaN
-    where none."""
-    import numpy as np
-
-    lengths = np.array([length[i] for i, _ in eligible], dtype=np.float64)
-    if lengths.size == 0:
-        return [None] * len(length), []
-    edges = np.unique(np.quantile(lengths, np.linspace(0, 1, n_bins + 1)))
-    groups = [
-        None if not np.isfinite(x) else f"bin{int(np.searchsorted(edges[1:-1], x, side='right'))}"
-        for x in length
-    ]
-    return groups, [float(e) for e in edges]
 
 
 def group_report(groups, eligible, chosen, quotas, field_name) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """``score`` and ``--dry-run``: the entry points that turn an input file into scores.
 
-A run opens a session (``session.py``: tokenizer, renderer, format, models, engines),
-streams the records through it (``stream.py``) into ``SCORES.partial``, then writes the
-manifest and puts the scores in place (``manifest.py``). ``executor: ray`` streams shards
-on Ray workers instead (``ray_executor.py``) and merges them.
+A run opens a session (``scoring.session``: tokenizer, renderer, format, models,
+engines), streams the records through it into ``SCORES.partial`` (``executors.base``),
+then writes the manifest and puts the scores in place (``runs.manifest``). ``executor:
+ray`` scores shards on Ray workers instead (``executors.ray_shards``) and merges them.
 """
 
 from __future__ import annotations
@@ -15,18 +15,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .config import ScoreConfig, validate_score
-from .ids import IdRegistry, flag_duplicate_ids
-from .io import count_records, jsonl_starts, read_record_range, read_records
-from .manifest import build_manifest, finish
-from .outputs import OutputPaths
-from .records import OK, RenderedSample
-from .render import today
-from .resume import prepare_resume, read_run_record, write_run_record
-from .session import Session, open_session, session_facts
-from .stats import Stats
-from .stream import JsonlSink, alone_sample, score_records
-from .table import ScoresTable
+from fastscore.config import ScoreConfig, validate_score
+from fastscore.data.ids import IdRegistry, flag_duplicate_ids
+from fastscore.data.readers import count_records, jsonl_starts, read_record_range, read_records
+from fastscore.executors.base import score_range
+from fastscore.records import OK, RenderedSample
+from fastscore.rendering.renderer import today
+from fastscore.runs.manifest import build_manifest, finish
+from fastscore.runs.outputs import OutputPaths
+from fastscore.runs.resume import prepare_resume, read_run_record, write_run_record
+from fastscore.runs.stats import Stats
+from fastscore.scoring.session import Session, open_session, session_facts
+from fastscore.scoring.stream import alone_sample
+from fastscore.selection.table import ScoresTable
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def score_file(
     cfg = dataclasses.replace(cfg, date=resolve_date(cfg))
     paths = OutputPaths.of(cfg.output, manifest_path)
     if cfg.executor == "ray":
-        from .ray_executor import run_scoring_ray
+        from fastscore.executors.ray_shards import run_scoring_ray
 
         manifest = run_scoring_ray(cfg, paths)
     else:
@@ -117,18 +118,14 @@ def run_scoring(
             new = stats.counts["tokens_scored_samples"] - stats.counts["resumed_tokens"]
             bar.set_postfix(tok_s=f"{new / max(time.perf_counter() - t_scoring, 1e-9):,.0f}")
 
-        sink = JsonlSink(
-            paths.partial, append=bool(done), with_ifd=cfg.ifd, features=feature_writer(s, done)
-        )
+        if done:  # on from the first record not yet scored, without parsing those before
+            start = jsonl_starts(cfg.input, [done]).get(done) if s.kind == "jsonl" else None
+            records = read_record_range(cfg.input, s.kind, done, 2**62, start)
+        else:
+            records = read_records(cfg.input, s.kind)
         try:
-            if done:  # on from the first record not yet scored, without parsing those before
-                start = jsonl_starts(cfg.input, [done]).get(done) if s.kind == "jsonl" else None
-                records = read_record_range(cfg.input, s.kind, done, 2**62, start)
-            else:
-                records = read_records(cfg.input, s.kind)
-            score_records(s, records, sink, ids=ids, on_chunk=progress)
+            score_range(s, records, paths.partial, done=done, ids=ids, on_chunk=progress)
         finally:
-            sink.close()
             bar.close()
         scoring_seconds = time.perf_counter() - t_scoring
         engine_info = s.engine_info()
@@ -136,22 +133,6 @@ def run_scoring(
     return build_manifest(
         cfg, facts, engine_info, stats, scoring_seconds, time.perf_counter() - t_start
     )
-
-
-def feature_writer(s: Session, done: int):
-    """Where the base engine's coverage features go, when it gives them (the torch engine);
-    else an earlier run's are removed, so they are never taken for this run's."""
-    from .coverage import FeatureWriter, remove_features
-
-    output = s.cfg.output
-    if getattr(s.base, "pool", None):
-        w = FeatureWriter(output, resume_rows=done)
-        if w.note:
-            log.warning("%s", w.note)
-        return w if w.enabled else None
-    if not done:
-        remove_features(output)
-    return None
 
 
 def dry_run(
@@ -227,6 +208,6 @@ def dry_run(
 
 
 def _samples(s: Session):
-    from .formats import to_samples
+    from fastscore.data.formats import to_samples
 
     return to_samples(read_records(s.cfg.input, s.kind), s.fmt)

@@ -1,13 +1,13 @@
-"""Reading input files record by record, and writing records back unchanged.
+"""Reading input files record by record, or a shard's range of records.
 
 JSONL, Parquet and Hugging Face ``datasets`` directories (``save_to_disk``) stream; a JSON
 array is parsed whole (use JSONL for very large sets). JSONL records keep their raw line
-bytes so a selected subset is written byte for byte.
+bytes so a selected subset is written byte for byte (``writers``). A shard reads from its
+first record's byte offset (JSONL) or its row groups (Parquet), parsing nothing before.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -15,14 +15,10 @@ from typing import Any
 
 import orjson
 
-from .errors import InputError
-from .records import RawRecord
+from fastscore.errors import InputError
+from fastscore.records import RawRecord
 
 FILE_KINDS = ("jsonl", "json", "parquet", "hf_disk")
-# what a subset may be written as, by its name
-OUTPUT_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
-# how a scores Parquet file stores ids that are not all strings or all integers
-ID_ENCODING_KEY = b"fastscore.id_encoding"
 
 
 def detect_file_kind(path: str | os.PathLike) -> str:
@@ -230,81 +226,6 @@ def read_record_range(
             yield raw
 
 
-def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> int:
-    n = 0
-    with open(path, "wb") as f:
-        for row in rows:
-            f.write(orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY))
-            f.write(b"\n")
-            n += 1
-    return n
-
-
-def read_jsonl_rows(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Rows of a file fastscore wrote (scores): an unparsable line is an error here."""
-    for _, lineno, line in jsonl_lines(path):
-        try:
-            yield orjson.loads(line)
-        except orjson.JSONDecodeError as e:
-            raise InputError(f"{path}, line {lineno}: invalid JSON ({e})") from e
-
-
-def read_score_rows(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Rows of a scores file fastscore wrote, JSONL or Parquet (by the extension)."""
-    if Path(path).suffix.lower() != ".parquet":
-        yield from read_jsonl_rows(path)
-        return
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
-    json_ids = (pf.schema_arrow.metadata or {}).get(ID_ENCODING_KEY) == b"json"
-    for batch in pf.iter_batches(batch_size=4096):
-        for row in batch.to_pylist():
-            if json_ids:
-                row["id"] = orjson.loads(row["id"])
-            yield row
-
-
-def write_scores_parquet(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """The scores JSONL ``src`` as Parquet at ``dst``, streamed. Ids keep their type when
-    they are all strings or all integers; otherwise each is stored as its JSON text and the
-    file says so in its metadata, which ``read_score_rows`` reads back."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    kinds, columns = set(), {}
-    for row in read_jsonl_rows(src):
-        kinds.add("int" if type(row["id"]) is int else "str" if type(row["id"]) is str else "x")
-        for k in row:
-            columns.setdefault(k, None)
-    id_type = {frozenset({"int"}): pa.int64(), frozenset({"str"}): pa.string()}.get(
-        frozenset(kinds)
-    )
-    types = {
-        "index": pa.int64(),
-        "status": pa.string(),
-        "reason": pa.string(),
-        "n_tokens": pa.int64(),
-        "n_response_tokens": pa.int64(),
-    }
-    fields = [
-        pa.field(k, (id_type or pa.string()) if k == "id" else types.get(k, pa.float64()))
-        for k in (columns or {"index": None, "id": None, "status": None})
-    ]
-    meta = None if id_type is not None or not kinds else {ID_ENCODING_KEY: b"json"}
-    schema = pa.schema(fields, metadata=meta)
-    with pq.ParquetWriter(dst, schema) as w:
-        batch: list[dict] = []
-        for row in read_jsonl_rows(src):
-            if meta:
-                row["id"] = orjson.dumps(row["id"]).decode()
-            batch.append(row)
-            if len(batch) == 8192:
-                w.write_table(pa.Table.from_pylist(batch, schema=schema))
-                batch = []
-        w.write_table(pa.Table.from_pylist(batch, schema=schema))
-
-
 def location(path, kind: str, index: int) -> str:
     """'line N (record I)' of a JSONL record (blank lines are not records), else 'record I'."""
     if kind == "jsonl":
@@ -312,87 +233,3 @@ def location(path, kind: str, index: int) -> str:
             if i == index:
                 return f"line {lineno} (record {index})"
     return f"record {index}"
-
-
-def write_subset(input_path, output_path, chosen: list[int], ids: list) -> int:
-    """Copy the chosen records of the input to the output, checking the input's ids are
-    the scores' ``ids``."""
-    from .formats import record_id
-    from .outputs import partial_of
-
-    in_kind = detect_file_kind(input_path)
-    out_kind = OUTPUT_KINDS.get(Path(output_path).suffix.lower())
-    if out_kind is None:
-        raise InputError(f"output {output_path}: use a .jsonl, .json or .parquet name")
-    wanted = set(chosen)
-    n_input = 0
-
-    def check(index: int, data: Any) -> None:
-        if index >= len(ids):
-            raise InputError(
-                f"{input_path} has more records than the scores file ({len(ids)}); the "
-                "scores were computed on another input"
-            )
-        rid = record_id(RawRecord(index, data))
-        if rid != ids[index]:
-            raise InputError(
-                f"record {index} of {input_path} has id {rid!r} but the scores file says "
-                f"{ids[index]!r}; the scores were computed on another input"
-            )
-
-    Path(output_path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_of(output_path)
-    written = 0
-    if out_kind == "jsonl" and in_kind == "jsonl":
-        with open(tmp, "wb") as f:
-            for i, lineno, line in jsonl_lines(input_path):
-                n_input += 1
-                check(i, parse_line(i, lineno, line).data)
-                if i in wanted:
-                    f.write(line)  # byte for byte as in the input
-                    written += 1
-    elif out_kind == "parquet" and in_kind in ("parquet", "hf_disk"):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        batches = record_batches(input_path, in_kind)
-        first = next(batches, None)
-        schema = first.schema if first is not None else pa.schema([])
-        with pq.ParquetWriter(tmp, schema) as w:
-            base = 0
-            for batch in itertools.chain([first] if first is not None else [], batches):
-                for j, rec in enumerate(batch.to_pylist()):
-                    check(base + j, rec)
-                keep = [j for j in range(batch.num_rows) if base + j in wanted]
-                if keep:
-                    w.write_table(pa.Table.from_batches([batch]).take(keep))
-                    written += len(keep)
-                base += batch.num_rows
-            n_input = base
-    else:
-        records = []
-        for raw in read_records(input_path, in_kind):
-            n_input += 1
-            check(raw.index, raw.data)
-            if raw.index in wanted:
-                records.append(raw.data)
-        written = len(records)
-        if out_kind == "json":
-            tmp.write_bytes(orjson.dumps(records))
-        elif out_kind == "jsonl":
-            with open(tmp, "wb") as f:
-                for r in records:
-                    f.write(orjson.dumps(r) + b"\n")
-        else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            pq.write_table(pa.Table.from_pylist(records), tmp)
-    if n_input != len(ids):
-        tmp.unlink(missing_ok=True)
-        raise InputError(
-            f"{input_path} has {n_input} records but the scores file has {len(ids)}; the "
-            "scores were computed on another input"
-        )
-    tmp.replace(output_path)
-    return written

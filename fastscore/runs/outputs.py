@@ -45,7 +45,7 @@ class OutputPaths:
 
     @property
     def features(self) -> Path:
-        """The base engine's coverage features, one row per scores line (coverage.py)."""
+        """The base engine's coverage features, one row per scores line (scoring.features)."""
         return self.scores.with_name(self.scores.stem + ".features.npy")
 
     @classmethod

@@ -14,18 +14,19 @@ import base64
 import dataclasses
 import math
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .config import ReportConfig, validate_report
-from .errors import ConfigError
-from .io import detect_file_kind, read_records
-from .records import OK
-from .scoring import spearman
-from .selection import plan
-from .table import ScoresTable
+from fastscore.config import ReportConfig, validate_report
+from fastscore.data.readers import detect_file_kind, read_records
+from fastscore.errors import ConfigError
+from fastscore.records import OK
+from fastscore.scoring.arithmetic import spearman
+from fastscore.selection.selector import plan
+from fastscore.selection.table import ScoresTable
 
 # score columns drawn when the scores file has them, in this order
 COLUMNS = ("lobass", "rho", "loss_base", "loss_ref", "ifd", "loss_alone", "margin")
@@ -106,23 +107,37 @@ def report(
     # the diagnostics first: the selection on the two losses, then each score and length
     first = {"losses": 0, "clusters": 1, "length": 2, "hist": 3, "status": 4}
     figures.sort(key=lambda f: first[f["name"].split("_")[0].removesuffix(".png")])
-    groups = _groups(cfg, n, picked) if cfg.group_field else None
-    samples = _samples(cfg, table, columns, ok, score)
-    clusters = _clusters(cfg, coverage, table.fmt) if coverage else None
+    fmt = table.input_format(cfg.input)
+    groups = _groups(cfg, n, picked, fmt) if cfg.group_field else None
+    samples = _samples(cfg, table, columns, ok, score, fmt)
+    clusters = _clusters(cfg, coverage, fmt) if coverage else None
+    rule = next(
+        f"{k.replace('_', '-')} {getattr(cfg.select, k)}"
+        for k in ("top_k", "fraction", "threshold")
+        if getattr(cfg.select, k) is not None
+    )
     html = _render(
-        cfg,
-        table,
-        figures,
-        status_counts,
-        groups,
-        samples,
-        picked,
-        rhos,
-        n,
-        shown,
-        clusters,
-        coverage,
-        method=p.method,
+        PageContext(
+            name=Path(cfg.scores).name,
+            scores=str(cfg.scores),
+            input=str(cfg.input),
+            n=n,
+            rule=rule,
+            score=cfg.select.score,
+            order=cfg.select.order,
+            selected=int(picked.sum()),
+            method=p.method,
+            sampled=len(shown) < n,
+            shown=len(shown),
+            status=sorted(status_counts.items(), key=lambda kv: -kv[1]),
+            groups=groups,
+            group_field=cfg.group_field,
+            rhos=[(c, _fmt(r)) for c, r in rhos.items()],
+            figures=figures,
+            samples=samples,
+            clusters=clusters,
+            coverage=coverage or {},
+        )
     )
     page = out / "report.html"
     tmp = page.with_name(page.name + ".tmp")
@@ -231,14 +246,12 @@ def _cluster_bars(coverage: dict[str, Any], most: int = 40):
     return fig
 
 
-def _clusters(cfg: ReportConfig, coverage: dict[str, Any], fmt: str | None) -> list[dict]:
+def _clusters(cfg: ReportConfig, coverage: dict[str, Any], fmt: str) -> list[dict]:
     """The clusters' rows for the page, each with its example record's prompt."""
-    from .coverage import record_texts
-    from .formats import resolve_format
+    from fastscore.selection.coverage import record_texts
 
     by = coverage["by_cluster"]
     wanted = {r["example_index"] for r in by.values() if r["example_index"] is not None}
-    fmt = fmt or resolve_format(cfg.input, detect_file_kind(cfg.input), "auto")
     texts = dict(record_texts(cfg.input, fmt, wanted)) if wanted else {}
     out = []
     for name, r in by.items():
@@ -258,10 +271,10 @@ def _clusters(cfg: ReportConfig, coverage: dict[str, Any], fmt: str | None) -> l
     return out
 
 
-def _groups(cfg: ReportConfig, n: int, picked) -> dict[str, dict[str, int]]:
-    from .selection import input_facts
+def _groups(cfg: ReportConfig, n: int, picked, fmt: str) -> dict[str, dict[str, int]]:
+    from fastscore.selection.inputs import input_facts
 
-    groups = input_facts(cfg.input, cfg.group_field, False, n)["groups"]  # no parse needed
+    groups = input_facts(cfg.input, n_rows=n, fmt=fmt, group_field=cfg.group_field).groups
     out: dict[str, dict[str, int]] = {}
     for i, g in enumerate(groups):
         row = out.setdefault(g, {"records": 0, "selected": 0})
@@ -271,10 +284,10 @@ def _groups(cfg: ReportConfig, n: int, picked) -> dict[str, dict[str, int]]:
 
 
 def _samples(
-    cfg: ReportConfig, table: ScoresTable, columns: dict, ok, score: str
+    cfg: ReportConfig, table: ScoresTable, columns: dict, ok, score: str, fmt: str
 ) -> dict[str, list[dict]]:
     """The top and bottom ``cfg.samples`` ok records by the score, with their text."""
-    from .formats import resolve_format, sample_turns, to_sample
+    from fastscore.data.formats import sample_turns, to_sample
 
     v = columns[score]
     fin = np.flatnonzero(ok & np.isfinite(v))
@@ -282,7 +295,6 @@ def _samples(
     top, bottom = list(order[: cfg.samples]), list(order[::-1][: cfg.samples])
     wanted = set(top) | set(bottom)
     kind = detect_file_kind(cfg.input)
-    fmt = table.fmt or resolve_format(cfg.input, kind, "auto")
     texts: dict[int, list[tuple[str, str]]] = {}
     for raw in read_records(cfg.input, kind):
         if raw.index in wanted:
@@ -308,131 +320,39 @@ def _num(x: float) -> str:
     return "null" if not math.isfinite(x) else f"{x:.4f}"
 
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>fastscore report: {{ name }}</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-h1 { font-size: 1.5em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: .5em 0; }
-td, th { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
-th { background: #f2f2f2; } td.l, th.l { text-align: left; }
-.figs { display: flex; flex-wrap: wrap; gap: 1em; }
-figure { margin: 0; } figcaption { font-size: .85em; color: #555; max-width: 520px; }
-.sample { border: 1px solid #ddd; border-radius: 4px; padding: .5em .8em; margin: .6em 0; }
-.sample .meta { font-size: .85em; color: #555; }
-.msg { white-space: pre-wrap; margin: .3em 0; font-family: ui-monospace, monospace; }
-.role { font-weight: bold; color: #4472c4; }
-.role.assistant { color: #c55a11; }
-</style></head><body>
-<h1>fastscore report</h1>
-<p>Scores <code>{{ scores }}</code> of input <code>{{ input }}</code>: {{ n }} records.
-Selection shown: {{ rule }} by <b>{{ score }}</b> ({{ order }}): <b>{{ selected }}</b>
-records (<span id="method">{{ method }}</span>).
-{%- if sampled %} Scatter plots show a seeded sample of {{ shown }} of the
-records; histograms and correlations use all of them.{% endif %}</p>
+@dataclass(frozen=True)
+class PageContext:
+    """What the page template (``templates/report.html.j2``) shows."""
 
-<h2>Records per status</h2>
-<table id="status"><tr><th class="l">status</th><th>records</th></tr>
-{% for s, c in status %}<tr><td class="l">{{ s }}</td><td>{{ c }}</td></tr>{% endfor %}
-</table>
-{% if groups %}
-<h2>Records per {{ group_field }}</h2>
-<table id="groups"><tr><th class="l">{{ group_field }}</th><th>records</th>
-<th>selected</th></tr>
-{% for g, r in groups.items() %}<tr><td class="l">{{ g }}</td><td>{{ r.records }}</td>
-<td>{{ r.selected }}</td></tr>{% endfor %}
-</table>
-{% endif %}
-{% if clusters %}
-<h2>Clusters ({{ coverage.method }})</h2>
-<p>The selection spread its budget over {{ clusters|length }} clusters of
-{{ coverage.features }} features{% if coverage.spread %} ({{ coverage.spread }}){% endif %}.
-Per cluster: its records, the eligible ones, the budget it was given, those selected, the
-mean {{ score }} of its eligible and of its selected records, and the prompt of the record
-nearest its centre.</p>
-<table id="clusters"><tr><th class="l">cluster</th><th>records</th><th>eligible</th>
-{% if coverage.spread %}<th>quota</th>{% endif %}<th>selected</th>
-<th>mean {{ score }}</th><th>mean {{ score }} selected</th><th class="l">example</th></tr>
-{% for c in clusters %}<tr><td class="l">{{ c.name }}</td><td>{{ c.records }}</td>
-<td>{{ c.eligible }}</td>{% if coverage.spread %}<td>{{ c.quota }}</td>{% endif %}
-<td>{{ c.selected }}</td><td>{{ c.score_mean }}</td><td>{{ c.score_mean_selected }}</td>
-<td class="l">{{ c.example }}</td></tr>
-{% endfor %}</table>
-{% endif %}
-
-<h2>Scores against response length</h2>
-<p>Spearman's rho of each score with the number of response tokens (ok records). A score
-that tracks length picks long samples rather than learnable ones: the reason LoBaSS
-normalises.</p>
-<table id="spearman"><tr><th class="l">score</th><th>Spearman's rho with length</th></tr>
-{% for c, r in rhos %}<tr><td class="l">{{ c }}</td><td>{{ r }}</td></tr>{% endfor %}
-</table>
-
-<h2>Figures</h2>
-<div class="figs">
-{% for f in figures %}<figure><img alt="{{ f.caption }}" src="data:image/png;base64,{{ f.data }}"
-width="520"><figcaption>{{ f.caption }} ({{ f.name }})</figcaption></figure>
-{% endfor %}</div>
-
-{% for title, key in (("Top", "top"), ("Bottom", "bottom")) %}
-<h2>{{ title }} {{ samples[key]|length }} by {{ score }}</h2>
-<div id="{{ key }}">
-{% for s in samples[key] %}<div class="sample"><div class="meta">#{{ s.index }} id
-<code>{{ s.id }}</code>, {{ s.length }} response tokens:
-{% for c, v in s.scores.items() %}{{ c }} {{ v }}{% if not loop.last %}, {% endif %}{% endfor %}
-</div>
-{% for role, text in s.messages %}<div class="msg"><span class="role {{ role }}">{{ role }}:</span>
-{{ text }}</div>{% endfor %}
-</div>{% endfor %}
-</div>
-{% endfor %}
-</body></html>
-"""
+    name: str  # the scores file's name
+    scores: str
+    input: str
+    n: int  # records
+    rule: str  # the budget, as typed: "top-k 20", "fraction 0.06", ...
+    score: str
+    order: str
+    selected: int
+    method: str  # what the selection ran, in words (selection.describe)
+    sampled: bool  # the scatter plots draw a sample of the records
+    shown: int
+    status: list[tuple[str, int]]  # records per status, most first
+    groups: dict[str, dict[str, int]] | None
+    group_field: str | None
+    rhos: list[tuple[str, str]]  # Spearman with length per score, formatted
+    figures: list[dict[str, Any]]
+    samples: dict[str, list[dict]]
+    clusters: list[dict] | None
+    coverage: dict[str, Any]
 
 
-def _render(
-    cfg,
-    table,
-    figures,
-    status_counts,
-    groups,
-    samples,
-    picked,
-    rhos,
-    n,
-    shown,
-    clusters,
-    coverage,
-    *,
-    method: str,
-) -> str:
+def _render(context: PageContext) -> str:
     import jinja2
 
-    env = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
-    rule = next(
-        f"{k.replace('_', '-')} {getattr(cfg.select, k)}"
-        for k in ("top_k", "fraction", "threshold")
-        if getattr(cfg.select, k) is not None
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("fastscore.reporting", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
-    return env.from_string(PAGE).render(
-        name=Path(cfg.scores).name,
-        scores=str(cfg.scores),
-        input=str(cfg.input),
-        n=n,
-        rule=rule,
-        score=cfg.select.score,
-        order=cfg.select.order,
-        selected=int(picked.sum()),
-        sampled=len(shown) < n,
-        shown=len(shown),
-        status=sorted(status_counts.items(), key=lambda kv: -kv[1]),
-        groups=groups,
-        group_field=cfg.group_field,
-        rhos=[(c, _fmt(r)) for c, r in rhos.items()],
-        figures=figures,
-        samples=samples,
-        clusters=clusters,
-        coverage=coverage or {},
-        method=method,
-    )
+    page = env.get_template("report.html.j2")
+    return page.render({f.name: getattr(context, f.name) for f in dataclasses.fields(context)})
