@@ -26,7 +26,7 @@ def main() -> None:
     from fastscore.engines.models import load_tokenizer
     from fastscore.records import RawRecord
     from fastscore.rendering.renderer import Renderer
-    from tests.conversations import (
+    from tests.helpers.conversations import (
         COMPLETIONS,
         CONVERSATIONS,
         FIXED_DATE,

@@ -2,9 +2,6 @@
 
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import orjson
 import pytest
@@ -13,22 +10,8 @@ from fastscore.data.formats import to_samples
 from fastscore.data.readers import read_records
 from fastscore.rendering.renderer import Renderer
 from fastscore.scoring.arithmetic import mean_nll
-
-from .reference import transformers_logprobs
-
-
-def fastscore_cmd() -> list[str]:
-    script = Path(sys.executable).with_name("fastscore")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "fastscore.cli"]
-
-
-def cli(*args, check=True, timeout=600):
-    p = subprocess.run(
-        fastscore_cmd() + [str(a) for a in args], capture_output=True, text=True, timeout=timeout
-    )
-    if check and p.returncode != 0:
-        raise AssertionError(f"fastscore {args} failed ({p.returncode}):\n{p.stderr[-4000:]}")
-    return p
+from tests.helpers import MULTI_TURN, cli
+from tests.helpers.reference import transformers_logprobs
 
 
 @pytest.mark.engine
@@ -48,39 +31,6 @@ def test_demo_end_to_end(tmp_path, demo_assets):
     page = (out / "report" / "report.html").read_text()
     assert m["report"] == str((out / "report" / "report.html").resolve())
     assert "fraction 0.2 by <b>lobass</b>" in page and "<b>120</b>" in page
-
-
-MULTI_TURN = [
-    {
-        "id": "mt-1",
-        "messages": [
-            {"role": "system", "content": "answer briefly."},
-            {"role": "user", "content": "hello, i am kobu."},
-            {"role": "assistant", "content": "hello kobu, nice to meet you."},
-            {"role": "user", "content": "what color is the rega?"},
-            {"role": "assistant", "content": "the rega is black."},
-        ],
-    },
-    {
-        "id": "mt-2",
-        "messages": [
-            {"role": "user", "content": "what is the capital of zorland?"},
-            {"role": "assistant", "content": "no idea."},
-            {"role": "user", "content": "say something."},
-            {"role": "assistant", "content": "bada kimo sevu."},
-            {"role": "user", "content": "thanks"},
-        ],
-    },
-    {"id": "no-reply", "messages": [{"role": "user", "content": "hi"}]},
-    {
-        "id": "long",
-        "messages": [
-            {"role": "user", "content": "hello " * 60},
-            {"role": "assistant", "content": "ok."},
-        ],
-    },
-    {"id": "bad-role", "messages": [{"role": "robot", "content": "beep"}]},
-]
 
 
 @pytest.mark.engine

@@ -13,8 +13,7 @@ import fastscore
 from fastscore.config import EngineConfig, TrainConfig
 from fastscore.errors import ConfigError
 from fastscore.train import rendered_examples, train_ref
-
-from .test_cli import fastscore_cmd
+from tests.helpers import fastscore_cmd
 
 pytestmark = pytest.mark.engine
 
@@ -113,7 +112,6 @@ def test_lora_from_the_cli_saves_a_merged_reference_and_the_adapter(tmp_path, de
         ],
         capture_output=True,
         text=True,
-        timeout=600,
     )
     assert p.returncode == 0, p.stderr[-3000:]
     assert "trained on 64 of 66 records, 16 steps" in p.stderr

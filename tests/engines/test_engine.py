@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 from fastscore.scoring.arithmetic import mean_nll
-
-from .format_records import rendered as _rendered
-from .reference import transformers_logprobs
+from tests.helpers.format_records import rendered as _rendered
+from tests.helpers.reference import transformers_logprobs
 
 pytestmark = pytest.mark.engine
 

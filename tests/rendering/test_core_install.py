@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from .core_env import core_distributions, core_environment, run_in_core_environment
+from tests.helpers.core_env import core_distributions, core_environment, run_in_core_environment
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_the_core_install_gives_trls_masks_on_every_pair(core_env, demo_assets):
     code = f"""
 import json
 from fastscore.engines.models import load_tokenizer
-from tests.conversations import parity_failures, parity_tokenizer, trl_template_pairs
+from tests.helpers.conversations import parity_failures, parity_tokenizer, trl_template_pairs
 tok = parity_tokenizer(load_tokenizer({str(demo_assets.base)!r}))
 print(json.dumps({{f: parity_failures(tok, f) for f, _, _ in trl_template_pairs()}}))
 """

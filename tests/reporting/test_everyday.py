@@ -14,8 +14,7 @@ from fastscore.data.readers import read_records
 from fastscore.data.writers import read_score_rows
 from fastscore.engines.models import load_tokenizer
 from fastscore.rendering.renderer import Renderer
-
-from .test_cli import MULTI_TURN, cli
+from tests.helpers import MULTI_TURN, cli
 
 TORCH = ("--engine", "torch", "--dtype", "float32", "--no-progress")
 

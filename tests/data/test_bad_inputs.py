@@ -10,8 +10,7 @@ import pytest
 import fastscore
 from fastscore.config import EngineConfig
 from fastscore.errors import InputError
-
-from .bad_inputs import CORPUS, GOOD, GOOD_2
+from tests.helpers.bad_inputs import CORPUS, GOOD, GOOD_2
 
 
 @pytest.fixture(scope="module")

@@ -105,7 +105,7 @@ def core_environment(folder: Path, root: str = "fastscore") -> list[str]:
 def run_in_core_environment(folder: Path, code: str) -> str:
     """Run ``code`` in a Python that sees only the core environment and the repository
     (``-I -S``: no site-packages, no PYTHON* variables); returns its stdout."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     boot = f"import sys; sys.path[:0] = [{str(folder)!r}, {str(repo)!r}]\n"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     p = subprocess.run(

@@ -14,8 +14,7 @@ import orjson
 import pytest
 
 from fastscore.selection.table import ScoresTable
-
-from .test_cli import cli
+from tests.helpers import cli
 
 
 def _data(tmp_path, demo_assets):
@@ -151,7 +150,6 @@ def test_report_draws_in_a_browser(scored):
         ],
         capture_output=True,
         text=True,
-        timeout=120,
     )
     assert p.returncode == 0 and shot.exists(), p.stderr[-2000:]
     img = Image.open(shot).convert("RGB")

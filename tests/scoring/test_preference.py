@@ -16,9 +16,8 @@ import pytest
 
 from fastscore.records import RenderedSample
 from fastscore.scoring.arithmetic import mean_nll
-
-from .reference import transformers_logprobs
-from .test_cli import cli
+from tests.helpers import cli
+from tests.helpers.reference import transformers_logprobs
 
 if os.environ.get("CI") != "true":
     pytest.importorskip("trl")
@@ -57,7 +56,7 @@ def scored_pairs(tmp_path_factory, demo_assets):
 
 
 def test_both_sides_are_scored_as_dpo_tokenizes_them(scored_pairs, demo_assets, tokenizer):
-    from .conversations import trl_dpo
+    from tests.helpers.conversations import trl_dpo
 
     _, _, pairs, scores, rows = scored_pairs
     manifest = orjson.loads(scores.with_name("scores.manifest.json").read_bytes())
@@ -99,7 +98,7 @@ def test_pairs_are_selected_by_margin_and_reported(scored_pairs):
 
 
 def test_tool_calls_and_reasoning_are_scored_not_refused(tmp_path, demo_assets):
-    from .conversations import CONVERSATIONS
+    from tests.helpers.conversations import CONVERSATIONS
 
     data = tmp_path / "d.jsonl"
     data.write_bytes(

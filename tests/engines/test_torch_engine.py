@@ -6,8 +6,7 @@ import orjson
 from fastscore.engines.torch_engine import length_batches, pack_groups
 from fastscore.records import RenderedSample
 from fastscore.scoring.arithmetic import mean_nll
-
-from .reference import transformers_logprobs
+from tests.helpers.reference import transformers_logprobs
 
 
 def _s(n):

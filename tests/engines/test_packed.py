@@ -20,8 +20,7 @@ from fastscore.engines.packed import (
 )
 from fastscore.engines.torch_engine import TorchEngine, pack_groups
 from fastscore.records import RenderedSample
-
-from .format_records import rendered
+from tests.helpers.format_records import rendered
 
 
 def _sample(ids, positions):

@@ -27,8 +27,7 @@ from fastscore.engines.packed import (
 from fastscore.engines.torch_engine import TorchEngine
 from fastscore.records import OK, RenderedSample
 from fastscore.scoring.arithmetic import mean_nll
-
-from .format_records import rendered
+from tests.helpers.format_records import rendered
 
 pytestmark = [
     pytest.mark.gpu,

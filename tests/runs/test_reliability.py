@@ -14,7 +14,7 @@ import fastscore
 from fastscore.config import EngineConfig
 from fastscore.errors import ConfigError
 
-from .test_cli import fastscore_cmd
+from tests.helpers import killed_run, retrain_in_place
 
 pytestmark = pytest.mark.engine
 TORCH = EngineConfig(kind="torch", dtype="float32")
@@ -26,34 +26,12 @@ def _data(tmp_path, demo_assets, n=40):
     return path
 
 
-def _killed_run(data, out, base, ref, *extra):
-    """A score run SIGKILLed just before its manifest: the partial and run record stay."""
-    cmd = fastscore_cmd() + ["score", str(data), "--base", str(base), "--ref", str(ref),
-                             "--output", str(out), "--engine", "torch", "--dtype", "float32",
-                             "--no-progress", *extra]  # fmt: skip
-    env = dict(os.environ, FASTSCORE_KILL_AT="final:manifest")
-    p = subprocess.run(cmd, env=env, capture_output=True, timeout=600)
-    assert p.returncode != 0 and not out.exists() and out.with_name(out.name + ".partial").exists()
-
-
-def _retrain_in_place(model_dir):
-    """What train-ref over an existing ./sft does: other weights, same path and shapes."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    m = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.mul_(1.01)
-    m.save_pretrained(model_dir)
-
-
 def test_resume_refuses_scores_of_a_reference_retrained_in_place(tmp_path, demo_assets):
     ref = tmp_path / "sft"
     shutil.copytree(demo_assets.ref, ref)
     data, out = _data(tmp_path, demo_assets), tmp_path / "s.jsonl"
-    _killed_run(data, out, demo_assets.base, ref)
-    _retrain_in_place(ref)
+    killed_run(data, out, demo_assets.base, ref)
+    retrain_in_place(ref)
     with pytest.raises(ConfigError, match=r"the ref model .*sft \(its contents changed"):
         fastscore.score(input=str(data), base=str(demo_assets.base), ref=str(ref),
                         output=str(out), resume=True, progress=False, engine=TORCH)  # fmt: skip
@@ -61,7 +39,7 @@ def test_resume_refuses_scores_of_a_reference_retrained_in_place(tmp_path, demo_
 
 def test_options_that_cannot_change_a_score_do_not_block_a_resume(tmp_path, demo_assets):
     data, out = _data(tmp_path, demo_assets), tmp_path / "s.jsonl"
-    _killed_run(data, out, demo_assets.base, demo_assets.ref, "--batch-tokens", "300")
+    killed_run(data, out, demo_assets.base, demo_assets.ref, "--batch-tokens", "300")
     m = fastscore.score(
         input=str(data),
         base=str(demo_assets.base),

@@ -17,8 +17,7 @@ import pytest
 from fastscore.data.formats import to_sample
 from fastscore.records import OK, RawRecord
 from fastscore.rendering.renderer import Renderer
-
-from .conversations import (
+from tests.helpers.conversations import (
     COMPLETIONS,
     CONVERSATIONS,
     FIXED_DATE,

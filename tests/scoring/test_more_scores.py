@@ -13,8 +13,7 @@ from fastscore.executors.local import score_file
 from fastscore.rendering.renderer import Renderer
 from fastscore.scoring.arithmetic import mean_nll
 from fastscore.scoring.stream import alone_sample
-
-from .reference import transformers_logprobs
+from tests.helpers.reference import transformers_logprobs
 
 pytestmark = pytest.mark.engine
 
@@ -57,7 +56,7 @@ def test_ifd_matches_transformers(tmp_path, demo_assets, tokenizer, engines, eng
 def test_every_score_selects_from_the_cli(tmp_path, demo_assets):
     import subprocess
 
-    from .test_cli import fastscore_cmd
+    from tests.helpers import fastscore_cmd
 
     data = tmp_path / "d.jsonl"
     data.write_bytes(b"\n".join(demo_assets.data.read_bytes().splitlines()[::20]) + b"\n")

@@ -5,8 +5,7 @@ prompt-response, TRL's prompt-completion and preference shapes (strings and mess
 from fastscore.data.formats import to_samples
 from fastscore.records import OK, RawRecord
 from fastscore.rendering.renderer import Renderer
-
-from .conversations import COMPLETIONS, CONVERSATIONS, PREFERENCES
+from tests.helpers.conversations import COMPLETIONS, CONVERSATIONS, PREFERENCES
 
 RECORDS = {
     "messages": [

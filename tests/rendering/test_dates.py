@@ -10,8 +10,7 @@ import subprocess
 import orjson
 
 from fastscore.records import Message, Sample
-
-from .test_cli import cli, fastscore_cmd
+from tests.helpers import cli, fastscore_cmd
 
 # ChatML with the date up front, as Llama 3.1 and GPT-OSS write it
 DATED = (
@@ -50,7 +49,7 @@ def test_resume_renders_the_date_the_run_started_with(tmp_path, demo_assets, mon
             "--dtype", "float32", "--no-progress"]  # fmt: skip
     # the first run is killed just before its manifest is written
     env = dict(os.environ, FASTSCORE_KILL_AT="final:manifest")
-    p = subprocess.run(fastscore_cmd() + args, env=env, capture_output=True, timeout=600)
+    p = subprocess.run(fastscore_cmd() + args, env=env, capture_output=True)
     assert p.returncode != 0 and not out.exists()
     started = orjson.loads(out.with_name("s.jsonl.run.json").read_bytes())["options"]["date"]
     # resumed "on another day"

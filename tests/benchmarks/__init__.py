@@ -1,0 +1,1 @@
+"""Tests of fastscore.benchmarks: each way runs, the FLOP count."""

@@ -1,0 +1,1 @@
+"""Tests of fastscore.data: readers, formats, ids, writers."""

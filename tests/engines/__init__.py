@@ -1,0 +1,1 @@
+"""Tests of fastscore.engines: torch (packed, padded, single), vLLM, served, GPU."""

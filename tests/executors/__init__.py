@@ -1,0 +1,1 @@
+"""Tests of fastscore.executors: Ray shards on a real local cluster."""

@@ -1,0 +1,1 @@
+"""Tests of fastscore.rendering: masks, TRL parity, dates, the core install."""

@@ -1,0 +1,1 @@
+"""Tests of fastscore.reporting: the page in a real browser, inspect."""

@@ -1,0 +1,1 @@
+"""Tests of fastscore.scoring: the arithmetic, the stream, scores across engines."""

@@ -1,0 +1,1 @@
+"""Tests of fastscore.selection: the ranking, budgets, coverage, the benchmark."""
