@@ -37,7 +37,7 @@ format: install
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
 bench: install
-	$(PY) benchmarks/throughput.py --model llama60m --samples 150 --repeats 2
+	$(VENV)/bin/fastscore bench --model llama60m --samples 150 --repeats 2
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

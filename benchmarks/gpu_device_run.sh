@@ -54,9 +54,9 @@ print(\"varlen_attn\", inspect.signature(varlen_attn))
 "' "$PY"
 stage gpu-tests 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
 # BENCH_ARGS: more options for both (a rehearsal on CPU: "--shape tiny --device cpu")
-stage gpu-1b 150 "$PY" -m fastscore.benchmarks.gpu --shape llama-1b \
+stage gpu-1b 150 "$PY" -m fastscore.benchmarks.gpu --shape llama-1b --repeats 2 \
     --json-out "$OUT/gpu-1b.json" --profile-out "$OUT/profile-1b.txt" ${BENCH_ARGS:-}
-stage gpu-8b 180 "$PY" -m fastscore.benchmarks.gpu --shape llama-8b \
+stage gpu-8b 180 "$PY" -m fastscore.benchmarks.gpu --shape llama-8b --repeats 2 \
     --json-out "$OUT/gpu-8b.json" --profile-out "$OUT/profile-8b.txt" ${BENCH_ARGS:-}
 echo "=== done in ${SECONDS}s" | tee -a "$LOG"
 # gpu.log holds every stage's log: the device gives back 8 files at most

@@ -419,12 +419,12 @@ def demo(output_dir: str, fraction: float, progress: bool) -> None:
 )
 @click.pass_context
 def bench(ctx: click.Context) -> None:
-    """Throughput against the hardware's ceiling and today's ways (benchmarks/throughput.py).
+    """Throughput against the hardware's ceiling and today's ways (fastscore.benchmarks.cpu).
 
     Options: --model demo|llama60m|llama100m, --samples N, --repeats N, --ways LIST,
     --json-out FILE (see python -m fastscore.benchmarks.cpu --help).
 
-    With --gpu: the GPU benchmark (benchmarks/gpu.py): --shape llama-1b|llama-8b|tiny,
+    With --gpu: the GPU benchmark (fastscore.benchmarks.gpu): --shape llama-1b|llama-8b|tiny,
     --json-out FILE, --profile (see python -m fastscore.benchmarks.gpu --help).
     """
     import argparse

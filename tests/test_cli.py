@@ -19,10 +19,15 @@ def test_demo_end_to_end(tmp_path, demo_assets):
     out = tmp_path / "demo"
     p = cli("demo", "--output-dir", out, "--no-progress")
     lines = {ln.split()[0]: ln.split()[1:] for ln in p.stdout.splitlines() if ln.strip()}
-    in_data, by_lobass, by_rho, random_exp = (float(x) for x in lines["learnable"])
-    # The embedded world is built so that only "learnable" samples are learnable: LoBaSS
-    # must prefer them well beyond chance.
+    assert lines["kind"] == ["in_data", "selected", "lobass", "rho", "random_expected"]
+    in_data, selected, by_lobass, by_rho, random_exp = (float(x) for x in lines["learnable"])
+    # The embedded world is built so that only "learnable" samples are learnable: LoBaSS's
+    # plain ranking must prefer them well beyond chance.
     assert in_data == 200 and by_lobass > 2 * random_exp
+    # the default selection (selected.jsonl) spreads the 120 over the world's three prompt
+    # families, each kind a family of its own here
+    assert sum(float(lines[k][1]) for k in ("learnable", "known", "noise")) == 120
+    assert "selected: the default selection, top 20% by lobass within" in p.stdout
     m = json.loads((out / "manifest.json").read_text())
     assert m["counts"]["records"] == 600 and m["selection"]["selected"] == 120
     assert len((out / "selected.jsonl").read_bytes().splitlines()) == 120

@@ -10,18 +10,19 @@ One run, same data, same models, side by side; each way scores the *pair* of mod
 3. lm-eval way   vLLM prompt_logprobs=1, dicts per position parsed in Python.
 4. Cherry way    transformers, one sample per forward, full-vocabulary loss at every
                  position (also Data-Juicer's perplexity filter).
-5. padded        transformers, length-sorted right-padded batches (~4K tokens), full
-                 logits at every position.
+5. padded        transformers, longest-first right-padded batches of 16, full logits at
+                 every position (lm-eval's HF way).
 Plus "engine only": fastscore's torch engine on pre-tokenized ids, to price the pipeline.
+The transformers ways, engine-only and fastscore end to end are ``ways``' (shared with the
+GPU driver); the vLLM ways are CPU-only (no vLLM reaches the GPU machine).
 
 Each way gets one warm-up run and ``--repeats`` timed runs; the table shows medians and
 the spread, and the last line is JSON. Peak memory is the RSS of this process and its
 children (vLLM's engine processes), sampled every 50 ms while a way runs.
 
-Models are built locally: ``demo`` (the tiny demo pair) and ``llama60m``, a random-init
-Llama of real shape (hidden 512, 8 layers, 32K vocabulary, ~60M parameters). With random
-weights the losses are meaningless, but the FLOPs and memory traffic are those of a real
-model of that shape.
+Models are built locally: ``demo`` (the tiny demo pair), or a random-init Llama of a
+shape in ``shapes.SHAPES`` (``llama60m``: hidden 512, 8 layers, 32K vocabulary, ~60M
+parameters) with the demo tokenizer.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import math
 import random
 import statistics
@@ -37,27 +37,17 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import orjson
 
-SHAPES = {
-    # hidden, layers, heads (head_dim 64), intermediate, vocab, context
-    "llama60m": dict(hidden=512, layers=8, heads=8, intermediate=1536, vocab=32000, ctx=1024),
-    "llama100m": dict(hidden=640, layers=10, heads=10, intermediate=1792, vocab=32000, ctx=1024),
-}
-
-
-@dataclass
-class Way:
-    name: str
-    run: Callable[[], None]  # one full pass of both models over the data
+from fastscore.benchmarks import ways
+from fastscore.benchmarks.flops import ModelShape, head_share
+from fastscore.benchmarks.shapes import CPU_SHAPES, SHAPES, llama_config
 
 
 def add_cli_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="llama60m", choices=["demo", *SHAPES])
+    p.add_argument("--model", default="llama60m", choices=["demo", *CPU_SHAPES])
     p.add_argument("--samples", type=int, default=150)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument(
@@ -74,33 +64,18 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
 def build_models(shape: str, root: Path) -> tuple[Path, Path]:
     """Two random-init Llamas of one shape (base, ref), with the demo tokenizer."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     from fastscore.demodata.build import ensure_demo
     from fastscore.engines.models import load_tokenizer
 
-    s = SHAPES[shape]
     tok = load_tokenizer(ensure_demo().base)
     out = []
     for i, name in enumerate(("base", "ref")):
         d = root / f"{shape}-{name}"
         if not (d / "config.json").exists():
             torch.manual_seed(i)
-            cfg = LlamaConfig(
-                vocab_size=s["vocab"],
-                hidden_size=s["hidden"],
-                intermediate_size=s["intermediate"],
-                num_hidden_layers=s["layers"],
-                num_attention_heads=s["heads"],
-                num_key_value_heads=s["heads"],
-                head_dim=64,
-                max_position_embeddings=s["ctx"],
-                tie_word_embeddings=False,
-                bos_token_id=tok.bos_token_id,
-                eos_token_id=tok.eos_token_id,
-                pad_token_id=tok.pad_token_id,
-            )
-            LlamaForCausalLM(cfg).save_pretrained(d)
+            LlamaForCausalLM(llama_config(SHAPES[shape], tok)).save_pretrained(d)
             tok.save_pretrained(d)
         out.append(d)
     return out[0], out[1]
@@ -160,14 +135,7 @@ def head_flop_share(model_dir: Path, mean_len: float) -> float:
     """Share of one token's forward FLOPs spent in the output head, at the mean length."""
     from transformers import AutoConfig
 
-    c = AutoConfig.from_pretrained(model_dir)
-    h, layers, v = c.hidden_size, c.num_hidden_layers, c.vocab_size
-    hd = getattr(c, "head_dim", h // c.num_attention_heads)
-    q, kv = c.num_attention_heads * hd, c.num_key_value_heads * hd
-    per_layer = 2 * (h * q + 2 * h * kv + q * h + 3 * h * c.intermediate_size)
-    attention = 2 * 2 * q * (mean_len / 2)  # scores and weighted sum over the mean context
-    head = 2 * h * v
-    return head / (layers * (per_layer + attention) + head)
+    return head_share(ModelShape.from_config(AutoConfig.from_pretrained(model_dir)), mean_len)
 
 
 # ---------------------------------------------------------------- the ways
@@ -201,27 +169,28 @@ def _prompts(samples):
     return [TokensPrompt(prompt_token_ids=s.token_ids.tolist()) for s in samples]
 
 
-def way_ceiling(vllm_pair, samples) -> Callable[[], None]:
+def way_ceiling(vllm_pair) -> Callable:
+    """vLLM bare prefill of the same token ids: the trunk on every token, the head on one."""
     from vllm import SamplingParams
 
-    prompts = _prompts(samples)
     params = SamplingParams(max_tokens=1, detokenize=False)
 
-    def run():
+    def run(samples):
+        prompts = _prompts(samples)
         for e in vllm_pair:
             e.llm.generate(prompts, params, use_tqdm=False)
 
     return run
 
 
-def way_lmeval(vllm_pair, samples) -> Callable[[], None]:
+def way_lmeval(vllm_pair) -> Callable:
     """lm-eval-harness's loglikelihood: prompt_logprobs=1 dicts, summed in Python."""
     from vllm import SamplingParams
 
-    prompts = _prompts(samples)
     params = SamplingParams(max_tokens=1, prompt_logprobs=1, detokenize=False)
 
-    def run():
+    def run(samples):
+        prompts = _prompts(samples)
         for e in vllm_pair:
             outs = e.llm.generate(prompts, params, use_tqdm=False)
             for s, o in zip(samples, outs, strict=True):
@@ -234,86 +203,13 @@ def way_lmeval(vllm_pair, samples) -> Callable[[], None]:
     return run
 
 
-def way_cherry(torch_models, samples) -> Callable[[], None]:
-    """One sample per forward; logits and the loss at every position (labels mask prompt)."""
-    import torch
-
-    def run():
-        with torch.inference_mode():
-            for m in torch_models:
-                for s in samples:
-                    ids = torch.from_numpy(s.token_ids.astype(np.int64))[None]
-                    labels = torch.full_like(ids, -100)
-                    labels[0, s.response_positions] = ids[0, s.response_positions]
-                    assert torch.isfinite(m(input_ids=ids, labels=labels).loss)
-
-    return run
-
-
-def way_padded(torch_models, samples, batch_tokens: int = 4096) -> Callable[[], None]:
-    import torch
-
-    from fastscore.engines.torch_engine import length_batches
-
-    batches = length_batches(samples, batch_tokens)
-
-    def run():
-        with torch.inference_mode():
-            for m in torch_models:
-                for b in batches:
-                    width = max(samples[i].n_tokens for i in b)
-                    ids = torch.zeros((len(b), width), dtype=torch.long)
-                    labels = torch.full_like(ids, -100)
-                    mask = torch.zeros_like(ids)
-                    for row, i in enumerate(b):
-                        s = samples[i]
-                        ids[row, : s.n_tokens] = torch.from_numpy(s.token_ids.astype(np.int64))
-                        mask[row, : s.n_tokens] = 1
-                        labels[row, s.response_positions] = ids[row, s.response_positions]
-                    logits = m(input_ids=ids, attention_mask=mask).logits
-                    lp = torch.log_softmax(logits[:, :-1].float(), -1)
-                    tgt = labels[:, 1:]
-                    keep = tgt != -100
-                    tok_lp = lp.gather(-1, tgt.clamp(min=0)[..., None])[..., 0][keep]
-                    assert torch.isfinite(tok_lp).all()
-
-    return run
-
-
-def way_fastscore(data, base, ref, workdir, engine_kind, engines=None) -> Callable[[], None]:
-    from fastscore.config import EngineConfig, ScoreConfig
-    from fastscore.executors.local import run_scoring
-
-    cfg = ScoreConfig(
-        input=str(data),
-        base=str(base),
-        ref=str(ref),
-        output=str(workdir / f"scores-{engine_kind}.jsonl"),
-        progress=False,
-        engine=EngineConfig(kind=engine_kind, dtype="float32"),
-    )
-
-    def run():
-        run_scoring(cfg, engines=engines)
-
-    return run
-
-
-def way_engine_only(torch_engines, samples) -> Callable[[], None]:
-    def run():
-        for e in torch_engines:
-            e.response_logprobs(samples)
-
-    return run
-
-
 # ---------------------------------------------------------------- main
 
 
 def main(args: argparse.Namespace) -> dict:
     import torch
 
-    from fastscore.config import EngineConfig
+    from fastscore.config import EngineConfig, ScoreConfig
     from fastscore.demodata.build import ensure_demo
     from fastscore.engines.torch_engine import TorchEngine
 
@@ -324,7 +220,7 @@ def main(args: argparse.Namespace) -> dict:
         base, ref, ctx = a.base, a.ref, 256
     else:
         base, ref = build_models(args.model, workdir)
-        ctx = SHAPES[args.model]["ctx"]
+        ctx = SHAPES[args.model].context
     data = workdir / "data.jsonl"
     make_data(data, args.samples, args.seed, max_words=ctx // 6)
     samples = _rendered(data, base)
@@ -333,13 +229,23 @@ def main(args: argparse.Namespace) -> dict:
     wanted = args.ways.split(",")
     results: dict[str, dict] = {}
 
-    def measure(name: str, fn: Callable[[], None]) -> None:
+    def e2e_config(engine_kind: str) -> ScoreConfig:
+        return ScoreConfig(
+            input=str(data),
+            base=str(base),
+            ref=str(ref),
+            output=str(workdir / f"scores-{engine_kind}.jsonl"),
+            progress=False,
+            engine=EngineConfig(kind=engine_kind, dtype="float32"),
+        )
+
+    def measure(name: str, fn: Callable) -> None:
         times, peak = [], 0
         for rep in range(args.repeats + 1):
             gc.collect()
             with PeakRSS() as mem:
                 t0 = time.perf_counter()
-                fn()
+                fn(samples)
                 dt = time.perf_counter() - t0
             peak = max(peak, mem.peak)
             if rep:  # the first run warms up
@@ -364,25 +270,25 @@ def main(args: argparse.Namespace) -> dict:
         pair = _vllm_pair(base, ref, ctx)
         try:
             if "ceiling" in wanted:
-                measure("ceiling", way_ceiling(pair, samples))
+                measure("ceiling", way_ceiling(pair))
             if "fastscore-vllm" in wanted:
-                measure("fastscore-vllm", way_fastscore(data, base, ref, workdir, "vllm", pair))
+                measure("fastscore-vllm", ways.fastscore_e2e(e2e_config("vllm"), pair))
             if "lmeval" in wanted:
-                measure("lmeval", way_lmeval(pair, samples))
+                measure("lmeval", way_lmeval(pair))
         finally:
             for e in pair:
                 e.close()
     tcfg = EngineConfig(kind="torch", dtype="float32")
     tpair = (TorchEngine(base, tcfg, name="base"), TorchEngine(ref, tcfg, name="ref"))
     if "fastscore-torch" in wanted:
-        measure("fastscore-torch", way_fastscore(data, base, ref, workdir, "torch", tpair))
+        measure("fastscore-torch", ways.fastscore_e2e(e2e_config("torch"), tpair))
     if "engine-only" in wanted:
-        measure("engine-only", way_engine_only(tpair, samples))
+        measure("engine-only", ways.engine_only(tpair))
     models = (tpair[0].model, tpair[1].model)
     if "cherry" in wanted:
-        measure("cherry", way_cherry(models, samples))
+        measure("cherry", ways.one_sample_loop(models))
     if "padded" in wanted:
-        measure("padded", way_padded(models, samples))
+        measure("padded", ways.padded(models))
 
     def ratio(a: str, b: str) -> float | None:
         if a in results and b in results:
@@ -419,12 +325,17 @@ def main(args: argparse.Namespace) -> dict:
         },
     }
     print()
-    print(f"{'way':<18}{'tok/s':>10}{'spread (s)':>18}{'samples/s':>11}{'peak GiB':>10}")
-    for name, r in results.items():
-        print(
-            f"{name:<18}{r['tokens_per_s']:>10,.0f}{r['seconds_min']:>9.1f}-"
-            f"{r['seconds_max']:<8.1f}{r['samples_per_s']:>11.1f}{r['peak_rss_gib']:>10.2f}"
-        )
+    ways.print_table(
+        [{"way": name, **r} for name, r in results.items()],
+        [
+            ("way", "way", 18, ""),
+            ("tok/s", "tokens_per_s", 10, ",.0f"),
+            ("min s", "seconds_min", 9, ".1f"),
+            ("max s", "seconds_max", 9, ".1f"),
+            ("samples/s", "samples_per_s", 11, ".1f"),
+            ("peak GiB", "peak_rss_gib", 10, ".2f"),
+        ],
+    )
     print(
         f"output head share of per-token FLOPs: {summary['head_flop_share']:.1%}; response "
         f"tokens {resp:.1%} of all; so at equal kernel efficiency fastscore/ceiling <= "
@@ -433,9 +344,7 @@ def main(args: argparse.Namespace) -> dict:
     for k, v in summary["ratios"].items():
         if v is not None:
             print(f"{k:<40}{v:>8.3f}")
-    if args.json_out:
-        args.json_out.write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary))
+    ways.write_json(summary, args.json_out)
     return summary
 
 

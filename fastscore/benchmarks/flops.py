@@ -65,6 +65,14 @@ def scoring_flops(s: ModelShape, lengths: Iterable[tuple[int, int]]) -> int:
     return sum(per_token * n + attention_flops(s, n) + head_flops(s, r) for n, r in lengths)
 
 
+def head_share(s: ModelShape, mean_len: float) -> float:
+    """The output head's share of one token's forward FLOPs in a sample of ``mean_len``
+    tokens (the trunk, its share of the causal attention, the head)."""
+    n = max(1, round(mean_len))
+    per_token = trunk_flops_per_token(s) + attention_flops(s, n) / n + head_flops(s, 1)
+    return head_flops(s, 1) / per_token
+
+
 def mfu(flops: float, seconds: float, peak_flops_per_s: float) -> float:
     """Useful FLOPs per second as a share of the measured matmul rate."""
     if seconds <= 0 or peak_flops_per_s <= 0:

@@ -39,6 +39,7 @@ import gc
 import json
 import math
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -49,76 +50,10 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from fastscore.benchmarks import ways
 from fastscore.benchmarks.flops import ModelShape, mfu, scoring_flops
+from fastscore.benchmarks.shapes import GPU_SHAPES, SHAPES, BenchShape, llama_config
 
-
-@dataclass(frozen=True)
-class BenchShape:
-    model: ModelShape
-    tied: bool  # the output head shares the embedding matrix
-    samples: int  # the main set: e2e and engine
-    padded_samples: int  # hf-padded
-    loop_samples: int  # one-sample-loop
-    targets: dict = field(default_factory=dict)
-
-
-SHAPES = {
-    # Llama-3.2-1B: tied head, so the 128K x 2048 head is a large share of a token's FLOPs
-    "llama-1b": BenchShape(
-        ModelShape(
-            hidden=2048,
-            layers=16,
-            heads=32,
-            kv_heads=8,
-            head_dim=64,
-            intermediate=8192,
-            vocab=128256,
-        ),
-        tied=True,
-        samples=2000,
-        padded_samples=400,
-        loop_samples=64,
-        targets={
-            "mfu": 0.50,
-            "e2e_over_engine": 0.9,
-            "vs_one_sample_loop": 12.0,
-            "vs_hf_padded": 2.0,
-            "mem_vs_hf_padded": 0.6,
-        },
-    ),
-    "llama-8b": BenchShape(
-        ModelShape(
-            hidden=4096,
-            layers=32,
-            heads=32,
-            kv_heads=8,
-            head_dim=128,
-            intermediate=14336,
-            vocab=128256,
-        ),
-        tied=False,
-        samples=600,
-        padded_samples=160,
-        loop_samples=32,
-        targets={
-            "mfu": 0.62,
-            "e2e_over_engine": 0.9,
-            "vs_one_sample_loop": 3.5,
-            "vs_hf_padded": 1.35,
-            "mem_vs_hf_padded": 0.6,
-        },
-    ),
-    # exercises the code on CPU in seconds; its figures mean nothing
-    "tiny": BenchShape(
-        ModelShape(
-            hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16, intermediate=128, vocab=1024
-        ),
-        tied=True,
-        samples=24,
-        padded_samples=16,
-        loop_samples=6,
-    ),
-}
 WAYS = ("fastscore-e2e", "engine", "hf-padded", "one-sample-loop")
 LOWER_IS_BETTER = ("mem_vs_hf_padded",)
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>"]
@@ -127,7 +62,8 @@ TEMPLATE_TOKENS = 6  # <|im_start|> user ... <|im_end|> <|im_start|> assistant .
 
 
 def add_cli_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--shape", default="llama-8b", choices=list(SHAPES))
+    p.add_argument("--shape", default="llama-8b", choices=list(GPU_SHAPES))
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per way, after a warm-up")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--dtype", default=None, help="default: bfloat16 on cuda, float32 on cpu")
     p.add_argument("--samples", type=int, default=None, help="main set (default: per shape)")
@@ -209,23 +145,9 @@ def write_records(path: Path, lengths: np.ndarray, n_words: int, seed: int) -> N
 def build_model(shape: BenchShape, tok, seed: int, device, dtype):
     """A random-init Llama built directly on the device in ``dtype`` (seconds, even at 8B)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    s = shape.model
-    cfg = LlamaConfig(
-        vocab_size=s.vocab,
-        hidden_size=s.hidden,
-        intermediate_size=s.intermediate,
-        num_hidden_layers=s.layers,
-        num_attention_heads=s.heads,
-        num_key_value_heads=s.kv_heads,
-        head_dim=s.head_dim,
-        max_position_embeddings=8192,
-        tie_word_embeddings=shape.tied,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
+    cfg = llama_config(shape, tok)
     torch.manual_seed(seed)
     before = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
@@ -332,74 +254,9 @@ def pair_flops(shape: ModelShape, samples: list) -> int:
     return 2 * scoring_flops(shape, [(s.n_tokens, s.n_response_tokens) for s in samples])
 
 
-# ---------------------------------------------------------------- the ways
-# Each returns run(samples) -> None: one full pass of both models over the samples.
-
-
-def way_engine(engines) -> Callable:
-    def run(samples):
-        for e in engines:
-            e.response_logprobs(samples)
-
-    return run
-
-
-def way_hf_padded(models, device, batch_size: int = 16) -> Callable:
-    """lm-eval-harness's HF loglikelihood: longest first, right-padded batches, the full
-    logits, log_softmax over them in the model's dtype, the targets gathered."""
-    import torch
-    import torch.nn.functional as F
-
-    def run(samples):
-        order = sorted(range(len(samples)), key=lambda i: -samples[i].n_tokens)
-        batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
-        with torch.inference_mode():
-            for m in models:
-                for b in batches:
-                    width = max(samples[i].n_tokens for i in b)
-                    ids = torch.zeros((len(b), width), dtype=torch.long)
-                    mask = torch.zeros_like(ids)
-                    for row, i in enumerate(b):
-                        ids[row, : samples[i].n_tokens] = torch.from_numpy(
-                            samples[i].token_ids.astype(np.int64)
-                        )
-                        mask[row, : samples[i].n_tokens] = 1
-                    ids, mask = ids.to(device), mask.to(device)
-                    lp = F.log_softmax(m(input_ids=ids, attention_mask=mask).logits, dim=-1)
-                    rows = np.concatenate(
-                        [np.full(samples[i].n_response_tokens, r) for r, i in enumerate(b)]
-                    )
-                    cols = np.concatenate([samples[i].response_positions for i in b])
-                    r = torch.from_numpy(rows).to(device)
-                    c = torch.from_numpy(cols.astype(np.int64)).to(device)
-                    got = lp[r, c - 1].gather(1, ids[r, c][:, None]).float().cpu()
-                    assert torch.isfinite(got).all()
-                    del lp
-
-    return run
-
-
-def way_one_sample_loop(models, device) -> Callable:
-    """One sample per forward, transformers' loss over every position (prompt masked)."""
-    import torch
-
-    def run(samples):
-        with torch.inference_mode():
-            for m in models:
-                for s in samples:
-                    ids = torch.from_numpy(s.token_ids.astype(np.int64))[None].to(device)
-                    labels = torch.full_like(ids, -100)
-                    pos = torch.from_numpy(s.response_positions.astype(np.int64)).to(device)
-                    labels[0, pos] = ids[0, pos]
-                    assert math.isfinite(m(input_ids=ids, labels=labels).loss.item())
-
-    return run
-
-
 def run_e2e(data: Path, base_dir: Path, ref_dir: Path, out: Path, engines, device) -> dict:
     """``score_file`` on the JSONL with the started engines; returns its manifest."""
     from fastscore.config import EngineConfig, ScoreConfig
-    from fastscore.executors.local import score_file
 
     cfg = ScoreConfig(
         input=str(data),
@@ -410,7 +267,7 @@ def run_e2e(data: Path, base_dir: Path, ref_dir: Path, out: Path, engines, devic
         progress=False,
         engine=EngineConfig(kind="torch", device=str(device)),
     )
-    return score_file(cfg, engines=engines)[0]
+    return ways.fastscore_e2e(cfg, engines)()
 
 
 # ---------------------------------------------------------------- profile
@@ -610,16 +467,21 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         try:
             warm()
             dev.sync()
-            t0 = time.perf_counter()
-            extra = run() or {}
-            dev.sync()
-            dt = extra.pop("seconds", None) or time.perf_counter() - t0
+            times, extra = [], {}
+            for _ in range(max(1, args.repeats)):
+                t0 = time.perf_counter()
+                extra = run() or {}
+                dev.sync()
+                times.append(extra.pop("seconds", None) or time.perf_counter() - t0)
         except Exception as e:  # an OOM in one way must not lose the others
             errors[name] = f"{type(e).__name__}: {e}"[:2000]
             print(f"  {name} FAILED: {errors[name]}", flush=True)
             summary["errors"] = errors
             write()
             return
+        dt = statistics.median(times)
+        extra["seconds_min"], extra["seconds_max"] = round(min(times), 3), round(max(times), 3)
+        extra["repeats"] = len(times)
         toks = sum(s.n_tokens for s in subset)
         if dev.cuda:
             extra["peak_over_resident_gib"] = round(dev.peak_gib() - resident, 2)
@@ -674,7 +536,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
             "(tokenizer loading and comparison, fingerprints) and the final manifest/rename",
         )
     if "engine" in wanted:
-        run = way_engine(engines)
+        run = ways.engine_only(engines)
         measure(
             "engine",
             samples,
@@ -685,7 +547,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         )
     if "hf-padded" in wanted:
         sub = stratified(samples, args.padded_samples or shape.padded_samples)
-        run = way_hf_padded(models, device)
+        run = ways.padded(models, device)
         longest = sorted(sub, key=lambda s: -s.n_tokens)[:16]  # the warm-up meets the peak
         measure(
             "hf-padded",
@@ -696,7 +558,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         )
     if "one-sample-loop" in wanted:
         sub = stratified(samples, args.loop_samples or shape.loop_samples)
-        run = way_one_sample_loop(models, device)
+        run = ways.one_sample_loop(models, device)
         measure(
             "one-sample-loop",
             sub,
@@ -727,17 +589,24 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     write()
 
     print()
-    print(f"{'way':<18}{'tok/s (pair)':>14}{'MFU':>8}{'peak GiB':>10}{'samples':>9}{'s':>8}")
-    for r in results.values():
-        print(
-            f"{r.name:<18}{r.tokens_per_s:>14,.0f}{r.mfu:>8.3f}{str(r.peak_mem_gib):>10}"
-            f"{r.samples:>9}{r.seconds:>8.2f}"
-        )
+    ways.print_table(
+        [r.to_json() for r in results.values()],
+        [
+            ("way", "name", 18, ""),
+            ("tok/s (pair)", "tokens_per_s", 14, ",.0f"),
+            ("MFU", "mfu", 8, ".3f"),
+            ("peak GiB", "peak_mem_gib", 10, ".2f"),
+            ("samples", "samples", 9, "d"),
+            ("median s", "seconds", 10, ".2f"),
+            ("min s", "seconds_min", 8, ".2f"),
+            ("max s", "seconds_max", 8, ".2f"),
+        ],
+    )
     for k, v in summary["ratios"].items():
         mark = {True: "met", False: "MISSED"}.get(summary["met"].get(k), "")
         want = shape.targets.get(k)
         print(f"{k:<22}{v!s:>10}  {'' if want is None else f'target {want}'} {mark}")
-    print(json.dumps(summary))
+    print(json.dumps(summary))  # the file was written after each way (write)
     for e in engines:
         e.close()
     return summary

@@ -63,7 +63,7 @@ HEAD_BLOCK_BYTES = {"cpu": 256 << 20, "cuda": 512 << 20}
 # tiles is several waves over 132 SMs), and the host launches a forward's few hundred
 # kernels in a few ms while the GPU works ~80 ms (1B) to ~0.5 s (8B) on it; more rows buy
 # nothing but memory. With the in-place MLP an 8B forward of 16K tokens should need about
-# 1.2 GiB beyond the two resident models' 30 GiB (an estimate; benchmarks/gpu.py measures
+# 1.2 GiB beyond the two resident models' 30 GiB (an estimate; fastscore bench --gpu measures
 # it), which keeps the engine well under 0.6x of padded transformers' peak.
 DEFAULT_FORWARD_TOKENS = {
     ("cpu", "packed"): 1024,
