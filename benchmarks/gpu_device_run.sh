@@ -4,7 +4,7 @@
 #     bash benchmarks/gpu_device_run.sh
 #
 # 1. the environment (nvidia-smi, torch, transformers, varlen_attn's signature)
-# 2. the GPU tests: pytest -m gpu tests/test_gpu.py (the demo models are built first, on
+# 2. the GPU tests: pytest -m gpu tests/engines/test_gpu.py (the demo models are built first, on
 #    the CPU, about 20 s, into $FASTSCORE_CACHE_DIR)
 # 3. the benchmark at the Llama-3.2-1B shape, then 4. at the Llama-3.1-8B shape, each
 #    with one profiled engine forward
@@ -52,7 +52,7 @@ print(\"transformers\", transformers.__version__)
 from torch.nn.attention.varlen import varlen_attn
 print(\"varlen_attn\", inspect.signature(varlen_attn))
 "' "$PY"
-stage gpu-tests 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
+stage gpu-tests 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/engines/test_gpu.py
 # BENCH_ARGS: more options for both (a rehearsal on CPU: "--shape tiny --device cpu")
 stage gpu-1b 150 "$PY" -m fastscore.benchmarks.gpu --shape llama-1b --repeats 2 \
     --json-out "$OUT/gpu-1b.json" --profile-out "$OUT/profile-1b.txt" ${BENCH_ARGS:-}

@@ -242,7 +242,7 @@ def pretrain_base(texts, known_chats, sft, test, out: Path, seed: int, steps: in
         ids = ids["input_ids"]
         examples.append((ids, list(range(1, len(ids)))))
     schedule = Schedule(epochs=1, lr=3e-3, batch_size=32, warmup_steps=20, max_steps=steps)
-    train_examples(model, examples, schedule, tok.pad_token_id, what="pretrain", seed=seed)
+    train_examples(model, examples, schedule, pad_id=tok.pad_token_id, what="pretrain", seed=seed)
     model.save_pretrained(out)
     tok.save_pretrained(out)
 

@@ -5,7 +5,7 @@ picks (``trl``) and under the fallback (``sentinel``, as without TRL installed).
     python benchmarks/trl_parity.py
 
 Needs ``trl`` and the demo tokenizer (built on first use). The conversations and TRL's
-side are those of ``tests/test_trl_parity.py``.
+side are those of ``tests/rendering/test_trl_parity.py``.
 """
 
 from __future__ import annotations

@@ -161,7 +161,9 @@ def _build(recipe: DemoRecipe, out: DemoAssets) -> None:
     for text in pre_ids:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         pre_examples.append((ids, list(range(1, len(ids)))))
-    train_examples(model, pre_examples, recipe.pretrain, tokenizer.pad_token_id, "pretrain base")
+    train_examples(
+        model, pre_examples, recipe.pretrain, pad_id=tokenizer.pad_token_id, what="pretrain base"
+    )
     model.save_pretrained(out.base)
     tokenizer.save_pretrained(out.base)
 

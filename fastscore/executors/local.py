@@ -131,7 +131,12 @@ def run_scoring(
         engine_info = s.engine_info()
         facts = session_facts(s)
     return build_manifest(
-        cfg, facts, engine_info, stats, scoring_seconds, time.perf_counter() - t_start
+        cfg,
+        facts,
+        engine_info=engine_info,
+        stats=stats,
+        scoring_seconds=scoring_seconds,
+        total_seconds=time.perf_counter() - t_start,
     )
 
 

@@ -219,7 +219,12 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
         results[min(results)]["engines"],
     )
     manifest = build_manifest(
-        cfg, facts, engine_info, stats, scoring_seconds, time.perf_counter() - t_start
+        cfg,
+        facts,
+        engine_info=engine_info,
+        stats=stats,
+        scoring_seconds=scoring_seconds,
+        total_seconds=time.perf_counter() - t_start,
     )
     manifest["executor"] = {
         "kind": "ray",

@@ -38,6 +38,7 @@ def versions() -> dict[str, str]:
 def build_manifest(
     cfg,
     session_facts: dict[str, Any],
+    *,
     engine_info: dict,
     stats: Stats,
     scoring_seconds: float,

@@ -386,16 +386,18 @@ def choose_covered(
         elig_sizes = Counter(int(labels[i]) for i, _ in eligible)
         quotas = spread_quotas(target, dict(elig_sizes), cfg.spread)
         if cfg.within == "responses":
-            chosen = _varied_in_responses(cfg, table, eligible, labels, quotas)
+            chosen = _varied_in_responses(cfg, table, eligible, labels=labels, quotas=quotas)
             report["within"] = "responses"
         else:
             chosen = choose_grouped(eligible, labels.tolist(), quotas, cfg.order)
-    report["by_cluster"] = _by_cluster(labels, eligible, chosen, quotas, x, cluster_names)
+    report["by_cluster"] = _by_cluster(
+        labels, eligible, chosen, quotas=quotas, x=x, names=cluster_names
+    )
     report["seconds"] = round(time.perf_counter() - t0, 3)
     return chosen, report
 
 
-def _varied_in_responses(cfg, table, eligible, labels, quotas) -> list[int]:
+def _varied_in_responses(cfg, table, eligible, *, labels, quotas) -> list[int]:
     """Each cluster's quota spread, in proportion, over sub-clusters of its eligible
     records' responses (lexical features), the best of each: the picks of a family vary in
     what they answer instead of repeating the answer the reference learnt best."""
@@ -424,7 +426,7 @@ def _varied_in_responses(cfg, table, eligible, labels, quotas) -> list[int]:
     return sorted(chosen)
 
 
-def _by_cluster(labels, eligible, chosen, quotas, x, names) -> dict[str, dict[str, Any]]:
+def _by_cluster(labels, eligible, chosen, *, quotas, x, names) -> dict[str, dict[str, Any]]:
     records = Counter(labels.tolist())
     elig = Counter(int(labels[i]) for i, _ in eligible)
     picked = set(chosen)

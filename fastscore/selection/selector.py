@@ -98,7 +98,9 @@ def plan(cfg: SelectConfig, table: ScoresTable | None = None) -> Plan:
         quotas = allocate(target, shares)
         target = sum(quotas.values())  # shares may add up to less than the whole budget
         chosen = choose_grouped(eligible, groups, quotas, cfg.order)
-        extra["groups"] = group_report(groups, eligible, chosen, quotas, field_name)
+        extra["groups"] = group_report(
+            groups, eligible, chosen, quotas=quotas, field_name=field_name
+        )
     elif cfg.coverage != "none":
         from fastscore.selection.coverage import choose_covered
 
@@ -108,7 +110,9 @@ def plan(cfg: SelectConfig, table: ScoresTable | None = None) -> Plan:
         counts = Counter(groups[i] for i, _ in eligible)
         quotas = allocate(target, {g: c / max(1, len(eligible)) for g, c in counts.items()})
         chosen = choose_grouped(eligible, groups, quotas, cfg.order)
-        extra["groups"] = group_report(groups, eligible, chosen, quotas, "length_bin")
+        extra["groups"] = group_report(
+            groups, eligible, chosen, quotas=quotas, field_name="length_bin"
+        )
         extra["length_bin_edges"] = edges
     else:
         chosen = choose(eligible, n_rows, cfg)
@@ -137,7 +141,7 @@ def describe(cfg: SelectConfig, extra: dict[str, Any]) -> str:
     return f"{rule}, plain ranking (coverage none: the paper's top-k)"
 
 
-def group_report(groups, eligible, chosen, quotas, field_name) -> dict[str, Any]:
+def group_report(groups, eligible, chosen, *, quotas, field_name) -> dict[str, Any]:
     records = Counter(groups)
     elig = Counter(groups[i] for i, _ in eligible)
     sel = Counter(groups[i] for i in chosen)
