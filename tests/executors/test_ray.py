@@ -15,6 +15,7 @@ import pytest
 import fastscore
 from fastscore.config import EngineConfig, RayConfig
 from fastscore.executors.ray_shards import plan_shards
+from tests.helpers import score_cmd
 
 ray = pytest.importorskip("ray", reason="pip install 'fastscore[ray]'")
 pytestmark = pytest.mark.engine
@@ -152,28 +153,9 @@ def test_cli_against_a_cluster_given_by_ray_address(tmp_path, demo_assets):
     try:
         data = _data(tmp_path, demo_assets, n=60)
         out = tmp_path / "cli.jsonl"
-        script = Path(sys.executable).with_name("fastscore")
         p = subprocess.run(
-            [
-                str(script),
-                "score",
-                str(data),
-                "--base",
-                str(demo_assets.base),
-                "--ref",
-                str(demo_assets.ref),
-                "--output",
-                str(out),
-                "--engine",
-                "torch",
-                "--dtype",
-                "float32",
-                "--executor",
-                "ray",
-                "--shards",
-                "3",
-                "--no-progress",
-            ],
+            score_cmd(data, out, demo_assets.base, demo_assets.ref)
+            + ["--executor", "ray", "--shards", "3"],
             capture_output=True,
             text=True,
             env=dict(env, RAY_ADDRESS=f"127.0.0.1:{port}"),

@@ -25,11 +25,17 @@ def cli(*args, check=True):
     return p
 
 
+def score_cmd(data, out, base, ref, *extra) -> list[str]:
+    """``fastscore score`` of ``data`` into ``out`` with the torch engine in fp32, no
+    progress bar, then ``extra`` options."""
+    return fastscore_cmd() + ["score", str(data), "--base", str(base), "--ref", str(ref),
+                              "--output", str(out), "--engine", "torch", "--dtype", "float32",
+                              "--no-progress", *map(str, extra)]  # fmt: skip
+
+
 def killed_run(data, out, base, ref, *extra):
     """A score run SIGKILLed just before its manifest: the partial and run record stay."""
-    cmd = fastscore_cmd() + ["score", str(data), "--base", str(base), "--ref", str(ref),
-                             "--output", str(out), "--engine", "torch", "--dtype", "float32",
-                             "--no-progress", *extra]  # fmt: skip
+    cmd = score_cmd(data, out, base, ref, *extra)
     env = dict(os.environ, FASTSCORE_KILL_AT="final:manifest")
     p = subprocess.run(cmd, env=env, capture_output=True)
     assert p.returncode != 0 and not out.exists() and out.with_name(out.name + ".partial").exists()

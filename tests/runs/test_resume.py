@@ -15,7 +15,7 @@ import fastscore
 from fastscore.config import EngineConfig
 from fastscore.errors import ConfigError
 
-from tests.helpers import fastscore_cmd
+from tests.helpers import fastscore_cmd, score_cmd
 
 pytestmark = pytest.mark.engine
 
@@ -33,24 +33,7 @@ def _data(tmp_path, demo_assets, copies=4, distinct_ids=None):
 
 
 def _cmd(data, out, demo_assets, *extra):
-    return fastscore_cmd() + [
-        "score",
-        str(data),
-        "--base",
-        str(demo_assets.base),
-        "--ref",
-        str(demo_assets.ref),
-        "--output",
-        str(out),
-        "--engine",
-        "torch",
-        "--dtype",
-        "float32",
-        "--batch-tokens",
-        "300",
-        "--no-progress",
-        *extra,
-    ]
+    return score_cmd(data, out, demo_assets.base, demo_assets.ref, "--batch-tokens", 300, *extra)
 
 
 def _rows(path):
