@@ -29,7 +29,7 @@ FORMAT_CHOICES = ("auto", *FORMATS)
 TEMPLATES = ("auto", "model", "plain")
 # select --coverage (selection.coverage): what spreads the budget, how, and over which features;
 # "auto" is resolved by resolve_coverage, "none" is the paper's plain top-k
-COVERAGES = ("auto", "none", "clusters", "diverse")
+COVERAGES = ("auto", "none", "clusters", "diverse")  # the last two spread a budget
 SPREADS = ("proportional", "balanced")
 FEATURE_SOURCES = ("auto", "engine", "lexical")
 WITHIN = ("auto", "none", "responses")
@@ -456,7 +456,8 @@ def validate_select(cfg: SelectConfig, need_paths: bool = True) -> None:
         for n, v in (
             ("--quota", cfg.quota),
             ("--length-bins", cfg.length_bins),
-            ("--coverage " + str(cfg.coverage), cfg.coverage in ("clusters", "diverse") or None),
+            # auto and none (or null) spread nothing themselves: auto gives way to a quota
+            (f"--coverage {cfg.coverage}", cfg.coverage if cfg.coverage in COVERAGES[2:] else None),
         )
         if v is not None
     ]

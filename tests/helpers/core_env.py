@@ -14,15 +14,12 @@ network install.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
-
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+from packaging.utils import canonicalize_name
 
 
 def core_distributions(root: str = "fastscore") -> dict[str, metadata.Distribution]:
@@ -35,7 +32,7 @@ def core_distributions(root: str = "fastscore") -> dict[str, metadata.Distributi
     done: set[tuple[str, frozenset[str]]] = set()
     while todo:
         name, extras = todo.pop()
-        key = (_canonical(name), extras)
+        key = (canonicalize_name(name), extras)
         if key in done:
             continue
         done.add(key)
@@ -73,13 +70,13 @@ def core_environment(folder: Path, root: str = "fastscore") -> list[str]:
     theirs: dict[str, set[str]] = {}  # a top-level entry -> the core distributions with it
     for name, dist in core.items():
         for top in _top_levels(dist):
-            if name == _canonical(root) and not top.endswith(".dist-info"):
+            if name == canonicalize_name(root) and not top.endswith(".dist-info"):
                 continue
             theirs.setdefault(top, set()).add(name)
     others = {
         top
         for d in metadata.distributions()
-        if _canonical(d.metadata["Name"]) not in core
+        if canonicalize_name(d.metadata["Name"]) not in core
         for top in _top_levels(d)
     }
     for top, names in theirs.items():
