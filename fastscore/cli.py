@@ -96,7 +96,7 @@ def _base_type(hint: Any) -> type:
     return str
 
 
-def _apply(ctx: click.Context, cfg, mapping: dict[str, str], prefix: str = "") -> None:
+def _apply(ctx: click.Context, cfg, mapping: dict[str, str], *, prefix: str = "") -> None:
     """Copy the options the user actually typed onto the config (they beat the file)."""
     from fastscore.config import set_path
 

@@ -81,7 +81,7 @@ def build_models(shape: str, root: Path) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
-def make_data(path: Path, n: int, seed: int, max_words: int) -> None:
+def make_data(path: Path, n: int, *, seed: int, max_words: int) -> None:
     """Chat samples with long-tailed (log-normal) prompt and response lengths."""
     from fastscore.demodata.world import _word
 
@@ -222,7 +222,7 @@ def main(args: argparse.Namespace) -> dict:
         base, ref = build_models(args.model, workdir)
         ctx = SHAPES[args.model].context
     data = workdir / "data.jsonl"
-    make_data(data, args.samples, args.seed, max_words=ctx // 6)
+    make_data(data, args.samples, seed=args.seed, max_words=ctx // 6)
     samples = _rendered(data, base)
     n_tokens = sum(s.n_tokens for s in samples)
     assert len(samples) == args.samples, "every benchmark sample must render"

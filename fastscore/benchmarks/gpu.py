@@ -132,7 +132,7 @@ def sample_lengths(n: int, spec: DataSpec, seed: int) -> np.ndarray:
     return np.stack([p, r], axis=1)
 
 
-def write_records(path: Path, lengths: np.ndarray, n_words: int, seed: int) -> None:
+def write_records(path: Path, lengths: np.ndarray, *, n_words: int, seed: int) -> None:
     """Chat records (messages format) of the given prompt and response word counts."""
     rng = np.random.default_rng(seed + 1)
     with open(path, "wb") as f:
@@ -142,7 +142,7 @@ def write_records(path: Path, lengths: np.ndarray, n_words: int, seed: int) -> N
             f.write(orjson.dumps({"id": f"g{i}", "messages": msgs}) + b"\n")
 
 
-def build_model(shape: BenchShape, tok, seed: int, device, dtype):
+def build_model(shape: BenchShape, tok, *, seed: int, device, dtype):
     """A random-init Llama built directly on the device in ``dtype`` (seconds, even at 8B)."""
     import torch
     from transformers import LlamaForCausalLM
@@ -207,7 +207,7 @@ class Device:
         return f"{what} (torch {self.torch.__version__}, transformers {transformers.__version__})"
 
 
-def matmul_flops_per_s(dev: Device, dtype, n: int, seconds: float = 1.0) -> tuple[float, float]:
+def matmul_flops_per_s(dev: Device, dtype, n: int, *, seconds: float = 1.0) -> tuple[float, float]:
     """The rate of an n^3 matrix product: (burst, sustained). Burst: ten products timed
     after three warm-ups, the way the rates MFU is usually quoted against are measured
     (the GPU at its boost clock); sustained: repeated for about ``seconds``, where power
@@ -254,7 +254,7 @@ def pair_flops(shape: ModelShape, samples: list) -> int:
     return 2 * scoring_flops(shape, [(s.n_tokens, s.n_response_tokens) for s in samples])
 
 
-def run_e2e(data: Path, base_dir: Path, ref_dir: Path, out: Path, engines, device) -> dict:
+def run_e2e(data: Path, base_dir: Path, ref_dir: Path, *, out: Path, engines, device) -> dict:
     """``score_file`` on the JSONL with the started engines; returns its manifest."""
     from fastscore.config import EngineConfig, ScoreConfig
 
@@ -273,7 +273,7 @@ def run_e2e(data: Path, base_dir: Path, ref_dir: Path, out: Path, engines, devic
 # ---------------------------------------------------------------- profile
 
 
-def profile_forward(engine, samples: list, dev: Device, top: int = 20) -> tuple[list, str]:
+def profile_forward(engine, samples: list, dev: Device, *, top: int = 20) -> tuple[list, str]:
     """torch.profiler over one engine call of about one forward's tokens: the top kernels
     by device time (ops by CPU time on CPU), and the profiler's table as text."""
     from torch.autograd import DeviceType
@@ -419,7 +419,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     lengths = sample_lengths(n_main, spec, args.seed)
     data = work / "data.jsonl"
     n_words = shape.model.vocab - len(SPECIALS) - len(ROLES)
-    write_records(data, lengths, n_words, args.seed)
+    write_records(data, lengths, n_words=n_words, seed=args.seed)
     samples = list(Renderer(tok).render_all(to_samples(read_records(data), "messages")))
     for s, (p, r) in zip(samples, lengths.tolist(), strict=True):
         # the word-level tokenizer's promise: one token per word, six template tokens
@@ -438,7 +438,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     print(f"data: {summary['data']}")
 
     t0 = time.perf_counter()
-    models = [build_model(shape, tok, seed, device, dtype) for seed in (0, 1)]
+    models = [build_model(shape, tok, seed=seed, device=device, dtype=dtype) for seed in (0, 1)]
     dev.sync()
     dirs = []
     for name, m in zip(("base", "ref"), models, strict=True):
@@ -461,7 +461,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     summary["ways"] = []
     errors: dict[str, str] = {}
 
-    def measure(name: str, subset: list, run: Callable, warm: Callable, note: str) -> None:
+    def measure(name: str, subset: list, *, run: Callable, warm: Callable, note: str) -> None:
         print(f"  {name}: {len(subset)} samples ...", flush=True)
         dev.reset_peak()
         try:
@@ -512,7 +512,9 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
 
         def e2e() -> dict:
             t0 = time.perf_counter()
-            m = run_e2e(data, dirs[0], dirs[1], work / "scores.jsonl", engines, device)
+            m = run_e2e(
+                data, dirs[0], dirs[1], out=work / "scores.jsonl", engines=engines, device=device
+            )
             wall = time.perf_counter() - t0
             ok = m["counts"]["by_status"].get(OK, 0)
             assert ok == len(samples), f"e2e scored {ok} of {len(samples)}: {m['counts']}"
@@ -527,11 +529,16 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         measure(
             "fastscore-e2e",
             samples,
-            e2e,
-            lambda: run_e2e(
-                warm_data, dirs[0], dirs[1], work / "warm.scores.jsonl", engines, device
+            run=e2e,
+            warm=lambda: run_e2e(
+                warm_data,
+                dirs[0],
+                dirs[1],
+                out=work / "warm.scores.jsonl",
+                engines=engines,
+                device=device,
             ),
-            "score_file from the JSONL: seconds = the stream (read, render, tokenize, both "
+            note="score_file from the JSONL: seconds = the stream (read, render, tokenize, both "
             "engines, aggregate, write); wall_seconds adds the one-off set-up a run pays once "
             "(tokenizer loading and comparison, fingerprints) and the final manifest/rename",
         )
@@ -540,9 +547,9 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         measure(
             "engine",
             samples,
-            lambda: run(samples),
-            lambda: run(samples[:warm_n]),
-            f"fastscore's torch engine on pre-tokenized samples: {engines[0].batching}, "
+            run=lambda: run(samples),
+            warm=lambda: run(samples[:warm_n]),
+            note=f"fastscore's torch engine on pre-tokenized samples: {engines[0].batching}, "
             f"{engines[0].info().get('attention')}, forward_tokens {engines[0].forward_tokens}",
         )
     if "hf-padded" in wanted:
@@ -552,9 +559,9 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         measure(
             "hf-padded",
             sub,
-            lambda: run(sub),
-            lambda: run(longest),
-            "transformers, length-sorted batches of 16, full logits, log_softmax (lm-eval)",
+            run=lambda: run(sub),
+            warm=lambda: run(longest),
+            note="transformers, length-sorted batches of 16, full logits, log_softmax (lm-eval)",
         )
     if "one-sample-loop" in wanted:
         sub = stratified(samples, args.loop_samples or shape.loop_samples)
@@ -562,9 +569,9 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         measure(
             "one-sample-loop",
             sub,
-            lambda: run(sub),
-            lambda: run(sub[:2]),
-            "transformers, one sample per forward, loss at every position, .item() each",
+            run=lambda: run(sub),
+            warm=lambda: run(sub[:2]),
+            note="transformers, one sample per forward, loss at every position, .item() each",
         )
 
     summary["ratios"] = summarize(results)

@@ -181,7 +181,12 @@ def jsonl_starts(path: str | os.PathLike, wanted: Iterable[int]) -> dict[int, tu
 
 
 def read_record_range(
-    path: str | os.PathLike, kind: str, lo: int, hi: int, start: tuple[int, int] | None = None
+    path: str | os.PathLike,
+    kind: str,
+    *,
+    lo: int,
+    hi: int,
+    start: tuple[int, int] | None = None,
 ) -> Iterator[RawRecord]:
     """Records ``lo <= index < hi`` without parsing the ones before: a JSONL file is read
     from ``start`` (record ``lo``'s byte offset and line number, from ``jsonl_starts``), a

@@ -107,7 +107,7 @@ def write_scores_parquet(src: str | os.PathLike, dst: str | os.PathLike) -> None
         w.write_table(pa.Table.from_pylist(batch, schema=schema))
 
 
-def write_subset(input_path, output_path, chosen: list[int], ids: list) -> int:
+def write_subset(input_path, output_path, *, chosen: list[int], ids: list) -> int:
     """Copy the chosen records of the input to the output, checking the input's ids are
     the scores' ``ids``."""
     from fastscore.runs.outputs import partial_of

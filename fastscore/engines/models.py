@@ -119,7 +119,7 @@ def tokenizer_differences(a: Any, b: Any, templates: bool = True) -> list[str]:
 
 
 def check_same_tokenizer(
-    base_tok: Any, ref_tok: Any, base: str, ref: str, templates: bool = True
+    base_tok: Any, ref_tok: Any, *, base: str, ref: str, templates: bool = True
 ) -> None:
     diffs = tokenizer_differences(base_tok, ref_tok, templates)
     if diffs:

@@ -103,7 +103,7 @@ def to_device(b: PackedBatch, device) -> DeviceBatch:
 # Each takes q [T, Hq, D], k and v [T, Hkv, D] (Hq a multiple of Hkv) and returns [T, Hq, D].
 
 
-def sdpa_per_sequence(q, k, v, batch: DeviceBatch, scale: float):
+def sdpa_per_sequence(q, k, v, *, batch: DeviceBatch, scale: float):
     """One causal SDPA call per sample: the CPU path (and CUDA without flash attention)."""
     import torch
     import torch.nn.functional as F
@@ -170,7 +170,7 @@ def varlen_unavailable(device, dtype, head_dim: int) -> str | None:
     return None
 
 
-def varlen_attention(q, k, v, batch: DeviceBatch, scale: float, fn=None):
+def varlen_attention(q, k, v, *, batch: DeviceBatch, scale: float, fn=None):
     """The whole stream in one flash-attention call. ``fn``: a varlen_attn stand-in (tests)."""
     fn, call = (fn, varlen_call(fn)) if fn is not None else _torch_varlen()
     kw = dict(call.causal, scale=scale)
@@ -224,7 +224,7 @@ def packed_hidden(model, batch: DeviceBatch, attention: Callable):
         q = _rotary(a.q_proj(h).view(n, -1, a.head_dim), cos, sin)  # [T, heads, D]
         k = _rotary(a.k_proj(h).view(n, -1, a.head_dim), cos, sin)  # [T, kv heads, D]
         v = a.v_proj(h).view(n, -1, a.head_dim)
-        att = attention(q, k, v, batch, a.scaling)  # [T, heads, D]
+        att = attention(q, k, v, batch=batch, scale=a.scaling)  # [T, heads, D]
         x = x + a.o_proj(att.reshape(n, -1))
         x = x + _gated_mlp(layer.mlp, _rms_norm(layer.post_attention_layernorm, x), silu)
     return _rms_norm(inner.norm, x)

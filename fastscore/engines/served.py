@@ -192,7 +192,7 @@ class ServedEngine:
     async def _models(self) -> dict[str, list[dict]]:
         out = {}
         for ep in self.endpoints:
-            body = await self._request(ep, "GET", "/v1/models", None)
+            body = await self._request(ep, "GET", "/v1/models", body=None)
             out[ep.url] = body.get("data", [])
         return out
 
@@ -217,7 +217,7 @@ class ServedEngine:
 
         async def probe(ep: Endpoint, text: str):
             body = {"model": self.model, "prompt": text, "add_special_tokens": False}
-            return await self._request(ep, "POST", "/tokenize", body)
+            return await self._request(ep, "POST", "/tokenize", body=body)
 
         for ep in self.endpoints:
             for text in PROBES:
@@ -232,14 +232,14 @@ class ServedEngine:
 
     # -------------------------------------------------------------- requests
 
-    async def _request(self, ep: Endpoint, method: str, path: str, body, retry: bool = False):
+    async def _request(self, ep: Endpoint, method: str, path: str, *, body, retry: bool = False):
         """One request; failures that may pass raise _Retryable (or EngineError if not
         ``retry``), failures that will not pass raise EngineError."""
         import aiohttp
         import orjson
 
         try:
-            r = await self._send(ep, method, path, body)
+            r = await self._send(ep, method, path, body=body)
             async with r:
                 text = await r.text()
                 if r.status == 429 or r.status >= 500:
@@ -262,7 +262,7 @@ class ServedEngine:
                 f"the {self.name} server {ep.url} failed on {path}: {type(e).__name__}: {e}"
             ) from e
 
-    async def _send(self, ep: Endpoint, method: str, path: str, body):
+    async def _send(self, ep: Endpoint, method: str, path: str, *, body):
         """The response (headers read), sending again at once on a new connection when the
         one it went out on was closed before any answer began."""
         import aiohttp
@@ -302,7 +302,9 @@ class ServedEngine:
             try:
                 async with ep.sem:
                     ep.requests += 1
-                    answer = await self._request(ep, "POST", "/v1/completions", body, retry=True)
+                    answer = await self._request(
+                        ep, "POST", "/v1/completions", body=body, retry=True
+                    )
                 break
             except _Retryable as e:
                 now = time.monotonic()

@@ -26,6 +26,7 @@ class Server:
         self,
         model_dir,
         name: str,
+        *,
         port: int | None = None,
         api_key: str | None = None,
         max_model_len: int = 256,

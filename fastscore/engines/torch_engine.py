@@ -228,10 +228,10 @@ class TorchEngine:
             rows, seg = pool_rows(batch, self.pool)
             starts = b.cu_host[:-1].astype(np.int64)  # where each sample starts in the stream
             rows = rows + starts[seg]
-            self._pool(hidden, rows, seg, len(batch))
+            self._pool(hidden, rows, seg, n=len(batch))
         return self._head_logprobs(hidden[b.rows], b.targets)
 
-    def _pool(self, hidden, rows: np.ndarray, seg: np.ndarray, n: int) -> None:
+    def _pool(self, hidden, rows: np.ndarray, seg: np.ndarray, *, n: int) -> None:
         """Mean of ``hidden[rows]`` per sample ``seg`` (fp32), kept for ``self.pooled``."""
         import torch
 
@@ -249,7 +249,7 @@ class TorchEngine:
         ids = torch.from_numpy(s.token_ids.astype(np.int64)).to(self.device)[None]
         hidden = self.trunk(input_ids=ids).last_hidden_state[0]  # [n, hidden]
         if self.pool:
-            self._pool(hidden, *pool_rows(batch, self.pool), 1)
+            self._pool(hidden, *pool_rows(batch, self.pool), n=1)
         pos = torch.from_numpy(s.response_positions.astype(np.int64)).to(self.device)
         # hidden[t] predicts token t+1
         return self._head_logprobs(hidden[pos - 1], ids[0, pos])
@@ -268,7 +268,7 @@ class TorchEngine:
         if self.pool:
             cols, seg = pool_rows(batch, self.pool)
             flat = hidden.reshape(-1, hidden.shape[-1])  # [B * width, hidden]
-            self._pool(flat, seg * width + cols, seg, len(batch))
+            self._pool(flat, seg * width + cols, seg, n=len(batch))
         rows = np.concatenate([np.full(s.n_response_tokens, r) for r, s in enumerate(batch)])
         cols = np.concatenate([s.response_positions for s in batch]).astype(np.int64)
         r = torch.from_numpy(rows).to(self.device)

@@ -100,12 +100,12 @@ def run_scoring(
         paths.scores.parent.mkdir(parents=True, exist_ok=True)
         done, ids = 0, IdRegistry()
         if cfg.resume:
-            done, counts, ids = prepare_resume(paths, cfg, s.fmt, s.models)
+            done, counts, ids = prepare_resume(paths, cfg, fmt=s.fmt, models=s.models)
             stats.counts.update(counts)
             stats.counts["resumed_after_records"] = done
             stats.counts["resumed_tokens"] = counts["tokens_scored_samples"]
         else:
-            write_run_record(paths, cfg, s.fmt, s.models)
+            write_run_record(paths, cfg, fmt=s.fmt, models=s.models)
         total = count_records(cfg.input, s.kind) if cfg.progress else None
         s.start_engines()
         bar = tqdm(
@@ -120,7 +120,7 @@ def run_scoring(
 
         if done:  # on from the first record not yet scored, without parsing those before
             start = jsonl_starts(cfg.input, [done]).get(done) if s.kind == "jsonl" else None
-            records = read_record_range(cfg.input, s.kind, done, 2**62, start)
+            records = read_record_range(cfg.input, s.kind, lo=done, hi=2**62, start=start)
         else:
             records = read_records(cfg.input, s.kind)
         try:

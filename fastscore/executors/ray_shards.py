@@ -60,12 +60,12 @@ class ShardWorker:
         self.session = self._stack.enter_context(open_session(self.cfg))
         self.facts = session_facts(self.session)
 
-    def score(self, lo: int, hi: int, start, out_path: str, duplicates: dict) -> dict:
+    def score(self, lo: int, hi: int, *, start, out_path: str, duplicates: dict) -> dict:
         s = self.session
         s.stats = Stats()
         s.cfg = dataclasses.replace(self.cfg, output=out_path, progress=False)
         t0 = time.perf_counter()
-        records = read_record_range(s.cfg.input, s.kind, lo, hi, start)
+        records = read_record_range(s.cfg.input, s.kind, lo=lo, hi=hi, start=start)
         score_range(s, records, partial_of(out_path), done=0, ids=KnownDuplicates(duplicates))
         os.replace(partial_of(out_path), out_path)
         seconds = s.stats.to_json()["seconds"]
@@ -97,7 +97,7 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
     n_records = count_records(cfg.input, kind)
     fp = run_fingerprint(cfg, fmt, facts["models"])
     paths.scores.parent.mkdir(parents=True, exist_ok=True)
-    write_run_record(paths, cfg, fmt, facts["models"])  # keeps the date for a restart
+    write_run_record(paths, cfg, fmt=fmt, models=facts["models"])  # keeps the date for a restart
     with stats.timer("duplicate_ids"):  # found over the whole file, so shards agree with it
         duplicates = duplicate_records(cfg.input, kind, fmt)
     paths.shards.mkdir(parents=True, exist_ok=True)
@@ -127,7 +127,9 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
         def submit(w, k: int):
             lo, hi = shards[k]
             mine = {i: f for i, f in duplicates.items() if lo <= i < hi}
-            return w.score.remote(lo, hi, starts.get(lo), str(paths.shard(k)[0]), mine)
+            return w.score.remote(
+                lo, hi, start=starts.get(lo), out_path=str(paths.shard(k)[0]), duplicates=mine
+            )
 
         results: dict[int, dict] = {}
         for k, (lo, hi) in enumerate(shards):

@@ -481,24 +481,28 @@ class Renderer:
         record, two (chosen, rejected) for a preference record."""
         sides = ["chosen", "rejected"] if sample.kind == "preference" else [None]
         if sample.status != OK:
-            return [_failed(sample, side, sample.status, sample.reason) for side in sides]
+            return [
+                _failed(sample, side, status=sample.status, reason=sample.reason) for side in sides
+            ]
         if not _has_response(sample):
             reason = "no assistant turn with non-empty content"
-            return [_failed(sample, side, NO_RESPONSE, reason) for side in sides]
+            return [_failed(sample, side, status=NO_RESPONSE, reason=reason) for side in sides]
         try:
             seqs = self.sequences(sample)
         except _TemplateError as e:
-            return [_failed(sample, side, TEMPLATE_ERROR, str(e)) for side in sides]
+            return [_failed(sample, side, status=TEMPLATE_ERROR, reason=str(e)) for side in sides]
         except Exception as e:  # jinja raises for conversations a template refuses
             reason = f"the chat template failed: {type(e).__name__}: {e}"
-            return [_failed(sample, side, TEMPLATE_ERROR, reason) for side in sides]
+            return [_failed(sample, side, status=TEMPLATE_ERROR, reason=reason) for side in sides]
         out = []
         for side, ids, mask in seqs:
             where = f" on the {side} side" if side else ""
             positions = np.nonzero(mask)[0].astype(np.int32)
             positions = positions[positions >= 1]  # position 0 has nothing to predict it
             if positions.size == 0:
-                out.append(_failed(sample, side, NO_RESPONSE, "no response token" + where))
+                out.append(
+                    _failed(sample, side, status=NO_RESPONSE, reason="no response token" + where)
+                )
                 continue
             ids = ids[: int(positions[-1]) + 1]
             r = RenderedSample(sample.index, sample.id, ids, positions, side=side)
@@ -558,7 +562,7 @@ def _as_parts(msgs: list[dict]) -> list[dict]:
     ]
 
 
-def _failed(sample: Sample, side: str | None, status: str, reason: str | None) -> RenderedSample:
+def _failed(sample: Sample, side: str | None, *, status: str, reason: str | None) -> RenderedSample:
     return RenderedSample(sample.index, sample.id, _EMPTY, _EMPTY, status, reason, side)
 
 

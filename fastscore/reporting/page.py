@@ -65,7 +65,9 @@ def report(
     for c in columns:
         v = columns[c][ok]
         v = v[np.isfinite(v)]
-        figures.append(_figure(out, f"hist_{c}", _hist(c, v), f"Histogram of {c} (ok records)"))
+        figures.append(
+            _figure(out, f"hist_{c}", _hist(c, v), caption=f"Histogram of {c} (ok records)")
+        )
     rhos = {}
     for c in columns:
         v = columns[c]
@@ -75,8 +77,8 @@ def report(
             _figure(
                 out,
                 f"length_{c}",
-                _scatter_length(c, v, table.length, fin, shown, rhos[c]),
-                f"{c} against response length: Spearman's rho = {_fmt(rhos[c])}",
+                _scatter_length(c, v, table.length, fin=fin, shown=shown, rho=rhos[c]),
+                caption=f"{c} against response length: Spearman's rho = {_fmt(rhos[c])}",
             )
         )
     if "loss_base" in table.columns and "loss_ref" in table.columns:
@@ -84,8 +86,8 @@ def report(
             _figure(
                 out,
                 "losses",
-                _scatter_losses(table, ok, picked, shown),
-                f"loss_base against loss_ref; the {int(picked.sum())} selected records in "
+                _scatter_losses(table, ok, picked, shown=shown),
+                caption=f"loss_base against loss_ref; the {int(picked.sum())} selected records in "
                 "orange (below the diagonal the reference has the lower loss; lobass is "
                 "the share of the base loss it removed)",
             )
@@ -96,20 +98,22 @@ def report(
                 out,
                 "clusters",
                 _cluster_bars(coverage),
-                f"Share of the eligible records and of the selected ones per cluster "
+                caption=f"Share of the eligible records and of the selected ones per cluster "
                 f"({coverage['method']}, {coverage['features']} features)",
             )
         )
     status_counts = Counter(table.status)
     figures.append(
-        _figure(out, "status", _bars(status_counts, "records per status"), "Records per status")
+        _figure(
+            out, "status", _bars(status_counts, "records per status"), caption="Records per status"
+        )
     )
     # the diagnostics first: the selection on the two losses, then each score and length
     first = {"losses": 0, "clusters": 1, "length": 2, "hist": 3, "status": 4}
     figures.sort(key=lambda f: first[f["name"].split("_")[0].removesuffix(".png")])
     fmt = table.input_format(cfg.input)
-    groups = _groups(cfg, n, picked, fmt) if cfg.group_field else None
-    samples = _samples(cfg, table, columns, ok, score, fmt)
+    groups = _groups(cfg, n, picked, fmt=fmt) if cfg.group_field else None
+    samples = _samples(cfg, table, columns, ok=ok, score=score, fmt=fmt)
     clusters = _clusters(cfg, coverage, fmt) if coverage else None
     rule = next(
         f"{k.replace('_', '-')} {getattr(cfg.select, k)}"
@@ -159,7 +163,7 @@ def _fmt(r: float | None) -> str:
     return "n/a (constant)" if r is None else f"{r:+.3f}"
 
 
-def _figure(out: Path, name: str, fig, caption: str) -> dict[str, Any]:
+def _figure(out: Path, name: str, fig, *, caption: str) -> dict[str, Any]:
     import matplotlib.pyplot as plt
 
     path = out / f"{name}.png"
@@ -183,7 +187,7 @@ def _hist(name: str, v: np.ndarray):
     return fig
 
 
-def _scatter_length(name, v, length, fin, shown, rho):
+def _scatter_length(name, v, length, *, fin, shown, rho):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
@@ -196,7 +200,7 @@ def _scatter_length(name, v, length, fin, shown, rho):
     return fig
 
 
-def _scatter_losses(table: ScoresTable, ok, picked, shown):
+def _scatter_losses(table: ScoresTable, ok, picked, *, shown):
     import matplotlib.pyplot as plt
 
     base, ref = table.columns["loss_base"], table.columns["loss_ref"]
@@ -271,7 +275,7 @@ def _clusters(cfg: ReportConfig, coverage: dict[str, Any], fmt: str) -> list[dic
     return out
 
 
-def _groups(cfg: ReportConfig, n: int, picked, fmt: str) -> dict[str, dict[str, int]]:
+def _groups(cfg: ReportConfig, n: int, picked, *, fmt: str) -> dict[str, dict[str, int]]:
     from fastscore.selection.inputs import input_facts
 
     groups = input_facts(cfg.input, n_rows=n, fmt=fmt, group_field=cfg.group_field).groups
@@ -284,7 +288,7 @@ def _groups(cfg: ReportConfig, n: int, picked, fmt: str) -> dict[str, dict[str, 
 
 
 def _samples(
-    cfg: ReportConfig, table: ScoresTable, columns: dict, ok, score: str, fmt: str
+    cfg: ReportConfig, table: ScoresTable, columns: dict, *, ok, score: str, fmt: str
 ) -> dict[str, list[dict]]:
     """The top and bottom ``cfg.samples`` ok records by the score, with their text."""
     from fastscore.data.formats import sample_turns, to_sample

@@ -106,7 +106,7 @@ def read_run_record(paths: OutputPaths) -> dict | None:
     return orjson.loads(paths.run_record.read_bytes()) if paths.run_record.exists() else None
 
 
-def write_run_record(paths: OutputPaths, cfg, fmt: str, models: dict | None) -> None:
+def write_run_record(paths: OutputPaths, cfg, *, fmt: str, models: dict | None) -> None:
     size, mtime = input_signature(cfg.input)
     record = {
         "fingerprint": run_fingerprint(cfg, fmt, models),
@@ -118,7 +118,7 @@ def write_run_record(paths: OutputPaths, cfg, fmt: str, models: dict | None) -> 
     paths.run_record.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
 
 
-def what_changed(record: dict, cfg, fmt: str, models: dict | None) -> list[str]:
+def what_changed(record: dict, cfg, *, fmt: str, models: dict | None) -> list[str]:
     """What differs between a run record and now, in words."""
     now = score_options(cfg)
     was = record.get("options", {})
@@ -140,7 +140,7 @@ def what_changed(record: dict, cfg, fmt: str, models: dict | None) -> list[str]:
 
 
 def prepare_resume(
-    paths: OutputPaths, cfg, fmt: str, models: dict | None
+    paths: OutputPaths, cfg, *, fmt: str, models: dict | None
 ) -> tuple[int, Counter, IdRegistry]:
     """Check a partial run can be continued; cut a torn last line. Returns (records done,
     counts rebuilt from the kept lines, the ids they used)."""
@@ -149,13 +149,13 @@ def prepare_resume(
         if paths.scores.exists():
             raise ConfigError(f"{paths.scores} is already complete; nothing to resume")
         # a fresh start: recorded, so that a job that always passes --resume keeps its work
-        write_run_record(paths, cfg, fmt, models)
+        write_run_record(paths, cfg, fmt=fmt, models=models)
         return 0, Counter(), IdRegistry()
     if record["fingerprint"] != run_fingerprint(cfg, fmt, models):
         raise ConfigError(
             f"cannot resume {paths.partial}: it was started with other settings "
-            f"({', '.join(what_changed(record, cfg, fmt, models))}). Resume with the same "
-            "input, models and options, or start again without --resume"
+            f"({', '.join(what_changed(record, cfg, fmt=fmt, models=models))}). Resume with "
+            "the same input, models and options, or start again without --resume"
         )
     data = paths.partial.read_bytes()
     keep = data[: data.rfind(b"\n") + 1]  # a line cut by the crash is scored again

@@ -90,7 +90,11 @@ def project_pooled(
 
 
 def chunk_feature_rows(
-    chunk: list, pooled: np.ndarray | None, seed: int = PROJECTION_SEED, dim: int = FEATURE_DIM
+    chunk: list,
+    pooled: np.ndarray | None,
+    *,
+    seed: int = PROJECTION_SEED,
+    dim: int = FEATURE_DIM,
 ) -> np.ndarray:
     """One float16 row per record of a stream chunk, in order.
 

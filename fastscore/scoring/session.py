@@ -62,7 +62,12 @@ class Session:
             return
         with self.stats.timer("engine_start"):
             for name in ("base", "ref"):
-                e = make_engine(getattr(self.cfg, name), self.cfg.engine, self.max_length + 1, name)
+                e = make_engine(
+                    getattr(self.cfg, name),
+                    self.cfg.engine,
+                    max_model_len=self.max_length + 1,
+                    name=name,
+                )
                 self._owned.append(e)
                 setattr(self, name, e)
 
@@ -146,7 +151,9 @@ def _local(cfg: ScoreConfig, stats: Stats, *, load_weights: bool):
         tok = load_tokenizer(cfg.tokenizer or cfg.base, trc)
         if Path(cfg.ref).resolve() != Path(cfg.base).resolve():
             ref_tok = load_tokenizer(cfg.ref, trc)
-            check_same_tokenizer(tok, ref_tok, cfg.base, cfg.ref, templates=not cfg.chat_template)
+            check_same_tokenizer(
+                tok, ref_tok, base=cfg.base, ref=cfg.ref, templates=not cfg.chat_template
+            )
     with stats.timer("fingerprints"):
         models = {"base": fingerprint(cfg.base), "ref": fingerprint(cfg.ref)}
     return tok, resolve_max_length(cfg), models
@@ -225,7 +232,7 @@ def resolve_engine_kind(cfg: EngineConfig) -> str:
     return "torch"
 
 
-def make_engine(model: str, cfg: EngineConfig, max_model_len: int, name: str) -> Engine:
+def make_engine(model: str, cfg: EngineConfig, *, max_model_len: int, name: str) -> Engine:
     kind = resolve_engine_kind(cfg)
     if kind == "vllm":
         from fastscore.engines.vllm_engine import VllmEngine

@@ -23,7 +23,7 @@ class JsonlSink:
     ``FeatureWriter``), the chunk's feature rows are written first, so a kill leaves at
     least as many feature rows as scores lines."""
 
-    def __init__(self, path, append: bool, with_ifd: bool, features=None):
+    def __init__(self, path, *, append: bool, with_ifd: bool, features=None):
         self.f = open(path, "ab" if append else "wb")  # noqa: SIM115 (closed by close())
         self.with_ifd = with_ifd
         self.features = features

@@ -275,12 +275,12 @@ def score_records(
     seen = Identical()
     pending: _Job | None = None
     for chunk in prefetch(chunk_by_tokens(rendered, cfg.batch_tokens)):
-        job = _send(chunk, base, ref, cfg.ifd, bos, seen, stats)
+        job = _send(chunk, base, ref, with_ifd=cfg.ifd, bos=bos, seen=seen, stats=stats)
         if pending is not None:  # this chunk's requests are out while the last is written
-            _write(pending, session, sink, on_chunk)
+            _write(pending, session, sink, on_chunk=on_chunk)
         pending = job
     if pending is not None:
-        _write(pending, session, sink, on_chunk)
+        _write(pending, session, sink, on_chunk=on_chunk)
 
 
 def _feature_rows(job: _Job, sink):
@@ -295,7 +295,7 @@ def _feature_rows(job: _Job, sink):
     return chunk_feature_rows(job.chunk, np.stack(ok) if ok else None)
 
 
-def _send(chunk, base, ref, with_ifd: bool, bos, seen: Identical, stats: Stats) -> _Job:
+def _send(chunk, base, ref, *, with_ifd: bool, bos, seen: Identical, stats: Stats) -> _Job:
     slots: list[Slot | None] = []
     new: list[tuple[Slot, RenderedSample]] = []
     for r in chunk:
@@ -331,7 +331,7 @@ def _send(chunk, base, ref, with_ifd: bool, bos, seen: Identical, stats: Stats) 
     return _Job(chunk, slots, new, futures, alone)
 
 
-def _write(job: _Job, session, sink, on_chunk) -> None:
+def _write(job: _Job, session, sink, *, on_chunk) -> None:
     cfg, stats = session.cfg, session.stats
     with stats.timer("engine_wait"):
         results = [f.result() for f in job.futures]

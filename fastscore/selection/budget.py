@@ -49,7 +49,7 @@ def allocate(k: int, shares: dict[str, float]) -> dict[str, int]:
 
 
 def choose_grouped(
-    values: list[tuple[int, float]], group_of: list, quotas: dict, order: str
+    values: list[tuple[int, float]], group_of: list, quotas: dict, *, order: str
 ) -> list[int]:
     """Indices chosen from (index, score) pairs, the top ``quotas[g]`` of each group ``g``
     (``group_of[index]``), in input order."""

@@ -88,7 +88,7 @@ def response_text(sample) -> str | None:
 
 
 def record_texts(
-    path, fmt: str, indices: set[int] | None = None, part: str = "prompt"
+    path, fmt: str, indices: set[int] | None = None, *, part: str = "prompt"
 ) -> Iterator[tuple]:
     """(index, text) of the input's records, ``part`` "prompt" or "response" (None for an
     unreadable record); only the ``indices`` given, when given."""
@@ -133,7 +133,7 @@ def lexical_features(
     rng = np.random.default_rng(seed)
     whole = n_rows <= sample
     fit_on = None if whole else set(rng.choice(n_rows, sample, replace=False).tolist())
-    fit_texts = [t for _, t in record_texts(path, fmt, fit_on, part) if t is not None]
+    fit_texts = [t for _, t in record_texts(path, fmt, fit_on, part=part) if t is not None]
     out = np.full((n_rows, dim), np.nan, dtype=np.float32)
     if not fit_texts:
         return out
@@ -158,7 +158,7 @@ def lexical_features(
             idx.clear()
             texts.clear()
 
-    for i, t in record_texts(path, fmt, None, part):
+    for i, t in record_texts(path, fmt, None, part=part):
         if i >= n_rows:
             raise InputError(
                 f"{path} has more records than the scores file ({n_rows}); the scores were "
@@ -279,7 +279,7 @@ def spread_quotas(k: int, sizes: dict, how: str = "proportional") -> dict:
 
 
 def choose_diverse(
-    ranked: list[int], x: np.ndarray, k: int, min_distance: float
+    ranked: list[int], x: np.ndarray, k: int, *, min_distance: float
 ) -> tuple[list[int], int]:
     """Greedy: walk ``ranked`` (best first) and keep a record when its cosine distance to
     every record kept so far is >= ``min_distance`` (``x``: normalised features), until
@@ -337,7 +337,7 @@ def record_features(cfg, n_rows: int, fmt: str) -> tuple[np.ndarray, str]:
 
 
 def choose_covered(
-    cfg, table, eligible: list[tuple[int, float]], target: int
+    cfg, table, eligible: list[tuple[int, float]], *, target: int
 ) -> tuple[list[int], dict[str, Any]]:
     """The records ``cfg.coverage`` picks from ``eligible`` (of the scores ``table``) at a
     budget of ``target``, and its report (the clusters: records, eligible, quota,
@@ -367,7 +367,7 @@ def choose_covered(
         cluster_names = None
     if cfg.coverage == "diverse":
         ranked = [i for i, _ in rank(eligible, cfg.order)]
-        chosen, topped = choose_diverse(ranked, x, target, cfg.min_distance)
+        chosen, topped = choose_diverse(ranked, x, target, min_distance=cfg.min_distance)
         report.update(min_distance=cfg.min_distance, topped_up=topped)
         # clusters only to describe the subset in the report
         labels = kmeans(x, auto_clusters(len(eligible), max(2 * target, 4)), cfg.seed)
@@ -389,7 +389,7 @@ def choose_covered(
             chosen = _varied_in_responses(cfg, table, eligible, labels=labels, quotas=quotas)
             report["within"] = "responses"
         else:
-            chosen = choose_grouped(eligible, labels.tolist(), quotas, cfg.order)
+            chosen = choose_grouped(eligible, labels.tolist(), quotas, order=cfg.order)
     report["by_cluster"] = _by_cluster(
         labels, eligible, chosen, quotas=quotas, x=x, names=cluster_names
     )
@@ -422,7 +422,7 @@ def _varied_in_responses(cfg, table, eligible, *, labels, quotas) -> list[int]:
         sub = kmeans(resp[idx], auto_clusters(len(rows), q), cfg.seed)
         sub_of = dict(zip(idx.tolist(), sub.tolist(), strict=True))
         subq = spread_quotas(q, dict(Counter(sub.tolist())), "proportional")
-        chosen += choose_grouped(rows, sub_of, subq, cfg.order)
+        chosen += choose_grouped(rows, sub_of, subq, order=cfg.order)
     return sorted(chosen)
 
 

@@ -33,7 +33,7 @@ def select(
     validate_select(cfg)
     table = table or ScoresTable.read(cfg.scores)
     p = plan(cfg, table)
-    n_written = write_subset(cfg.input, cfg.output, p.chosen, table.ids)
+    n_written = write_subset(cfg.input, cfg.output, chosen=p.chosen, ids=table.ids)
     return {
         "score": cfg.score,
         "order": cfg.order,
@@ -97,19 +97,19 @@ def plan(cfg: SelectConfig, table: ScoresTable | None = None) -> Plan:
             shares = {g: c / n_rows for g, c in counts.items()}
         quotas = allocate(target, shares)
         target = sum(quotas.values())  # shares may add up to less than the whole budget
-        chosen = choose_grouped(eligible, groups, quotas, cfg.order)
+        chosen = choose_grouped(eligible, groups, quotas, order=cfg.order)
         extra["groups"] = group_report(
             groups, eligible, chosen, quotas=quotas, field_name=field_name
         )
     elif cfg.coverage != "none":
         from fastscore.selection.coverage import choose_covered
 
-        chosen, extra["coverage"] = choose_covered(cfg, table, eligible, target)
+        chosen, extra["coverage"] = choose_covered(cfg, table, eligible, target=target)
     elif cfg.length_bins:
         groups, edges = length_bin_of(table.length, eligible, cfg.length_bins)
         counts = Counter(groups[i] for i, _ in eligible)
         quotas = allocate(target, {g: c / max(1, len(eligible)) for g, c in counts.items()})
-        chosen = choose_grouped(eligible, groups, quotas, cfg.order)
+        chosen = choose_grouped(eligible, groups, quotas, order=cfg.order)
         extra["groups"] = group_report(
             groups, eligible, chosen, quotas=quotas, field_name="length_bin"
         )

@@ -136,8 +136,8 @@ def test_varlen_attention_equals_sdpa_per_sample(heads, kv_heads, head_dim):
     k = torch.randn(t, kv_heads, head_dim, device=dev, dtype=torch.bfloat16)
     v = torch.randn(t, kv_heads, head_dim, device=dev, dtype=torch.bfloat16)
     scale = head_dim**-0.5
-    got = varlen_attention(q, k, v, batch, scale).float()
-    want = sdpa_per_sequence(q.float(), k.float(), v.float(), batch, scale)
+    got = varlen_attention(q, k, v, batch=batch, scale=scale).float()
+    want = sdpa_per_sequence(q.float(), k.float(), v.float(), batch=batch, scale=scale)
     torch.testing.assert_close(got, want, atol=3e-2, rtol=3e-2)
 
 

@@ -109,8 +109,8 @@ def test_varlen_attention_equals_sdpa_per_sequence(fn):
     batch = DeviceBatch(None, None, torch.from_numpy(cu), None, None, cu, 7)
     q = torch.randn(13, 4, 8)
     k, v = torch.randn(13, 2, 8), torch.randn(13, 2, 8)  # 2 KV heads for 4 query heads
-    want = sdpa_per_sequence(q, k, v, batch, 8**-0.5)
-    got = varlen_attention(q, k, v, batch, 8**-0.5, fn=fn)
+    want = sdpa_per_sequence(q, k, v, batch=batch, scale=8**-0.5)
+    got = varlen_attention(q, k, v, batch=batch, scale=8**-0.5, fn=fn)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
     # and not by accident: attention across samples would differ
     assert not torch.allclose(_reference(q, k, v, np.array([0, 13]), True, True), want)

@@ -82,7 +82,7 @@ def test_a_restarted_ray_run_takes_the_date_of_its_run_record(tmp_path, monkeypa
     data.write_bytes(b"{}\n")
     out = tmp_path / "s.jsonl"
     cfg = ScoreConfig(input=str(data), output=str(out), executor="ray", date="2024-05-06")
-    write_run_record(OutputPaths.of(out), cfg, "messages", None)
+    write_run_record(OutputPaths.of(out), cfg, fmt="messages", models=None)
     monkeypatch.setattr(pipeline, "today", lambda: "1999-12-31")
     undated = ScoreConfig(input=str(data), output=str(out), executor="ray")
     assert pipeline.resolve_date(undated) == "2024-05-06"  # Ray keeps its shards: and date

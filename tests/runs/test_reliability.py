@@ -90,7 +90,7 @@ def test_shards_read_their_records_without_parsing_the_earlier_ones(tmp_path, mo
     real = io.parse_line
     monkeypatch.setattr(io, "parse_line", lambda i, n, line: parsed.append(i) or real(i, n, line))
     starts = io.jsonl_starts(jsonl, [700])
-    got = list(io.read_record_range(jsonl, "jsonl", 700, 710, starts[700]))
+    got = list(io.read_record_range(jsonl, "jsonl", lo=700, hi=710, start=starts[700]))
     assert [r.data["id"] for r in got] == list(range(700, 710))
     assert parsed == list(range(700, 710))  # nothing before record 700 was parsed
     assert starts[700][1] == 2 + 2 * 700  # its line number, blank lines counted
@@ -104,7 +104,7 @@ def test_shards_read_their_records_without_parsing_the_earlier_ones(tmp_path, mo
         return real_iter(self, *a, **kw)
 
     monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
-    got = list(io.read_record_range(parquet, "parquet", 450, 520))
+    got = list(io.read_record_range(parquet, "parquet", lo=450, hi=520))
     assert [r.data["id"] for r in got] == list(range(450, 520)) and seen == [[4, 5]]
 
 

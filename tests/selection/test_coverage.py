@@ -189,10 +189,10 @@ def test_normalise_centres_and_scales():
 def test_choose_diverse_skips_near_copies_then_tops_up():
     x = normalise(np.array([[1, 0], [0.99, 0.05], [0, 1], [-1, 0], [0.98, -0.02]], np.float32))
     ranked = [0, 1, 4, 2, 3]  # best first; 1 and 4 are near copies of 0
-    assert choose_diverse(ranked, x, 3, 0.1) == ([0, 2, 3], 0)
+    assert choose_diverse(ranked, x, 3, min_distance=0.1) == ([0, 2, 3], 0)
     # 4 asked for, 3 distinct: the best left (record 1) tops it up
-    assert choose_diverse(ranked, x, 4, 0.1) == ([0, 1, 2, 3], 1)
-    assert choose_diverse(ranked, x, 2, 0.0) == ([0, 1], 0)  # no filter: the top 2
+    assert choose_diverse(ranked, x, 4, min_distance=0.1) == ([0, 1, 2, 3], 1)
+    assert choose_diverse(ranked, x, 2, min_distance=0.0) == ([0, 1], 0)  # no filter: the top 2
 
 
 def _family_files(tmp_path, n=40):

@@ -157,8 +157,8 @@ def test_choose_grouped_takes_the_top_of_each_group():
 
     values = [(0, 0.9), (1, 0.8), (2, 0.7), (3, 0.1), (4, 0.2), (5, 0.95)]
     groups = ["a", "a", "a", "b", "b", None]
-    assert choose_grouped(values, groups, {"a": 2, "b": 1}, "desc") == [0, 1, 4]
-    assert choose_grouped(values, groups, {"a": 1, "b": 5}, "asc") == [2, 3, 4]  # b has 2
+    assert choose_grouped(values, groups, {"a": 2, "b": 1}, order="desc") == [0, 1, 4]
+    assert choose_grouped(values, groups, {"a": 1, "b": 5}, order="asc") == [2, 3, 4]  # b has 2
 
 
 def test_derived_scores_and_the_table(tmp_path):
