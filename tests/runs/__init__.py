@@ -1,0 +1,1 @@
+"""Tests of fastscore.runs: resume, fingerprints, what a rerun keeps."""
