@@ -52,13 +52,10 @@ class ShardWorker:
     def __init__(self, cfg_dict: dict, threads: int):
         import torch
 
-        from fastscore.scoring.session import session_facts
-
         torch.set_num_threads(max(1, threads))
         self.cfg = from_dict(ScoreConfig, cfg_dict)
         self._stack = contextlib.ExitStack()
         self.session = self._stack.enter_context(open_session(self.cfg))
-        self.facts = session_facts(self.session)
 
     def score(self, lo: int, hi: int, *, start, out_path: str, duplicates: dict) -> dict:
         s = self.session
@@ -93,11 +90,11 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
     stats = Stats()
     with open_session(cfg, start_engines=False, stats=stats) as s:  # no engines here
         facts = session_facts(s)
-    kind, fmt = facts["kind"], facts["fmt"]
+    kind, fmt = facts.kind, facts.fmt
     n_records = count_records(cfg.input, kind)
-    fp = run_fingerprint(cfg, fmt, facts["models"])
+    fp = run_fingerprint(cfg, fmt, facts.models)
     paths.scores.parent.mkdir(parents=True, exist_ok=True)
-    write_run_record(paths, cfg, fmt=fmt, models=facts["models"])  # keeps the date for a restart
+    write_run_record(paths, cfg, fmt=fmt, models=facts.models)  # keeps the date for a restart
     with stats.timer("duplicate_ids"):  # found over the whole file, so shards agree with it
         duplicates = duplicate_records(cfg.input, kind, fmt)
     paths.shards.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import dataclasses
 import os
 import platform
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -23,6 +23,9 @@ from fastscore.runs.outputs import OutputPaths, partial_of
 from fastscore.records import STATUSES
 from fastscore.runs.resume import kill_point, run_fingerprint
 from fastscore.runs.stats import Stats
+
+if TYPE_CHECKING:
+    from fastscore.scoring.session import SessionFacts
 
 
 def versions() -> dict[str, str]:
@@ -37,30 +40,29 @@ def versions() -> dict[str, str]:
 
 def build_manifest(
     cfg,
-    session_facts: dict[str, Any],
+    facts: SessionFacts,
     *,
     engine_info: dict,
     stats: Stats,
     scoring_seconds: float,
     total_seconds: float,
 ) -> dict[str, Any]:
-    """``session_facts``: kind, fmt, models, template (the renderer's info), max_length."""
     counts = stats.counts
     scored_tokens = counts["tokens_scored_samples"]
-    f = session_facts
+    f = facts
     return {
         "fastscore_manifest": 1,
         "command": "score",
         "versions": versions(),
-        "input": {"path": str(Path(cfg.input).resolve()), "kind": f["kind"], "format": f["fmt"]},
+        "input": {"path": str(Path(cfg.input).resolve()), "kind": f.kind, "format": f.fmt},
         # what a resume compares: the input, the models' contents and every option that
         # changes a score
-        "fingerprint": run_fingerprint(cfg, f["fmt"], f["models"]),
+        "fingerprint": run_fingerprint(cfg, f.fmt, f.models),
         "output": str(Path(cfg.output).resolve()),
-        "models": f["models"],
+        "models": f.models,
         "engines": engine_info,
-        "template": f["template"],
-        "max_length": f["max_length"],
+        "template": f.template,
+        "max_length": f.max_length,
         "options": dataclasses.asdict(cfg),
         "counts": {
             "records": counts["records"],

@@ -120,16 +120,26 @@ def open_session(
                     e.close()
 
 
-def session_facts(s: Session) -> dict[str, Any]:
-    """What the manifest says of a session: the input's kind and format, the models, the
-    rendering (template, rule, date) and the length limit."""
-    return {
-        "kind": s.kind,
-        "fmt": s.fmt,
-        "models": s.models,
-        "template": s.renderer.info(),
-        "max_length": s.max_length,
-    }
+@dataclass(frozen=True)
+class SessionFacts:
+    """What the manifest says of a session: the input's file kind and record format, the
+    models (their fingerprints), the rendering (template, rule, date) and the length limit."""
+
+    kind: str
+    fmt: str
+    models: dict[str, Any]
+    template: dict[str, Any]
+    max_length: int
+
+
+def session_facts(s: Session) -> SessionFacts:
+    return SessionFacts(
+        kind=s.kind,
+        fmt=s.fmt,
+        models=s.models,
+        template=s.renderer.info(),
+        max_length=s.max_length,
+    )
 
 
 def check_format_options(cfg: ScoreConfig, fmt: str) -> None:
