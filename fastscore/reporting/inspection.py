@@ -151,12 +151,17 @@ def _find(cfg: InspectConfig, kind: str) -> RawRecord:
 
 
 def token_texts(tok, ids) -> list[str]:
-    """Each token's text: the growth of the decoded prefix, so that multi-byte characters
-    and word-initial spaces show where they are (a lone token's decode can lose them)."""
+    """Each token's text: the growth of the decoded prefix, so that word-initial spaces show
+    where they are (a lone token's decode can lose them). A character whose bytes span
+    several tokens is shown with the token that completes it (the ones before it show
+    nothing), so the texts add up to the decoded whole."""
     out, prev = [], ""
     ids = list(ids)
     for i in range(len(ids)):
         text = tok.decode(ids[: i + 1])
+        if text.endswith("\ufffd") and i + 1 < len(ids):
+            out.append("")  # an incomplete character so far
+            continue
         out.append(text[len(prev) :] if text.startswith(prev) else tok.decode(ids[i : i + 1]))
         prev = text
     return out
