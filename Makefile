@@ -28,7 +28,7 @@ demo: install
 	$(VENV)/bin/fastscore demo
 
 test: install browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

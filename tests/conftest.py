@@ -1,5 +1,8 @@
-"""Shared fixtures: the demo models are built once per test session (about 20 s on 2 CPU
-cores) into a private cache that CLI subprocesses inherit; vLLM engines start once."""
+"""Shared fixtures: the demo models are built once (about 20 s on 2 CPU cores) into a
+private cache that test workers and CLI subprocesses inherit; vLLM engines start once.
+
+`make test` runs the suite on one pytest-xdist worker per core (``--dist loadfile``, with
+the grouping below), so the waits for engines, servers and clusters to start overlap."""
 
 from __future__ import annotations
 
@@ -12,6 +15,48 @@ import pytest
 _CACHE = Path(tempfile.mkdtemp(prefix="fastscore-test-cache-"))
 os.environ.setdefault("FASTSCORE_CACHE_DIR", str(_CACHE))
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    # workers side by side share the cores: more threads than a worker's share only wait
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
+
+# The test files whose tests use the session's vLLM engines (the `engines` fixture): one
+# xdist worker runs them all, so the engines start once (pytest_collection_modifyitems
+# refuses a user left out of this list).
+ENGINE_USERS = frozenset(
+    {
+        "tests/engines/test_engine.py",
+        "tests/scoring/test_more_scores.py",
+        "tests/scoring/test_same_scores.py",
+    }
+)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile``, with the files in ENGINE_USERS one unit: each file's tests on
+    one worker (they share its fixtures: a server, a cluster, a scored run)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "vllm-engines" if path in ENGINE_USERS else path
+
+    return ByFile(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        if "engines" in item.fixturenames and path not in ENGINE_USERS:
+            raise pytest.UsageError(f"{path} uses the vLLM engines: add it to ENGINE_USERS")
+    # the files that start engines, servers or clusters are handed out first, so the long
+    # ones do not end the run alone
+    items.sort(key=lambda item: item.get_closest_marker("engine") is None)
 
 
 @pytest.fixture(autouse=True)

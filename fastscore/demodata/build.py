@@ -9,6 +9,7 @@ head_dim is 64 because vLLM's CPU attention refuses smaller heads.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -83,14 +84,21 @@ def ensure_demo(recipe: DemoRecipe | None = None, root: Path | None = None) -> D
     assets = DemoAssets(root)
     if (root / "COMPLETE").exists():
         return assets
-    tmp = root.with_name(root.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    t0 = time.perf_counter()
-    _build(recipe, DemoAssets(tmp))
-    (tmp / "COMPLETE").write_text(f"built in {time.perf_counter() - t0:.1f}s\n")
-    shutil.rmtree(root, ignore_errors=True)
-    os.replace(tmp, root)  # atomic: a half-built demo is never picked up
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # Processes that start together (test workers, two demos) build once: the others wait
+    # here and find it built, instead of replacing the folder while the first one reads it.
+    with open(root.with_name(root.name + ".lock"), "wb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (root / "COMPLETE").exists():
+            return assets
+        tmp = root.with_name(root.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        t0 = time.perf_counter()
+        _build(recipe, DemoAssets(tmp))
+        (tmp / "COMPLETE").write_text(f"built in {time.perf_counter() - t0:.1f}s\n")
+        shutil.rmtree(root, ignore_errors=True)
+        os.replace(tmp, root)  # atomic: a half-built demo is never picked up
     return assets
 
 
