@@ -4,7 +4,6 @@ saves is a reference `score` accepts (full fine-tuning and LoRA)."""
 from __future__ import annotations
 
 import json
-import subprocess
 
 import orjson
 import pytest
@@ -13,7 +12,7 @@ import fastscore
 from fastscore.config import EngineConfig, TrainConfig
 from fastscore.errors import ConfigError
 from fastscore.train import rendered_examples, train_ref
-from tests.helpers import fastscore_cmd
+from tests.helpers import cli
 
 pytestmark = pytest.mark.engine
 
@@ -89,31 +88,25 @@ def test_lora_from_the_cli_saves_a_merged_reference_and_the_adapter(tmp_path, de
     pytest.importorskip("peft", reason="pip install 'fastscore[lora]'")
     data = _data(tmp_path, demo_assets)
     out = tmp_path / "ref"
-    p = subprocess.run(
-        fastscore_cmd()
-        + [
-            "train-ref",
-            str(data),
-            "--base",
-            str(demo_assets.base),
-            "--output-dir",
-            str(out),
-            "--lora",
-            "--lora-r",
-            "8",
-            "--lr",
-            "3e-3",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "8",
-            "--keep-adapter",
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
+    p = cli(
+        "train-ref",
+        str(data),
+        "--base",
+        str(demo_assets.base),
+        "--output-dir",
+        str(out),
+        "--lora",
+        "--lora-r",
+        "8",
+        "--lr",
+        "3e-3",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--keep-adapter",
+        "--no-progress",
     )
-    assert p.returncode == 0, p.stderr[-3000:]
     assert "trained on 64 of 66 records, 16 steps" in p.stderr
     assert (out / "adapter" / "adapter_config.json").exists()
     assert not (out / "adapter_config.json").exists()  # the reference itself is plain

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -196,3 +197,9 @@ def quiet_vllm(verbose: bool) -> None:
         # transformers' weight-loading bars and notices, printed per model load
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if "transformers" in sys.modules and os.environ["TRANSFORMERS_VERBOSITY"] == "error":
+            # imported before us (a notebook, a test runner): it read the variables then
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()

@@ -1,31 +1,24 @@
 """The throughput benchmark runs (a small, torch-only configuration) and reports ratios."""
 
 import json
-import subprocess
-import sys
+
+from tests.helpers import cli
 
 
 def test_bench_runs_and_prints_json_last(tmp_path):
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fastscore.benchmarks.cpu",
-            "--model",
-            "demo",
-            "--samples",
-            "12",
-            "--repeats",
-            "1",
-            "--ways",
-            "fastscore-torch,engine-only,cherry,padded",
-            "--workdir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
+    p = cli(
+        "bench",
+        "--model",
+        "demo",
+        "--samples",
+        "12",
+        "--repeats",
+        "1",
+        "--ways",
+        "fastscore-torch,engine-only,cherry,padded",
+        "--workdir",
+        str(tmp_path),
     )
-    assert p.returncode == 0, p.stderr[-3000:]
     summary = json.loads(p.stdout.strip().splitlines()[-1])
     assert summary["samples"] == 12 and summary["fastscore_best"] == "fastscore-torch"
     assert set(summary["ways"]) == {"fastscore-torch", "engine-only", "cherry", "padded"}

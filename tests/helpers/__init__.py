@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.helpers import forked
+
 
 def fastscore_cmd() -> list[str]:
     """The installed ``fastscore`` command (or ``python -m fastscore.cli``)."""
@@ -17,27 +19,37 @@ def fastscore_cmd() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "fastscore.cli"]
 
 
-def cli(*args, check=True):
-    """``fastscore ARGS`` as a user runs it, in a subprocess; fails with its stderr."""
-    p = subprocess.run(fastscore_cmd() + [str(a) for a in args], capture_output=True, text=True)
+def cli(*args, check=True, fresh=False, env=None):
+    """``fastscore ARGS`` as a user runs it, in a process of its own (forked with the heavy
+    imports done, ``helpers.forked``; ``fresh``: a new interpreter, for runs that start vLLM
+    or Ray); fails with its stderr."""
+    args = [str(a) for a in args]
+    if fresh:
+        p = subprocess.run(fastscore_cmd() + args, capture_output=True, text=True, env=env)
+    else:
+        p = forked.run(args, env=env)
     if check and p.returncode != 0:
         raise AssertionError(f"fastscore {args} failed ({p.returncode}):\n{p.stderr[-4000:]}")
     return p
 
 
+def score_args(data, out, base, ref, *extra) -> list[str]:
+    """``score`` of ``data`` into ``out`` with the torch engine in fp32, no progress bar,
+    then ``extra`` options (the arguments after ``fastscore``)."""
+    return ["score", str(data), "--base", str(base), "--ref", str(ref), "--output", str(out),
+            "--engine", "torch", "--dtype", "float32", "--no-progress",
+            *map(str, extra)]  # fmt: skip
+
+
 def score_cmd(data, out, base, ref, *extra) -> list[str]:
-    """``fastscore score`` of ``data`` into ``out`` with the torch engine in fp32, no
-    progress bar, then ``extra`` options."""
-    return fastscore_cmd() + ["score", str(data), "--base", str(base), "--ref", str(ref),
-                              "--output", str(out), "--engine", "torch", "--dtype", "float32",
-                              "--no-progress", *map(str, extra)]  # fmt: skip
+    """``score_args`` as a command line for a new interpreter."""
+    return fastscore_cmd() + score_args(data, out, base, ref, *extra)
 
 
 def killed_run(data, out, base, ref, *extra):
     """A score run SIGKILLed just before its manifest: the partial and run record stay."""
-    cmd = score_cmd(data, out, base, ref, *extra)
     env = dict(os.environ, FASTSCORE_KILL_AT="final:manifest")
-    p = subprocess.run(cmd, env=env, capture_output=True)
+    p = forked.run(score_args(data, out, base, ref, *extra), env=env)
     assert p.returncode != 0 and not out.exists() and out.with_name(out.name + ".partial").exists()
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import copy
 import os
-import subprocess
 
 import orjson
 
 from fastscore.records import Message, Sample
-from tests.helpers import cli, fastscore_cmd
+from tests.helpers import cli
 
 # ChatML with the date up front, as Llama 3.1 and GPT-OSS write it
 DATED = (
@@ -49,7 +48,7 @@ def test_resume_renders_the_date_the_run_started_with(tmp_path, demo_assets, mon
             "--dtype", "float32", "--no-progress"]  # fmt: skip
     # the first run is killed just before its manifest is written
     env = dict(os.environ, FASTSCORE_KILL_AT="final:manifest")
-    p = subprocess.run(fastscore_cmd() + args, env=env, capture_output=True)
+    p = cli(*args, env=env, check=False)
     assert p.returncode != 0 and not out.exists()
     started = orjson.loads(out.with_name("s.jsonl.run.json").read_bytes())["options"]["date"]
     # resumed "on another day"

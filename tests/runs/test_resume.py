@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import fastscore
 from fastscore.config import EngineConfig
 from fastscore.errors import ConfigError
 
-from tests.helpers import fastscore_cmd, score_cmd
+from tests.helpers import cli, forked, score_args
 
 pytestmark = pytest.mark.engine
 
@@ -33,21 +32,21 @@ def _data(tmp_path, demo_assets, copies=4, distinct_ids=None):
 
 
 def _cmd(data, out, demo_assets, *extra):
-    return score_cmd(data, out, demo_assets.base, demo_assets.ref, "--batch-tokens", 300, *extra)
+    return score_args(data, out, demo_assets.base, demo_assets.ref, "--batch-tokens", 300, *extra)
 
 
 def _rows(path):
     return [orjson.loads(x) for x in Path(path).read_bytes().splitlines()]
 
 
-def _kill_when(cmd, ready):
-    """SIGKILL the run ``cmd`` once ``ready()``; fails if the run ends first."""
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def _kill_when(args, ready):
+    """SIGKILL the run ``fastscore ARGS`` once ``ready()``; fails if the run ends first."""
+    p = forked.Child(args)
     while not ready() and p.poll() is None:
         time.sleep(0.01)
-    assert p.poll() is None, "the run ended before the kill point: " + p.stderr.read().decode()
+    assert p.poll() is None, "the run ended before the kill point: " + p.result().stderr
     p.send_signal(signal.SIGKILL)
-    p.wait()
+    assert p.result().returncode == -signal.SIGKILL
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,7 @@ def clean(tmp_path_factory, demo_assets):
     tmp = tmp_path_factory.mktemp("clean")
     data = _data(tmp, demo_assets)
     out = tmp / "clean.jsonl"
-    subprocess.run(_cmd(data, out, demo_assets), check=True, capture_output=True)
+    cli(*_cmd(data, out, demo_assets))
     return data, _rows(out)
 
 
@@ -75,7 +74,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, demo_assets, 
     else:
         _kill_when(_cmd(data, out, demo_assets), lambda: _partial_bytes(out) >= kill_at)
     assert not out.exists()
-    p = subprocess.run(_cmd(data, out, demo_assets, "--resume"), capture_output=True, text=True)
+    p = cli(*_cmd(data, out, demo_assets, "--resume"), check=False)
     assert p.returncode == 0, p.stderr[-3000:]
     got = _rows(out)
     assert [r["index"] for r in got] == list(range(len(want)))  # none lost, none twice
@@ -97,7 +96,7 @@ def test_a_job_that_always_passes_resume_keeps_its_work(tmp_path, demo_assets, c
     _kill_when(cmd, lambda: _partial_bytes(out) >= 40_000)
     kept = len(_rows(out.with_name(out.name + ".partial")))
     assert kept > 0
-    subprocess.run(cmd, check=True, capture_output=True)
+    cli(*cmd)
     assert [r["id"] for r in _rows(out)] == [r["id"] for r in want]
     m = orjson.loads((tmp_path / "s.manifest.json").read_bytes())
     assert kept - 1 <= m["counts"]["resumed_after_records"] <= kept
@@ -110,7 +109,7 @@ def test_torn_last_line_is_scored_again(tmp_path, demo_assets, clean):
     partial = tmp_path / "s.jsonl.partial"
     blob = partial.read_bytes()
     partial.write_bytes(blob[: blob.rfind(b"\n") - 10])  # cut mid-line, as a crash might
-    subprocess.run(_cmd(data, out, demo_assets, "--resume"), check=True, capture_output=True)
+    cli(*_cmd(data, out, demo_assets, "--resume"))
     assert [r["id"] for r in _rows(out)] == [r["id"] for r in want]
 
 
@@ -141,11 +140,11 @@ def test_sigkill_during_the_final_write(tmp_path, demo_assets, clean, point):
     out = tmp_path / "s.jsonl"
     manifest = tmp_path / "s.manifest.json"
     env = {**os.environ, "FASTSCORE_KILL_AT": point}
-    p = subprocess.run(_cmd(data, out, demo_assets), env=env, capture_output=True)
+    p = cli(*_cmd(data, out, demo_assets), env=env, check=False)
     assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
     assert manifest.exists() == (point != "final:manifest")
     assert out.exists() == (point == "final:cleanup")
-    p = subprocess.run(_cmd(data, out, demo_assets, "--resume"), capture_output=True, text=True)
+    p = cli(*_cmd(data, out, demo_assets, "--resume"), check=False)
     if point == "final:cleanup":  # all was written; only the run record was left behind
         assert p.returncode != 0 and "already complete" in p.stderr
     else:
@@ -164,7 +163,7 @@ def test_duplicate_ids_found_across_a_resume(tmp_path, demo_assets):
     """Ids of records scored before the kill still count after it."""
     data = _data(tmp_path, demo_assets, copies=2, distinct_ids=900)  # 900..1199 repeat 0..299
     clean = tmp_path / "clean.jsonl"
-    subprocess.run(_cmd(data, clean, demo_assets), check=True, capture_output=True)
+    cli(*_cmd(data, clean, demo_assets))
     want = _rows(clean)
     assert [r["status"] for r in want] == ["ok"] * 900 + ["duplicate_id"] * 300
     assert want[950]["reason"].startswith('id "r50" is already record 50\'s')
@@ -172,7 +171,7 @@ def test_duplicate_ids_found_across_a_resume(tmp_path, demo_assets):
     _kill_when(_cmd(data, out, demo_assets), lambda: _partial_bytes(out) >= 20_000)
     kept = len((tmp_path / "s.jsonl.partial").read_bytes().splitlines())
     assert 0 < kept < 900
-    subprocess.run(_cmd(data, out, demo_assets, "--resume"), check=True, capture_output=True)
+    cli(*_cmd(data, out, demo_assets, "--resume"))
     got = _rows(out)
     assert [(r["status"], r.get("reason")) for r in got] == [
         (r["status"], r.get("reason")) for r in want

@@ -54,32 +54,17 @@ def test_ifd_matches_transformers(tmp_path, demo_assets, tokenizer, engines, eng
 
 
 def test_every_score_selects_from_the_cli(tmp_path, demo_assets):
-    import subprocess
-
-    from tests.helpers import fastscore_cmd
+    from tests.helpers import cli
 
     data = tmp_path / "d.jsonl"
     data.write_bytes(b"\n".join(demo_assets.data.read_bytes().splitlines()[::20]) + b"\n")
     out = tmp_path / "run"
-    base = fastscore_cmd() + ["run", str(data), "--base", str(demo_assets.base), "--ref"]
-    p = subprocess.run(
-        base
-        + [str(demo_assets.ref), "--output-dir", str(out), "--engine", "torch", "--ifd"]
-        + ["--top-k", "5", "--no-progress"],
-        capture_output=True,
-        text=True,
-    )
-    assert p.returncode == 0, p.stderr[-3000:]
+    cli("run", data, "--base", demo_assets.base, "--ref", demo_assets.ref, "--output-dir", out,
+        "--engine", "torch", "--ifd", "--top-k", 5, "--no-progress")  # fmt: skip
     for score in ("lobass", "rho", "loss_base", "perplexity", "ifd", "length", "random"):
         sub = tmp_path / f"{score}.jsonl"
-        p = subprocess.run(
-            fastscore_cmd()
-            + ["select", str(out / "scores.jsonl"), "--input", str(data), "--output", str(sub)]
-            + ["--score", score, "--top-k", "5"],
-            capture_output=True,
-            text=True,
-        )
-        assert p.returncode == 0, (score, p.stderr[-2000:])
+        cli("select", out / "scores.jsonl", "--input", data, "--output", sub,
+            "--score", score, "--top-k", 5)  # fmt: skip
         assert len(sub.read_bytes().splitlines()) == 5, score
     m = orjson.loads((out / "manifest.json").read_bytes())
     assert set(m["length_spearman"]) >= {"lobass", "rho", "ifd", "perplexity", "random"}
