@@ -19,8 +19,8 @@ import orjson
 
 from fastscore import __version__
 from fastscore.data.writers import write_scores_parquet
-from fastscore.runs.outputs import OutputPaths, partial_of
 from fastscore.records import STATUSES
+from fastscore.runs.outputs import OutputPaths, partial_of
 from fastscore.runs.resume import kill_point, run_fingerprint
 from fastscore.runs.stats import Stats
 

@@ -3,9 +3,7 @@ needless refusal, no needless work. Each test failed on the code before issue 14
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 
 import orjson
 import pytest
@@ -13,7 +11,6 @@ import pytest
 import fastscore
 from fastscore.config import EngineConfig
 from fastscore.errors import ConfigError
-
 from tests.helpers import killed_run, retrain_in_place
 
 pytestmark = pytest.mark.engine

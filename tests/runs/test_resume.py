@@ -13,7 +13,6 @@ import pytest
 import fastscore
 from fastscore.config import EngineConfig
 from fastscore.errors import ConfigError
-
 from tests.helpers import cli, forked, score_args
 
 pytestmark = pytest.mark.engine
