@@ -1,0 +1,163 @@
+"""Parts of one input surveyed apart: a JSONL file's byte ranges (each aligned to the next
+line start) and a Parquet file's row groups.
+
+A survey of a part says how many records and lines it holds, where its first record
+starts, and the ids of its records (64-bit hashes, as ``data.ids`` keeps them). Ray's
+workers survey the parts side by side; the driver adds them up (``plan``) into what a
+whole-file pass gives: each part's first record index and line number, and every
+duplicate id with the record that had it first. So no one process reads the whole input
+before scoring starts.
+
+A record without an ``id`` field is known by its position, which a part does not know;
+such a record can only share its id with a record whose explicit id is that integer, so
+a part also lists its integer ids and the driver checks those positions alone.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fastscore.data.formats import to_sample
+from fastscore.data.ids import id_hash
+from fastscore.data.readers import parse_line, read_record_range
+from fastscore.records import BAD_RECORD, RawRecord
+
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True)
+class PartSurvey:
+    """One part of the input. ``start``: the byte offset of its first line (JSONL; the
+    part's first row for Parquet); ``lines``: the lines it spans, blank ones included."""
+
+    start: int
+    lines: int
+    records: int
+    hashes: np.ndarray = field(repr=False)  # uint64, records with an explicit id
+    hashed_at: np.ndarray = field(repr=False)  # int64, their record numbers in the part
+    positional: np.ndarray = field(repr=False)  # int64, records known by their position
+    int_ids: np.ndarray = field(repr=False)  # int64, the explicit ids that are integers
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """The parts added up: [lo, hi) record indices and (byte offset, line number) of each
+    non-empty part's first record, and {index: index of the first} for duplicate ids."""
+
+    ranges: list[tuple[int, int]]
+    starts: dict[int, tuple[int, int]]
+    duplicates: dict[int, int]
+    records: int
+
+
+def byte_ranges(size: int, n: int) -> list[tuple[int, int]]:
+    """``n`` contiguous byte ranges covering ``0..size`` (fewer for a small file)."""
+    n = max(1, min(n, size)) if size else 1
+    cuts = [size * k // n for k in range(n + 1)]
+    return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a] or [(0, size)]
+
+
+def survey_jsonl(path: str | os.PathLike, fmt: str, lo: int, hi: int) -> PartSurvey:
+    """The lines that start in bytes ``[lo, hi)`` of a JSONL file."""
+    ids = _Ids()
+    lines = records = 0
+    with open(path, "rb") as f:
+        if lo > 0:
+            f.seek(lo - 1)
+            f.readline()  # the rest of a line that started before lo (or its newline)
+        start = pos = f.tell()
+        while pos < hi:
+            line = f.readline()
+            if not line:
+                break
+            pos += len(line)
+            lines += 1
+            body = line.removeprefix(_BOM) if start == 0 and lines == 1 else line
+            if not body.strip():
+                continue
+            ids.add(parse_line(records, lines, body if body.endswith(b"\n") else body + b"\n"))
+            records += 1
+    if start == 0 and lines:  # the BOM is not content: the first record starts after it
+        with open(path, "rb") as f:
+            start = len(_BOM) if f.read(3) == _BOM else 0
+    return ids.survey(start=start, lines=lines, records=records, fmt=fmt)
+
+
+def survey_rows(path: str | os.PathLike, kind: str, fmt: str, lo: int, hi: int) -> PartSurvey:
+    """Records ``lo <= index < hi`` of a Parquet file (its row groups that hold them)."""
+    ids = _Ids()
+    n = 0
+    for raw in read_record_range(path, kind, lo=lo, hi=hi):
+        ids.add(RawRecord(index=raw.index - lo, data=raw.data, error=raw.error))
+        n += 1
+    return ids.survey(start=lo, lines=n, records=n, fmt=fmt)
+
+
+class _Ids:
+    def __init__(self) -> None:
+        self.raws: list[RawRecord] = []
+
+    def add(self, raw: RawRecord) -> None:
+        self.raws.append(raw)
+
+    def survey(self, *, start: int, lines: int, records: int, fmt: str) -> PartSurvey:
+        hashes, at, positional, int_ids = [], [], [], []
+        for raw in self.raws:
+            if to_sample(raw, fmt).status == BAD_RECORD:  # an unreadable record's id
+                continue
+            explicit = isinstance(raw.data, dict) and raw.data.get("id") is not None
+            if not explicit:
+                positional.append(raw.index)
+                continue
+            rid = raw.data["id"]
+            hashes.append(id_hash(rid))
+            at.append(raw.index)
+            if isinstance(rid, int) and not isinstance(rid, bool) and 0 <= rid < 2**63:
+                int_ids.append(rid)
+        return PartSurvey(
+            start=start,
+            lines=lines,
+            records=records,
+            hashes=np.array(hashes, dtype=np.uint64),
+            hashed_at=np.array(at, dtype=np.int64),
+            positional=np.array(positional, dtype=np.int64),
+            int_ids=np.array(int_ids, dtype=np.int64),
+        )
+
+
+def plan(parts: list[PartSurvey]) -> InputPlan:
+    """The surveys of consecutive parts, added up (what a whole-file pass would find)."""
+    ranges, starts = [], {}
+    index, lineno = 0, 1
+    keys, where, positional, int_ids = [], [], [], []
+    for p in parts:
+        if p.records:
+            ranges.append((index, index + p.records))
+            starts[index] = (p.start, lineno)
+        keys.append(p.hashes)
+        where.append(p.hashed_at + index)
+        positional.append(p.positional + index)
+        int_ids.append(p.int_ids)
+        index += p.records
+        lineno += p.lines
+    keys_a = np.concatenate(keys) if keys else np.empty(0, np.uint64)
+    where_a = np.concatenate(where) if where else np.empty(0, np.int64)
+    # a record known by its position shares its id only with an explicit integer id
+    by_position = np.concatenate(positional) if positional else np.empty(0, np.int64)
+    ints = np.concatenate(int_ids) if int_ids else np.empty(0, np.int64)
+    clash = np.intersect1d(ints, by_position)
+    if clash.size:
+        keys_a = np.concatenate([keys_a, np.array([id_hash(int(v)) for v in clash], np.uint64)])
+        where_a = np.concatenate([where_a, clash])
+    order = np.lexsort((where_a, keys_a))  # by id, then by index: the first comes first
+    k, w = keys_a[order], where_a[order]
+    new = np.r_[True, k[1:] != k[:-1]] if len(k) else np.empty(0, bool)
+    first = np.maximum.accumulate(np.where(new, np.arange(len(k)), 0)) if len(k) else k
+    later = ~new
+    duplicates = dict(zip(w[later].tolist(), w[first[later]].tolist(), strict=True))
+    if not ranges:
+        ranges = [(0, 0)]
+    return InputPlan(ranges=ranges, starts=starts, duplicates=duplicates, records=index)
