@@ -120,6 +120,13 @@ class RayConfig:
     shards: int | None = option(None, "ray: input shards [4 per worker].")
     cpus_per_worker: float = option(1.0, "ray: CPUs per worker.")
     gpus_per_worker: float | None = option(None, "ray: GPUs per worker [1 with GPUs, else 0].")
+    max_failures: int = option(
+        3, "ray: times a shard is retried on a restarted worker after its worker is lost; "
+        "one more loss stops the run (finished shards kept).",
+    )  # fmt: skip
+    max_run_failures: int | None = option(
+        None, "ray: workers the whole run may lose before it stops [--max-failures per worker]."
+    )  # fmt: skip
 
 
 @dataclass
@@ -427,6 +434,10 @@ def validate_score(cfg: ScoreConfig) -> None:
     _check_format_and_template(cfg)
     if cfg.batch_tokens < 1:
         raise ConfigError(f"batch_tokens must be >= 1, got {cfg.batch_tokens}")
+    for name in ("max_failures", "max_run_failures"):
+        v = getattr(cfg.ray, name)
+        if v is not None and v < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {v}")
     if cfg.max_length is not None and cfg.max_length < 2:
         raise ConfigError(f"max_length must be >= 2, got {cfg.max_length}")
     if Path(cfg.output).resolve() == Path(cfg.input).resolve():

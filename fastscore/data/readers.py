@@ -180,6 +180,23 @@ def jsonl_starts(path: str | os.PathLike, wanted: Iterable[int]) -> dict[int, tu
     return starts
 
 
+def skip_jsonl(path: str | os.PathLike, start: tuple[int, int], n: int) -> tuple[int, int]:
+    """The (byte offset, line number) ``n`` records after ``start``: where a shard's
+    retried attempt goes on from the lines its lost attempt had written."""
+    offset, lineno = start
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while n > 0:
+            line = f.readline()
+            if not line:
+                break
+            offset += len(line)
+            lineno += 1
+            if line.strip():
+                n -= 1
+    return offset, lineno
+
+
 def read_record_range(
     path: str | os.PathLike,
     kind: str,

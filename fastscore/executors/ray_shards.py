@@ -1,15 +1,26 @@
 """``executor: ray``: score shards of the input on Ray workers, merge into one scores file.
 
 The driver opens a session without engines (record format, model fingerprints, the
-rendering that a fingerprint covers), counts the records, and cuts the index range into
-shards; a JSONL shard is given the byte offset of its first record, so its worker reads
-from there without parsing the records before it (Parquet shards read their row groups).
+rendering that a fingerprint covers) and cuts the input into shards without reading it:
+a JSONL file into byte ranges, a Parquet file into row ranges. Ray tasks survey the
+shards side by side (records, lines, id hashes: ``data.ranges``) and the driver adds the
+surveys up into each shard's first record index and byte offset and the duplicate ids
+across shards, so a worker reads only its shard and flags the same duplicates a
+whole-file run does.
 Each worker is a Ray actor that opens its own session (in-process engines on its GPU, or
 a client of served endpoints) and keeps it for every shard it takes. A shard is written
 to ``SCORES.shards/shard-NNNNN.jsonl`` (atomically) and marked done with a fingerprint of
 the input, of the models' contents and of every option that changes a score; a restarted
-run keeps only the shards done with the same fingerprint. The merged file is byte-for-byte
-what the local executor writes, one line per record in input order.
+run keeps only the shards done with the same fingerprint. The merged file holds what the
+local executor writes, one line per record in input order.
+
+Lost workers are survived with Ray's own mechanisms: the actors restart (their
+constructor opens the session again, on a live node) and a shard's task is retried on the
+restarted actor, up to ``--max-failures`` times. A retried shard continues from the lines
+its lost attempt had flushed (``shard-NNNNN.jsonl.partial``, as a local ``--resume``
+does), so a loss repeats at most the chunk in flight. Each attempt records where it ran
+(``shard-NNNNN.attempt.json``: node, process, attempt number, the attempts lost before),
+which names the node in an error and counts the losses in the manifest.
 """
 
 from __future__ import annotations
@@ -20,22 +31,29 @@ import logging
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from fastscore.config import ScoreConfig, from_dict
+from fastscore.data import ranges
 from fastscore.data.ids import KnownDuplicates, duplicate_records
-from fastscore.data.readers import count_records, jsonl_starts, read_record_range
+from fastscore.data.readers import count_records, read_record_range, skip_jsonl
 from fastscore.errors import ConfigError, EngineError
 from fastscore.executors.base import score_range
 from fastscore.runs.manifest import build_manifest
 from fastscore.runs.outputs import OutputPaths, partial_of
-from fastscore.runs.resume import run_fingerprint, write_run_record
+from fastscore.runs.resume import kept_lines, run_fingerprint, write_run_record
 from fastscore.runs.stats import Stats
+from fastscore.scoring.features import features_partial_path
 from fastscore.scoring.session import open_session
 
 log = logging.getLogger(__name__)
+
+
+class ShardGaveUp(EngineError):
+    """A shard that lost its worker more often than ``--max-failures`` allows."""
 
 
 def plan_shards(n_records: int, n_shards: int) -> list[tuple[int, int]]:
@@ -45,9 +63,37 @@ def plan_shards(n_records: int, n_shards: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + size, n_records)) for lo in range(0, max(n_records, 1), max(size, 1))]
 
 
+def attempt_path(shard_data: str | Path) -> Path:
+    p = Path(shard_data)
+    return p.with_name(p.name.removesuffix(".jsonl") + ".attempt.json")
+
+
+def read_attempt(shard_data: str | Path) -> dict | None:
+    p = attempt_path(shard_data)
+    try:
+        return orjson.loads(p.read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return None
+
+
+def _write_attempt(shard_data: str | Path, attempt: dict) -> None:
+    p = attempt_path(shard_data)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_bytes(orjson.dumps(attempt))
+    os.replace(tmp, p)
+
+
+def clear_attempt(shard_data: str | Path) -> None:
+    """What an earlier run left of a shard that is scored again: its partial, its
+    features' partial and its attempt record (its lines may be of other settings)."""
+    for p in (partial_of(shard_data), features_partial_path(shard_data), attempt_path(shard_data)):
+        p.unlink(missing_ok=True)
+
+
 class ShardWorker:
     """A Ray actor's body: a session (engines included) opened once, then one shard per
-    ``score`` call."""
+    ``score`` call. Restarted by Ray after its process is lost; the retried call continues
+    the shard from its partial."""
 
     def __init__(self, cfg_dict: dict, threads: int):
         import torch
@@ -62,20 +108,86 @@ class ShardWorker:
         s.stats = Stats()
         s.cfg = dataclasses.replace(self.cfg, output=out_path, progress=False)
         t0 = time.perf_counter()
-        records = read_record_range(s.cfg.input, s.kind, lo=lo, hi=hi, start=start)
-        score_range(s, records, partial_of(out_path), done=0, ids=KnownDuplicates(duplicates))
-        os.replace(partial_of(out_path), out_path)
+        partial = partial_of(out_path)
+        before = read_attempt(out_path)  # an attempt of this shard that was lost
+        done, kept = 0, None
+        if before is not None and partial.exists():
+            done, kept, _ = kept_lines(partial, first=lo)
+        lost = []
+        if before is not None:
+            # from its last flushed line (or its start) to now: the work this attempt does
+            # again, and the restart
+            since = partial.stat().st_mtime if partial.exists() else before["started"]
+            loss = {**_where(before), "seconds_lost": round(time.time() - since, 3)}
+            lost = [*before.get("lost", []), loss]
+            if len(lost) > self.cfg.ray.max_failures:
+                raise ShardGaveUp(
+                    f"lost its worker more than --max-failures {self.cfg.ray.max_failures} times"
+                )
+        _write_attempt(
+            out_path,
+            {"attempt": len(lost) + 1, **_where(None), "started": time.time(), "lost": lost},
+        )
+        if done and s.kind == "jsonl" and start is not None:
+            start = skip_jsonl(s.cfg.input, start, done)
+        records = read_record_range(s.cfg.input, s.kind, lo=lo + done, hi=hi, start=start)
+        score_range(s, records, partial, done=done, ids=KnownDuplicates(duplicates))
+        os.replace(partial, out_path)
+        if kept:
+            s.stats.counts.update(kept)  # the lost attempt's lines count as this shard's
         seconds = s.stats.to_json()["seconds"]
         return {
             "range": [lo, hi],
             "counts": dict(s.stats.counts),
             "seconds": {**seconds, "shard": round(time.perf_counter() - t0, 4)},
             "engines": s.engine_info(),
-            "node": os.uname().nodename,
+            **_where(None),
+            "attempts": len(lost) + 1,
+            "lost": lost,
+            "kept_from_lost_attempts": done,
         }
 
     def close(self) -> None:
         self._stack.close()
+
+
+def _where(attempt: dict | None) -> dict:
+    """Where an attempt ran (``None``: this one): the host, Ray's id of the node (several
+    nodes can share a host) and the process."""
+    if attempt is None:
+        import ray
+
+        node_id = ray.get_runtime_context().get_node_id()
+        return {"node": os.uname().nodename, "ray_node": node_id, "pid": os.getpid()}
+    return {k: attempt.get(k) for k in ("node", "ray_node", "pid")}
+
+
+def _plan(ray, cfg: ScoreConfig, kind: str, fmt: str, n_shards: int):
+    """The shards ([lo, hi) record ranges), where each JSONL shard's first record starts,
+    and the duplicate ids ({index: first index}). JSONL byte ranges and Parquet row ranges
+    are surveyed by Ray tasks side by side (``data.ranges``), so the driver reads no more
+    than a Parquet footer; a JSON array or a datasets directory is read here whole."""
+    survey = ray.remote(num_cpus=0)(_survey)  # reading, beside the workers' engines
+    if kind == "jsonl":
+        parts = ranges.byte_ranges(os.path.getsize(cfg.input), n_shards)
+    elif kind == "parquet":
+        parts = plan_shards(count_records(cfg.input, kind), n_shards)
+    else:
+        n = count_records(cfg.input, kind)
+        return plan_shards(n, n_shards), {}, duplicate_records(cfg.input, kind, fmt)
+    p = ranges.plan(ray.get([survey.remote(cfg.input, kind, fmt, lo, hi) for lo, hi in parts]))
+    return p.ranges, (p.starts if kind == "jsonl" else {}), p.duplicates
+
+
+def _survey(path: str, kind: str, fmt: str, lo: int, hi: int) -> ranges.PartSurvey:
+    if kind == "jsonl":
+        return ranges.survey_jsonl(path, fmt, lo, hi)
+    return ranges.survey_rows(path, kind, fmt, lo, hi)
+
+
+def _losses_so_far(paths: OutputPaths, pending_shards) -> int:
+    """Workers lost by the shards in flight (their attempt records say so)."""
+    return sum(len((read_attempt(paths.shard(k)[0]) or {}).get("lost", [])) for k in pending_shards)
 
 
 def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[str, Any]:
@@ -91,22 +203,28 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
     with open_session(cfg, start_engines=False, stats=stats) as s:  # no engines here
         facts = session_facts(s)
     kind, fmt = facts.kind, facts.fmt
-    n_records = count_records(cfg.input, kind)
     fp = run_fingerprint(cfg, fmt, facts.models)
     paths.scores.parent.mkdir(parents=True, exist_ok=True)
     write_run_record(paths, cfg, fmt=fmt, models=facts.models)  # keeps the date for a restart
-    with stats.timer("duplicate_ids"):  # found over the whole file, so shards agree with it
-        duplicates = duplicate_records(cfg.input, kind, fmt)
     paths.shards.mkdir(parents=True, exist_ok=True)
 
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(
-            address=cfg.ray.address,
-            ignore_reinit_error=True,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-        )
+        try:
+            ray.init(
+                address=cfg.ray.address,
+                ignore_reinit_error=True,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
+        except (ConnectionError, RuntimeError) as e:
+            if "InvalidAuthToken" in str(e) or "AuthenticationError" in repr(e.__cause__):
+                raise ConfigError(
+                    f"ray: the cluster at {cfg.ray.address or os.environ.get('RAY_ADDRESS')} "
+                    "wants token authentication: set RAY_AUTH_MODE=token and its token "
+                    "(RAY_AUTH_TOKEN, or ~/.ray/auth_token)"
+                ) from e
+            raise
     try:
         gpus = ray.cluster_resources().get("GPU", 0)
         cpus = ray.cluster_resources().get("CPU", 1)
@@ -118,8 +236,26 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
         n_workers = cfg.ray.workers or max(
             1, int(gpus // per_gpu) if per_gpu else int(cpus // cfg.ray.cpus_per_worker)
         )
-        shards = plan_shards(n_records, cfg.ray.shards or 4 * n_workers)
-        starts = jsonl_starts(cfg.input, [lo for lo, _ in shards]) if kind == "jsonl" else {}
+        with stats.timer("plan"):
+            shards, starts, duplicates = _plan(ray, cfg, kind, fmt, cfg.ray.shards or 4 * n_workers)
+        n_records = shards[-1][1]
+        max_run_failures = (
+            cfg.ray.max_run_failures
+            if cfg.ray.max_run_failures is not None
+            else cfg.ray.max_failures * n_workers
+        )
+
+        def stopped(k: int, why: str, cause: BaseException | None) -> EngineError:
+            """The run stops: which shard, where its last attempt ran, why, what is kept."""
+            attempt = read_attempt(paths.shard(k)[0]) or {}
+            text = str(cause).strip() if cause is not None else ""
+            return EngineError(
+                f"ray: shard {k} {shards[k]} {why}; its last attempt ran on node "
+                f"{attempt.get('node', '?')} (pid {attempt.get('pid', '?')})"
+                + (f": {text.splitlines()[0]}" if text else "")
+                + f". {len(results)} of {len(shards)} shards are done and kept in "
+                f"{paths.shards}; run again to score the rest"
+            )
 
         def submit(w, k: int):
             lo, hi = shards[k]
@@ -135,8 +271,10 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
                 mark = orjson.loads(done.read_bytes())
                 if mark.get("fingerprint") == fp and mark.get("range") == [lo, hi]:
                     results[k] = {**mark["result"], "reused": True}
-                elif mark.get("fingerprint") != fp:
+                    continue
+                if mark.get("fingerprint") != fp:
                     log.warning("ray: shard %d was made with other settings or models", k)
+            clear_attempt(data)
         todo = [k for k in range(len(shards)) if k not in results]
         log.info(
             "ray: %d records in %d shards (%d done before), %d workers",
@@ -149,8 +287,15 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
         t_scoring = time.perf_counter()
         engine_info = None
         if todo:
+            # Ray restarts a lost worker (its constructor runs again, on a live node) and
+            # retries the shard it had on the restarted one: the bounds are ours
             actor = ray.remote(ShardWorker).options(
-                num_cpus=cfg.ray.cpus_per_worker, num_gpus=per_gpu
+                num_cpus=cfg.ray.cpus_per_worker,
+                num_gpus=per_gpu,
+                max_restarts=max_run_failures,
+                # retried until the restarted worker runs it: an unreachable worker is one
+                # loss however often Ray tries it meanwhile; the worker counts the attempts
+                max_task_retries=-1,
             )
             cfg_dict = dataclasses.asdict(cfg)
             workers = [
@@ -158,19 +303,57 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
                 for _ in range(min(n_workers, len(todo)))
             ]
             pending, queue = {}, list(todo)
+            replaced: dict[int, int] = {}  # workers Ray could not restart, by shard
             try:
                 for w in workers:  # one shard each to start, then the next as one finishes
                     if queue:
                         k = queue.pop(0)
                         pending[submit(w, k)] = (k, w)
                 while pending:
-                    ready, _ = ray.wait(list(pending), num_returns=1)
+                    ready, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
+                    in_flight = [k for k, _ in pending.values()]
+                    lost = (
+                        _losses_so_far(paths, in_flight)
+                        + sum(
+                            len(r.get("lost", [])) for r in results.values() if not r.get("reused")
+                        )
+                        + sum(replaced.values())
+                    )
+                    if lost > max_run_failures:
+                        raise stopped(
+                            in_flight[0],
+                            f"was in flight when the run had lost {lost} workers "
+                            f"(--max-run-failures {max_run_failures})",
+                            None,
+                        )
+                    if not ready:
+                        continue
                     k, w = pending.pop(ready[0])
                     try:
                         result = ray.get(ready[0])
-                    except ray.exceptions.RayError as e:
-                        raise EngineError(f"ray: shard {k} {shards[k]} failed: {e}") from e
+                    except ray.exceptions.RayTaskError as e:  # the shard's own error: no retry
+                        if isinstance(e.cause, ShardGaveUp):
+                            raise stopped(k, str(e.cause), None) from e
+                        raise stopped(k, "failed", e.cause or e) from e
+                    except ray.exceptions.RayError as e:  # a worker Ray did not restart
+                        replaced[k] = replaced.get(k, 0) + 1
+                        if replaced[k] > cfg.ray.max_failures:
+                            raise stopped(
+                                k,
+                                f"lost its worker more than --max-failures "
+                                f"{cfg.ray.max_failures} times",
+                                e,
+                            ) from e
+                        log.warning("ray: shard %d lost its worker for good; starting another", k)
+                        with contextlib.suppress(Exception):
+                            ray.kill(w, no_restart=True)
+                        workers[workers.index(w)] = w = actor.remote(
+                            cfg_dict, int(cfg.ray.cpus_per_worker)
+                        )
+                        pending[submit(w, k)] = (k, w)
+                        continue
                     results[k] = result
+                    attempt_path(paths.shard(k)[0]).unlink(missing_ok=True)
                     paths.shard(k)[1].write_bytes(
                         orjson.dumps(
                             {"fingerprint": fp, "range": list(shards[k]), "result": result}
@@ -185,7 +368,7 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
                         ray.get(w.close.remote(), timeout=120)
                     except Exception as e:  # a dead actor cannot close; report, go on
                         log.warning("ray: a worker did not close cleanly: %s", e)
-                    ray.kill(w)
+                    ray.kill(w, no_restart=True)
         scoring_seconds = time.perf_counter() - t_scoring
     finally:
         if started_here:
@@ -225,10 +408,18 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
         scoring_seconds=scoring_seconds,
         total_seconds=time.perf_counter() - t_start,
     )
+    fresh = [r for r in results.values() if not r.get("reused")]
     manifest["executor"] = {
         "kind": "ray",
         "workers": n_workers,
         "shards": [{"index": k, **results[k]} for k in range(len(shards))],
         "reused_shards": sorted(k for k, r in results.items() if r.get("reused")),
+        # what lost workers cost: each loss is a retry of the shard it held
+        "workers_lost": sum(len(r.get("lost", [])) for r in fresh),
+        # of them, workers Ray could not restart, started again by the driver
+        "workers_replaced": sum(replaced.values()) if todo else 0,
+        "shards_retried": sum(1 for r in fresh if r.get("lost")),
+        "records_kept_from_lost_attempts": sum(r.get("kept_from_lost_attempts", 0) for r in fresh),
+        "seconds_lost": round(sum(x["seconds_lost"] for r in fresh for x in r.get("lost", [])), 3),
     }
     return manifest

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import orjson
 
-from fastscore.errors import ConfigError
 from fastscore.data.ids import IdRegistry
-from fastscore.runs.outputs import OutputPaths
+from fastscore.errors import ConfigError
 from fastscore.records import BAD_RECORD, DUPLICATE_ID
+from fastscore.runs.outputs import OutputPaths
 
 # Options that cannot change any score: a run may resume under other values of these.
 NEUTRAL = frozenset(
@@ -157,20 +157,27 @@ def prepare_resume(
             f"({', '.join(what_changed(record, cfg, fmt=fmt, models=models))}). Resume with "
             "the same input, models and options, or start again without --resume"
         )
-    data = paths.partial.read_bytes()
+    n, counts, ids = kept_lines(paths.partial)
+    return n, counts, ids
+
+
+def kept_lines(partial: Path, first: int = 0) -> tuple[int, Counter, IdRegistry]:
+    """The complete lines of a partial scores file (records ``first``, ``first + 1``, ...),
+    a torn last line cut off: (how many, the counts they make, the ids they used)."""
+    data = partial.read_bytes()
     keep = data[: data.rfind(b"\n") + 1]  # a line cut by the crash is scored again
     counts: Counter = Counter()
     ids = IdRegistry()
     for n, line in enumerate(keep.splitlines()):
         row = orjson.loads(line)
-        if row.get("index") != n:
+        if row.get("index") != first + n:
             raise ConfigError(
-                f"{paths.partial}: line {n + 1} has index {row.get('index')}, not {n}; "
+                f"{partial}: line {n + 1} has index {row.get('index')}, not {first + n}; "
                 "start again without --resume"
             )
         counts["records"] += 1
         if row["status"] not in (BAD_RECORD, DUPLICATE_ID):
-            ids.first(row["id"], n)
+            ids.first(row["id"], first + n)
         counts[f"status:{row['status']}"] += 1
         if row["status"] == "ok":  # (a preference record's two sides)
             counts["tokens_scored_samples"] += row["n_tokens"] + row.get("n_tokens_rejected", 0)
@@ -178,6 +185,6 @@ def prepare_resume(
                 "n_response_tokens_rejected", 0
             )
     if len(keep) != len(data):
-        with open(paths.partial, "r+b") as f:
+        with open(partial, "r+b") as f:
             f.truncate(len(keep))
     return counts["records"], counts, ids

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -14,6 +19,7 @@ import pytest
 
 import fastscore
 from fastscore.config import EngineConfig, RayConfig
+from fastscore.errors import ConfigError, EngineError
 from fastscore.executors.ray_shards import plan_shards
 from tests.helpers import score_cmd
 
@@ -27,11 +33,19 @@ def test_plan_shards_cover_every_record_once():
     assert plan_shards(0, 4) == [(0, 0)]
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+@pytest.fixture(scope="module", autouse=True)
+def _no_cluster_left():
     yield
-    ray.shutdown()
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture
+def cluster():
+    """A local Ray cluster in this process: started once, and again after a test that
+    connected to another."""
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
 
 
 def _data(tmp_path, demo_assets, n=150):
@@ -132,10 +146,111 @@ def test_ray_rescores_the_shards_of_a_reference_retrained_in_place(tmp_path, dem
     _same_scores(_rows(out), _rows(fresh))
 
 
+def _killer(shards_dir, *, mid_shard: bool, kills: list, stop: threading.Event):
+    """SIGKILL the worker process of the first shard attempt seen (once it has flushed
+    some lines, if ``mid_shard``), as a preemption or an OOM kill would."""
+    while not stop.is_set():
+        for att in sorted(shards_dir.glob("shard-*.attempt.json")):
+            with contextlib.suppress(OSError, ValueError):
+                a = orjson.loads(att.read_bytes())
+                partial = att.with_name(att.name.replace(".attempt.json", ".jsonl.partial"))
+                flushed = partial.stat().st_size if partial.exists() else 0
+                if a["attempt"] == 1 and (flushed > 3000 if mid_shard else True):
+                    os.kill(a["pid"], signal.SIGKILL)
+                    kills.append({"shard": att.name, "pid": a["pid"], "flushed": flushed})
+                    return
+        time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def _one_kill(shards_dir, mid_shard):
+    kills, stop = [], threading.Event()
+    t = threading.Thread(target=_killer, args=(shards_dir,), daemon=True,
+                         kwargs={"mid_shard": mid_shard, "kills": kills, "stop": stop})  # fmt: skip
+    t.start()
+    try:
+        yield kills
+    finally:
+        stop.set()
+        t.join()
+
+
+@pytest.fixture(scope="module")
+def chats(tmp_path_factory, demo_assets):
+    """600 chats and their scores by the local executor."""
+    tmp = tmp_path_factory.mktemp("chats")
+    data = _data(tmp, demo_assets, n=600)
+    local = tmp / "local.jsonl"
+    m = fastscore.score(input=str(data), output=str(local), base=str(demo_assets.base),
+                        ref=str(demo_assets.ref), progress=False, batch_tokens=300,
+                        engine=EngineConfig(kind="torch", dtype="float32"))  # fmt: skip
+    return data, _rows(local), m["counts"]
+
+
+@pytest.mark.parametrize("mid_shard", [False, True], ids=["at-start", "mid-shard"])
+def test_a_worker_sigkilled_during_a_shard_does_not_stop_the_run(
+    tmp_path, demo_assets, cluster, chats, mid_shard
+):
+    data, want, counts = chats
+    out = tmp_path / "ray.jsonl"
+    with _one_kill(tmp_path / "ray.jsonl.shards", mid_shard) as kills:
+        m = _score(data, out, demo_assets, {"workers": 2, "shards": 8}, batch_tokens=300)
+    assert len(kills) == 1, "the worker was not killed"
+    _same_scores(_rows(out), want)  # none lost, none twice, the same scores
+    assert m["counts"]["by_status"] == counts["by_status"]
+    assert m["counts"]["records"] == counts["records"]
+    ex = m["executor"]
+    assert ex["workers_lost"] == 1 and ex["shards_retried"] == 1
+    (retried,) = [s for s in ex["shards"] if s["lost"]]
+    assert retried["attempts"] == 2 and retried["lost"][0]["pid"] == kills[0]["pid"]
+    # the retry went on from what the lost attempt had flushed
+    kept = retried["kept_from_lost_attempts"]
+    assert ex["records_kept_from_lost_attempts"] == kept
+    assert kept > 0 if mid_shard else kept == 0
+    assert not list((tmp_path / "ray.jsonl.shards").glob("*.attempt.json"))
+
+
+def test_past_max_failures_the_run_stops_naming_the_shard_and_node(
+    tmp_path, demo_assets, cluster, chats
+):
+    data, want, _ = chats
+    out = tmp_path / "ray.jsonl"
+    opts = {"workers": 2, "shards": 8, "max_failures": 0}
+    with _one_kill(tmp_path / "ray.jsonl.shards", True) as kills, pytest.raises(EngineError) as e:
+        _score(data, out, demo_assets, opts, batch_tokens=300)
+    assert len(kills) == 1
+    msg = str(e.value)
+    k = int(kills[0]["shard"].split("-")[1].split(".")[0])
+    assert re.search(
+        rf"ray: shard {k} \(\d+, \d+\) lost its worker more than --max-failures 0 times; "
+        rf"its last attempt ran on node \S+ \(pid {kills[0]['pid']}\)",
+        msg,
+    ), msg
+    n_done = int(re.search(r"(\d+) of 8 shards are done and kept in", msg).group(1))
+    assert not out.exists()
+    # run again: the finished shards are kept, the rest scored
+    m = _score(data, out, demo_assets, {"workers": 2, "shards": 8}, batch_tokens=300)
+    _same_scores(_rows(out), want)
+    assert len(m["executor"]["reused_shards"]) == n_done and m["executor"]["workers_lost"] == 0
+
+
+def test_bad_failure_bounds_are_refused(tmp_path, demo_assets):
+    data = _data(tmp_path, demo_assets, n=5)
+    for opt in ("max_failures", "max_run_failures"):
+        with pytest.raises(ConfigError, match=f"--{opt.replace('_', '-')} must be >= 0"):
+            _score(data, tmp_path / "o.jsonl", demo_assets, {opt: -1})
+
+
 def test_cli_against_a_cluster_given_by_ray_address(tmp_path, demo_assets):
+    # `ray stop --force` below stops every Ray process on the machine: the cluster of this
+    # process first, or its driver exits when it finds its cluster gone
+    if ray.is_initialized():
+        ray.shutdown()
     ray_bin = Path(sys.executable).with_name("ray")
     port = 6390
-    env = dict(os.environ)
+    # explicit: `ray start` turns token authentication on when ~/.ray/auth_token exists (a
+    # local ray.init() writes one), and a client must then be told so (RAY_AUTH_MODE)
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
     subprocess.run(
         [
             str(ray_bin),
@@ -167,3 +282,30 @@ def test_cli_against_a_cluster_given_by_ray_address(tmp_path, demo_assets):
     finally:
         subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True)
         shutil.rmtree(tmp_path / "cli.jsonl.shards", ignore_errors=True)
+
+
+def test_a_node_removed_mid_run_moves_its_shard_to_a_live_node(tmp_path, demo_assets, chats):
+    """A head and three one-CPU worker nodes, each its own raylet, on this machine
+    (``ray.cluster_utils.Cluster``); the node of a busy worker is removed mid-shard. In a
+    new interpreter (``tests/helpers/ray_nodes.py``): Ray's driver does not connect to a
+    second cluster cleanly in a process that ran one."""
+    data, want, counts = chats
+    out = tmp_path / "ray.jsonl"
+    script = Path(__file__).resolve().parents[1] / "helpers" / "ray_nodes.py"
+    p = subprocess.run(
+        [sys.executable, str(script), str(data), str(out), str(demo_assets.base),
+         str(demo_assets.ref)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-4000:]
+    got = json.loads(p.stdout.strip().splitlines()[-1])
+    removed, m = got["removed"], got["manifest"]
+    assert len(removed) == 1, "no node was removed"
+    _same_scores(_rows(out), want)
+    assert m["counts"]["by_status"] == counts["by_status"]
+    ex = m["executor"]
+    assert ex["workers_lost"] == 1
+    (retried,) = [s for s in ex["shards"] if s["lost"]]
+    assert retried["lost"][0]["ray_node"] == removed[0]["ray_node"]
+    assert retried["ray_node"] != removed[0]["ray_node"]  # finished on a live node
+    assert retried["kept_from_lost_attempts"] > 0
