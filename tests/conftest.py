@@ -7,13 +7,18 @@ the grouping below), so the waits for engines, servers and clusters to start ove
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
-_CACHE = Path(tempfile.mkdtemp(prefix="fastscore-test-cache-"))
-os.environ.setdefault("FASTSCORE_CACHE_DIR", str(_CACHE))
+# made by the process that starts the session (xdist's workers inherit it), removed when
+# the session ends; a cache the user names is theirs
+_OWN_CACHE = None
+if "FASTSCORE_CACHE_DIR" not in os.environ:
+    _OWN_CACHE = Path(tempfile.mkdtemp(prefix="fastscore-test-cache-"))
+    os.environ["FASTSCORE_CACHE_DIR"] = str(_OWN_CACHE)
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
@@ -57,6 +62,11 @@ def pytest_collection_modifyitems(config, items):
     # the files that start engines, servers or clusters are handed out first, so the long
     # ones do not end the run alone
     items.sort(key=lambda item: item.get_closest_marker("engine") is None)
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE is not None and not hasattr(config, "workerinput"):
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
