@@ -75,15 +75,15 @@ def survey_jsonl(path: str | os.PathLike, fmt: str, lo: int, hi: int) -> PartSur
                 break
             pos += len(line)
             lines += 1
-            body = line.removeprefix(_BOM) if start == 0 and lines == 1 else line
+            body = line
+            if start == 0 and lines == 1:  # a BOM is not content: the first line starts after it
+                body = line.removeprefix(_BOM)
+                start = len(line) - len(body)
             if not body.strip():
                 continue
-            ids.add(parse_line(records, lines, body if body.endswith(b"\n") else body + b"\n"))
+            ids.add(parse_line(records, lines, body if body.endswith(b"\n") else body + b"\n"), fmt)
             records += 1
-    if start == 0 and lines:  # the BOM is not content: the first record starts after it
-        with open(path, "rb") as f:
-            start = len(_BOM) if f.read(3) == _BOM else 0
-    return ids.survey(start=start, lines=lines, records=records, fmt=fmt)
+    return ids.survey(start=start, lines=lines, records=records)
 
 
 def survey_rows(path: str | os.PathLike, kind: str, fmt: str, lo: int, hi: int) -> PartSurvey:
@@ -91,32 +91,34 @@ def survey_rows(path: str | os.PathLike, kind: str, fmt: str, lo: int, hi: int) 
     ids = _Ids()
     n = 0
     for raw in read_record_range(path, kind, lo=lo, hi=hi):
-        ids.add(RawRecord(index=raw.index - lo, data=raw.data, error=raw.error))
+        ids.add(RawRecord(index=raw.index - lo, data=raw.data, error=raw.error), fmt)
         n += 1
-    return ids.survey(start=lo, lines=n, records=n, fmt=fmt)
+    return ids.survey(start=lo, lines=n, records=n)
 
 
 class _Ids:
+    """The ids of a part's records, taken as they are read (the records are not kept)."""
+
     def __init__(self) -> None:
-        self.raws: list[RawRecord] = []
+        self.hashes: list[int] = []
+        self.at: list[int] = []
+        self.positional: list[int] = []
+        self.int_ids: list[int] = []
 
-    def add(self, raw: RawRecord) -> None:
-        self.raws.append(raw)
+    def add(self, raw: RawRecord, fmt: str) -> None:
+        if to_sample(raw, fmt).status == BAD_RECORD:  # an unreadable record's id
+            return
+        if not (isinstance(raw.data, dict) and raw.data.get("id") is not None):
+            self.positional.append(raw.index)
+            return
+        rid = raw.data["id"]
+        self.hashes.append(id_hash(rid))
+        self.at.append(raw.index)
+        if isinstance(rid, int) and not isinstance(rid, bool) and 0 <= rid < 2**63:
+            self.int_ids.append(rid)
 
-    def survey(self, *, start: int, lines: int, records: int, fmt: str) -> PartSurvey:
-        hashes, at, positional, int_ids = [], [], [], []
-        for raw in self.raws:
-            if to_sample(raw, fmt).status == BAD_RECORD:  # an unreadable record's id
-                continue
-            explicit = isinstance(raw.data, dict) and raw.data.get("id") is not None
-            if not explicit:
-                positional.append(raw.index)
-                continue
-            rid = raw.data["id"]
-            hashes.append(id_hash(rid))
-            at.append(raw.index)
-            if isinstance(rid, int) and not isinstance(rid, bool) and 0 <= rid < 2**63:
-                int_ids.append(rid)
+    def survey(self, *, start: int, lines: int, records: int) -> PartSurvey:
+        hashes, at, positional, int_ids = self.hashes, self.at, self.positional, self.int_ids
         return PartSurvey(
             start=start,
             lines=lines,

@@ -22,6 +22,7 @@ from fastscore.config import EngineConfig, RayConfig
 from fastscore.errors import ConfigError, EngineError
 from fastscore.executors.ray_shards import plan_shards
 from tests.helpers import score_cmd
+from tests.helpers.ray_nodes import first_attempt
 
 ray = pytest.importorskip("ray", reason="pip install 'fastscore[ray]'")
 pytestmark = pytest.mark.engine
@@ -150,15 +151,11 @@ def _killer(shards_dir, *, mid_shard: bool, kills: list, stop: threading.Event):
     """SIGKILL the worker process of the first shard attempt seen (once it has flushed
     some lines, if ``mid_shard``), as a preemption or an OOM kill would."""
     while not stop.is_set():
-        for att in sorted(shards_dir.glob("shard-*.attempt.json")):
-            with contextlib.suppress(OSError, ValueError):
-                a = orjson.loads(att.read_bytes())
-                partial = att.with_name(att.name.replace(".attempt.json", ".jsonl.partial"))
-                flushed = partial.stat().st_size if partial.exists() else 0
-                if a["attempt"] == 1 and (flushed > 3000 if mid_shard else True):
-                    os.kill(a["pid"], signal.SIGKILL)
-                    kills.append({"shard": att.name, "pid": a["pid"], "flushed": flushed})
-                    return
+        a = first_attempt(shards_dir, flushed_over=3000 if mid_shard else -1)
+        if a is not None:
+            os.kill(a["pid"], signal.SIGKILL)
+            kills.append(a)
+            return
         time.sleep(0.01)
 
 

@@ -14,32 +14,43 @@ import time
 from pathlib import Path
 
 import orjson
-import ray
-from ray.cluster_utils import Cluster
 
 import fastscore
 from fastscore.config import EngineConfig, RayConfig
 
 
+def first_attempt(shards_dir: Path, *, flushed_over: int = -1) -> dict | None:
+    """A shard's first attempt (its record, the file's name as ``shard``, the bytes it has
+    flushed) once it has flushed more than ``flushed_over`` bytes; None while none has."""
+    for att in sorted(shards_dir.glob("shard-*.attempt.json")):
+        with contextlib.suppress(OSError, ValueError):
+            a = orjson.loads(att.read_bytes())
+            partial = att.with_name(att.name.replace(".attempt.json", ".jsonl.partial"))
+            flushed = partial.stat().st_size if partial.exists() else 0
+            if a["attempt"] == 1 and flushed > flushed_over:
+                return {**a, "shard": att.name, "flushed": flushed}
+    return None
+
+
 def remove_a_busy_node(c, nodes, shards_dir: Path, removed: list, stop: threading.Event):
     while not stop.is_set():
-        for att in sorted(shards_dir.glob("shard-*.attempt.json")):
-            with contextlib.suppress(OSError, ValueError):
-                a = orjson.loads(att.read_bytes())
-                partial = att.with_name(att.name.replace(".attempt.json", ".jsonl.partial"))
-                if a["attempt"] == 1 and partial.exists() and partial.stat().st_size > 3000:
-                    node = next(n for n in nodes if n.node_id == a["ray_node"])
-                    c.remove_node(node, allow_graceful=False)  # its raylet, store, ...
-                    # ... and its worker, which a lost machine takes with it (here it could
-                    # outlive its raylet and still hand its shard back)
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(a["pid"], signal.SIGKILL)
-                    removed.append(a)
-                    return
+        a = first_attempt(shards_dir, flushed_over=3000)
+        if a is not None:
+            node = next(n for n in nodes if n.node_id == a["ray_node"])
+            c.remove_node(node, allow_graceful=False)  # its raylet, store, ...
+            # ... and its worker, which a lost machine takes with it (here it could outlive
+            # its raylet and still hand its shard back)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(a["pid"], signal.SIGKILL)
+            removed.append(a)
+            return
         time.sleep(0.01)
 
 
 def main(data: str, out: str, base: str, ref: str) -> None:
+    import ray
+    from ray.cluster_utils import Cluster
+
     # a head without CPUs and three one-CPU nodes: two workers leave one node spare
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     try:
