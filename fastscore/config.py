@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastscore import storage
 from fastscore.errors import ConfigError
+from fastscore.storage import shown
 
 ENGINES = ("auto", "vllm", "torch", "served")
 LOGPROB_PATHS = ("auto", "flat", "token_ids")
@@ -440,7 +442,7 @@ def validate_score(cfg: ScoreConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {v}")
     if cfg.max_length is not None and cfg.max_length < 2:
         raise ConfigError(f"max_length must be >= 2, got {cfg.max_length}")
-    if Path(cfg.output).resolve() == Path(cfg.input).resolve():
+    if shown(cfg.output) == shown(cfg.input):
         raise ConfigError("the scores output must not be the input file")
 
 
@@ -449,7 +451,7 @@ def validate_select(cfg: SelectConfig, need_paths: bool = True) -> None:
         for name in ("scores", "input", "output"):
             if not getattr(cfg, name):
                 raise ConfigError(f"select: {name!r} is required")
-        if Path(cfg.output).resolve() == Path(cfg.input).resolve():
+        if shown(cfg.output) == shown(cfg.input):
             raise ConfigError("the subset output must not be the input file")
     given = [n for n in ("top_k", "fraction", "threshold") if getattr(cfg, n) is not None]
     if len(given) != 1:
@@ -571,7 +573,7 @@ def validate_report(cfg: ReportConfig) -> None:
         if not getattr(cfg, name):
             raise ConfigError(f"report: {name!r} is required (--{name.replace('_', '-')})")
     for name in ("scores", "input"):
-        if not Path(getattr(cfg, name)).exists():
+        if not storage.exists(getattr(cfg, name)):
             raise ConfigError(f"report: {name} {getattr(cfg, name)!r} does not exist")
     validate_select(cfg.select, need_paths=False)
     if cfg.samples < 0:

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from fastscore import storage
 from fastscore.config import (
     EngineConfig,
     ReportConfig,
@@ -40,18 +41,23 @@ def run_with_scores(config: RunConfig) -> tuple[dict[str, Any], ScoresTable]:
     """``run``, returning the scores table too (read once, shared by every step)."""
     if not config.output_dir:
         raise ConfigError("run: 'output_dir' is required (--output-dir)")
-    out = Path(config.output_dir)
-    score_cfg = dataclasses.replace(config.score, output=str(out / "scores.jsonl"))
+    out = str(config.output_dir)
+
+    def inside(name: str) -> str:  # (a store URL, or a local path)
+        return storage.join(out, name) if storage.is_url(out) else str(Path(out) / name)
+
+    score_cfg = dataclasses.replace(config.score, output=inside("scores.jsonl"))
     select_cfg = dataclasses.replace(
         config.select,
         scores=score_cfg.output,
         input=score_cfg.input,
-        output=str(out / "selected.jsonl"),
+        output=inside("selected.jsonl"),
     )
     validate_score(score_cfg)
     validate_select(select_cfg)  # before the expensive part, so a typo costs nothing
-    out.mkdir(parents=True, exist_ok=True)
-    paths = OutputPaths.of(score_cfg.output, out / RUN_MANIFEST)
+    if not storage.is_url(out):
+        Path(out).mkdir(parents=True, exist_ok=True)
+    paths = OutputPaths.of(score_cfg.output, inside(RUN_MANIFEST))
     done = _finished_scoring(score_cfg, paths)
     manifest, table = done if done else score_file(score_cfg, paths.manifest)
     manifest["command"] = "run"
@@ -63,13 +69,14 @@ def run_with_scores(config: RunConfig) -> tuple[dict[str, Any], ScoresTable]:
             ReportConfig(
                 scores=score_cfg.output,
                 input=score_cfg.input,
-                output_dir=str(out / "report"),
+                output_dir=inside("report"),
                 select=select_cfg,
                 group_field=select_cfg.group_field,
             ),
             table=table,
         )["output"]
     write_manifest(paths.manifest, manifest)
+    paths.store.push(paths.manifest)
     return manifest, table
 
 
@@ -77,9 +84,9 @@ def _finished_scoring(cfg: ScoreConfig, paths: OutputPaths):
     """With ``--resume``, the manifest and scores of a scoring that already ended (a run
     killed during selection), so that only the selection is done again; None when scoring
     must run."""
-    if not cfg.resume or not paths.scores.exists() or not paths.manifest.exists():
+    if not cfg.resume or not paths.store.pull(paths.manifest):
         return None
-    if paths.partial.exists():
+    if paths.restore() or not paths.store.pull(paths.scores):
         return None
     manifest = orjson.loads(paths.manifest.read_bytes())
     if cfg.date is None:  # the date the finished scores were rendered with
@@ -88,8 +95,8 @@ def _finished_scoring(cfg: ScoreConfig, paths: OutputPaths):
         fp = run_fingerprint(cfg, s.fmt, s.models)
     if manifest.get("fingerprint") != fp:
         raise ConfigError(
-            f"cannot resume in {paths.scores.parent}: its scores were made with other settings, "
-            "models or another input; start again without --resume"
+            f"cannot resume in {paths.url(paths.scores.parent)}: its scores were made with "
+            "other settings, models or another input; start again without --resume"
         )
     return manifest, ScoresTable.read(paths.scores, fmt=manifest["input"]["format"])
 

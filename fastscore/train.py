@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastscore import storage
 from fastscore.config import TrainConfig, validate_train
 from fastscore.data.formats import resolve_format, to_samples
 from fastscore.data.ids import IdRegistry, flag_duplicate_ids
@@ -218,7 +219,7 @@ def train_ref(config: TrainConfig | None = None, /, **fields: Any) -> dict[str, 
     manifest = {
         "fastscore_manifest": 1,
         "command": "train-ref",
-        "input": str(Path(cfg.input).resolve()),
+        "input": storage.shown(cfg.input),
         "base": fingerprint(cfg.base),
         "output_dir": str(out.resolve()),
         "template": template,

@@ -1,5 +1,8 @@
 """Reading input files record by record, or a shard's range of records.
 
+An input may be a local path or a store URL (``storage``): a store's object is read in
+ranges as it is read, so a shard fetches only its part.
+
 JSONL, Parquet and Hugging Face ``datasets`` directories (``save_to_disk``) stream; a JSON
 array is parsed whole (use JSONL for very large sets). JSONL records keep their raw line
 bytes so a selected subset is written byte for byte (``writers``). A shard reads from its
@@ -15,36 +18,44 @@ from typing import Any
 
 import orjson
 
+from fastscore import storage
 from fastscore.errors import InputError
 from fastscore.records import RawRecord
 
 FILE_KINDS = ("jsonl", "json", "parquet", "hf_disk")
 
 
+def _child(path: str | os.PathLike, name: str) -> str | Path:
+    return storage.join(str(path), name) if storage.is_url(path) else Path(path) / name
+
+
 def detect_file_kind(path: str | os.PathLike) -> str:
     """jsonl, json (an array), parquet, or hf_disk (a ``datasets`` ``save_to_disk``
     directory), from the extension or the directory's files, else from the first bytes."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"input file {str(p)!r} does not exist")
-    if p.is_dir():
-        if (p / "state.json").exists() and (p / "dataset_info.json").exists():
+    shown = str(path)
+    found = storage.info(path)
+    if found is None:
+        raise InputError(f"input file {shown!r} does not exist")
+    if found["type"] == "directory":
+        if storage.exists(_child(path, "state.json")) and storage.exists(
+            _child(path, "dataset_info.json")
+        ):
             return "hf_disk"
-        if (p / "dataset_dict.json").exists():
+        if storage.exists(_child(path, "dataset_dict.json")):
             raise InputError(
-                f"{str(p)!r} is a DatasetDict (several splits); give one split's directory, "
-                f"e.g. {str(p / 'train')!r}"
+                f"{shown!r} is a DatasetDict (several splits); give one split's directory, "
+                f"e.g. {str(_child(path, 'train'))!r}"
             )
         raise InputError(
-            f"input {str(p)!r} is a directory but not one saved by datasets' save_to_disk "
+            f"input {shown!r} is a directory but not one saved by datasets' save_to_disk "
             "(no state.json); give a .jsonl, .json or .parquet file or such a directory"
         )
-    suffix = p.suffix.lower()
+    suffix = Path(shown).suffix.lower()
     if suffix == ".parquet":
         return "parquet"
     if suffix in (".jsonl", ".ndjson"):
         return "jsonl"
-    with open(p, "rb") as f:
+    with storage.open_read(path) as f:
         head = f.read(4096)
     if head.startswith(b"PAR1"):
         return "parquet"
@@ -54,18 +65,24 @@ def detect_file_kind(path: str | os.PathLike) -> str:
     if stripped.startswith(b"{") or not stripped:
         return "jsonl"
     raise InputError(
-        f"cannot tell the format of {str(p)!r}: expected JSONL (one object per line), "
+        f"cannot tell the format of {shown!r}: expected JSONL (one object per line), "
         "a JSON array, or Parquet; name the file .jsonl, .json or .parquet"
     )
+
+
+def parquet_file(path: str | os.PathLike):
+    """A ``pyarrow.parquet.ParquetFile``; a store's object is read in ranges (the footer,
+    then the row groups asked for)."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(storage.open_read(path) if storage.is_url(path) else path)
 
 
 def count_records(path: str | os.PathLike, kind: str | None = None) -> int:
     """Number of records, cheaply (a newline count for JSONL), for progress and fractions."""
     kind = kind or detect_file_kind(path)
     if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(path).metadata.num_rows
+        return parquet_file(path).metadata.num_rows
     if kind == "json":
         return len(_load_json_array(path))
     if kind == "hf_disk":
@@ -78,20 +95,22 @@ def _hf_disk_tables(path: str | os.PathLike) -> Iterator[Any]:
     ``datasets.load_from_disk`` reads, without needing ``datasets``)."""
     import pyarrow as pa
 
-    state = orjson.loads((Path(path) / "state.json").read_bytes())
+    state = orjson.loads(storage.read_bytes(_child(path, "state.json")))
     if state.get("_indices_data_files"):
         raise InputError(
             f"{path}: this dataset was saved with an indices mapping (a select/shuffle not "
             "flattened); save it again after dataset.flatten_indices()"
         )
     for f in state.get("_data_files", []):
-        with pa.memory_map(str(Path(path) / f["filename"])) as src:
+        where = _child(path, f["filename"])
+        opened = storage.open_read(where) if storage.is_url(where) else pa.memory_map(str(where))
+        with opened as src:
             yield pa.ipc.open_stream(src).read_all()
 
 
 def _load_json_array(path: str | os.PathLike) -> list[Any]:
     try:
-        data = orjson.loads(Path(path).read_bytes().removeprefix(b"\xef\xbb\xbf"))
+        data = orjson.loads(storage.read_bytes(path).removeprefix(b"\xef\xbb\xbf"))
     except orjson.JSONDecodeError as e:
         raise InputError(f"{path}: not valid JSON ({e})") from e
     if not isinstance(data, list):
@@ -124,9 +143,7 @@ def read_records(path: str | os.PathLike, kind: str | None = None) -> Iterator[R
 def record_batches(path: str | os.PathLike, kind: str) -> Iterator[Any]:
     """Arrow record batches of a Parquet file or a ``save_to_disk`` directory."""
     if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        yield from pq.ParquetFile(path).iter_batches(batch_size=1024)
+        yield from parquet_file(path).iter_batches(batch_size=1024)
     else:
         for table in _hf_disk_tables(path):
             yield from table.to_batches(max_chunksize=1024)
@@ -140,7 +157,7 @@ def jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[int, int, bytes]]:
     Lines keep their newline (one is added to a last line without it).
     """
     i = 0
-    with open(path, "rb") as f:
+    with storage.open_read(path) as f:
         for lineno, line in enumerate(f, start=1):
             if lineno == 1:
                 line = line.removeprefix(b"\xef\xbb\xbf")
@@ -167,7 +184,7 @@ def jsonl_starts(path: str | os.PathLike, wanted: Iterable[int]) -> dict[int, tu
     parsing a record; so a shard of records ``lo..hi`` starts reading at record ``lo``."""
     wanted = set(wanted)
     starts, pos, index = {}, 0, 0
-    with open(path, "rb") as f:
+    with storage.open_read(path) as f:
         for lineno, line in enumerate(f, start=1):
             body = line.removeprefix(b"\xef\xbb\xbf") if lineno == 1 else line
             if body.strip():
@@ -184,7 +201,7 @@ def skip_jsonl(path: str | os.PathLike, start: tuple[int, int], n: int) -> tuple
     """The (byte offset, line number) ``n`` records after ``start``: where a shard's
     retried attempt goes on from the lines its lost attempt had written."""
     offset, lineno = start
-    with open(path, "rb") as f:
+    with storage.open_read(path) as f:
         f.seek(offset)
         while n > 0:
             line = f.readline()
@@ -211,7 +228,7 @@ def read_record_range(
     if kind == "jsonl" and start is not None:
         offset, lineno = start
         index = lo
-        with open(path, "rb") as f:
+        with storage.open_read(path) as f:
             f.seek(offset)
             for n, line in enumerate(f, start=lineno):
                 if index >= hi:
@@ -222,9 +239,7 @@ def read_record_range(
                 index += 1
         return
     if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        pf = pq.ParquetFile(path)
+        pf = parquet_file(path)
         groups, first, row = [], None, 0
         for g in range(pf.metadata.num_row_groups):
             n = pf.metadata.row_group(g).num_rows

@@ -14,9 +14,11 @@ from typing import Any
 
 import orjson
 
+from fastscore import storage
 from fastscore.data.readers import (
     detect_file_kind,
     jsonl_lines,
+    parquet_file,
     parse_line,
     read_records,
     record_batches,
@@ -56,9 +58,7 @@ def read_score_rows(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
     if Path(path).suffix.lower() != ".parquet":
         yield from read_jsonl_rows(path)
         return
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
+    pf = parquet_file(path)
     json_ids = (pf.schema_arrow.metadata or {}).get(ID_ENCODING_KEY) == b"json"
     for batch in pf.iter_batches(batch_size=4096):
         for row in batch.to_pylist():
@@ -112,6 +112,12 @@ def write_subset(input_path, output_path, *, chosen: list[int], ids: list) -> in
     the scores' ``ids``."""
     from fastscore.runs.outputs import partial_of
 
+    if storage.is_url(output_path):  # written here, then put in the store complete
+        st = storage.store_for(storage.parent(str(output_path)))
+        local = st.local / storage.name(str(output_path))
+        written = write_subset(input_path, local, chosen=chosen, ids=ids)
+        st.push(local)
+        return written
     in_kind = detect_file_kind(input_path)
     out_kind = OUTPUT_KINDS.get(Path(output_path).suffix.lower())
     if out_kind is None:

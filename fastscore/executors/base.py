@@ -27,12 +27,18 @@ def score_range(
     done: int,
     ids,
     on_chunk: Callable[[int], None] | None = None,
+    flushed: Callable[[], None] | None = None,
 ) -> None:
     """Score ``records`` into ``partial``: appended after the ``done`` lines a resume kept
     (0: the file is started anew), with the features of the same records; ``ids``: the
-    registry that flags repeated ids (``data.ids``)."""
+    registry that flags repeated ids (``data.ids``); ``flushed``: called after each chunk
+    is on disk (a store's sync)."""
     sink = JsonlSink(
-        partial, append=bool(done), with_ifd=s.cfg.ifd, features=feature_writer(s, done)
+        partial,
+        append=bool(done),
+        with_ifd=s.cfg.ifd,
+        features=feature_writer(s, done),
+        flushed=flushed,
     )
     try:
         score_records(s, records, sink, ids=ids, on_chunk=on_chunk)

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from fastscore import storage
 from fastscore.config import ScoreConfig, validate_score
 from fastscore.data.ids import IdRegistry, flag_duplicate_ids
 from fastscore.data.readers import count_records, jsonl_starts, read_record_range, read_records
@@ -64,8 +65,12 @@ def score_file(
     ``<output stem>.manifest.json``) and move the scores into place; returns the manifest
     and the scores table (read once, for the length diagnostic and whoever selects next).
     ``engines``: see ``run_scoring``."""
-    cfg = dataclasses.replace(cfg, date=resolve_date(cfg))
     paths = OutputPaths.of(cfg.output, manifest_path)
+    # a store that cannot be read or written says so before any model is loaded
+    storage.check_readable(cfg.input)
+    if paths.remote:
+        storage.check_writable(paths.store.remote)
+    cfg = dataclasses.replace(cfg, date=resolve_date(cfg))
     if cfg.executor == "ray":
         from fastscore.executors.ray_shards import run_scoring_ray
 
@@ -105,8 +110,11 @@ def run_scoring(
             stats.counts["resumed_after_records"] = done
             stats.counts["resumed_tokens"] = counts["tokens_scored_samples"]
         else:
+            paths.drop_partials()  # an earlier run's, which this one's must not extend
             write_run_record(paths, cfg, fmt=s.fmt, models=s.models)
-        total = count_records(cfg.input, s.kind) if cfg.progress else None
+        # (a store's JSONL would be read whole for the count: the bar goes without a total)
+        cheap = s.kind != "jsonl" or not storage.is_url(cfg.input)
+        total = count_records(cfg.input, s.kind) if cfg.progress and cheap else None
         s.start_engines()
         bar = tqdm(
             total=total, initial=done, unit="sample", disable=not cfg.progress, dynamic_ncols=True
@@ -124,7 +132,15 @@ def run_scoring(
         else:
             records = read_records(cfg.input, s.kind)
         try:
-            score_range(s, records, paths.partial, done=done, ids=ids, on_chunk=progress)
+            score_range(
+                s,
+                records,
+                paths.partial,
+                done=done,
+                ids=ids,
+                on_chunk=progress,
+                flushed=paths.sync if paths.remote else None,
+            )
         finally:
             bar.close()
         scoring_seconds = time.perf_counter() - t_scoring
@@ -184,7 +200,7 @@ def dry_run(
     rate = sample_tok / timed if timed > 0 else None
     by_status = {k.split(":", 1)[1]: v for k, v in sorted(counts.items()) if ":" in k}
     return {
-        "input": str(Path(cfg.input).resolve()),
+        "input": storage.shown(cfg.input),
         "format": fmt,
         "engine": engine_kind,
         "records": sum(by_status.values()),

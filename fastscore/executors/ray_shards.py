@@ -36,6 +36,7 @@ from typing import Any
 
 import orjson
 
+from fastscore import storage
 from fastscore.config import ScoreConfig, from_dict
 from fastscore.data import ranges
 from fastscore.data.ids import KnownDuplicates, duplicate_records
@@ -46,8 +47,9 @@ from fastscore.runs.manifest import build_manifest
 from fastscore.runs.outputs import OutputPaths, partial_of
 from fastscore.runs.resume import kept_lines, run_fingerprint, write_run_record
 from fastscore.runs.stats import Stats
-from fastscore.scoring.features import features_partial_path
+from fastscore.scoring.features import features_partial_path, features_path, finish_features
 from fastscore.scoring.session import open_session
+from fastscore.storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -68,26 +70,27 @@ def attempt_path(shard_data: str | Path) -> Path:
     return p.with_name(p.name.removesuffix(".jsonl") + ".attempt.json")
 
 
-def read_attempt(shard_data: str | Path) -> dict | None:
+def read_attempt(store: Store, shard_data: str | Path) -> dict | None:
     p = attempt_path(shard_data)
     try:
-        return orjson.loads(p.read_bytes())
+        return orjson.loads(p.read_bytes()) if store.pull(p) else None
     except (FileNotFoundError, orjson.JSONDecodeError):
         return None
 
 
-def _write_attempt(shard_data: str | Path, attempt: dict) -> None:
+def _write_attempt(store: Store, shard_data: str | Path, attempt: dict) -> None:
     p = attempt_path(shard_data)
     tmp = p.with_name(p.name + ".tmp")
     tmp.write_bytes(orjson.dumps(attempt))
     os.replace(tmp, p)
+    store.push(p)
 
 
-def clear_attempt(shard_data: str | Path) -> None:
+def clear_attempt(store: Store, shard_data: str | Path) -> None:
     """What an earlier run left of a shard that is scored again: its partial, its
     features' partial and its attempt record (its lines may be of other settings)."""
     for p in (partial_of(shard_data), features_partial_path(shard_data), attempt_path(shard_data)):
-        p.unlink(missing_ok=True)
+        store.remove(p)
 
 
 class ShardWorker:
@@ -103,21 +106,23 @@ class ShardWorker:
         self._stack = contextlib.ExitStack()
         self.session = self._stack.enter_context(open_session(self.cfg))
 
-    def score(self, lo: int, hi: int, *, start, out_path: str, duplicates: dict) -> dict:
+    def score(self, lo: int, hi: int, *, start, shard: str, duplicates: dict) -> dict:
+        """Shard ``[lo, hi)`` into ``shard`` (its scores' path or store URL)."""
         s = self.session
         s.stats = Stats()
-        s.cfg = dataclasses.replace(self.cfg, output=out_path, progress=False)
+        s.cfg = dataclasses.replace(self.cfg, output=shard, progress=False)
         t0 = time.perf_counter()
-        partial = partial_of(out_path)
-        before = read_attempt(out_path)  # an attempt of this shard that was lost
+        sp = OutputPaths.of(shard)  # in a store: this worker's own staging copy
+        store, out_path, partial = sp.store, sp.scores, sp.partial
+        before = read_attempt(store, out_path)  # an attempt of this shard that was lost
         done, kept = 0, None
-        if before is not None and partial.exists():
+        if before is not None and sp.restore():
             done, kept, _ = kept_lines(partial, first=lo)
         lost = []
         if before is not None:
             # from its last flushed line (or its start) to now: the work this attempt does
             # again, and the restart
-            since = partial.stat().st_mtime if partial.exists() else before["started"]
+            since = store.last_synced(partial) or before["started"]
             loss = {**_where(before), "seconds_lost": round(time.time() - since, 3)}
             lost = [*before.get("lost", []), loss]
             if len(lost) > self.cfg.ray.max_failures:
@@ -125,14 +130,28 @@ class ShardWorker:
                     f"lost its worker more than --max-failures {self.cfg.ray.max_failures} times"
                 )
         _write_attempt(
+            store,
             out_path,
             {"attempt": len(lost) + 1, **_where(None), "started": time.time(), "lost": lost},
         )
         if done and s.kind == "jsonl" and start is not None:
             start = skip_jsonl(s.cfg.input, start, done)
         records = read_record_range(s.cfg.input, s.kind, lo=lo + done, hi=hi, start=start)
-        score_range(s, records, partial, done=done, ids=KnownDuplicates(duplicates))
+        score_range(
+            s,
+            records,
+            partial,
+            done=done,
+            ids=KnownDuplicates(duplicates),
+            flushed=sp.sync if sp.remote else None,
+        )
         os.replace(partial, out_path)
+        # the shard's scores, then its features, each one complete object; the driver
+        # marks it done after
+        store.push(out_path)
+        if finish_features(out_path):
+            store.push(sp.features)
+        sp.drop_partials()
         if kept:
             s.stats.counts.update(kept)  # the lost attempt's lines count as this shard's
         seconds = s.stats.to_json()["seconds"]
@@ -162,21 +181,30 @@ def _where(attempt: dict | None) -> dict:
     return {k: attempt.get(k) for k in ("node", "ray_node", "pid")}
 
 
-def _plan(ray, cfg: ScoreConfig, kind: str, fmt: str, n_shards: int):
+def _plan(ray, cfg: ScoreConfig, kind: str, fmt: str, *, n_shards: int, tasks: int):
     """The shards ([lo, hi) record ranges), where each JSONL shard's first record starts,
     and the duplicate ids ({index: first index}). JSONL byte ranges and Parquet row ranges
-    are surveyed by Ray tasks side by side (``data.ranges``), so the driver reads no more
-    than a Parquet footer; a JSON array or a datasets directory is read here whole."""
-    survey = ray.remote(num_cpus=0)(_survey)  # reading, beside the workers' engines
+    are surveyed by ``tasks`` Ray tasks side by side (``data.ranges``), each taking a run
+    of consecutive parts (a task is a process to start: one per shard costs more than the
+    reading), so the driver reads no more than a Parquet footer; a JSON array or a
+    datasets directory is read here whole."""
+    survey = ray.remote(num_cpus=0)(_survey_parts)  # reading, beside the workers' engines
     if kind == "jsonl":
-        parts = ranges.byte_ranges(os.path.getsize(cfg.input), n_shards)
+        parts = ranges.byte_ranges(storage.size(cfg.input), n_shards)
     elif kind == "parquet":
         parts = plan_shards(count_records(cfg.input, kind), n_shards)
     else:
         n = count_records(cfg.input, kind)
         return plan_shards(n, n_shards), {}, duplicate_records(cfg.input, kind, fmt)
-    p = ranges.plan(ray.get([survey.remote(cfg.input, kind, fmt, lo, hi) for lo, hi in parts]))
+    tasks = max(1, min(tasks, len(parts)))
+    runs = [parts[len(parts) * t // tasks : len(parts) * (t + 1) // tasks] for t in range(tasks)]
+    surveys = ray.get([survey.remote(cfg.input, kind, fmt, run) for run in runs])
+    p = ranges.plan([one for run in surveys for one in run])
     return p.ranges, (p.starts if kind == "jsonl" else {}), p.duplicates
+
+
+def _survey_parts(path: str, kind: str, fmt: str, parts) -> list[ranges.PartSurvey]:
+    return [_survey(path, kind, fmt, lo, hi) for lo, hi in parts]
 
 
 def _survey(path: str, kind: str, fmt: str, lo: int, hi: int) -> ranges.PartSurvey:
@@ -187,7 +215,10 @@ def _survey(path: str, kind: str, fmt: str, lo: int, hi: int) -> ranges.PartSurv
 
 def _losses_so_far(paths: OutputPaths, pending_shards) -> int:
     """Workers lost by the shards in flight (their attempt records say so)."""
-    return sum(len((read_attempt(paths.shard(k)[0]) or {}).get("lost", [])) for k in pending_shards)
+    return sum(
+        len((read_attempt(paths.store, paths.shard(k)[0]) or {}).get("lost", []))
+        for k in pending_shards
+    )
 
 
 def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[str, Any]:
@@ -237,7 +268,9 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
             1, int(gpus // per_gpu) if per_gpu else int(cpus // cfg.ray.cpus_per_worker)
         )
         with stats.timer("plan"):
-            shards, starts, duplicates = _plan(ray, cfg, kind, fmt, cfg.ray.shards or 4 * n_workers)
+            shards, starts, duplicates = _plan(
+                ray, cfg, kind, fmt, n_shards=cfg.ray.shards or 4 * n_workers, tasks=int(cpus)
+            )
         n_records = shards[-1][1]
         max_run_failures = (
             cfg.ray.max_run_failures
@@ -247,7 +280,7 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
 
         def stopped(k: int, why: str, cause: BaseException | None) -> EngineError:
             """The run stops: which shard, where its last attempt ran, why, what is kept."""
-            attempt = read_attempt(paths.shard(k)[0]) or {}
+            attempt = read_attempt(paths.store, paths.shard(k)[0]) or {}
             text = str(cause).strip() if cause is not None else ""
             return EngineError(
                 f"ray: shard {k} {shards[k]} {why}; its last attempt ran on node "
@@ -261,20 +294,20 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
             lo, hi = shards[k]
             mine = {i: f for i, f in duplicates.items() if lo <= i < hi}
             return w.score.remote(
-                lo, hi, start=starts.get(lo), out_path=str(paths.shard(k)[0]), duplicates=mine
+                lo, hi, start=starts.get(lo), shard=paths.url(paths.shard(k)[0]), duplicates=mine
             )
 
         results: dict[int, dict] = {}
         for k, (lo, hi) in enumerate(shards):
             data, done = paths.shard(k)
-            if done.exists() and data.exists():
+            if paths.store.pull(done) and paths.store.exists(data):
                 mark = orjson.loads(done.read_bytes())
                 if mark.get("fingerprint") == fp and mark.get("range") == [lo, hi]:
                     results[k] = {**mark["result"], "reused": True}
                     continue
                 if mark.get("fingerprint") != fp:
                     log.warning("ray: shard %d was made with other settings or models", k)
-            clear_attempt(data)
+            clear_attempt(paths.store, data)
         todo = [k for k in range(len(shards)) if k not in results]
         log.info(
             "ray: %d records in %d shards (%d done before), %d workers",
@@ -353,12 +386,13 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
                         pending[submit(w, k)] = (k, w)
                         continue
                     results[k] = result
-                    attempt_path(paths.shard(k)[0]).unlink(missing_ok=True)
+                    paths.store.remove(attempt_path(paths.shard(k)[0]))
                     paths.shard(k)[1].write_bytes(
                         orjson.dumps(
                             {"fingerprint": fp, "range": list(shards[k]), "result": result}
                         )
                     )
+                    paths.store.push(paths.shard(k)[1])  # after the shard's data
                     if queue:
                         k = queue.pop(0)
                         pending[submit(w, k)] = (k, w)
@@ -378,16 +412,20 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
         n_lines = 0
         with open(paths.partial, "wb") as f:
             for k in range(len(shards)):
+                if not paths.store.pull(paths.shard(k)[0]):
+                    raise EngineError(f"ray: shard {k} is marked done but its scores are gone")
                 data = paths.shard(k)[0].read_bytes()
                 n_lines += data.count(b"\n")
                 f.write(data)
         if n_lines != n_records:
             raise EngineError(f"ray: the shards hold {n_lines} lines for {n_records} records")
-        from fastscore.scoring.features import finish_features, merge_features, remove_features
+        from fastscore.scoring.features import merge_features, remove_features
 
         parts = [paths.shard(k)[0] for k in range(len(shards))]
         for p in parts:
-            finish_features(p)  # a shard's features partial -> its final file
+            # a shard's features (an earlier version left its partial for the driver)
+            if not paths.store.pull(features_path(p)):
+                finish_features(p)
         if not merge_features(parts, paths.scores):
             remove_features(paths.scores)
     for r in results.values():

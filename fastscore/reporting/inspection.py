@@ -111,6 +111,7 @@ def _from_scores_manifest(cfg: InspectConfig) -> InspectConfig:
     given: so the tokens shown are the ones that were scored."""
     if not cfg.scores:
         return cfg
+    from fastscore import storage
     from fastscore.runs.outputs import OutputPaths
 
     path = OutputPaths.find_manifest(cfg.scores)
@@ -120,7 +121,7 @@ def _from_scores_manifest(cfg: InspectConfig) -> InspectConfig:
         raise ConfigError(
             f"inspect: no manifest beside {cfg.scores} to take the models from; give --base"
         )
-    m = orjson.loads(path.read_bytes())
+    m = orjson.loads(storage.read_bytes(path, "manifest"))
     opts = m.get("options", {})
     fill = {
         "base": cfg.base or m["models"]["base"]["path"],

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from fastscore import storage
 from fastscore.config import ReportConfig, validate_report
 from fastscore.data.readers import detect_file_kind, read_records
 from fastscore.errors import ConfigError
@@ -44,7 +45,9 @@ def report(
     import matplotlib
 
     matplotlib.use("Agg")
-    out = Path(cfg.output_dir)
+    # a store's directory is written here, then put there file by file
+    store = storage.store_for(cfg.output_dir)
+    out = store.local
     out.mkdir(parents=True, exist_ok=True)
     select_cfg = dataclasses.replace(cfg.select, scores=cfg.scores, input=cfg.input)
     table = table or ScoresTable.read(cfg.scores)
@@ -147,8 +150,9 @@ def report(
     tmp = page.with_name(page.name + ".tmp")
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(page)
+    store.push(out)
     return {
-        "output": str(page.resolve()),
+        "output": storage.shown(store.url(page)),
         "pngs": [f["png"] for f in figures],
         "records": n,
         "selected": int(picked.sum()),

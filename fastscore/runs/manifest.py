@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from fastscore import __version__
+from fastscore import __version__, storage
 from fastscore.data.writers import write_scores_parquet
 from fastscore.records import STATUSES
 from fastscore.runs.outputs import OutputPaths, partial_of
@@ -54,11 +54,11 @@ def build_manifest(
         "fastscore_manifest": 1,
         "command": "score",
         "versions": versions(),
-        "input": {"path": str(Path(cfg.input).resolve()), "kind": f.kind, "format": f.fmt},
+        "input": {"path": storage.shown(cfg.input), "kind": f.kind, "format": f.fmt},
         # what a resume compares: the input, the models' contents and every option that
         # changes a score
         "fingerprint": run_fingerprint(cfg, f.fmt, f.models),
-        "output": str(Path(cfg.output).resolve()),
+        "output": storage.shown(cfg.output),
         "models": f.models,
         "engines": engine_info,
         "template": f.template,
@@ -104,19 +104,24 @@ def write_manifest(path: str | Path, manifest: dict[str, Any]) -> None:
 def finish(paths: OutputPaths, manifest: dict[str, Any]) -> None:
     """The final write, ordered so that a kill at any point leaves a run that ``--resume``
     completes: the manifest (atomically), then the complete scores renamed into place, then
-    the run record removed. So a scores file never exists without its manifest."""
+    the run record removed. So a scores file never exists without its manifest. In a store
+    (no rename), each is one object put complete, in the same order, and the partials'
+    segments go last."""
     kill_point("final:manifest")
     write_manifest(paths.manifest, manifest)
+    paths.store.push(paths.manifest)
     kill_point("final:rename")
     if paths.scores.suffix.lower() == ".parquet":
         tmp = partial_of(paths.scores.with_suffix(".parquet.tmp"))
         write_scores_parquet(paths.partial, tmp)
         os.replace(tmp, paths.scores)
-        paths.partial.unlink()
     else:
         os.replace(paths.partial, paths.scores)
+    paths.store.push(paths.scores)
     from fastscore.scoring.features import finish_features
 
-    finish_features(paths.scores)  # the features beside the scores, when there are some
+    if finish_features(paths.scores):  # the features beside the scores, when there are some
+        paths.store.push(paths.features)
     kill_point("final:cleanup")
-    paths.run_record.unlink(missing_ok=True)
+    paths.drop_partials()
+    paths.store.remove(paths.run_record)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import orjson
 
+from fastscore import storage
 from fastscore.data.ids import IdRegistry
 from fastscore.errors import ConfigError
 from fastscore.records import BAD_RECORD, DUPLICATE_ID
@@ -79,7 +80,17 @@ def model_identity(models: dict | None) -> dict:
 
 def input_signature(path) -> tuple[int, int]:
     """(size, modification time) of an input: a file's own; for a ``save_to_disk``
-    directory, the total size and latest time of its files."""
+    directory, the total size and latest time of its files. A store's object: its size
+    and version (ETag), as an integer; for a directory there, its files'."""
+    if storage.is_url(path):
+        files = (
+            [path]
+            if not storage.is_dir(path)
+            else [storage.join(str(path), n) for n in storage.listdir(path)]
+        )
+        found = [storage.info(f) for f in files]
+        found = [i for i in found if i and i["type"] == "file"]
+        return sum(i["size"] for i in found), sum(i["version"] for i in found) % (1 << 62)
     p = Path(path)
     if not p.is_dir():
         st = os.stat(p)
@@ -92,7 +103,7 @@ def run_fingerprint(cfg, fmt: str, models: dict | None) -> str:
     size, mtime = input_signature(cfg.input)
     blob = orjson.dumps(
         {
-            "input": [str(Path(cfg.input).resolve()), size, mtime],
+            "input": [storage.shown(cfg.input), size, mtime],
             "format": fmt,
             "models": model_identity(models),
             "options": score_options(cfg),
@@ -103,7 +114,9 @@ def run_fingerprint(cfg, fmt: str, models: dict | None) -> str:
 
 
 def read_run_record(paths: OutputPaths) -> dict | None:
-    return orjson.loads(paths.run_record.read_bytes()) if paths.run_record.exists() else None
+    if not paths.store.pull(paths.run_record):
+        return None
+    return orjson.loads(paths.run_record.read_bytes())
 
 
 def write_run_record(paths: OutputPaths, cfg, *, fmt: str, models: dict | None) -> None:
@@ -111,11 +124,13 @@ def write_run_record(paths: OutputPaths, cfg, *, fmt: str, models: dict | None) 
     record = {
         "fingerprint": run_fingerprint(cfg, fmt, models),
         "format": fmt,
-        "input": {"path": str(Path(cfg.input).resolve()), "size": size, "mtime_ns": mtime},
+        "input": {"path": storage.shown(cfg.input), "size": size, "mtime_ns": mtime},
         "models": models,
         "options": score_options(cfg),
     }
+    paths.run_record.parent.mkdir(parents=True, exist_ok=True)
     paths.run_record.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
+    paths.store.push(paths.run_record)
 
 
 def what_changed(record: dict, cfg, *, fmt: str, models: dict | None) -> list[str]:
@@ -145,15 +160,16 @@ def prepare_resume(
     """Check a partial run can be continued; cut a torn last line. Returns (records done,
     counts rebuilt from the kept lines, the ids they used)."""
     record = read_run_record(paths)
-    if not paths.partial.exists() or record is None:
-        if paths.scores.exists():
-            raise ConfigError(f"{paths.scores} is already complete; nothing to resume")
+    if record is None or not paths.restore():
+        if paths.store.exists(paths.scores):
+            raise ConfigError(f"{paths.url(paths.scores)} is already complete; nothing to resume")
         # a fresh start: recorded, so that a job that always passes --resume keeps its work
+        paths.drop_partials()
         write_run_record(paths, cfg, fmt=fmt, models=models)
         return 0, Counter(), IdRegistry()
     if record["fingerprint"] != run_fingerprint(cfg, fmt, models):
         raise ConfigError(
-            f"cannot resume {paths.partial}: it was started with other settings "
+            f"cannot resume {paths.url(paths.partial)}: it was started with other settings "
             f"({', '.join(what_changed(record, cfg, fmt=fmt, models=models))}). Resume with "
             "the same input, models and options, or start again without --resume"
         )

@@ -59,6 +59,13 @@ def features_path(scores: str | os.PathLike) -> Path:
     return OutputPaths.of(scores).features
 
 
+def _store(scores: str | os.PathLike):
+    """Where the scores are kept (``storage.Store``): features are removed there too."""
+    from fastscore.runs.outputs import OutputPaths
+
+    return OutputPaths.of(scores).store
+
+
 def features_partial_path(scores: str | os.PathLike) -> Path:
     from fastscore.runs.outputs import partial_of
 
@@ -141,7 +148,7 @@ class FeatureWriter:
         self.dim, self.row_bytes = dim, 2 * dim
         self.enabled, self.note, self._f = True, None, None
         # a finished file of an earlier run would be stale once this one writes
-        features_path(scores).unlink(missing_ok=True)
+        _store(scores).remove(features_path(scores))
         if resume_rows == 0:
             self._f = open(self.path, "wb")  # noqa: SIM115 - kept open across chunks
             self._f.write(_MAGIC + np.array([dim, 0], dtype="<u4").tobytes())
@@ -231,8 +238,9 @@ def finish_features(scores: str | os.PathLike, n_rows: int | None = None) -> Pat
 def remove_features(scores: str | os.PathLike) -> None:
     """Delete a scores file's features (final and partial): a fresh run whose engine
     writes none calls it, so that an earlier run's features are not taken for its own."""
-    features_path(scores).unlink(missing_ok=True)
-    features_partial_path(scores).unlink(missing_ok=True)
+    store = _store(scores)
+    store.remove(features_path(scores))
+    store.remove(features_partial_path(scores))
 
 
 def merge_features(parts: list[str | os.PathLike], scores: str | os.PathLike) -> bool:
@@ -254,7 +262,7 @@ def read_features(scores: str | os.PathLike, n_rows: int | None = None) -> np.nd
     when it has none. A run killed after its scores were renamed but before the features
     were has only the partial: it is used when it holds exactly ``n_rows`` rows."""
     final = features_path(scores)
-    if final.exists():
+    if final.exists() or _store(scores).pull(final):  # (a store's: fetched first)
         x = np.load(final, mmap_mode="r")
     else:
         x = _partial_array(features_partial_path(scores))

@@ -23,16 +23,19 @@ class JsonlSink:
     ``FeatureWriter``), the chunk's feature rows are written first, so a kill leaves at
     least as many feature rows as scores lines."""
 
-    def __init__(self, path, *, append: bool, with_ifd: bool, features=None):
+    def __init__(self, path, *, append: bool, with_ifd: bool, features=None, flushed=None):
         self.f = open(path, "ab" if append else "wb")  # noqa: SIM115 (closed by close())
         self.with_ifd = with_ifd
         self.features = features
+        self.flushed = flushed  # called after each chunk is flushed (a store's sync)
 
     def write(self, rows: list[ScoredSample], feature_rows=None) -> None:
         if self.features is not None and feature_rows is not None:
             self.features.write(feature_rows)
         self.f.write(b"".join(orjson.dumps(s.to_json(self.with_ifd)) + b"\n" for s in rows))
         self.f.flush()
+        if self.flushed is not None:
+            self.flushed()
 
     def close(self) -> None:
         self.f.close()

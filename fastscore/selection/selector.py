@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
+from fastscore import storage
 from fastscore.config import SelectConfig, parse_quota, resolve_coverage, validate_select
 from fastscore.data.writers import write_subset
 from fastscore.selection.budget import allocate, budget, choose, choose_grouped, length_bin_of
@@ -48,7 +48,7 @@ def select(
         "selected": n_written,
         # fewer eligible records than asked for: said, not hidden
         "short_by": 0 if p.target is None else p.target - n_written,
-        "output": str(Path(cfg.output).resolve()),
+        "output": storage.shown(cfg.output),
         **p.extra,
         "length_spearman": table.length_correlations(),
     }

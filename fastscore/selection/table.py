@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from fastscore import storage
 from fastscore.data.writers import read_score_rows
 from fastscore.errors import InputError
 from fastscore.records import OK
@@ -135,6 +136,6 @@ def _manifest_format(path: str | Path) -> str | None:
     if m is None:
         return None
     try:
-        return orjson.loads(m.read_bytes())["input"]["format"]
+        return orjson.loads(storage.read_bytes(m, "manifest"))["input"]["format"]
     except (KeyError, orjson.JSONDecodeError, TypeError):
         return None
