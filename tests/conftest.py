@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import types
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,35 @@ def engines(demo_assets):
     yield base, ref
     base.close()
     ref.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-compatible server on loopback (``helpers.s3``), one per test process."""
+    pytest.importorskip("moto", reason="pip install 'fastscore[dev]' (moto[server], s3fs)")
+    pytest.importorskip("s3fs", reason="pip install 'fastscore[s3]'")
+    from tests.helpers.s3 import MotoServer
+
+    server = MotoServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """A new bucket on the server, and this process's AWS variables set to reach it as
+    its writer (``s3.env``: the same for a child process)."""
+    import s3fs
+
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    s3fs.S3FileSystem.clear_instance_cache()  # the variables a cached one was made with
+    bucket = s3_server.new_bucket()
+    yield types.SimpleNamespace(
+        server=s3_server,
+        bucket=bucket,
+        url=f"s3://{bucket}",
+        env=dict(os.environ),
+        fs=s3_server.fs(),
+    )
+    s3fs.S3FileSystem.clear_instance_cache()

@@ -306,3 +306,66 @@ def test_a_node_removed_mid_run_moves_its_shard_to_a_live_node(tmp_path, demo_as
     assert retried["lost"][0]["ray_node"] == removed[0]["ray_node"]
     assert retried["ray_node"] != removed[0]["ray_node"]  # finished on a live node
     assert retried["kept_from_lost_attempts"] > 0
+
+
+def test_a_run_on_object_storage_survives_a_killed_worker_and_resumes_there(
+    tmp_path, demo_assets, chats, s3
+):
+    """Input, shards and scores in a bucket of a real S3-compatible server: a worker
+    SIGKILLed mid-shard, its shard retried on a restarted worker in a new process (an
+    empty staging copy) from the segments it had flushed; a rerun keeps the done shards."""
+    from tests.helpers.s3 import first_attempt_in
+
+    data, want, counts = chats
+    s3.fs.put_file(str(data), f"{s3.bucket}/d.jsonl")
+    if ray.is_initialized():
+        ray.shutdown()
+    # the workers reach the store as every node of a cluster does: by its own variables
+    aws = {k: v for k, v in s3.env.items() if k.startswith("AWS_")}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": aws})  # fmt: skip
+    try:
+        kills, stop = [], threading.Event()
+
+        def killer():
+            while not stop.is_set():
+                a = first_attempt_in(s3.fs, f"{s3.bucket}/out/s.jsonl.shards", flushed_over=3000)
+                if a is not None:
+                    os.kill(a["pid"], signal.SIGKILL)
+                    kills.append(a)
+                    return
+                time.sleep(0.05)
+
+        t = threading.Thread(target=killer, daemon=True)
+        t.start()
+        try:
+            m = fastscore.score(input=f"{s3.url}/d.jsonl", output=f"{s3.url}/out/s.jsonl",
+                                base=str(demo_assets.base), ref=str(demo_assets.ref),
+                                progress=False, executor="ray", batch_tokens=300,
+                                engine=EngineConfig(kind="torch", dtype="float32"),
+                                ray=RayConfig(workers=2, shards=8))  # fmt: skip
+        finally:
+            stop.set()
+            t.join()
+        assert len(kills) == 1, "the worker was not killed"
+        got = [orjson.loads(x) for x in s3.fs.cat_file(f"{s3.bucket}/out/s.jsonl").splitlines()]
+        _same_scores(got, want)
+        assert m["counts"]["by_status"] == counts["by_status"]
+        ex = m["executor"]
+        assert ex["workers_lost"] == 1 and ex["records_kept_from_lost_attempts"] > 0
+        shards = f"{s3.bucket}/out/s.jsonl.shards"
+        names = [k.rpartition("/")[2] for k in s3.fs.find(shards)]
+        assert not [n for n in names if "attempt" in n or "partial" in n], names
+        assert sum(n.endswith(".done.json") for n in names) == 8
+        # a shard lost from the store: the rerun scores it alone
+        s3.fs.rm_file(f"{shards}/shard-00003.jsonl")
+        again = fastscore.score(input=f"{s3.url}/d.jsonl", output=f"{s3.url}/out/s.jsonl",
+                                base=str(demo_assets.base), ref=str(demo_assets.ref),
+                                progress=False, executor="ray", batch_tokens=300,
+                                engine=EngineConfig(kind="torch", dtype="float32"),
+                                ray=RayConfig(workers=2, shards=8))  # fmt: skip
+        assert again["executor"]["reused_shards"] == [0, 1, 2, 4, 5, 6, 7]
+        got = [orjson.loads(x) for x in s3.fs.cat_file(f"{s3.bucket}/out/s.jsonl").splitlines()]
+        _same_scores(got, want)
+    finally:
+        ray.shutdown()

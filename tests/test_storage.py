@@ -1,0 +1,182 @@
+"""Object storage against a real S3-compatible server on loopback (moto's server mode,
+IAM enforced): the store's objects and segments, readers over ranges, and the errors a
+bad URL, a missing bucket or refused credentials get."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fastscore import storage
+from fastscore.data import ranges
+from fastscore.data.readers import (
+    count_records,
+    detect_file_kind,
+    jsonl_starts,
+    read_record_range,
+    read_records,
+)
+from fastscore.errors import ConfigError, InputError
+from fastscore.storage import Store
+
+LINES = [orjson.dumps({"id": f"r{i}", "prompt": f"q{i}", "response": "a" * i}) for i in range(40)]
+JSONL = b"\xef\xbb\xbf" + b"\n".join(LINES[:5]) + b"\n\n" + b"\n".join(LINES[5:]) + b"\n"
+
+
+def test_urls_are_told_from_paths_and_shown_without_userinfo():
+    assert storage.is_url("s3://b/k") and storage.is_url("memory://x")
+    assert not storage.is_url("/tmp/x") and not storage.is_url("file:///tmp/x")
+    assert not storage.is_url("C:/data/x.jsonl")
+    assert storage.shown("s3://AKIA:secret@bucket/k.jsonl") == "s3://bucket/k.jsonl"
+    assert storage.parent("s3://b/a/c.jsonl") == "s3://b/a"
+    assert storage.name("s3://b/a/c.jsonl") == "c.jsonl"
+
+
+def test_an_unknown_scheme_is_a_clear_error():
+    with pytest.raises(ConfigError, match=r"unknown storage scheme 'nosuch'"):
+        storage.open_read("nosuch://bucket/x.jsonl")
+
+
+def test_readers_give_the_same_records_from_a_store(tmp_path, s3):
+    local = tmp_path / "d.jsonl"
+    local.write_bytes(JSONL)
+    s3.fs.pipe_file(f"{s3.bucket}/d.jsonl", JSONL)
+    url = f"{s3.url}/d.jsonl"
+    assert detect_file_kind(url) == "jsonl" and count_records(url) == 40
+    assert list(read_records(url)) == list(read_records(local))
+    starts = jsonl_starts(url, [17])
+    assert starts == jsonl_starts(local, [17])
+    got = list(read_record_range(url, "jsonl", lo=17, hi=23, start=starts[17]))
+    assert [r.data["id"] for r in got] == [f"r{i}" for i in range(17, 23)]
+    # the surveys of byte ranges add up as a local file's do
+    parts = ranges.byte_ranges(len(JSONL), 4)
+    for fmt_path in (url, local):
+        p = ranges.plan([ranges.survey_jsonl(fmt_path, "auto", a, b) for a, b in parts])
+        assert p.records == 40 and not p.duplicates
+    assert ranges.plan([ranges.survey_jsonl(url, "auto", a, b) for a, b in parts]).starts == (
+        ranges.plan([ranges.survey_jsonl(local, "auto", a, b) for a, b in parts]).starts
+    )
+    # Parquet and a JSON array too, the Parquet file read by row groups
+    table = pa.Table.from_pylist([orjson.loads(x) for x in LINES])
+    pq.write_table(table, tmp_path / "d.parquet", row_group_size=8)
+    s3.fs.put_file(str(tmp_path / "d.parquet"), f"{s3.bucket}/d.parquet")
+    s3.fs.pipe_file(f"{s3.bucket}/d.json", b"[" + b",".join(LINES) + b"]")
+    for name in ("d.parquet", "d.json"):
+        assert [r.data for r in read_records(f"{s3.url}/{name}")] == [
+            orjson.loads(x) for x in LINES
+        ]
+    rows = read_record_range(f"{s3.url}/d.parquet", "parquet", lo=9, hi=12)
+    assert [r.index for r in rows] == [9, 10, 11]
+
+
+def test_a_datasets_directory_is_read_from_a_store(tmp_path, s3):
+    datasets = pytest.importorskip("datasets")
+    recs = [orjson.loads(x) for x in LINES]
+    datasets.Dataset.from_list(recs).save_to_disk(str(tmp_path / "ds"))
+    s3.fs.put(str(tmp_path / "ds"), f"{s3.bucket}/ds", recursive=True)
+    url = f"{s3.url}/ds"
+    assert detect_file_kind(url) == "hf_disk"
+    assert [r.data for r in read_records(url)] == recs
+
+
+def test_missing_objects_and_buckets_are_named(s3):
+    with pytest.raises(InputError, match=r"does not exist"):
+        detect_file_kind(f"{s3.url}/nothing.jsonl")
+    with pytest.raises(ConfigError, match=r"bucket"):
+        storage.check_readable("s3://no-such-bucket-here/x.jsonl")
+    with pytest.raises(ConfigError, match=r"output s3://no-such-bucket-here/run: the bucket does"):
+        storage.check_writable("s3://no-such-bucket-here/run")
+    storage.check_writable(f"{s3.url}/run")  # the writer may
+    assert s3.fs.ls(s3.bucket) == []  # and the probe is gone
+
+
+def test_refused_credentials_are_said_without_the_secret(tmp_path, s3):
+    """A child process with the read-only keys, then with keys nobody has: the secret is
+    in its environment and never in what it prints."""
+    s3.fs.pipe_file(f"{s3.bucket}/d.jsonl", JSONL)
+    code = (
+        "from fastscore import storage\n"
+        "from fastscore.errors import FastscoreError\n"
+        "import sys\n"
+        "try:\n"
+        f"    storage.check_readable({s3.url + '/d.jsonl'!r})\n"
+        "    print('read ok')\n"
+        f"    storage.check_writable({s3.url + '/out'!r})\n"
+        "except FastscoreError as e:\n"
+        "    print(e)\n"
+    )
+    ro = s3.server.read_only
+    env = {**s3.env, "AWS_ACCESS_KEY_ID": ro.key, "AWS_SECRET_ACCESS_KEY": ro.secret}
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert p.stdout.startswith("read ok\noutput s3://"), p.stdout + p.stderr
+    assert "access denied" in p.stdout and ro.secret not in p.stdout + p.stderr
+    env = {**s3.env, "AWS_ACCESS_KEY_ID": "AKIANOBODY", "AWS_SECRET_ACCESS_KEY": "s3cr3t-x"}
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert p.stdout.startswith("input s3://") and "access denied" in p.stdout, p.stdout
+    assert "s3cr3t-x" not in p.stdout + p.stderr
+
+
+def test_a_store_puts_whole_objects_and_growing_files_as_segments(s3):
+    st = Store(f"{s3.url}/run")
+    f = st.local / "scores.jsonl.partial"
+    f.write_bytes(b"a\n")
+    st.sync(f)
+    with open(f, "ab") as h:
+        h.write(b"b\nc\n")
+    st.sync(f)
+    st.sync(f)  # nothing new: no segment
+    st.drain()  # (the uploader puts them in order, beside the scoring)
+    segs = s3.fs.ls(f"{s3.bucket}/run/scores.jsonl.partial.segments", detail=False)
+    assert len(segs) == 2
+    # another process (a resume, a retried shard elsewhere) puts it together again
+    other = Store(f"{s3.url}/run")
+    other.local = other.local.with_name(other.local.name + "-other")
+    g = other.local / "scores.jsonl.partial"
+    assert other.restore(g) and g.read_bytes() == b"a\nb\nc\n"
+    assert other.last_synced(g) is not None
+    # a cut (a torn line dropped) starts a new generation, whole, and drops the old one
+    g.write_bytes(b"a\nb\n")
+    other.sync(g)
+    with open(g, "ab") as h:
+        h.write(b"d\n")
+    other.sync(g)
+    other.drain()
+    assert st.restore(f) and f.read_bytes() == b"a\nb\nd\n"
+    assert all(k.rpartition("/")[2].startswith("000001-") for k in s3.fs.ls(
+        f"{s3.bucket}/run/scores.jsonl.partial.segments", detail=False, refresh=True))  # fmt: skip
+    # whole objects: put, pulled, removed with their segments
+    m = st.local / "scores.manifest.json"
+    m.write_bytes(b"{}")
+    st.push(m)
+    m.unlink()
+    assert st.exists(m) and st.pull(m) and m.read_bytes() == b"{}"
+    st.remove(f)
+    st.remove(m)
+    assert not st.exists(m) and not st.restore(f)
+    assert s3.fs.ls(s3.bucket, refresh=True) == []
+    assert not st.pull(m) and not m.exists()
+    st.close()
+    assert not st.local.exists()
+
+
+def test_a_store_that_fails_mid_run_stops_it_at_the_next_chunk(s3):
+    """The uploader's failure (here the bucket is deleted under the run) is raised in the
+    scoring thread, as one line naming the object, and nothing after it goes out."""
+    st = Store(f"{s3.url}/run")
+    f = st.local / "scores.jsonl.partial"
+    f.write_bytes(b"a\n")
+    st.sync(f)
+    st.drain()
+    s3.fs.rm(s3.bucket, recursive=True)
+    with open(f, "ab") as h:
+        h.write(b"b\n")
+    st.sync(f)
+    with pytest.raises(ConfigError, match=r"output s3://.*/run/scores.jsonl.partial: .*bucket"):
+        st.drain()
+    with pytest.raises(ConfigError):
+        st.sync(f)
