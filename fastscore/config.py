@@ -574,7 +574,7 @@ def validate_report(cfg: ReportConfig) -> None:
             raise ConfigError(f"report: {name!r} is required (--{name.replace('_', '-')})")
     for name in ("scores", "input"):
         if not storage.exists(getattr(cfg, name)):
-            raise ConfigError(f"report: {name} {getattr(cfg, name)!r} does not exist")
+            raise ConfigError(f"report: {name} {shown(getattr(cfg, name))!r} does not exist")
     validate_select(cfg.select, need_paths=False)
     if cfg.samples < 0:
         raise ConfigError(f"samples must be >= 0, got {cfg.samples}")

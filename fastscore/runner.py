@@ -95,7 +95,8 @@ def _finished_scoring(cfg: ScoreConfig, paths: OutputPaths):
         fp = run_fingerprint(cfg, s.fmt, s.models)
     if manifest.get("fingerprint") != fp:
         raise ConfigError(
-            f"cannot resume in {paths.url(paths.scores.parent)}: its scores were made with "
+            f"cannot resume in {storage.shown(paths.url(paths.scores.parent))}: its scores "
+            "were made with "
             "other settings, models or another input; start again without --resume"
         )
     return manifest, ScoresTable.read(paths.scores, fmt=manifest["input"]["format"])

@@ -52,6 +52,14 @@ def shown(path: Any) -> str:
     return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1", str(path))
 
 
+def without_userinfo(options: dict) -> dict:
+    """A config's fields with each URL among them as ``shown`` (no credentials)."""
+    return {
+        k: without_userinfo(v) if isinstance(v, dict) else shown(v) if is_url(v) else v
+        for k, v in options.items()
+    }
+
+
 def join(url: str, *names: str) -> str:
     return "/".join([str(url).rstrip("/"), *names])
 
@@ -220,6 +228,16 @@ def check_writable(url: str, role: str = "output") -> None:
     with _errors(url, role):
         fs.pipe_file(probe, b"")
         fs.rm_file(probe)
+    try:  # a run finds its partial, run record and shards by listing and reading
+        fs.ls(p, detail=False, refresh=True)
+    except FileNotFoundError:
+        pass
+    except PermissionError as e:
+        raise ConfigError(
+            f"{role} {shown(url)}: the credentials may write but not list ({e}); a run "
+            "needs to read, write, delete and list there (for S3: s3:GetObject, "
+            "s3:PutObject, s3:DeleteObject, s3:ListBucket)"
+        ) from e
 
 
 # --- writing through a local staging copy ----------------------------------------------
@@ -246,9 +264,11 @@ class Store:
         key = hashlib.sha256(shown(self.remote).encode()).hexdigest()[:12]
         root = staging_root()
         _remove_dead_staging(root)
-        self.local = root / f"{key}-{os.getpid()}"
+        # the host too: a cache directory on a shared disk is seen by several machines
+        self.local = root / f"{key}-{_host()}-{os.getpid()}"
         self.local.mkdir(parents=True, exist_ok=True)
         self._sent: dict[Path, tuple[int, int]] = {}  # a growing file: (generation, bytes sent)
+        self._rebase: set[Path] = set()
         self._uploads: queue.Queue | None = None  # segments on their way (``sync``)
         self._error: tuple[Path, BaseException] | None = None
 
@@ -340,8 +360,13 @@ class Store:
             self._sync_one(Path(f))
 
     def _sync_one(self, local: Path) -> None:
+        if not local.exists():  # (features turned off: its partial is gone)
+            return
         gen, sent = self._sent.get(local, (0, 0))
-        length = local.stat().st_size if local.exists() else 0
+        length = local.stat().st_size
+        if local in self._rebase:  # restored, then maybe cut and grown again: whole
+            self._rebase.discard(local)
+            gen, sent = gen + 1, 0
         if length == sent:
             return
         if length < sent:  # cut shorter since: a new generation, whole
@@ -380,6 +405,12 @@ class Store:
     def _raise_upload_error(self) -> None:
         if self._error is not None:
             local, e = self._error
+            # what went out after the failure is unknown: a later run in this process
+            # starts from a new store (and from what the store holds)
+            self._error = None
+            self._sent.clear()
+            if _STORES.get(self.remote) is self:
+                del _STORES[self.remote]
             with self._do(local, "output"):
                 raise e
 
@@ -406,6 +437,9 @@ class Store:
                 f.write(self.fs.cat_file(key))
         gen = int(name(chain[0][0]).split("-")[0])
         self._sent[local] = (gen, local.stat().st_size)
+        # a resume cuts a torn tail and writes on: the store cannot tell a cut that grew
+        # back from growth, so the next segment starts a new generation, whole
+        self._rebase.add(local)
         return True
 
     def last_synced(self, local: Path) -> float | None:
@@ -465,6 +499,10 @@ def store_for(where: str | os.PathLike) -> Store:
     """The ``Store`` of a directory: one per remote directory in a process, so that every
     step of a run (scoring, its resume, the selection after it) shares one staging copy."""
     if not is_url(where):
+        p = Path(where).absolute()
+        for st in _STORES.values():  # a path in a staging copy: that copy's store
+            if st.pid == os.getpid() and (p == st.local or st.local in p.parents):
+                return st
         return Store(where)
     key = str(where).rstrip("/")
     st = _STORES.get(key)
@@ -481,13 +519,19 @@ def _close_all() -> None:
             st.close()
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", os.uname().nodename)
+
+
 def _remove_dead_staging(root: Path) -> None:
-    """Staging copies of processes that are gone (a killed run's)."""
+    """Staging copies of this host's processes that are gone (a killed run's)."""
     if not root.is_dir():
         return
     for d in root.iterdir():
-        pid = d.name.rpartition("-")[2]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        rest, _, pid = d.name[13:].rpartition("-")  # after the 12-digit key and its dash
+        if rest != _host() or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        if not _alive(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
 
 

@@ -34,6 +34,12 @@ def test_urls_are_told_from_paths_and_shown_without_userinfo():
     assert not storage.is_url("C:/data/x.jsonl")
     assert storage.shown("s3://AKIA:secret@bucket/k.jsonl") == "s3://bucket/k.jsonl"
     assert storage.parent("s3://b/a/c.jsonl") == "s3://b/a"
+    opts = {"input": "s3://k:pw@b/d.jsonl", "output": "out.jsonl", "engine": {"x": "s3://u@b/m"}}
+    assert storage.without_userinfo(opts) == {
+        "input": "s3://b/d.jsonl",
+        "output": "out.jsonl",
+        "engine": {"x": "s3://b/m"},
+    }
     assert storage.name("s3://b/a/c.jsonl") == "c.jsonl"
 
 
@@ -115,6 +121,11 @@ def test_refused_credentials_are_said_without_the_secret(tmp_path, s3):
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert p.stdout.startswith("read ok\noutput s3://"), p.stdout + p.stderr
     assert "access denied" in p.stdout and ro.secret not in p.stdout + p.stderr
+    # keys that may put objects but not list them: a run could not find its own partials
+    nl = s3.server.no_list
+    env = {**s3.env, "AWS_ACCESS_KEY_ID": nl.key, "AWS_SECRET_ACCESS_KEY": nl.secret}
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert "may write but not list" in p.stdout and "s3:ListBucket" in p.stdout, p.stdout
     env = {**s3.env, "AWS_ACCESS_KEY_ID": "AKIANOBODY", "AWS_SECRET_ACCESS_KEY": "s3cr3t-x"}
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert p.stdout.startswith("input s3://") and "access denied" in p.stdout, p.stdout
@@ -167,7 +178,7 @@ def test_a_store_puts_whole_objects_and_growing_files_as_segments(s3):
 def test_a_store_that_fails_mid_run_stops_it_at_the_next_chunk(s3):
     """The uploader's failure (here the bucket is deleted under the run) is raised in the
     scoring thread, as one line naming the object, and nothing after it goes out."""
-    st = Store(f"{s3.url}/run")
+    st = storage.store_for(f"{s3.url}/run")
     f = st.local / "scores.jsonl.partial"
     f.write_bytes(b"a\n")
     st.sync(f)
@@ -178,5 +189,38 @@ def test_a_store_that_fails_mid_run_stops_it_at_the_next_chunk(s3):
     st.sync(f)
     with pytest.raises(ConfigError, match=r"output s3://.*/run/scores.jsonl.partial: .*bucket"):
         st.drain()
-    with pytest.raises(ConfigError):
-        st.sync(f)
+    # the store is done for: a later run in this process starts from a new one
+    assert storage.store_for(f"{s3.url}/run") is not st
+
+
+def test_a_cut_after_a_restore_that_grows_back_is_put_whole(s3):
+    """A resume cuts a torn tail and writes on; the store must hold what the file holds
+    even when it grows back to its old length before the next sync."""
+    st = Store(f"{s3.url}/run")
+    f = st.local / "x.partial"
+    f.write_bytes(b"A" * 100 + b"B" * 20)
+    st.sync(f)
+    st.drain()
+    other = Store(f"{s3.url}/run")
+    other.local = other.local.with_name(other.local.name + "-other")
+    g = other.local / "x.partial"
+    assert other.restore(g)
+    g.write_bytes(b"A" * 60 + b"C" * 60)  # cut at 60, then 60 more: the same length
+    other.sync(g)
+    other.sync(other.local / "gone.partial")  # a file that is not there: nothing to put
+    other.drain()
+    assert st.restore(f) and f.read_bytes() == b"A" * 60 + b"C" * 60
+
+
+def test_a_staging_path_is_known_as_its_store(s3):
+    """What a run removes through its staging copy's path goes from the store too (an
+    earlier run's features must not outlive a run that writes none)."""
+    from fastscore.scoring.features import remove_features
+
+    st = storage.store_for(f"{s3.url}/out")
+    feats = st.local / "s.features.npy"
+    feats.write_bytes(b"old")
+    st.push(feats)
+    assert storage.store_for(st.local) is st and storage.store_for(st.local / "sub") is st
+    remove_features(st.local / "s.jsonl")
+    assert not s3.fs.exists(f"{s3.bucket}/out/s.features.npy")

@@ -32,7 +32,7 @@ def _child(path: str | os.PathLike, name: str) -> str | Path:
 def detect_file_kind(path: str | os.PathLike) -> str:
     """jsonl, json (an array), parquet, or hf_disk (a ``datasets`` ``save_to_disk``
     directory), from the extension or the directory's files, else from the first bytes."""
-    shown = str(path)
+    shown = storage.shown(path) if storage.is_url(path) else str(path)
     found = storage.info(path)
     if found is None:
         raise InputError(f"input file {shown!r} does not exist")

@@ -287,7 +287,7 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
                 f"{attempt.get('node', '?')} (pid {attempt.get('pid', '?')})"
                 + (f": {text.splitlines()[0]}" if text else "")
                 + f". {len(results)} of {len(shards)} shards are done and kept in "
-                f"{paths.shards}; run again to score the rest"
+                f"{storage.shown(paths.url(paths.shards))}; run again to score the rest"
             )
 
         def submit(w, k: int):
@@ -308,6 +308,9 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
                 if mark.get("fingerprint") != fp:
                     log.warning("ray: shard %d was made with other settings or models", k)
             clear_attempt(paths.store, data)
+            # a done mark of other settings would outlive this run's data if it died
+            # before marking the shard: a rerun would take that data for the mark's
+            paths.store.remove(done)
         todo = [k for k in range(len(shards)) if k not in results]
         log.info(
             "ray: %d records in %d shards (%d done before), %d workers",
@@ -408,6 +411,9 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
         if started_here:
             ray.shutdown()
 
+    # an earlier run's features (final or partial) are not this run's
+    paths.store.remove(paths.features)
+    paths.store.remove(paths.features_partial)
     with stats.timer("merge"):
         n_lines = 0
         with open(paths.partial, "wb") as f:

@@ -63,7 +63,7 @@ def build_manifest(
         "engines": engine_info,
         "template": f.template,
         "max_length": f.max_length,
-        "options": dataclasses.asdict(cfg),
+        "options": storage.without_userinfo(dataclasses.asdict(cfg)),
         "counts": {
             "records": counts["records"],
             "by_status": {s: counts[f"status:{s}"] for s in STATUSES if counts[f"status:{s}"]},

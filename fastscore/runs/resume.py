@@ -65,6 +65,7 @@ def score_options(cfg) -> dict:
             out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
         else:
             out[k] = v
+    out = storage.without_userinfo(out)  # a URL's password is no option (and may rotate)
     return {k: v for k, v in out.items() if k not in NEUTRAL and k.split(".")[0] not in NEUTRAL}
 
 
@@ -162,16 +163,18 @@ def prepare_resume(
     record = read_run_record(paths)
     if record is None or not paths.restore():
         if paths.store.exists(paths.scores):
-            raise ConfigError(f"{paths.url(paths.scores)} is already complete; nothing to resume")
+            where = storage.shown(paths.url(paths.scores))
+            raise ConfigError(f"{where} is already complete; nothing to resume")
         # a fresh start: recorded, so that a job that always passes --resume keeps its work
         paths.drop_partials()
         write_run_record(paths, cfg, fmt=fmt, models=models)
         return 0, Counter(), IdRegistry()
     if record["fingerprint"] != run_fingerprint(cfg, fmt, models):
+        changed = ", ".join(what_changed(record, cfg, fmt=fmt, models=models))
         raise ConfigError(
-            f"cannot resume {paths.url(paths.partial)}: it was started with other settings "
-            f"({', '.join(what_changed(record, cfg, fmt=fmt, models=models))}). Resume with "
-            "the same input, models and options, or start again without --resume"
+            f"cannot resume {storage.shown(paths.url(paths.partial))}: it was started with "
+            f"other settings ({changed}). Resume with the same input, models and options, "
+            "or start again without --resume"
         )
     n, counts, ids = kept_lines(paths.partial)
     return n, counts, ids

@@ -64,7 +64,7 @@ class ScoresTable:
                 if len(col) < len(ids):
                     col.append(math.nan)
         return cls(
-            Path(path),
+            path if storage.is_url(path) else Path(path),
             ids,
             status,
             np.asarray(length, dtype=np.float64),

@@ -1,5 +1,6 @@
 """A real S3-compatible HTTP server on loopback (moto's server mode), with IAM enforced:
-a user who may do anything with S3, one who may only read, and keys nobody has.
+a user who may do anything with S3, one who may only read, one who may read and write
+objects but not list them, and keys nobody has.
 
 The server lets its first few requests through unauthenticated (moto's
 ``INITIAL_NO_AUTH_ACTION_COUNT``): exactly the IAM calls that create the two users. Every
@@ -20,7 +21,9 @@ from dataclasses import dataclass
 
 _ALL = {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}
 _READ = {"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}
-_SETUP_CALLS = 6  # two users: create, policy, access key each
+_NO_LIST = {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            "Resource": "*"}  # fmt: skip
+_SETUP_CALLS = 9  # three users: create, policy, access key each
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class MotoServer:
                 time.sleep(0.1)
         self.full = self._user("writer", _ALL)
         self.read_only = self._user("reader", _READ)
+        self.no_list = self._user("blind-writer", _NO_LIST)
         self._buckets = itertools.count()
 
     def _user(self, name: str, statement: dict) -> Keys:
