@@ -20,7 +20,6 @@ Prints a table and one JSON line last (``--json-out`` writes it too).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -34,6 +33,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers: the server
 
 import fastscore  # noqa: E402
+from fastscore.benchmarks.ways import write_json  # noqa: E402
 from fastscore.config import EngineConfig, RayConfig  # noqa: E402
 from fastscore.demodata.build import ensure_demo  # noqa: E402
 from tests.helpers.ray_nodes import first_attempt  # noqa: E402
@@ -144,10 +144,7 @@ def main() -> None:
         print(f"{k}: {v}")
     summary = {"records": n, "workers": w, "shards": s, "cpus": os.cpu_count(),
                "cases": cases, **derived}  # fmt: skip
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary))
+    write_json(summary, args.json_out)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,15 @@ class EngineConfig:
         None, "torch engine: tokens per forward [1024 packed on CPU, 16384 otherwise]."
     )
     device: str = option("auto", "torch engine: auto, cpu, cuda, cuda:N.")
+    share_prefixes: bool = option(
+        True,
+        "torch engine (packed): run each token prefix several samples share (a system "
+        "prompt, a template preamble, a pair's prompt) once.",
+        switch="--share-prefixes/--no-share-prefixes",
+    )
+    prefix_cache_gb: float = option(
+        1.0, "torch engine: memory for shared prefixes' keys and values kept across steps."
+    )
     api_key_env: str = option(
         "FASTSCORE_API_KEY", "served: the environment variable holding the API key (never "
         "stored)."

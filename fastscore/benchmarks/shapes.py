@@ -33,6 +33,14 @@ SHAPES = {
         tied=False,
         context=1024,
     ),
+    # the same with a 4K context: long system prompts before every chat (shared_prefix.py)
+    "llama60m-4k": BenchShape(
+        ModelShape(
+            hidden=512, layers=8, heads=8, kv_heads=8, head_dim=64, intermediate=1536, vocab=32000
+        ),
+        tied=False,
+        context=4096,
+    ),
     "llama100m": BenchShape(
         ModelShape(
             hidden=640,
@@ -102,7 +110,7 @@ SHAPES = {
         loop_samples=6,
     ),
 }
-CPU_SHAPES = ("llama60m", "llama100m")
+CPU_SHAPES = ("llama60m", "llama60m-4k", "llama100m")
 GPU_SHAPES = ("llama-1b", "llama-8b", "tiny")
 
 

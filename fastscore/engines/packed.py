@@ -16,6 +16,7 @@ runs this one); ``packed_hidden`` runs the trunk.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable
@@ -41,7 +42,12 @@ def stream_layout(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @dataclass(frozen=True)
 class PackedBatch:
     """Samples as one stream, on the host. Row r of the head's input is the hidden state at
-    ``rows[r]``, which predicts ``targets[r]``; the rows come sample by sample, in order."""
+    ``rows[r]``, which predicts ``targets[r]``; the rows come sample by sample, in order.
+
+    With shared prefixes (``engines.prefixes``), sample i's first ``skip[i]`` tokens are
+    not in the stream: they are ``prefixes[i]``'s, run before, whose keys and values its
+    remainder attends to; rows past the stream's ``T`` are those prefixes' hidden states
+    (``hidden_of``: the stream's, then each of ``extra``'s, in order)."""
 
     token_ids: np.ndarray  # int64 [T]
     positions: np.ndarray  # int64 [T]
@@ -49,22 +55,53 @@ class PackedBatch:
     max_len: int
     rows: np.ndarray  # int64 [R]
     targets: np.ndarray  # int64 [R]
+    skip: np.ndarray | None = None  # int64 [n]: each sample's prefix length
+    prefixes: tuple = ()  # per sample: its PrefixState or None
+    extra: tuple = ()  # the distinct PrefixStates, in order of first use
+    extra_at: np.ndarray | None = None  # int64 [n]: where sample i's prefix rows start
 
     @property
     def n_tokens(self) -> int:
         return int(self.token_ids.shape[0])
 
+    def row_of(self, i: int, rows: np.ndarray) -> np.ndarray:
+        """Where sample i's hidden rows ``rows`` (its own positions) are in ``hidden_of``."""
+        rows = rows.astype(np.int64)
+        at = self.cu_seqlens[i] + rows
+        if self.skip is None or not self.skip[i]:
+            return at
+        p = self.skip[i]
+        return np.where(rows >= p, at - p, self.extra_at[i] + rows)
 
-def pack_samples(samples: list[RenderedSample]) -> PackedBatch:
-    lengths = np.asarray([s.n_tokens for s in samples], dtype=np.int64)
+
+def pack_samples(samples: list[RenderedSample], prefixes=None) -> PackedBatch:
+    """``prefixes``: per sample, the ``PrefixState`` it starts with (or None)."""
+    prefixes = tuple(prefixes) if prefixes is not None else (None,) * len(samples)
+    skip = np.asarray([0 if st is None else st.length for st in prefixes], dtype=np.int64)
+    lengths = np.asarray([s.n_tokens for s in samples], dtype=np.int64) - skip
     cu, positions = stream_layout(lengths)
-    ids = np.concatenate([s.token_ids for s in samples]).astype(np.int64)
-    # hidden[t] predicts token t + 1, so response token p of sample i is read at row
-    # start_i + p - 1 (p >= 1 always: position 0 has nothing to be predicted from)
-    at = np.concatenate(
-        [cu[i] + s.response_positions.astype(np.int64) for i, s in enumerate(samples)]
-    )
-    return PackedBatch(ids, positions, cu, int(lengths.max()), at - 1, ids[at])
+    positions = positions + np.repeat(skip, lengths)  # a remainder goes on after its prefix
+    ids = np.concatenate([s.token_ids[p:] for s, p in zip(samples, skip, strict=True)])
+    ids = ids.astype(np.int64)
+    extra, first, extra_at = [], {}, np.zeros(len(samples), dtype=np.int64)
+    top = int(cu[-1])
+    for i, st in enumerate(prefixes):
+        if st is None:
+            continue
+        if st.key not in first:
+            first[st.key] = top
+            extra.append(st)
+            top += st.length
+        extra_at[i] = first[st.key]
+    shared = bool(extra)
+    b = PackedBatch(ids, positions, cu, int(lengths.max()), np.zeros(0, np.int64),
+                    np.zeros(0, np.int64), skip if shared else None, prefixes if shared else (),
+                    tuple(extra), extra_at if shared else None)  # fmt: skip
+    # hidden[t] predicts token t + 1, so response token p of sample i is read at its row
+    # p - 1 (p >= 1 always: position 0 has nothing to be predicted from)
+    rows = [b.row_of(i, s.response_positions - 1) for i, s in enumerate(samples)]
+    targets = [s.token_ids[s.response_positions].astype(np.int64) for s in samples]
+    return dataclasses.replace(b, rows=np.concatenate(rows), targets=np.concatenate(targets))
 
 
 @dataclass(frozen=True)
@@ -79,6 +116,9 @@ class DeviceBatch:
     targets: Any  # torch int64 [R]
     cu_host: np.ndarray
     max_len: int
+    prefixes: tuple = ()  # per sample: its PrefixState or None (host side, as in PackedBatch)
+    cu_k: Any = None  # torch int32 [n+1]: where each sample's keys start, prefix included
+    max_len_k: int = 0
 
 
 def to_device(b: PackedBatch, device) -> DeviceBatch:
@@ -96,24 +136,70 @@ def to_device(b: PackedBatch, device) -> DeviceBatch:
         dev = host.to(device)
     t, n, r = b.n_tokens, b.cu_seqlens.shape[0], b.rows.shape[0]
     ids, pos, cu, rows, tgt = torch.split(dev, [t, t, n, r, r])
-    return DeviceBatch(ids, pos, cu.to(torch.int32), rows, tgt, b.cu_seqlens, b.max_len)
+    out = DeviceBatch(ids, pos, cu.to(torch.int32), rows, tgt, b.cu_seqlens, b.max_len)
+    if not b.prefixes:
+        return out
+    lengths = np.diff(b.cu_seqlens.astype(np.int64)) + b.skip
+    cu_k = np.zeros(lengths.shape[0] + 1, dtype=np.int64)
+    np.cumsum(lengths, out=cu_k[1:])
+    kw = {"non_blocking": True} if device.type == "cuda" else {}
+    return dataclasses.replace(
+        out,
+        prefixes=b.prefixes,
+        cu_k=torch.from_numpy(cu_k).to(device, **kw).to(torch.int32),
+        max_len_k=int(lengths.max()),
+    )
+
+
+def prefix_keys(k, v, batch: DeviceBatch, layer: int):
+    """Keys and values of the stream with each sample's prefix's placed ahead of its own:
+    ``[sum(prefix + remainder), kv heads, D]``, laid out by ``batch.cu_k``."""
+    import torch
+
+    ks, vs = [], []
+    cu = batch.cu_host
+    for j, (s, e) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist(), strict=True)):
+        st = batch.prefixes[j]
+        if st is not None:
+            ks.append(st.k[layer])
+            vs.append(st.v[layer])
+        ks.append(k[s:e])
+        vs.append(v[s:e])
+    return torch.cat(ks), torch.cat(vs)
 
 
 # ------------------------------------------------------------------ attention over a stream
 # Each takes q [T, Hq, D], k and v [T, Hkv, D] (Hq a multiple of Hkv) and returns [T, Hq, D].
 
 
-def sdpa_per_sequence(q, k, v, *, batch: DeviceBatch, scale: float):
-    """One causal SDPA call per sample: the CPU path (and CUDA without flash attention)."""
+def sdpa_per_sequence(q, k, v, *, batch: DeviceBatch, scale: float, layer: int = 0):
+    """One causal SDPA call per sample: the CPU path (and CUDA without flash attention). A
+    sample with a shared prefix attends to the prefix's keys and values, then its own."""
     import torch
     import torch.nn.functional as F
 
     out = torch.empty_like(q)
     cu = batch.cu_host
-    for s, e in zip(cu[:-1].tolist(), cu[1:].tolist(), strict=True):
+    for j, (s, e) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist(), strict=True)):
+        st = batch.prefixes[j] if batch.prefixes else None
         # [1, heads, len, D] views of the sample's slice
-        qs, ks, vs = (x[s:e].transpose(0, 1)[None] for x in (q, k, v))
-        o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scale, enable_gqa=True)
+        qs = q[s:e].transpose(0, 1)[None]
+        if st is None:
+            ks, vs = (x[s:e].transpose(0, 1)[None] for x in (k, v))
+            o = F.scaled_dot_product_attention(
+                qs, ks, vs, is_causal=True, scale=scale, enable_gqa=True
+            )
+        else:
+            ks, vs = (
+                torch.cat([pre, x[s:e]]).transpose(0, 1)[None]
+                for pre, x in ((st.k[layer], k), (st.v[layer], v))
+            )
+            # causal, aligned at the bottom right: query t (position p + t) sees keys <= p + t
+            mask = torch.ones((e - s, st.length + e - s), dtype=torch.bool, device=q.device)
+            mask = mask.tril(diagonal=st.length)
+            o = F.scaled_dot_product_attention(
+                qs, ks, vs, attn_mask=mask, scale=scale, enable_gqa=True
+            )
         out[s:e] = o[0].transpose(0, 1)
     return out
 
@@ -170,10 +256,17 @@ def varlen_unavailable(device, dtype, head_dim: int) -> str | None:
     return None
 
 
-def varlen_attention(q, k, v, *, batch: DeviceBatch, scale: float, fn=None):
-    """The whole stream in one flash-attention call. ``fn``: a varlen_attn stand-in (tests)."""
+def varlen_attention(q, k, v, *, batch: DeviceBatch, scale: float, layer: int = 0, fn=None):
+    """The whole stream in one flash-attention call. ``fn``: a varlen_attn stand-in (tests).
+    Samples with a shared prefix: its keys and values placed ahead of each one's own, and
+    the causal mask aligned at the bottom right (flash attention's, for fewer queries than
+    keys), still one call."""
     fn, call = (fn, varlen_call(fn)) if fn is not None else _torch_varlen()
     kw = dict(call.causal, scale=scale)
+    cu_k, max_k = batch.cu_seqlens, batch.max_len
+    if batch.prefixes:
+        k, v = prefix_keys(k, v, batch, layer)
+        cu_k, max_k = batch.cu_k, batch.max_len_k
     if k.shape[1] != q.shape[1]:
         if call.gqa:
             kw["enable_gqa"] = True
@@ -182,7 +275,7 @@ def varlen_attention(q, k, v, *, batch: DeviceBatch, scale: float, fn=None):
             # copy costs well under 1% of a layer's time
             rep = q.shape[1] // k.shape[1]
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-    return fn(q, k, v, batch.cu_seqlens, batch.cu_seqlens, batch.max_len, batch.max_len, **kw)
+    return fn(q, k, v, batch.cu_seqlens, cu_k, batch.max_len, max_k, **kw)
 
 
 # ------------------------------------------------------------------ the trunk
@@ -208,23 +301,26 @@ def packing_support(model) -> str | None:
     return None
 
 
-def packed_hidden(model, batch: DeviceBatch, attention: Callable):
+def packed_hidden(model, batch: DeviceBatch, attention: Callable, keep: list | None = None):
     """Final hidden states [T, hidden] of the stream; equal to each sample's own forward
     (within rounding: the norms, rotary and MLP below round once where transformers'
-    modules round two or three times)."""
+    modules round two or three times). ``keep``: a list that gets each layer's keys and
+    values ``(k, v)`` of the stream, rotary applied (what a shared prefix keeps)."""
     inner = model.get_decoder()
     silu = getattr(model.config, "hidden_act", None) == "silu"
     x = inner.embed_tokens(batch.token_ids)  # [T, hidden]
     n = x.shape[0]
     cos, sin = inner.rotary_emb(x[None], batch.positions[None])  # [1, T, D] each
     cos, sin = cos[0, :, None], sin[0, :, None]  # [T, 1, D]: broadcast over heads
-    for layer in inner.layers:
+    for li, layer in enumerate(inner.layers):
         a = layer.self_attn
         h = _rms_norm(layer.input_layernorm, x)
         q = _rotary(a.q_proj(h).view(n, -1, a.head_dim), cos, sin)  # [T, heads, D]
         k = _rotary(a.k_proj(h).view(n, -1, a.head_dim), cos, sin)  # [T, kv heads, D]
         v = a.v_proj(h).view(n, -1, a.head_dim)
-        att = attention(q, k, v, batch=batch, scale=a.scaling)  # [T, heads, D]
+        if keep is not None:
+            keep.append((k, v))
+        att = attention(q, k, v, batch=batch, scale=a.scaling, layer=li)  # [T, heads, D]
         x = x + a.o_proj(att.reshape(n, -1))
         x = x + _gated_mlp(layer.mlp, _rms_norm(layer.post_attention_layernorm, x), silu)
     return _rms_norm(inner.norm, x)

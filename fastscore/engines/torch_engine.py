@@ -47,6 +47,7 @@ from fastscore.engines.packed import (
     varlen_attention,
     varlen_unavailable,
 )
+from fastscore.engines.prefixes import PrefixCache, PrefixState, plan_prefixes
 from fastscore.errors import EngineError, ModelError
 from fastscore.records import RenderedSample
 
@@ -135,6 +136,8 @@ class TorchEngine:
         self.forward_tokens = cfg.forward_tokens or DEFAULT_FORWARD_TOKENS.get((on, self.batching))
         self.head_block_bytes = HEAD_BLOCK_BYTES[on]
         self.fp32_head_gemm = _fp32_gemm_works(self.head, self.device)
+        share = self.batching == "packed" and cfg.share_prefixes
+        self.prefixes = PrefixCache(int(cfg.prefix_cache_gb * (1 << 30))) if share else None
         self.start_seconds = time.perf_counter() - t0
         log.info("%s torch engine up in %.1fs on %s", name, self.start_seconds, self.device)
 
@@ -191,6 +194,18 @@ class TorchEngine:
         out["head_logits"] = "float32" if self.fp32_head_gemm else out["dtype"]
         if self.note:
             out["note"] = self.note
+        if self.prefixes is not None:
+            c = self.prefixes.counts
+            out["prefix_sharing"] = {
+                # tokens run through the trunk, and those a shared prefix spared
+                "tokens_computed": c["tokens_computed"],
+                "tokens_skipped": c["tokens_skipped"],
+                "prefixes_run": c["prefixes_run"],
+                "prefixes_reused": c["prefixes_reused"],
+                "evictions": c["evictions"],
+                "kept_bytes_peak": c["peak_bytes"],
+                "budget_bytes": self.prefixes.budget,
+            }
         return out
 
     def response_logprobs(self, samples: list[RenderedSample]) -> list[np.ndarray]:
@@ -199,14 +214,16 @@ class TorchEngine:
         self.pooled = None
         if not samples:
             return []
-        if self.batching == "single":
-            groups, run = [[i] for i in range(len(samples))], self._one
-        elif self.batching == "packed":
-            groups, run = pack_groups(samples, self.forward_tokens), self._packed
-        else:
-            groups, run = length_batches(samples, self.forward_tokens), self._padded
         self._pooled_parts = []
         with torch.inference_mode():
+            if self.batching == "single":
+                groups, run = [[i] for i in range(len(samples))], self._one
+            elif self.batching == "packed" and self.prefixes is not None:
+                groups, run = self._shared_prefixes(samples)
+            elif self.batching == "packed":
+                groups, run = pack_groups(samples, self.forward_tokens), self._packed
+            else:
+                groups, run = length_batches(samples, self.forward_tokens), self._padded
             # every group is queued before anything is read back: one sync, here
             parts = [run([samples[i] for i in g]) for g in groups]
             flat = torch.cat(parts).cpu().numpy().astype(np.float64)
@@ -221,15 +238,76 @@ class TorchEngine:
             out[i] = lp
         return out
 
-    def _packed(self, batch: list[RenderedSample]):
-        b = to_device(pack_samples(batch), self.device)
+    def _packed(self, batch: list[RenderedSample], prefixes=None):
+        host = pack_samples(batch, prefixes)
+        b = to_device(host, self.device)
         hidden = packed_hidden(self.model, b, self.attention)  # [T, hidden]
+        if host.extra:  # the rows of the samples' shared prefixes, after the stream's
+            import torch
+
+            hidden = torch.cat([hidden, *(st.hidden for st in host.extra)])
         if self.pool:
             rows, seg = pool_rows(batch, self.pool)
-            starts = b.cu_host[:-1].astype(np.int64)  # where each sample starts in the stream
-            rows = rows + starts[seg]
+            cuts = np.cumsum(np.bincount(seg, minlength=len(batch)))[:-1]
+            rows = np.concatenate([host.row_of(i, r) for i, r in enumerate(np.split(rows, cuts))])
             self._pool(hidden, rows, seg, n=len(batch))
         return self._head_logprobs(hidden[b.rows], b.targets)
+
+    def _shared_prefixes(self, samples: list[RenderedSample]):
+        """The token prefixes the samples share, each run once (``engines.prefixes``);
+        returns the groups of samples to run and how (their remainders, packed)."""
+        cache = self.prefixes
+        plan = plan_prefixes(
+            [s.token_ids for s in samples],
+            cached=cache.__contains__,
+            cached_lengths=cache.lengths(),
+        )
+        built = self._run_prefixes(plan.build)
+        states = [None if k is None else built.get(k) or cache.get(k) for k in plan.keys]
+        c = cache.counts
+        c["prefixes_run"] += len(built)
+        c["prefixes_reused"] += len({k for k in plan.keys if k is not None} - set(built))
+        c["tokens_skipped"] += sum(plan.lengths) - sum(st.length for st in built.values())
+        c["tokens_computed"] += sum(st.length for st in built.values()) + sum(
+            s.n_tokens - p for s, p in zip(samples, plan.lengths, strict=True)
+        )
+        remainders = [
+            RenderedSample(s.index, s.id, s.token_ids[p:], s.response_positions)
+            for s, p in zip(samples, plan.lengths, strict=True)
+        ]  # (only their lengths: pack_groups balances the streams by tokens run)
+        groups = pack_groups(remainders, self.forward_tokens)
+        by_sample = {id(s): st for s, st in zip(samples, states, strict=True)}
+
+        def run(batch: list[RenderedSample]):
+            return self._packed(batch, [by_sample[id(s)] for s in batch])
+
+        return groups, run
+
+    def _run_prefixes(self, build: dict) -> dict:
+        """New shared prefixes, packed into streams: their keys and values per layer and
+        final hidden states, kept in the cache (and returned, for this call)."""
+        if not build:
+            return {}
+        keys = list(build)
+        fake = [RenderedSample(-1, None, build[k], np.zeros(0, np.int64)) for k in keys]
+        out = {}
+        for g in pack_groups(fake, self.forward_tokens):
+            b = to_device(pack_samples([fake[i] for i in g]), self.device)
+            kept: list = []
+            hidden = packed_hidden(self.model, b, self.attention, keep=kept)
+            cu = b.cu_host.tolist()
+            for j, i in enumerate(g):
+                s, e = cu[j], cu[j + 1]
+                st = PrefixState(
+                    keys[i],
+                    e - s,
+                    [k[s:e].clone() for k, _ in kept],
+                    [v[s:e].clone() for _, v in kept],
+                    hidden[s:e].clone(),
+                )
+                out[keys[i]] = st
+                self.prefixes.put(st)
+        return out
 
     def _pool(self, hidden, rows: np.ndarray, seg: np.ndarray, *, n: int) -> None:
         """Mean of ``hidden[rows]`` per sample ``seg`` (fp32), kept for ``self.pooled``."""

@@ -42,6 +42,8 @@ NEUTRAL = frozenset(
         "engine.retry_seconds",
         "engine.api_key_env",
         "engine.forward_tokens",
+        "engine.share_prefixes",  # the same scores (within rounding), less work
+        "engine.prefix_cache_gb",
         "engine.gpu_memory_utilization",
         "engine.kv_cache_gb",
     }

@@ -141,6 +141,49 @@ def test_varlen_attention_equals_sdpa_per_sample(heads, kv_heads, head_dim):
     torch.testing.assert_close(got, want, atol=3e-2, rtol=3e-2)
 
 
+def test_varlen_attention_over_shared_prefixes_equals_sdpa_per_sample():
+    """Flash attention's alignment for fewer queries than keys (bottom right), which the
+    shared-prefix call relies on: one varlen call over prefixes and remainders."""
+    from fastscore.engines.prefixes import PrefixState
+
+    torch.manual_seed(0)
+    dev, heads, kv, d = torch.device("cuda"), 8, 2, 64
+
+    def state(key, n):
+        k, v = (torch.randn(n, kv, d, device=dev, dtype=torch.bfloat16) for _ in range(2))
+        return PrefixState(key, n, [k], [v], None)
+
+    pre = [state(b"a", 300), None, state(b"b", 17), state(b"a", 300)]
+    samples = [RenderedSample(0, 0, np.zeros(n, np.int32), np.array([n - 1], np.int32))
+               for n in (340, 64, 18, 1300)]  # fmt: skip
+    b = to_device(pack_samples(samples, pre), dev)
+    t = b.token_ids.shape[0]
+    q = torch.randn(t, heads, d, device=dev, dtype=torch.bfloat16)
+    k, v = (torch.randn(t, kv, d, device=dev, dtype=torch.bfloat16) for _ in range(2))
+    got = varlen_attention(q, k, v, batch=b, scale=d**-0.5).float()
+    f32 = dataclasses.replace(b, prefixes=tuple(
+        None if s is None else PrefixState(s.key, s.length, [s.k[0].float()], [s.v[0].float()],
+                                           None) for s in pre))  # fmt: skip
+    want = sdpa_per_sequence(q.float(), k.float(), v.float(), batch=f32, scale=d**-0.5)
+    torch.testing.assert_close(got, want, atol=3e-2, rtol=3e-2)
+
+
+def test_sharing_prefixes_on_cuda_equals_no_sharing(demo_assets, tokenizer):
+    """The packed varlen engine with shared prefixes (every format, pairs included, and
+    chats under one long system prompt) against itself without them, in bf16."""
+    from tests.engines.test_prefixes import _preamble_samples
+
+    samples = rendered(tokenizer, "model") + _preamble_samples(n=60)
+    on = TorchEngine(demo_assets.base, CUDA, name="base")
+    off = TorchEngine(demo_assets.base, dataclasses.replace(CUDA, share_prefixes=False),
+                      name="base")  # fmt: skip
+    want = off.response_logprobs(samples)
+    got = on.response_logprobs(samples)
+    assert on.info()["prefix_sharing"]["tokens_skipped"] > 0
+    for s, a, b in zip(samples, want, got, strict=True):
+        assert abs(mean_nll(a) - mean_nll(b)) < LOSS_TOL, s.index
+
+
 def _gqa_llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
