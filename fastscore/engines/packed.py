@@ -301,11 +301,26 @@ def packing_support(model) -> str | None:
     return None
 
 
-def packed_hidden(model, batch: DeviceBatch, attention: Callable, keep: list | None = None):
+class KeepKV:
+    """The keys and values (rotary applied) of some samples of a stream, copied out layer
+    by layer as the forward goes (what a shared prefix keeps): ``k[j]``, ``v[j]`` are the
+    per-layer lists of the sample at ``slices[j]``."""
+
+    def __init__(self, slices: list[tuple[int, int]]):
+        self.slices = slices
+        self.k: list[list] = [[] for _ in slices]
+        self.v: list[list] = [[] for _ in slices]
+
+    def add(self, k, v) -> None:
+        for j, (s, e) in enumerate(self.slices):
+            self.k[j].append(k[s:e].clone())
+            self.v[j].append(v[s:e].clone())
+
+
+def packed_hidden(model, batch: DeviceBatch, attention: Callable, keep: KeepKV | None = None):
     """Final hidden states [T, hidden] of the stream; equal to each sample's own forward
     (within rounding: the norms, rotary and MLP below round once where transformers'
-    modules round two or three times). ``keep``: a list that gets each layer's keys and
-    values ``(k, v)`` of the stream, rotary applied (what a shared prefix keeps)."""
+    modules round two or three times). ``keep``: copies some samples' keys and values."""
     inner = model.get_decoder()
     silu = getattr(model.config, "hidden_act", None) == "silu"
     x = inner.embed_tokens(batch.token_ids)  # [T, hidden]
@@ -319,7 +334,7 @@ def packed_hidden(model, batch: DeviceBatch, attention: Callable, keep: list | N
         k = _rotary(a.k_proj(h).view(n, -1, a.head_dim), cos, sin)  # [T, kv heads, D]
         v = a.v_proj(h).view(n, -1, a.head_dim)
         if keep is not None:
-            keep.append((k, v))
+            keep.add(k, v)
         att = attention(q, k, v, batch=batch, scale=a.scaling, layer=li)  # [T, heads, D]
         x = x + a.o_proj(att.reshape(n, -1))
         x = x + _gated_mlp(layer.mlp, _rms_norm(layer.post_attention_layernorm, x), silu)

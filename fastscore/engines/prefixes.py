@@ -104,6 +104,25 @@ class PrefixPlan:
     build: dict[bytes, np.ndarray]
 
 
+def fit_budget(plan: PrefixPlan, max_tokens: int) -> PrefixPlan:
+    """``plan`` with its new prefixes cut to ``max_tokens`` in all, those that spare the
+    most tokens kept first; the samples of a dropped one share nothing (a preference set's
+    prompts, one per pair, could otherwise hold more states than the budget)."""
+    if sum(len(ids) for ids in plan.build.values()) <= max_tokens:
+        return plan
+    users = Counter(k for k in plan.keys if k is not None)
+    order = sorted(plan.build, key=lambda k: -(users[k] - 1) * len(plan.build[k]))
+    keep, total = {}, 0
+    for k in order:
+        if total + len(plan.build[k]) <= max_tokens:
+            keep[k] = plan.build[k]
+            total += len(plan.build[k])
+    dropped = set(plan.build) - set(keep)
+    lengths = [0 if k in dropped else n for n, k in zip(plan.lengths, plan.keys, strict=True)]
+    keys = [None if k in dropped else k for k in plan.keys]
+    return PrefixPlan(lengths, keys, keep)
+
+
 def _lcp(a: np.ndarray, b: np.ndarray) -> int:
     m = min(a.shape[0], b.shape[0])
     if m == 0:

@@ -39,6 +39,7 @@ from fastscore._compat import import_transformers
 from fastscore.config import EngineConfig
 from fastscore.engines.models import require_model_dir
 from fastscore.engines.packed import (
+    KeepKV,
     pack_samples,
     packed_hidden,
     packing_support,
@@ -47,7 +48,7 @@ from fastscore.engines.packed import (
     varlen_attention,
     varlen_unavailable,
 )
-from fastscore.engines.prefixes import PrefixCache, PrefixState, plan_prefixes
+from fastscore.engines.prefixes import PrefixCache, PrefixState, fit_budget, plan_prefixes
 from fastscore.errors import EngineError, ModelError
 from fastscore.records import RenderedSample
 
@@ -262,8 +263,12 @@ class TorchEngine:
             cached=cache.__contains__,
             cached_lengths=cache.lengths(),
         )
+        # the new prefixes' states live through the call: at most the budget's worth
+        plan = fit_budget(plan, cache.budget // self._prefix_bytes_per_token())
+        # the kept ones this call uses, held (and made recent) before new ones may evict them
+        held = {k: cache.get(k) for k in set(plan.keys) - set(plan.build) if k is not None}
         built = self._run_prefixes(plan.build)
-        states = [None if k is None else built.get(k) or cache.get(k) for k in plan.keys]
+        states = [None if k is None else built.get(k) or held[k] for k in plan.keys]
         c = cache.counts
         c["prefixes_run"] += len(built)
         c["prefixes_reused"] += len({k for k in plan.keys if k is not None} - set(built))
@@ -293,21 +298,23 @@ class TorchEngine:
         out = {}
         for g in pack_groups(fake, self.forward_tokens):
             b = to_device(pack_samples([fake[i] for i in g]), self.device)
-            kept: list = []
-            hidden = packed_hidden(self.model, b, self.attention, keep=kept)
             cu = b.cu_host.tolist()
+            kept = KeepKV([(cu[j], cu[j + 1]) for j in range(len(g))])
+            hidden = packed_hidden(self.model, b, self.attention, keep=kept)
             for j, i in enumerate(g):
                 s, e = cu[j], cu[j + 1]
-                st = PrefixState(
-                    keys[i],
-                    e - s,
-                    [k[s:e].clone() for k, _ in kept],
-                    [v[s:e].clone() for _, v in kept],
-                    hidden[s:e].clone(),
-                )
+                st = PrefixState(keys[i], e - s, kept.k[j], kept.v[j], hidden[s:e].clone())
                 out[keys[i]] = st
                 self.prefixes.put(st)
         return out
+
+    def _prefix_bytes_per_token(self) -> int:
+        """What a prefix's kept state costs per token: keys and values in every layer,
+        and the final hidden state."""
+        c, size = self.model.config, self.dtype.itemsize
+        attn = self.trunk.layers[0].self_attn
+        kv = c.num_hidden_layers * 2 * getattr(c, "num_key_value_heads", c.num_attention_heads)
+        return max(1, (kv * attn.head_dim + c.hidden_size) * size)
 
     def _pool(self, hidden, rows: np.ndarray, seg: np.ndarray, *, n: int) -> None:
         """Mean of ``hidden[rows]`` per sample ``seg`` (fp32), kept for ``self.pooled``."""

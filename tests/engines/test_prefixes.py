@@ -14,7 +14,13 @@ from fastscore.engines.packed import (
     to_device,
     varlen_attention,
 )
-from fastscore.engines.prefixes import PrefixCache, PrefixState, plan_prefixes, prefix_key
+from fastscore.engines.prefixes import (
+    PrefixCache,
+    PrefixState,
+    fit_budget,
+    plan_prefixes,
+    prefix_key,
+)
 from fastscore.engines.torch_engine import TorchEngine
 from fastscore.records import RenderedSample
 from tests.helpers.format_records import rendered
@@ -72,6 +78,17 @@ def test_a_kept_prefix_is_used_by_a_single_sample_and_not_built_again():
     assert p.lengths == [100] * 4 and len(p.build) == 1
 
 
+def test_new_prefixes_past_the_budget_are_dropped_least_sparing_first():
+    c = list(range(300, 330))  # a 30-token prompt of one pair
+    ids = [_ids(A, [1]), _ids(A, [2]), _ids(A, [3]), _ids(c, [4]), _ids(c, [5])]
+    p = plan_prefixes(ids)
+    assert p.lengths == [40, 40, 40, 30, 30] and len(p.build) == 2
+    # room for 40 tokens: A (sparing 2 * 40) stays, the pair's prompt (1 * 30) goes
+    q = fit_budget(p, 45)
+    assert q.lengths == [40, 40, 40, 0, 0] and list(q.build) == [p.keys[0]]
+    assert q.keys[3] is None and fit_budget(p, 70) is p
+
+
 def _state(key, length, nbytes_each=100):
     t = torch.zeros(nbytes_each // 4, dtype=torch.float32)
     return PrefixState(key, length, [t], [t.clone()], t.clone())
@@ -122,7 +139,7 @@ def test_sharing_gives_the_same_logprobs_and_features(demo_assets, tokenizer):
 
     off = engine(share_prefixes=False)
     want, want_pooled = off.response_logprobs(samples), off.pooled
-    # a budget of ~2 prefixes' states: kept ones are evicted and run again
+    # a budget of a few prefixes' states: kept ones are evicted, some not shared
     on, tight = engine(), engine(prefix_cache_gb=3e-4)
     for e in (on, tight):
         for _ in range(2):  # the second call reuses what the first kept
@@ -133,7 +150,9 @@ def test_sharing_gives_the_same_logprobs_and_features(demo_assets, tokenizer):
             np.testing.assert_allclose(e.pooled, want_pooled, atol=1e-5, rtol=0)
     ps, pt = on.info()["prefix_sharing"], tight.info()["prefix_sharing"]
     assert ps["tokens_skipped"] > ps["tokens_computed"] / 2 and ps["prefixes_reused"] > 0
-    assert ps["evictions"] == 0 and pt["evictions"] > 0 and pt["prefixes_run"] > ps["prefixes_run"]
+    # the tight budget evicts, and builds no more a call than it can keep: it shares less
+    assert ps["evictions"] == 0 and pt["evictions"] > 0
+    assert 0 < pt["tokens_skipped"] < ps["tokens_skipped"]
     total = sum(s.n_tokens for s in samples) * 2
     assert ps["tokens_computed"] + ps["tokens_skipped"] == total
     assert "prefix_sharing" not in off.info()
