@@ -20,11 +20,10 @@ Prints a table and one JSON line last (``--json-out`` writes it too).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import signal
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -36,35 +35,19 @@ import fastscore  # noqa: E402
 from fastscore.benchmarks.ways import write_json  # noqa: E402
 from fastscore.config import EngineConfig, RayConfig  # noqa: E402
 from fastscore.demodata.build import ensure_demo  # noqa: E402
-from tests.helpers.ray_nodes import first_attempt  # noqa: E402
+from tests.helpers.ray_nodes import first_attempt, killing_first  # noqa: E402
 from tests.helpers.s3 import MotoServer, first_attempt_in  # noqa: E402
 
 
-def _killer(find, stop: threading.Event, kills: list) -> None:
-    while not stop.is_set():
-        a = find()
-        if a is not None:
-            os.kill(a["pid"], signal.SIGKILL)
-            kills.append(a)
-            return
-        time.sleep(0.02)
-
-
 def one(assets, data: str, out: str, *, shards: int, workers: int, kill=None) -> dict:
-    stop, kills = threading.Event(), []
-    t = threading.Thread(target=_killer, args=(kill, stop, kills), daemon=True) if kill else None
-    if t:
-        t.start()
+    # a kill of the first busy worker (``kill``: what finds it), or none
+    killing = killing_first(kill, poll=0.02) if kill else contextlib.nullcontext([])
     t0 = time.perf_counter()
-    try:
+    with killing as kills:
         m = fastscore.score(input=data, output=out, base=str(assets.base), ref=str(assets.ref),
                             progress=False, executor="ray", batch_tokens=300,
                             engine=EngineConfig(kind="torch", dtype="float32"),
                             ray=RayConfig(workers=workers, shards=shards))  # fmt: skip
-    finally:
-        stop.set()
-        if t:
-            t.join()
     ex = m["executor"]
     return {
         "seconds": round(time.perf_counter() - t0, 2),

@@ -334,16 +334,6 @@ class Store:
                 with contextlib.suppress(FileNotFoundError):
                     self.fs.rm(key, recursive=True)
 
-    def names(self, local_dir: Path) -> list[str]:
-        """The names in a directory of the store (the staging one's, for a local store)."""
-        if self.remote is None:
-            return listdir(local_dir)
-        with self._do(local_dir, "output"):
-            try:
-                return sorted(name(x) for x in self.fs.ls(self._key(local_dir), refresh=True))
-            except FileNotFoundError:
-                return []
-
     # a growing file: its flushed parts as segments, ``<generation>-<offset>``, each put
     # once; a file cut shorter (a resume cuts a torn line) starts a new generation, put
     # whole before the old one is removed, so the store always holds one complete chain

@@ -411,9 +411,6 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
         if started_here:
             ray.shutdown()
 
-    # an earlier run's features (final or partial) are not this run's
-    paths.store.remove(paths.features)
-    paths.store.remove(paths.features_partial)
     with stats.timer("merge"):
         n_lines = 0
         with open(paths.partial, "wb") as f:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import orjson
@@ -22,7 +18,7 @@ from fastscore.config import EngineConfig, RayConfig
 from fastscore.errors import ConfigError, EngineError
 from fastscore.executors.ray_shards import plan_shards
 from tests.helpers import score_cmd
-from tests.helpers.ray_nodes import first_attempt
+from tests.helpers.ray_nodes import first_attempt, killing_first
 
 ray = pytest.importorskip("ray", reason="pip install 'fastscore[ray]'")
 pytestmark = pytest.mark.engine
@@ -147,29 +143,10 @@ def test_ray_rescores_the_shards_of_a_reference_retrained_in_place(tmp_path, dem
     _same_scores(_rows(out), _rows(fresh))
 
 
-def _killer(shards_dir, *, mid_shard: bool, kills: list, stop: threading.Event):
-    """SIGKILL the worker process of the first shard attempt seen (once it has flushed
-    some lines, if ``mid_shard``), as a preemption or an OOM kill would."""
-    while not stop.is_set():
-        a = first_attempt(shards_dir, flushed_over=3000 if mid_shard else -1)
-        if a is not None:
-            os.kill(a["pid"], signal.SIGKILL)
-            kills.append(a)
-            return
-        time.sleep(0.01)
-
-
-@contextlib.contextmanager
 def _one_kill(shards_dir, mid_shard):
-    kills, stop = [], threading.Event()
-    t = threading.Thread(target=_killer, args=(shards_dir,), daemon=True,
-                         kwargs={"mid_shard": mid_shard, "kills": kills, "stop": stop})  # fmt: skip
-    t.start()
-    try:
-        yield kills
-    finally:
-        stop.set()
-        t.join()
+    """The first shard attempt seen (once it has flushed some lines, if ``mid_shard``)
+    loses its worker process."""
+    return killing_first(lambda: first_attempt(shards_dir, flushed_over=3000 if mid_shard else -1))
 
 
 @pytest.fixture(scope="module")
@@ -325,35 +302,20 @@ def test_a_run_on_object_storage_survives_a_killed_worker_and_resumes_there(
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": aws})  # fmt: skip
     try:
-        kills, stop = [], threading.Event()
-
-        def killer():
-            while not stop.is_set():
-                a = first_attempt_in(s3.fs, f"{s3.bucket}/out/s.jsonl.shards", flushed_over=3000)
-                if a is not None:
-                    os.kill(a["pid"], signal.SIGKILL)
-                    kills.append(a)
-                    return
-                time.sleep(0.05)
-
-        t = threading.Thread(target=killer, daemon=True)
-        t.start()
-        try:
+        shards = f"{s3.bucket}/out/s.jsonl.shards"
+        find = lambda: first_attempt_in(s3.fs, shards, flushed_over=3000)  # noqa: E731
+        with killing_first(find, poll=0.05) as kills:
             m = fastscore.score(input=f"{s3.url}/d.jsonl", output=f"{s3.url}/out/s.jsonl",
                                 base=str(demo_assets.base), ref=str(demo_assets.ref),
                                 progress=False, executor="ray", batch_tokens=300,
                                 engine=EngineConfig(kind="torch", dtype="float32"),
                                 ray=RayConfig(workers=2, shards=8))  # fmt: skip
-        finally:
-            stop.set()
-            t.join()
         assert len(kills) == 1, "the worker was not killed"
         got = [orjson.loads(x) for x in s3.fs.cat_file(f"{s3.bucket}/out/s.jsonl").splitlines()]
         _same_scores(got, want)
         assert m["counts"]["by_status"] == counts["by_status"]
         ex = m["executor"]
         assert ex["workers_lost"] == 1 and ex["records_kept_from_lost_attempts"] > 0
-        shards = f"{s3.bucket}/out/s.jsonl.shards"
         names = [k.rpartition("/")[2] for k in s3.fs.find(shards)]
         assert not [n for n in names if "attempt" in n or "partial" in n], names
         assert sum(n.endswith(".done.json") for n in names) == 8

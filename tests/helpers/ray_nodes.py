@@ -32,6 +32,30 @@ def first_attempt(shards_dir: Path, *, flushed_over: int = -1) -> dict | None:
     return None
 
 
+@contextlib.contextmanager
+def killing_first(find, poll: float = 0.01):
+    """While the block runs, SIGKILL the worker of the first attempt ``find()`` returns
+    (as a preemption or an OOM kill would); yields the list of attempts killed."""
+    kills, stop = [], threading.Event()
+
+    def kill() -> None:
+        while not stop.is_set():
+            a = find()
+            if a is not None:
+                os.kill(a["pid"], signal.SIGKILL)
+                kills.append(a)
+                return
+            time.sleep(poll)
+
+    t = threading.Thread(target=kill, daemon=True)
+    t.start()
+    try:
+        yield kills
+    finally:
+        stop.set()
+        t.join()
+
+
 def remove_a_busy_node(c, nodes, shards_dir: Path, removed: list, stop: threading.Event):
     while not stop.is_set():
         a = first_attempt(shards_dir, flushed_over=3000)
