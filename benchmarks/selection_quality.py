@@ -226,7 +226,7 @@ def pretrain_base(texts, known_chats, sft, test, out: Path, seed: int, steps: in
     import torch
 
     from fastscore.demodata.build import TinyLlama, build_tokenizer, tiny_llama
-    from fastscore.train import Schedule, train_examples
+    from fastscore.demodata.pretrain import Schedule, train_examples
 
     torch.manual_seed(seed)
     corpus = texts + [m["content"] for c in known_chats for m in c]
@@ -264,10 +264,10 @@ def evaluate(model_dir: Path, test: list[dict]) -> dict:
     tok = load_tokenizer(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
     tmp = write_jsonl(model_dir / "test.jsonl", test)
-    examples, _, _ = rendered_examples(TrainConfig(input=str(tmp), base=str(model_dir)), tok, 255)
+    examples = rendered_examples(TrainConfig(input=str(tmp), base=str(model_dir)), tok, 255)
     losses = []
     with torch.no_grad():
-        for ids, targets in examples:
+        for ids, targets in zip(examples.token_ids, examples.targets, strict=True):
             labels = torch.full((1, len(ids)), -100)
             labels[0, targets] = torch.tensor(ids)[targets]
             losses.append(model(input_ids=torch.tensor([ids]), labels=labels).loss.item())

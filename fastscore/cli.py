@@ -307,6 +307,9 @@ def run(ctx: click.Context, config_file: str | None, **_: object) -> None:
     "train-ref",
     epilog="\b\nExamples:\n  fastscore train-ref data.jsonl --base ./base --output-dir ./ref\n"
     "  fastscore train-ref data.jsonl --base ./base --output-dir ./ref --lora --lr 2e-4\n"
+    "  torchrun --nproc-per-node 8 -m fastscore train-ref data.jsonl --base ./base "
+    "--output-dir ./ref --batch-size 64\n"
+    "  fastscore train-ref data.jsonl --base ./base --output-dir ./ref --resume\n"
     "  fastscore score data.jsonl --base ./base --ref ./ref --output scores.jsonl",
 )
 @click.argument("input", required=False)
@@ -318,17 +321,20 @@ def train_ref(ctx: click.Context, config_file: str | None, **_: object) -> None:
     """Fine-tune the base on INPUT into the reference model, with the loss on exactly the
     response tokens the scorer scores."""
     from fastscore.config import load_yaml
+    from fastscore.train import Launch
     from fastscore.train import train_ref as run_train
 
     cfg = load_yaml(TrainConfig, config_file) if config_file else TrainConfig()
     _apply(ctx, cfg, {"input": "input", **TRAIN_MAP})
     m = run_train(cfg)
-    click.echo(
-        f"trained on {m['trained_samples']} of {m['counts']['records']} records, "
-        f"{m['steps']} steps, final loss {m['final_loss']:.3f}, {m['seconds']:.0f}s "
-        f"-> {m['output_dir']}",
-        err=True,
-    )
+    if Launch.from_env().main:  # under a launcher, one line for the run, not one per process
+        processes = f" on {m['world_size']} processes" if m["world_size"] > 1 else ""
+        click.echo(
+            f"trained on {m['trained_samples']} of {m['counts']['records']} records, "
+            f"{m['steps']} steps{processes}, final loss {m['final_loss']:.3f}, "
+            f"{m['seconds']:.0f}s -> {m['output_dir']}",
+            err=True,
+        )
 
 
 @main.command(

@@ -24,6 +24,7 @@ LOGPROB_PATHS = ("auto", "flat", "token_ids")
 BATCHINGS = ("auto", "packed", "padded", "single")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 EXECUTORS = ("local", "ray")
+TRAIN_DEVICES = ("auto", "cpu", "cuda")
 ORDERS = ("desc", "asc")
 # the record formats (data.formats parses them) and templates (rendering.renderer renders them)
 FORMATS = ("messages", "prompt-completion", "preference", "alpaca", "sharegpt", "prompt-response")
@@ -295,10 +296,44 @@ class TrainConfig:
         "same compute for subsets of different sizes.",
     )
     lr: float | None = option(None, "Peak learning rate [2e-5; 2e-4 with --lora].")
-    batch_size: int = option(16, "Samples per optimiser step.")
+    batch_size: int = option(
+        16, "Samples per optimiser step, over all processes (the same schedule on any count)."
+    )
+    gradient_accumulation_steps: int = option(
+        1, "Micro-batches each process adds up per step (batch-size / processes / this each)."
+    )
     warmup_steps: int | None = option(None, "Warm-up steps [3% of the steps], then cosine to 0.")
     weight_decay: float = option(0.0, "AdamW weight decay.")
     max_grad_norm: float = 1.0
+    gradient_checkpointing: bool = option(
+        False,
+        "Recompute activations in the backward pass: less memory, about a third more time.",
+        switch="--gradient-checkpointing/--no-gradient-checkpointing",
+    )
+    packing: bool = option(
+        False,
+        "Pack samples into rows of max-length (TRL's best-fit packing, each sample attending "
+        "to itself only); off, each row is one sample, as the scorer sees it.",
+        switch="--packing/--no-packing",
+    )
+    fsdp: bool = option(
+        False,
+        "Launched on many processes: shard weights, gradients and optimiser state (FSDP2) "
+        "instead of a copy per process (DDP); the reference is saved whole.",
+        switch="--fsdp/--ddp",
+    )
+    save_steps: int = option(
+        500, "A checkpoint every N optimiser steps, into output_dir/checkpoints (0: none)."
+    )
+    resume: bool = option(
+        False, "Continue from the last checkpoint in output_dir/checkpoints (same settings)."
+    )
+    keep_checkpoints: bool = option(
+        False, "Keep output_dir/checkpoints once the reference is saved (removed by default)."
+    )
+    logging_steps: int | None = option(
+        None, "Steps per point of the loss curve [1, or steps/500 past 500 steps]."
+    )
     lora: bool = option(
         False, "LoRA (peft) instead of full fine-tuning; saved merged.", switch="--lora/--full"
     )
@@ -306,8 +341,17 @@ class TrainConfig:
     lora_alpha: int = option(32, "LoRA alpha.")
     lora_dropout: float = option(0.0, "LoRA dropout.")
     keep_adapter: bool = option(False, "LoRA: also save the adapter alone in output_dir/adapter.")
-    device: str = option("auto", "auto (cuda when available), cpu, cuda, cuda:1.")
-    dtype: str = option("auto", "auto: bfloat16 autocast on cuda, float32 on cpu.", choices=DTYPES)
+    device: str = option(
+        "auto",
+        "auto (cuda when available), cpu or cuda; launched by torchrun or accelerate, each "
+        "process takes its LOCAL_RANK's GPU.",
+        choices=TRAIN_DEVICES,
+    )
+    dtype: str = option(
+        "auto",
+        "auto: bfloat16 mixed precision on cuda, float32 on cpu; weights stay float32.",
+        choices=DTYPES,
+    )
     seed: int = option(0, "Seed.")
     progress: bool = option(True, "Progress bar.", switch="--progress/--no-progress")
     trust_remote_code: bool = option(False, "Run the model's own code.")
@@ -597,9 +641,13 @@ def validate_train(cfg: TrainConfig) -> None:
     _check_format_and_template(cfg)
     if cfg.max_steps is not None and cfg.max_steps < 1:
         raise ConfigError(f"max_steps must be >= 1, got {cfg.max_steps}")
-    for name in ("epochs", "batch_size", "lora_r"):
+    for name in ("epochs", "batch_size", "lora_r", "gradient_accumulation_steps"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.save_steps < 0:
+        raise ConfigError(f"save_steps must be >= 0 (0: no checkpoints), got {cfg.save_steps}")
+    if cfg.logging_steps is not None and cfg.logging_steps < 1:
+        raise ConfigError(f"logging_steps must be >= 1, got {cfg.logging_steps}")
     if cfg.lr is not None and not cfg.lr > 0:
         raise ConfigError(f"lr must be > 0, got {cfg.lr}")
     if Path(cfg.output_dir).resolve() == Path(cfg.base).resolve():

@@ -1,17 +1,26 @@
-"""``train-ref``: fine-tune the base model on the data into the reference model.
+"""``train-ref``: fine-tune the base model on the data into the reference model, with TRL's
+``SFTTrainer`` (so transformers' ``Trainer`` and accelerate: one process, or many under
+``torchrun`` / ``accelerate launch`` with DDP or FSDP).
 
-The loss is on exactly the tokens the scorer scores: the samples are rendered by the
-scorer's own ``Renderer`` (same chat template, same response spans, same ``max_length``),
-and a record the scorer would not score (bad, empty, too long) is not trained on either;
-the counts by status go into ``train_manifest.json``. Full fine-tuning or LoRA (peft,
-merged into the saved checkpoint so every engine loads it as a plain model).
+The trainer is fed the scorer's own rendering, pre-tokenized: the samples are rendered by
+the scorer's ``Renderer`` (same chat template, same response spans, same ``max_length``),
+and each example's ``completion_mask`` is the scorer's response positions, so the trainer's
+labels are the scored tokens by construction. A record the scorer would not score (bad,
+empty, too long) is not trained on either; the counts by status go into
+``train_manifest.json`` with the schedule, the world size and the loss curve (also drawn
+in ``loss_curve.png``). Full fine-tuning or LoRA (peft, merged into the saved checkpoint so
+every engine loads it as a plain model). Checkpoints every ``save_steps`` steps go to
+``output_dir/checkpoints``; ``--resume`` continues from the last one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
+import os
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -35,218 +44,487 @@ from fastscore.rendering.renderer import make_renderer
 
 log = logging.getLogger(__name__)
 
+MANIFEST = "train_manifest.json"
+CURVE = "loss_curve.png"
+CHECKPOINTS = "checkpoints"  # under output_dir; the trainer's own output_dir
+RUN = "train_run.json"  # in CHECKPOINTS: the settings a --resume must match
+ADAPTER = "adapter"  # under output_dir: the LoRA adapter, before it is merged
+# options that change nothing about what is trained: a resume may change them
+NEUTRAL = ("progress", "resume", "save_steps", "keep_checkpoints", "logging_steps", "keep_adapter")
+# past this many steps the loss curve takes one point per steps/CURVE_POINTS steps
+CURVE_POINTS = 500
+
 
 @dataclass(frozen=True)
-class Schedule:
-    """Optimiser steps: AdamW, linear warm-up then cosine decay to 0."""
+class Examples:
+    """The scorer's rendering of the records that can be trained on: token ids and the
+    positions whose token is a target (the scorer's response positions)."""
 
-    epochs: int
-    lr: float
-    batch_size: int = 32
-    warmup_steps: int = 10
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    max_steps: int | None = None  # instead of epochs: this many steps, epochs repeating
+    token_ids: list[list[int]]
+    targets: list[list[int]]
+    counts: Counter  # records by status (a pair counts once: its chosen side)
+    template: dict[str, Any]  # the renderer's info
 
-    def total_steps(self, n_examples: int) -> int:
-        if self.max_steps is not None:
-            return self.max_steps
-        return math.ceil(n_examples / self.batch_size) * self.epochs
+    def __len__(self) -> int:
+        return len(self.token_ids)
 
-    def lr_at(self, step: int, total: int) -> float:
-        if step < self.warmup_steps:
-            return self.lr * (step + 1) / self.warmup_steps
-        progress = (step - self.warmup_steps) / max(1, total - self.warmup_steps)
-        return self.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    @property
+    def tokens(self) -> int:
+        return sum(len(t) for t in self.targets)
 
+    def completion_masks(self) -> list[list[int]]:
+        masks = []
+        for ids, targets in zip(self.token_ids, self.targets, strict=True):
+            mask = [0] * len(ids)
+            for t in targets:
+                mask[t] = 1
+            masks.append(mask)
+        return masks
 
-def train_examples(
-    model,
-    examples: list[tuple[list[int], list[int]]],
-    schedule: Schedule,
-    *,
-    pad_id: int,
-    what: str = "train",
-    progress: bool = False,
-    device: str = "cpu",
-    autocast_dtype=None,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Train ``model`` in place; ``examples`` are (token ids, positions whose token is a
-    target). Returns steps, the mean loss of the last 10 steps and seconds."""
-    import torch
-    from tqdm import tqdm
+    def dataset(self):
+        """A pre-tokenized dataset as TRL takes it: ``input_ids`` and ``completion_mask``
+        (with ``completion_only_loss`` the trainer's labels are the ids where it is 1)."""
+        import datasets
 
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=schedule.lr, weight_decay=schedule.weight_decay)
-    g = torch.Generator().manual_seed(seed)
-    total = schedule.total_steps(len(examples))
-    bar = tqdm(total=total, desc=what, unit="step", disable=not progress, dynamic_ncols=True)
-    step, t0, recent = 0, time.perf_counter(), []
-    while step < total:  # epochs: each a fresh shuffle, cut short at the last step
-        order = torch.randperm(len(examples), generator=g).tolist()
-        for b in range(0, len(order), schedule.batch_size):
-            if step >= total:
-                break
-            batch = [examples[i] for i in order[b : b + schedule.batch_size]]
-            width = max(len(ids) for ids, _ in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            labels = torch.full((len(batch), width), -100, dtype=torch.long)
-            attn = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, (ids, targets) in enumerate(batch):
-                t = torch.tensor(ids)
-                input_ids[row, : len(ids)] = t
-                attn[row, : len(ids)] = 1
-                labels[row, targets] = t[targets]
-            for group in opt.param_groups:
-                group["lr"] = schedule.lr_at(step, total)
-            with torch.autocast(
-                device_type=device.split(":")[0],
-                dtype=autocast_dtype or torch.float32,
-                enabled=autocast_dtype is not None,
-            ):
-                # transformers shifts labels itself: labels[t] is predicted from tokens < t
-                out = model(
-                    input_ids=input_ids.to(device),
-                    attention_mask=attn.to(device),
-                    labels=labels.to(device),
-                )
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, schedule.max_grad_norm)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            recent = (recent + [out.loss.item()])[-10:]
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{recent[-1]:.3f}")
-    bar.close()
-    model.eval()
-    final = sum(recent) / len(recent) if recent else float("nan")
-    seconds = time.perf_counter() - t0
-    log.info("%s: %d steps, final loss %.3f, %.1fs", what, step, final, seconds)
-    return {"steps": step, "final_loss": round(final, 6), "seconds": round(seconds, 3)}
+        datasets.disable_progress_bars()  # a bar per map over an in-memory list: noise
+        return datasets.Dataset.from_dict(
+            {"input_ids": self.token_ids, "completion_mask": self.completion_masks()}
+        )
+
+    def digest(self) -> str:
+        """A hash of exactly what is trained on, for --resume to tell other data apart."""
+        h = hashlib.sha256()
+        for ids, targets in zip(self.token_ids, self.targets, strict=True):
+            h.update(repr((ids, targets)).encode())
+        return h.hexdigest()[:16]
 
 
-def rendered_examples(cfg: TrainConfig, tokenizer, max_length: int):
-    """(examples, counts by status, rendering info): the scorer's rendering of every record,
-    a repeated id flagged as ``score`` flags it. A preference record trains on its chosen
-    side (SFT on the preferred answers)."""
+def rendered_examples(cfg: TrainConfig, tokenizer, max_length: int) -> Examples:
+    """The scorer's rendering of every record of ``cfg.input``, a repeated id flagged as
+    ``score`` flags it. A preference record trains on its chosen side (SFT on the preferred
+    answers)."""
     kind = detect_file_kind(cfg.input)
     renderer = make_renderer(cfg, tokenizer, max_length)
     fmt = resolve_format(cfg.input, kind, cfg.format)
     samples = flag_duplicate_ids(to_samples(read_records(cfg.input, kind), fmt), IdRegistry())
-    examples, counts = [], Counter()
+    ids, targets, counts = [], [], Counter()
     for r in renderer.render_all(samples):
         if r.side == "rejected":
             continue
         counts[r.status] += 1
         if r.status == OK:
-            examples.append((r.token_ids.tolist(), r.response_positions.tolist()))
-    return examples, counts, renderer.info()
+            ids.append(r.token_ids.tolist())
+            targets.append(r.response_positions.tolist())
+    return Examples(ids, targets, counts, renderer.info())
+
+
+@dataclass(frozen=True)
+class Launch:
+    """This process's place in a launch (torchrun and accelerate set these variables)."""
+
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> Launch:
+        env = os.environ
+        return cls(
+            int(env.get("WORLD_SIZE", 1)), int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0))
+        )
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the options resolve to for this launch, before a model is loaded."""
+
+    device: str  # cpu or cuda
+    world_size: int
+    dtype: str  # float32, bfloat16 or float16 (the last two: mixed precision)
+    lr: float
+    per_device_batch_size: int
+    steps: int  # optimiser steps
+    warmup_steps: int
+    logging_steps: int
+    max_length: int
+
+    def schedule(self, cfg: TrainConfig, launch: Launch) -> dict[str, Any]:
+        return {
+            "optimizer": "adamw_torch",
+            "scheduler": "linear warm-up, then cosine to 0",
+            "epochs": cfg.epochs,
+            "max_steps": cfg.max_steps,
+            "steps": self.steps,
+            "lr": self.lr,
+            "batch_size": cfg.batch_size,
+            "per_device_batch_size": self.per_device_batch_size,
+            "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+            "world_size": launch.world_size,
+            "warmup_steps": self.warmup_steps,
+            "weight_decay": cfg.weight_decay,
+            "max_grad_norm": cfg.max_grad_norm,
+        }
+
+
+def plan(cfg: TrainConfig, n_examples: int, max_length: int, launch: Launch) -> Plan:
+    import torch
+
+    device = cfg.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train-ref --device cuda: torch sees no CUDA device")
+    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+    if dtype == "float16" and device == "cpu":
+        raise ConfigError("train-ref: float16 mixed precision needs CUDA; use bfloat16 on CPU")
+    if device == "cpu" and (cfg.fsdp or os.environ.get("ACCELERATE_USE_FSDP") == "true"):
+        # accelerate runs CPU processes as DDP whatever it is asked: said, not done quietly
+        raise ConfigError(
+            "train-ref: FSDP needs GPUs (accelerate runs processes on CPU as DDP); "
+            "drop --fsdp or FSDP from the accelerate config"
+        )
+    per_step = launch.world_size * cfg.gradient_accumulation_steps
+    if cfg.batch_size % per_step:
+        raise ConfigError(
+            f"train-ref: batch_size {cfg.batch_size} is not a multiple of processes "
+            f"({launch.world_size}) x gradient_accumulation_steps "
+            f"({cfg.gradient_accumulation_steps}); the batch is split evenly between them"
+        )
+    steps = cfg.max_steps or math.ceil(n_examples / cfg.batch_size) * cfg.epochs
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else math.ceil(0.03 * steps)
+    logging_steps = cfg.logging_steps or max(1, steps // CURVE_POINTS)
+    return Plan(
+        device=device,
+        world_size=launch.world_size,
+        dtype=dtype,
+        lr=cfg.lr if cfg.lr is not None else (2e-4 if cfg.lora else 2e-5),
+        per_device_batch_size=cfg.batch_size // per_step,
+        steps=steps,
+        warmup_steps=warmup,
+        logging_steps=logging_steps,
+        max_length=max_length,
+    )
+
+
+def sft_config(cfg: TrainConfig, p: Plan, checkpoints: Path):
+    """The ``SFTConfig`` for ``cfg``: every default TRL would pick for us set explicitly
+    (TRL turns gradient checkpointing and bf16 on by default, truncates to 1024 tokens)."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(checkpoints),
+        per_device_train_batch_size=p.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
+        learning_rate=p.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=p.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        optim="adamw_torch",
+        bf16=p.dtype == "bfloat16",
+        fp16=p.dtype == "float16",
+        use_cpu=p.device == "cpu",
+        ddp_backend="gloo" if p.device == "cpu" and p.world_size > 1 else None,
+        # every parameter has a gradient: the search for unused ones is a graph walk a step
+        ddp_find_unused_parameters=False,
+        # a full state dict: the saved reference is one plain checkpoint, not shards
+        fsdp=cfg.fsdp,
+        fsdp_config={"version": 2, "state_dict_type": "FULL_STATE_DICT"} if cfg.fsdp else None,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        # the samples already fit (the renderer refused longer ones as too_long); packing
+        # needs the row length
+        max_length=p.max_length if cfg.packing else None,
+        packing=cfg.packing,
+        completion_only_loss=True,
+        dataset_num_proc=None,
+        logging_strategy="steps",
+        logging_steps=p.logging_steps,
+        save_strategy="steps" if cfg.save_steps else "no",
+        save_steps=cfg.save_steps or 500,
+        save_total_limit=1,
+        report_to="none",
+        disable_tqdm=True,  # the progress bar is ours (the trainer's prints every log line)
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+    )
+
+
+def build_trainer(cfg: TrainConfig, examples: Examples, p: Plan, tokenizer, checkpoints: Path):
+    """TRL's ``SFTTrainer`` over ``examples``, the base loaded in float32 (lower precision
+    only as mixed precision)."""
+    import torch
+    from transformers import PrinterCallback, Trainer
+    from trl import SFTTrainer
+
+    from fastscore._compat import import_transformers
+
+    class RefTrainer(SFTTrainer):
+        """On CPU the loss is the model's own: TRL's fused LM head has its Triton kernel on
+        GPUs only, and elsewhere scores every position in torch tiles, which made a step on
+        the demo 1.4x as long. The same mean over the same labels, without the entropy
+        and accuracy it logs beside the loss."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if p.device == "cuda":
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    tf = import_transformers()
+    model = tf.AutoModelForCausalLM.from_pretrained(
+        cfg.base, dtype=torch.float32, trust_remote_code=cfg.trust_remote_code
+    )
+    trainer = RefTrainer(
+        model=model,
+        args=sft_config(cfg, p, checkpoints),
+        train_dataset=examples.dataset(),
+        processing_class=tokenizer,
+        peft_config=_lora_config(cfg) if cfg.lora else None,
+        callbacks=[_progress(cfg.progress)],
+    )
+    trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def train_ref(config: TrainConfig | None = None, /, **fields: Any) -> dict[str, Any]:
     """Fine-tune ``base`` on ``input`` into ``output_dir`` (a checkpoint ``score --ref``
-    loads); returns the training manifest, also written as ``output_dir/train_manifest.json``.
-    """
+    loads); returns the training manifest, also written as ``output_dir/train_manifest.json``
+    (by the first process of a launch; every process returns it)."""
     import orjson
     import torch
-
-    from fastscore._compat import import_transformers
 
     cfg = dataclasses.replace(config, **fields) if config else TrainConfig(**fields)
     validate_train(cfg)
     t_start = time.perf_counter()
+    launch = Launch.from_env()
     torch.manual_seed(cfg.seed)
     require_checkpoint(cfg.base, "base model")
     tokenizer = load_tokenizer(cfg.base, cfg.trust_remote_code)
     max_length = cfg.max_length or model_max_length(cfg.base, cfg.trust_remote_code) - 1
-    examples, counts, template = rendered_examples(cfg, tokenizer, max_length)
-    if not examples:
+    examples = rendered_examples(cfg, tokenizer, max_length)
+    if not len(examples):
         raise ConfigError(
-            f"train-ref: no record of {cfg.input} can be trained on (by status: {dict(counts)})"
+            f"train-ref: no record of {cfg.input} can be trained on "
+            f"(by status: {dict(examples.counts)})"
         )
-    device = (
-        cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
-    dtype = cfg.dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    autocast = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
-    tf = import_transformers()
-    # fp32 master weights; lower precision only inside autocast
-    model = tf.AutoModelForCausalLM.from_pretrained(
-        cfg.base, torch_dtype=torch.float32, trust_remote_code=cfg.trust_remote_code
-    ).to(device)
-    if cfg.lora:
-        model = _with_lora(model, cfg)
-    lr = cfg.lr if cfg.lr is not None else (2e-4 if cfg.lora else 2e-5)
-    schedule = Schedule(
-        epochs=cfg.epochs,
-        lr=lr,
-        batch_size=cfg.batch_size,
-        warmup_steps=0,
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        max_steps=cfg.max_steps,
-    )
-    steps = schedule.total_steps(len(examples))
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else math.ceil(0.03 * steps)
-    schedule = dataclasses.replace(schedule, warmup_steps=warmup)
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None:  # padded positions are masked out of attention and loss anyway
-        pad_id = tokenizer.eos_token_id or 0
-    result = train_examples(
-        model,
-        examples,
-        schedule,
-        pad_id=pad_id,
-        what="train-ref",
-        progress=cfg.progress,
-        device=device,
-        autocast_dtype=autocast,
-        seed=cfg.seed,
-    )
+    p = plan(cfg, len(examples), max_length, launch)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.lora:
-        if cfg.keep_adapter:
-            model.save_pretrained(out / "adapter")
-        model = model.merge_and_unload()
-    model.to("cpu").save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    checkpoints = out / CHECKPOINTS
+    run = _run_record(cfg, examples, max_length)
+    resume_from = _resume_point(cfg, checkpoints, run)
+    if launch.main:
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        (checkpoints / RUN).write_bytes(orjson.dumps(run, option=orjson.OPT_INDENT_2))
+    trainer = build_trainer(cfg, examples, p, tokenizer, checkpoints)
+    t_train = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.perf_counter() - t_train
+    _save(trainer, cfg, out, tokenizer, launch)
+    curve = _loss_curve(trainer.state.log_history)
+    recent = [c["loss"] for c in curve[-max(1, 10 // p.logging_steps) :]]
     manifest = {
         "fastscore_manifest": 1,
         "command": "train-ref",
+        "trainer": _trainer_versions(),
         "input": storage.shown(cfg.input),
         "base": fingerprint(cfg.base),
         "output_dir": str(out.resolve()),
-        "template": template,
+        "template": examples.template,
         "max_length": max_length,
         "options": dataclasses.asdict(cfg),
-        "schedule": dataclasses.asdict(schedule),
-        "device": device,
-        "counts": {"records": sum(counts.values()), "by_status": dict(counts)},
+        "schedule": p.schedule(cfg, launch),
+        "device": p.device,
+        "dtype": p.dtype,
+        "world_size": launch.world_size,
+        "distributed": str(trainer.accelerator.distributed_type).split(".")[-1],
+        "fsdp": bool(trainer.is_fsdp_enabled),
+        "counts": {"records": sum(examples.counts.values()), "by_status": dict(examples.counts)},
         "trained_samples": len(examples),
-        "trained_tokens": sum(len(t) for _, t in examples),
-        **result,
+        "trained_tokens": examples.tokens,
+        "data_digest": run["data_digest"],
+        "resumed_from": Path(resume_from).name if resume_from else None,
+        "steps": trainer.state.global_step,
+        "final_loss": round(sum(recent) / len(recent), 6) if recent else None,
+        "loss_curve": curve,
+        "seconds": round(seconds, 3),
         "total_seconds": round(time.perf_counter() - t_start, 3),
     }
-    (out / "train_manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    if launch.main:
+        _draw_curve(curve, out / CURVE, title=f"train-ref on {Path(cfg.input).name}")
+        (out / MANIFEST).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+        if not cfg.keep_checkpoints:
+            shutil.rmtree(checkpoints, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
     return manifest
 
 
-def _with_lora(model, cfg: TrainConfig):
+def _run_record(cfg: TrainConfig, examples: Examples, max_length: int) -> dict[str, Any]:
+    options = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NEUTRAL}
+    return {
+        "options": options,
+        "base": fingerprint(cfg.base)["weights_sample_sha256"],
+        "max_length": max_length,
+        "data_digest": examples.digest(),
+    }
+
+
+def _resume_point(cfg: TrainConfig, checkpoints: Path, run: dict[str, Any]) -> str | None:
+    """The checkpoint to continue from (``--resume``), or None to start afresh; an
+    unfinished run's checkpoints are neither continued with other settings nor dropped
+    without ``--resume``."""
+    import orjson
+
+    last = _last_complete(checkpoints)
+    if last is None:
+        if cfg.resume:
+            log.warning("train-ref --resume: no checkpoint in %s; starting afresh", checkpoints)
+        return None
+    if not cfg.resume:
+        raise ConfigError(
+            f"train-ref: {checkpoints} holds checkpoints of an unfinished run "
+            f"(last: {Path(last).name}); --resume continues it, or remove the folder"
+        )
+    saved_path = checkpoints / RUN
+    saved = orjson.loads(saved_path.read_bytes()) if saved_path.is_file() else {}
+    differ = sorted(
+        [k for k in run if k != "options" and saved.get(k) != run[k]]
+        + [
+            f"options.{k}"
+            for k in run["options"]
+            if saved.get("options", {}).get(k, object()) != run["options"][k]
+        ]
+    )
+    if differ:
+        raise ConfigError(
+            f"train-ref --resume: the checkpoints in {checkpoints} were made with other "
+            f"settings ({', '.join(differ)} differ); give the same ones, or remove the folder"
+        )
+    return last
+
+
+def _last_complete(checkpoints: Path) -> str | None:
+    """The newest checkpoint the trainer finished writing: its state goes last, and a
+    process killed while saving leaves a folder without it."""
+    done = [
+        p
+        for p in checkpoints.glob("checkpoint-*")
+        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
+    ]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+
+
+def _save(trainer, cfg: TrainConfig, out: Path, tokenizer, launch: Launch) -> None:
+    """The reference as a plain checkpoint: full weights, or the LoRA adapter merged in.
+    Every process takes part (FSDP gathers the shards to the first)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if not cfg.lora:
+        trainer.save_model(str(out))
+        if launch.main:
+            (out / "training_args.bin").unlink(missing_ok=True)
+            tokenizer.save_pretrained(out)
+        return
+    adapter = out / ADAPTER
+    trainer.save_model(str(adapter))
+    trainer.accelerator.wait_for_everyone()
+    if launch.main:
+        import torch
+        from peft import PeftModel
+
+        from fastscore._compat import import_transformers
+
+        # merged into a fresh fp32 base, not the trained one: under FSDP only the
+        # gathered adapter is whole
+        base = import_transformers().AutoModelForCausalLM.from_pretrained(
+            cfg.base, dtype=torch.float32, trust_remote_code=cfg.trust_remote_code
+        )
+        PeftModel.from_pretrained(base, adapter).merge_and_unload().save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        if not cfg.keep_adapter:
+            shutil.rmtree(adapter)
+
+
+def _loss_curve(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "step": h["step"],
+            "loss": round(float(h["loss"]), 6),
+            "lr": float(h.get("learning_rate", 0.0)),
+        }
+        for h in history
+        if "loss" in h and "step" in h
+    ]
+
+
+def _draw_curve(curve: list[dict[str, Any]], path: Path, *, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
+    ax.plot([c["step"] for c in curve], [c["loss"] for c in curve], lw=1.2, color="#4472c4")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("training loss (response tokens)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _trainer_versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {p: version(p) for p in ("trl", "transformers", "accelerate", "torch")}
+
+
+def _lora_config(cfg: TrainConfig):
     try:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig
     except ImportError as e:
         raise ConfigError("--lora needs peft: pip install 'fastscore[lora]'") from e
-    lora = LoraConfig(
+    return LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules="all-linear",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+
+
+def _progress(enabled: bool):
+    """A progress bar with the loss, on the first process only."""
+    from tqdm import tqdm
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kw):
+            if enabled and state.is_world_process_zero:
+                self.bar = tqdm(
+                    total=state.max_steps,
+                    initial=state.global_step,
+                    desc="train-ref",
+                    unit="step",
+                    dynamic_ncols=True,
+                )
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if self.bar is not None and logs and "loss" in logs:
+                self.bar.set_postfix(loss=f"{logs['loss']:.3f}")
+
+        def on_train_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.close()
+
+    return Progress()

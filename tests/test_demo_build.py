@@ -1,6 +1,6 @@
 from fastscore.demodata.build import DemoRecipe, ensure_demo
+from fastscore.demodata.pretrain import Schedule
 from fastscore.demodata.world import KINDS, World, build
-from fastscore.train import Schedule
 
 
 def test_world_is_seeded_and_balanced():

@@ -1,9 +1,18 @@
-"""train-ref: the reference is trained on exactly the scorer's response tokens, and what it
-saves is a reference `score` accepts (full fine-tuning and LoRA)."""
+"""train-ref on TRL's SFTTrainer: the trainer's labels are the scorer's response tokens on
+every format, the loss it starts from is the scorer's, what it saves is a reference every
+engine loads (full fine-tuning, LoRA, two processes under torchrun), and a killed run
+continues from its checkpoint as if it had not stopped."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
 
 import orjson
 import pytest
@@ -11,71 +20,154 @@ import pytest
 import fastscore
 from fastscore.config import EngineConfig, TrainConfig
 from fastscore.errors import ConfigError
-from fastscore.train import rendered_examples, train_ref
-from tests.helpers import cli
+from fastscore.records import OK, RawRecord
+from fastscore.rendering.renderer import make_renderer
+from fastscore.train import CHECKPOINTS, Launch, build_trainer, plan, rendered_examples, train_ref
+from tests.helpers import cli, forked
+from tests.helpers.format_records import RECORDS
 
 pytestmark = pytest.mark.engine
 
 
-def _data(tmp_path, demo_assets, n=64):
+def _data(tmp_path, demo_assets, n=64, bad=True):
     lines = demo_assets.data.read_bytes().splitlines()[:n]
-    lines.insert(3, b"{not json")
-    lines.insert(5, orjson.dumps({"messages": [{"role": "user", "content": "no reply"}]}))
+    if bad:
+        lines.insert(3, b"{not json")
+        lines.insert(5, orjson.dumps({"messages": [{"role": "user", "content": "no reply"}]}))
     path = tmp_path / "d.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     return path
 
 
-def _score(data, ref, out, demo_assets):
+def _score(data, ref, out, demo_assets, kind="torch", **served):
     fastscore.score(
         input=str(data),
         output=str(out),
         base=str(demo_assets.base),
         ref=str(ref),
         progress=False,
-        engine=EngineConfig(kind="torch", dtype="float32"),
+        engine=EngineConfig(kind=kind, dtype="float32"),
+        **served,
     )
     return [orjson.loads(x) for x in out.read_bytes().splitlines()]
 
 
-def test_training_loss_is_the_scorers_loss(tmp_path, demo_assets, tokenizer):
-    """Before any step, the training loss of a sample equals the scorer's loss_base for it:
-    the same tokens, the same targets."""
-    import torch
-    from transformers import AutoModelForCausalLM
+def _trainer(cfg, tokenizer, tmp_path, max_length=255):
+    examples = rendered_examples(cfg, tokenizer, max_length)
+    p = plan(cfg, len(examples), max_length, Launch())
+    return build_trainer(cfg, examples, p, tokenizer, tmp_path / "ckpt"), examples
 
+
+def _expected_labels(cfg, tokenizer, recs, fmt, max_length=255):
+    """What the scorer scores, straight from its renderer: token ids -> labels (the id at
+    a response position, -100 elsewhere); a pair's chosen side only."""
+    from fastscore.data.formats import to_samples
+
+    renderer = make_renderer(cfg, tokenizer, max_length)
+    raws = [RawRecord(i, r) for i, r in enumerate(recs)]
+    out = {}
+    for r in renderer.render_all(to_samples(raws, fmt)):
+        assert r.status == OK, r.reason
+        if r.side == "rejected":
+            continue
+        ids = r.token_ids.tolist()
+        positions = set(r.response_positions.tolist())
+        out[tuple(ids)] = [t if i in positions else -100 for i, t in enumerate(ids)]
+    return out
+
+
+@pytest.mark.parametrize("fmt", sorted(RECORDS))
+def test_the_trainers_labels_are_the_renderers_positions(tmp_path, demo_assets, tokenizer, fmt):
+    """Every batch the trainer's own dataloader feeds holds each sample once, with labels
+    at exactly the renderer's response positions and -100 elsewhere, padding included."""
+    recs = RECORDS[fmt]
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs))
+    cfg = TrainConfig(
+        input=str(data), base=str(demo_assets.base), output_dir="unused", format=fmt,
+        batch_size=2, progress=False,
+    )  # fmt: skip
+    expected = _expected_labels(cfg, tokenizer, recs, fmt)
+    trainer, examples = _trainer(cfg, tokenizer, tmp_path)
+    assert len(examples) == len(expected) == len(recs)  # a pair trains once, on its chosen side
+    seen = Counter()
+    for batch in trainer.get_train_dataloader():
+        for ids, labels, attn in zip(
+            batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True
+        ):
+            n = int(attn.sum())
+            key = tuple(ids[:n].tolist())
+            assert labels[:n].tolist() == expected[key]
+            assert (labels[n:] == -100).all() and (attn[n:] == 0).all()
+            seen[key] += 1
+    assert seen == Counter(dict.fromkeys(expected, 1))
+
+
+def test_packed_rows_keep_each_samples_labels(tmp_path, demo_assets, tokenizer):
+    """--packing: each sample inside a packed row (positions restart at 0) keeps its own
+    labels, and every sample is packed once."""
+    recs = RECORDS["messages"]
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs))
+    cfg = TrainConfig(
+        input=str(data), base=str(demo_assets.base), output_dir="unused", format="messages",
+        batch_size=2, packing=True, progress=False,
+    )  # fmt: skip
+    expected = _expected_labels(cfg, tokenizer, recs, "messages")
+    trainer, _ = _trainer(cfg, tokenizer, tmp_path)
+    seen = Counter()
+    for batch in trainer.get_train_dataloader():
+        pos, ids, labels = batch["position_ids"][0], batch["input_ids"][0], batch["labels"][0]
+        starts = (pos == 0).nonzero().flatten().tolist() + [len(pos)]
+        for a, b in zip(starts, starts[1:], strict=False):
+            key = tuple(ids[a:b].tolist())
+            # the first label of a packed sample is masked (no token before it predicts it)
+            assert labels[a + 1 : b].tolist() == expected[key][1:]
+            seen[key] += 1
+    assert seen == Counter(dict.fromkeys(expected, 1))
+
+
+def test_the_trainers_first_loss_is_the_scorers(tmp_path, demo_assets, tokenizer):
+    """Before any step, the trainer's loss on a batch is the scorer's loss_base averaged
+    over the batch's response tokens: the same tokens, the same targets."""
     data = _data(tmp_path, demo_assets, 8)
     rows = _score(data, demo_assets.ref, tmp_path / "s.jsonl", demo_assets)
-    cfg = TrainConfig(input=str(data), base=str(demo_assets.base), output_dir="unused")
-    examples, counts, _ = rendered_examples(cfg, tokenizer, 255)
-    assert counts == {"ok": 8, "bad_record": 1, "no_response": 1}
-    model = AutoModelForCausalLM.from_pretrained(demo_assets.base, torch_dtype=torch.float32)
-    ok_rows = [r for r in rows if r["status"] == "ok"]
-    for (ids, targets), row in zip(examples, ok_rows, strict=True):
-        labels = torch.full((1, len(ids)), -100)
-        labels[0, targets] = torch.tensor(ids)[targets]
-        with torch.no_grad():
-            loss = model(input_ids=torch.tensor([ids]), labels=labels).loss.item()
-        assert abs(loss - row["loss_base"]) < 1e-5
-        assert len(targets) == row["n_response_tokens"]
+    rows = [r for r in rows if r["status"] == OK]
+    cfg = TrainConfig(input=str(data), base=str(demo_assets.base), output_dir="-", batch_size=8)
+    trainer, examples = _trainer(cfg, tokenizer, tmp_path)
+    assert examples.counts == {"ok": 8, "bad_record": 1, "no_response": 1}
+    assert [len(t) for t in examples.targets] == [r["n_response_tokens"] for r in rows]
+    (batch,) = list(trainer.get_train_dataloader())
+    trainer.model.eval()
+    import torch
+
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, batch).item()
+    n = sum(r["n_response_tokens"] for r in rows)
+    expected = sum(r["loss_base"] * r["n_response_tokens"] for r in rows) / n
+    assert abs(loss - expected) < 1e-5, (loss, expected)
 
 
 def test_full_fine_tune_gives_a_reference_that_scores(tmp_path, demo_assets):
     data = _data(tmp_path, demo_assets)
+    out = tmp_path / "ref"
     m = train_ref(
-        input=str(data),
-        base=str(demo_assets.base),
-        output_dir=str(tmp_path / "ref"),
-        epochs=2,
-        lr=1e-3,
-        batch_size=8,
-        progress=False,
-    )
-    assert m["trained_samples"] == 64 and m["steps"] == 16
+        input=str(data), base=str(demo_assets.base), output_dir=str(out), epochs=2, lr=1e-3,
+        batch_size=8, progress=False,
+    )  # fmt: skip
+    assert m["trained_samples"] == 64 and m["steps"] == 16 and m["world_size"] == 1
     assert m["counts"]["by_status"] == {"ok": 64, "bad_record": 1, "no_response": 1}
-    saved = json.loads((tmp_path / "ref" / "train_manifest.json").read_text())
+    saved = json.loads((out / "train_manifest.json").read_text())
     assert saved["schedule"]["warmup_steps"] == 1  # 3% of 16 steps, rounded up
-    rows = _score(data, tmp_path / "ref", tmp_path / "s.jsonl", demo_assets)
+    curve = saved["loss_curve"]
+    assert [c["step"] for c in curve] == list(range(1, 17))
+    # the loss falls on the demo data
+    first, last = curve[0]["loss"], sum(c["loss"] for c in curve[-4:]) / 4
+    assert last < 0.8 * first, curve
+    assert (out / "loss_curve.png").stat().st_size > 5000
+    assert not (out / CHECKPOINTS).exists()  # removed once the reference is saved
+    assert not (out / "training_args.bin").exists()
+    rows = _score(data, out, tmp_path / "s.jsonl", demo_assets)
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) == 64
     # the reference learnt the data: its loss on it is well below the base's
@@ -89,24 +181,10 @@ def test_lora_from_the_cli_saves_a_merged_reference_and_the_adapter(tmp_path, de
     data = _data(tmp_path, demo_assets)
     out = tmp_path / "ref"
     p = cli(
-        "train-ref",
-        str(data),
-        "--base",
-        str(demo_assets.base),
-        "--output-dir",
-        str(out),
-        "--lora",
-        "--lora-r",
-        "8",
-        "--lr",
-        "3e-3",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "8",
-        "--keep-adapter",
-        "--no-progress",
-    )
+        "train-ref", data, "--base", demo_assets.base, "--output-dir", out, "--lora",
+        "--lora-r", 8, "--lr", "3e-3", "--epochs", 2, "--batch-size", 8, "--keep-adapter",
+        "--gradient-checkpointing", "--no-progress",
+    )  # fmt: skip
     assert "trained on 64 of 66 records, 16 steps" in p.stderr
     assert (out / "adapter" / "adapter_config.json").exists()
     assert not (out / "adapter_config.json").exists()  # the reference itself is plain
@@ -117,10 +195,111 @@ def test_lora_from_the_cli_saves_a_merged_reference_and_the_adapter(tmp_path, de
     assert mean_ref < 0.9 * mean_base, (mean_base, mean_ref)
 
 
-def test_nothing_to_train_on_is_an_error(tmp_path, demo_assets):
+def _train_args(data, demo_assets, out, *extra):
+    return ["train-ref", str(data), "--base", str(demo_assets.base), "--output-dir", str(out),
+            "--lr", "1e-3", "--batch-size", "8", "--no-progress", *map(str, extra)]  # fmt: skip
+
+
+def test_two_processes_under_torchrun_train_the_one_process_reference(tmp_path, demo_assets):
+    """DDP on CPU (gloo) through torchrun: the same global batches, so the same loss curve
+    and the same reference as one process; it loads in every engine (torch, vLLM in
+    process, vLLM served) and scores the same in each."""
+    from fastscore.engines.servers import Server
+
+    data = _data(tmp_path, demo_assets, bad=False)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "fastscore",
+         *_train_args(data, demo_assets, tmp_path / "ddp")],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    # one line for the run, from the first process
+    assert p.stderr.count("trained on 64 of 64 records, 8 steps on 2 processes") == 1, p.stderr
+    ddp = json.loads((tmp_path / "ddp" / "train_manifest.json").read_text())
+    assert ddp["world_size"] == 2 and ddp["distributed"] == "MULTI_CPU"
+    assert ddp["schedule"]["per_device_batch_size"] == 4
+    cli(*_train_args(data, demo_assets, tmp_path / "one"))
+    one = json.loads((tmp_path / "one" / "train_manifest.json").read_text())
+    assert one["world_size"] == 1
+    for a, b in zip(ddp["loss_curve"], one["loss_curve"], strict=True):
+        assert a["step"] == b["step"] and abs(a["loss"] - b["loss"]) < 1e-4, (a, b)
+
+    servers = [Server(demo_assets.base, "base").start(), Server(tmp_path / "ddp", "ref").start()]
+    try:
+        torch_rows = _score(data, tmp_path / "ddp", tmp_path / "t.jsonl", demo_assets)
+        one_rows = _score(data, tmp_path / "one", tmp_path / "o.jsonl", demo_assets)
+        vllm_rows = _score(data, tmp_path / "ddp", tmp_path / "v.jsonl", demo_assets, "vllm")
+        base, ref = (s.wait() for s in servers)
+        served_rows = _score(
+            data, tmp_path / "ddp", tmp_path / "h.jsonl", demo_assets, "served",
+            base_url=base.url, ref_url=ref.url, base_model="base", ref_model="ref",
+        )  # fmt: skip
+    finally:
+        for s in servers:
+            s.kill()
+    for rows, tol in ((one_rows, 1e-3), (vllm_rows, 1e-4), (served_rows, 1e-4)):
+        assert len(rows) == len(torch_rows) == 64
+        for a, b in zip(rows, torch_rows, strict=True):
+            assert a["status"] == b["status"] == OK
+            assert abs(a["loss_ref"] - b["loss_ref"]) < tol, (a, b)
+    # the reference learnt: lower loss than the base
+    assert sum(r["loss_ref"] for r in torch_rows) < 0.8 * sum(r["loss_base"] for r in torch_rows)
+
+
+def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, demo_assets):
+    """SIGKILL once a checkpoint is on disk; --resume continues from it, and the loss
+    curve and the reference are the uninterrupted run's."""
+    data = _data(tmp_path, demo_assets, bad=False)
+    out = tmp_path / "ref"
+    args = _train_args(data, demo_assets, out, "--max-steps", 12, "--save-steps", 3)
+    child = forked.Child(args)
+    deadline = time.monotonic() + 600
+    # a checkpoint is complete once the trainer's state is written (it is written last)
+    while not list((out / CHECKPOINTS).glob("checkpoint-*/trainer_state.json")):
+        assert child.poll() is None, child.result().stderr[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    left = sorted(p.name for p in (out / CHECKPOINTS).glob("checkpoint-*"))
+    assert left and "checkpoint-12" not in left, left
+    # without --resume an unfinished run is neither continued nor dropped
+    p = cli(*args, check=False)
+    assert p.returncode != 0 and "--resume continues it" in p.stderr, p.stderr
+    # other settings are refused
+    p = cli(*args, "--resume", "--lr", "2e-3", check=False)
+    assert p.returncode != 0 and "options.lr" in p.stderr, p.stderr
+    cli(*args, "--resume")
+    resumed = json.loads((out / "train_manifest.json").read_text())
+    assert resumed["resumed_from"] == left[-1] and resumed["steps"] == 12
+    cli(*_train_args(data, demo_assets, tmp_path / "whole", "--max-steps", 12))
+    whole = json.loads((tmp_path / "whole" / "train_manifest.json").read_text())
+    assert [c["step"] for c in resumed["loss_curve"]] == list(range(1, 13))
+    for a, b in zip(resumed["loss_curve"], whole["loss_curve"], strict=True):
+        assert abs(a["loss"] - b["loss"]) < 1e-5, (a, b)
+    resumed_rows = _score(data, out, tmp_path / "r.jsonl", demo_assets)
+    whole_rows = _score(data, tmp_path / "whole", tmp_path / "w.jsonl", demo_assets)
+    for a, b in zip(resumed_rows, whole_rows, strict=True):
+        assert abs(a["loss_ref"] - b["loss_ref"]) < 1e-4, (a, b)
+
+
+def test_bad_settings_are_errors(tmp_path, demo_assets):
     data = tmp_path / "bad.jsonl"
     data.write_bytes(b"{not json\n" + orjson.dumps({"prompt": "x", "response": ""}) + b"\n")
+    base = str(demo_assets.base)
     with pytest.raises(ConfigError, match="no record of .* can be trained on"):
-        train_ref(input=str(data), base=str(demo_assets.base), output_dir=str(tmp_path / "r"))
+        train_ref(input=str(data), base=base, output_dir=str(tmp_path / "r"))
     with pytest.raises(ConfigError, match="must not be the base"):
-        train_ref(input=str(data), base=str(demo_assets.base), output_dir=str(demo_assets.base))
+        train_ref(input=str(data), base=base, output_dir=base)
+    good = _data(tmp_path, demo_assets, 8, bad=False)
+    with pytest.raises(ConfigError, match="not a multiple of processes"):
+        train_ref(input=str(good), base=base, output_dir=str(tmp_path / "r"), batch_size=6,
+                  gradient_accumulation_steps=4)  # fmt: skip
+    with pytest.raises(ConfigError, match="FSDP needs GPUs"):
+        train_ref(input=str(good), base=base, output_dir=str(tmp_path / "r"), device="cpu",
+                  fsdp=True)  # fmt: skip
+    with pytest.raises(ConfigError, match="float16 mixed precision needs CUDA"):
+        train_ref(input=str(good), base=base, output_dir=str(tmp_path / "r"), device="cpu",
+                  dtype="float16")  # fmt: skip

@@ -249,3 +249,41 @@ def test_score_on_cuda_end_to_end(tmp_path, demo_assets, tokenizer, cpu_engines)
             for s, w in zip(samples, want, strict=True)
         )
         assert worst < LOSS_TOL, f"{name}: a per-sample mean loss differs by {worst:.4f}"
+
+
+@pytest.mark.parametrize(
+    "extra", [["--dtype", "bfloat16"], ["--fsdp"], ["--lora", "--gradient-checkpointing"]]
+)
+def test_train_ref_on_cuda_gives_a_reference_that_scores(tmp_path, demo_assets, extra):
+    """train-ref on the GPU under torchrun (one process: FSDP2 shards over one rank):
+    bf16 mixed precision, FSDP's full state dict saved as one checkpoint, LoRA merged;
+    the reference has a lower loss than the base on its data."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import orjson
+
+    import fastscore
+
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(b"\n".join(demo_assets.data.read_bytes().splitlines()[:64]) + b"\n")
+    out = tmp_path / "ref"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    p = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc-per-node", "1", "-m", "fastscore", "train-ref",
+         str(data), "--base", str(demo_assets.base), "--output-dir", str(out), "--lr", "1e-3",
+         "--batch-size", "8", "--epochs", "2", "--device", "cuda", "--no-progress", *extra],
+        capture_output=True, text=True, env=dict(os.environ),
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = json.loads((out / "train_manifest.json").read_text())
+    assert m["device"] == "cuda" and m["fsdp"] == ("--fsdp" in extra)
+    fastscore.score(
+        input=str(data), output=str(tmp_path / "s.jsonl"), base=str(demo_assets.base),
+        ref=str(out), progress=False, engine=CUDA,
+    )  # fmt: skip
+    rows = [orjson.loads(x) for x in (tmp_path / "s.jsonl").read_bytes().splitlines()]
+    assert sum(r["loss_ref"] for r in rows) < 0.8 * sum(r["loss_base"] for r in rows)
