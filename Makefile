@@ -16,7 +16,8 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# Headless Chromium draws the report in its test (Debian's package; root or sudo).
+# Headless Chromium draws the report and the explorer in their tests (Debian's package;
+# root or sudo); Playwright, a dev dependency, drives this one, not a browser of its own.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \

@@ -366,9 +366,10 @@ def report(ctx: click.Context, config_file: str | None, **_: object) -> None:
             mapping.pop("group_field")  # without quotas the field only groups the counts
     _apply(ctx, cfg, mapping)
     summary = run_report(cfg)
+    also = f" and {summary['explorer']}" if "explorer" in summary else ""
     click.echo(
         f"report of {summary['records']} records ({summary['selected']} selected) -> "
-        f"{summary['output']}",
+        f"{summary['output']}{also}",
         err=True,
     )
 

@@ -403,6 +403,16 @@ class ReportConfig:
     select: SelectConfig = field(default_factory=lambda: SelectConfig(fraction=0.06))
     group_field: str | None = None  # counts per value of this input field (--group-field)
     samples: int = option(10, "Top and bottom samples shown with their text.")
+    points: int = option(
+        50_000,
+        "Records the scatter plots draw when there are more: a seeded sample (explorer.html "
+        "adds the selection to it).",
+    )
+    explorer: bool = option(
+        True,
+        "Also write explorer.html: the plots to hover, a budget to try, ids to find (offline).",
+        switch="--explorer/--no-explorer",
+    )
 
 
 def _dataclass_of(tp: Any) -> type | None:
@@ -631,6 +641,8 @@ def validate_report(cfg: ReportConfig) -> None:
     validate_select(cfg.select, need_paths=False)
     if cfg.samples < 0:
         raise ConfigError(f"samples must be >= 0, got {cfg.samples}")
+    if cfg.points < 1:
+        raise ConfigError(f"points must be >= 1, got {cfg.points}")
 
 
 def validate_train(cfg: TrainConfig) -> None:

@@ -5,7 +5,9 @@ response length with Spearman's rho (the paper's reason for normalising), loss_b
 against loss_ref with the chosen samples marked, counts per status (and per group), the
 clusters a ``--coverage`` selection spread its budget over (records, selected and mean
 score per cluster), and the top and bottom samples with their text. The page embeds its
-pictures, so it can be mailed or attached; the PNGs are written beside it too.
+pictures, so it can be mailed or attached; the PNGs are written beside it too, and
+``explorer.html`` (``reporting.explorer``: the plots to hover, a budget to try, ids to
+find), linked from the page.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import math
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,16 +26,16 @@ import numpy as np
 from fastscore import storage
 from fastscore.config import ReportConfig, validate_report
 from fastscore.data.readers import detect_file_kind, read_records
-from fastscore.errors import ConfigError
+from fastscore.errors import InputError
 from fastscore.records import OK
+from fastscore.reporting import explorer
+from fastscore.reporting.render import Heading, render
 from fastscore.scoring.arithmetic import spearman
 from fastscore.selection.selector import plan
 from fastscore.selection.table import ScoresTable
 
 # score columns drawn when the scores file has them, in this order
 COLUMNS = ("lobass", "rho", "loss_base", "loss_ref", "ifd", "loss_alone", "margin")
-# a scatter of more points than this shows a seeded sample of them (said on the page)
-MAX_POINTS = 50_000
 
 
 def report(
@@ -45,6 +48,12 @@ def report(
     import matplotlib
 
     matplotlib.use("Agg")
+    seconds: dict[str, float] = {}  # per stage, in the summary
+    t0 = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        seconds[stage] = round(time.perf_counter() - t0 - sum(seconds.values()), 3)
+
     # a store's directory is written here, then put there file by file
     store = storage.store_for(cfg.output_dir)
     out = store.local
@@ -62,7 +71,8 @@ def report(
     picked[chosen] = True
     ok = np.array([s == OK for s in table.status], dtype=bool)
     rng = np.random.default_rng(0)
-    shown = np.sort(rng.choice(n, MAX_POINTS, replace=False)) if n > MAX_POINTS else np.arange(n)
+    shown = np.sort(rng.choice(n, cfg.points, replace=False)) if n > cfg.points else np.arange(n)
+    lap("selection")
 
     figures: list[dict[str, Any]] = []
     for c in columns:
@@ -114,45 +124,78 @@ def report(
     # the diagnostics first: the selection on the two losses, then each score and length
     first = {"losses": 0, "clusters": 1, "length": 2, "hist": 3, "status": 4}
     figures.sort(key=lambda f: first[f["name"].split("_")[0].removesuffix(".png")])
+    lap("figures")
     fmt = table.input_format(cfg.input)
-    groups = _groups(cfg, n, picked, fmt=fmt) if cfg.group_field else None
-    samples = _samples(cfg, table, columns, ok=ok, score=score, fmt=fmt)
-    clusters = _clusters(cfg, coverage, fmt) if coverage else None
+    group_of = _group_of(cfg, n, fmt=fmt) if cfg.group_field else None
+    top, bottom = _extremes(cfg, columns[score], ok=ok)
+    examples = {r["example_index"] for r in coverage["by_cluster"].values()} if coverage else set()
+    examples.discard(None)
+    if cfg.explorer:
+        drawn, sel_drawn = explorer.drawn_records(shown, chosen, seed=cfg.select.seed)
+    else:
+        drawn, sel_drawn = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    texts = _read_texts(cfg, fmt, n, turns=set(top) | set(bottom), prompts=examples, points=drawn)
+    samples = {
+        "top": [_sample_row(i, table, columns, texts) for i in top],
+        "bottom": [_sample_row(i, table, columns, texts) for i in bottom],
+    }
+    clusters = _clusters(coverage, texts.prompts) if coverage else None
+    lap("input")  # the groups and every text shown, the explorer's too
     rule = next(
         f"{k.replace('_', '-')} {getattr(cfg.select, k)}"
         for k in ("top_k", "fraction", "threshold")
         if getattr(cfg.select, k) is not None
     )
-    html = _render(
+    heading = Heading(
+        name=Path(cfg.scores).name,
+        scores=str(cfg.scores),
+        input=str(cfg.input),
+        n=n,
+        rule=rule,
+        score=score,
+        order=cfg.select.order,
+        selected=int(picked.sum()),
+        method=p.method,
+    )
+    page, explorer_page = out / "report.html", out / "explorer.html"
+    if cfg.explorer:
+        context = explorer.explorer_context(
+            cfg,
+            table,
+            p,
+            columns=columns,
+            picked=picked,
+            drawn=drawn,
+            selection_drawn=len(sel_drawn),
+            sample=len(shown),
+            texts=texts.points,
+            groups=group_of,
+        )
+        _write(explorer_page, render("explorer.html.j2", heading, context))
+        lap("explorer")
+    html = render(
+        "report.html.j2",
+        heading,
         PageContext(
-            name=Path(cfg.scores).name,
-            scores=str(cfg.scores),
-            input=str(cfg.input),
-            n=n,
-            rule=rule,
-            score=cfg.select.score,
-            order=cfg.select.order,
-            selected=int(picked.sum()),
-            method=p.method,
             sampled=len(shown) < n,
             shown=len(shown),
             status=sorted(status_counts.items(), key=lambda kv: -kv[1]),
-            groups=groups,
+            groups=_group_counts(group_of, picked) if group_of else None,
             group_field=cfg.group_field,
             rhos=[(c, _fmt(r)) for c, r in rhos.items()],
             figures=figures,
             samples=samples,
             clusters=clusters,
             coverage=coverage or {},
-        )
+            explorer=explorer_page.name if cfg.explorer else None,
+        ),
     )
-    page = out / "report.html"
-    tmp = page.with_name(page.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(page)
+    _write(page, html)
     store.push(out)
+    lap("page")
     return {
         "output": storage.shown(store.url(page)),
+        **({"explorer": storage.shown(store.url(explorer_page))} if cfg.explorer else {}),
         "pngs": [f["png"] for f in figures],
         "records": n,
         "selected": int(picked.sum()),
@@ -160,7 +203,15 @@ def report(
         "by_status": dict(status_counts),
         "length_spearman": {c: None if r is None else round(r, 4) for c, r in rhos.items()},
         **({"coverage": coverage} if coverage else {}),
+        "seconds": seconds,
     }
+
+
+def _write(path: Path, text: str) -> None:
+    """``text`` into ``path`` whole or not at all (a reader never sees half a page)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 def _fmt(r: float | None) -> str:
@@ -254,17 +305,12 @@ def _cluster_bars(coverage: dict[str, Any], most: int = 40):
     return fig
 
 
-def _clusters(cfg: ReportConfig, coverage: dict[str, Any], fmt: str) -> list[dict]:
-    """The clusters' rows for the page, each with its example record's prompt."""
-    from fastscore.selection.coverage import record_texts
-
-    by = coverage["by_cluster"]
-    wanted = {r["example_index"] for r in by.values() if r["example_index"] is not None}
-    texts = dict(record_texts(cfg.input, fmt, wanted)) if wanted else {}
+def _clusters(coverage: dict[str, Any], prompts: dict[int, str]) -> list[dict]:
+    """The clusters' rows for the page, each with its example record's prompt
+    (``prompts``: by record, whitespace made single spaces)."""
     out = []
-    for name, r in by.items():
-        text = texts.get(r["example_index"]) or ""
-        text = " ".join(text.split())
+    for name, r in coverage["by_cluster"].items():
+        text = prompts.get(r["example_index"]) or ""
         out.append(
             {
                 "name": name,
@@ -279,49 +325,82 @@ def _clusters(cfg: ReportConfig, coverage: dict[str, Any], fmt: str) -> list[dic
     return out
 
 
-def _groups(cfg: ReportConfig, n: int, picked, *, fmt: str) -> dict[str, dict[str, int]]:
+def _group_of(cfg: ReportConfig, n: int, *, fmt: str) -> list[str]:
+    """Each record's value of ``cfg.group_field``, as text."""
     from fastscore.selection.inputs import input_facts
 
-    groups = input_facts(cfg.input, n_rows=n, fmt=fmt, group_field=cfg.group_field).groups
+    return input_facts(cfg.input, n_rows=n, fmt=fmt, group_field=cfg.group_field).groups
+
+
+def _group_counts(group_of: list[str], picked) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
-    for i, g in enumerate(groups):
+    for i, g in enumerate(group_of):
         row = out.setdefault(g, {"records": 0, "selected": 0})
         row["records"] += 1
         row["selected"] += int(picked[i])
     return dict(sorted(out.items()))
 
 
-def _samples(
-    cfg: ReportConfig, table: ScoresTable, columns: dict, *, ok, score: str, fmt: str
-) -> dict[str, list[dict]]:
-    """The top and bottom ``cfg.samples`` ok records by the score, with their text."""
-    from fastscore.data.formats import sample_turns, to_sample
-
-    v = columns[score]
+def _extremes(cfg: ReportConfig, v: np.ndarray, *, ok) -> tuple[list[int], list[int]]:
+    """The top and bottom ``cfg.samples`` ok records by the score ``v``, best first and
+    worst first."""
     fin = np.flatnonzero(ok & np.isfinite(v))
     order = fin[np.lexsort((fin, -v[fin] if cfg.select.order == "desc" else v[fin]))]
-    top, bottom = list(order[: cfg.samples]), list(order[::-1][: cfg.samples])
-    wanted = set(top) | set(bottom)
-    kind = detect_file_kind(cfg.input)
-    texts: dict[int, list[tuple[str, str]]] = {}
-    for raw in read_records(cfg.input, kind):
-        if raw.index in wanted:
-            sample = to_sample(raw, fmt)
-            texts[raw.index] = sample_turns(sample)
-    if len(texts) != len(wanted):
-        raise ConfigError(f"{cfg.input} has fewer records than the scores file; wrong --input?")
+    return order[: cfg.samples].tolist(), order[::-1][: cfg.samples].tolist()
 
-    def row(i: int) -> dict[str, Any]:
-        cols = {c: columns[c][i] for c in columns}
-        return {
-            "index": int(i),
-            "id": table.ids[i],
-            "length": int(table.length[i]),
-            "scores": {c: _num(x) for c, x in cols.items()},
-            "messages": texts[int(i)],
-        }
 
-    return {"top": [row(i) for i in top], "bottom": [row(i) for i in bottom]}
+@dataclass
+class _Texts:
+    """What the page shows of the input's records, read in one pass (``_read_texts``)."""
+
+    turns: dict[int, list[tuple[str, str]]]  # the top and bottom samples: (role, text)
+    prompts: dict[int, str]  # the clusters' examples, whitespace made single spaces
+    points: dict[int, tuple[str, str]]  # the explorer's points (explorer.point_texts)
+
+
+def _read_texts(cfg: ReportConfig, fmt: str, n: int, *, turns, prompts, points) -> _Texts:
+    """One pass over the input for every text the report shows: the ``turns`` of the top
+    and bottom samples, the ``prompts`` of the clusters' examples, the ``points`` the
+    explorer draws (sets or arrays of record indices)."""
+    from fastscore.data.formats import sample_turns, to_sample
+    from fastscore.selection.coverage import prompt_text
+
+    points = set(np.asarray(points).tolist())
+    out = _Texts({}, {}, {})
+    records = 0
+    for raw in read_records(cfg.input, detect_file_kind(cfg.input)):
+        i = raw.index
+        records += 1
+        if i >= n:
+            raise InputError(
+                f"{cfg.input} has more records than the scores file ({n}); the scores were "
+                "computed on another input (wrong --input?)"
+            )
+        if i not in turns and i not in prompts and i not in points:
+            continue
+        sample = to_sample(raw, fmt)
+        if i in turns:
+            out.turns[i] = sample_turns(sample)
+        if i in prompts:
+            out.prompts[i] = " ".join((prompt_text(sample) or "").split())
+        if i in points:
+            out.points[i] = explorer.point_texts(sample)
+    if records < n:
+        raise InputError(
+            f"{cfg.input} has {records} records but the scores file has {n}; the scores were "
+            "computed on another input (wrong --input?)"
+        )
+    return out
+
+
+def _sample_row(i: int, table: ScoresTable, columns: dict, texts: _Texts) -> dict[str, Any]:
+    return {
+        "index": int(i),
+        "id": table.ids[i],
+        "length": int(table.length[i]),
+        "scores": {c: _num(columns[c][i]) for c in columns},
+        "messages": texts.turns[i],
+    }
 
 
 def _num(x: float) -> str:
@@ -330,17 +409,9 @@ def _num(x: float) -> str:
 
 @dataclass(frozen=True)
 class PageContext:
-    """What the page template (``templates/report.html.j2``) shows."""
+    """What the page template (``templates/report.html.j2``) shows after the
+    ``render.Heading``."""
 
-    name: str  # the scores file's name
-    scores: str
-    input: str
-    n: int  # records
-    rule: str  # the budget, as typed: "top-k 20", "fraction 0.06", ...
-    score: str
-    order: str
-    selected: int
-    method: str  # what the selection ran, in words (selection.describe)
     sampled: bool  # the scatter plots draw a sample of the records
     shown: int
     status: list[tuple[str, int]]  # records per status, most first
@@ -351,16 +422,4 @@ class PageContext:
     samples: dict[str, list[dict]]
     clusters: list[dict] | None
     coverage: dict[str, Any]
-
-
-def _render(context: PageContext) -> str:
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("fastscore.reporting", "templates"),
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    page = env.get_template("report.html.j2")
-    return page.render({f.name: getattr(context, f.name) for f in dataclasses.fields(context)})
+    explorer: str | None  # the explorer's file name, beside the page

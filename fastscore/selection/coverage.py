@@ -338,10 +338,10 @@ def record_features(cfg, n_rows: int, fmt: str) -> tuple[np.ndarray, str]:
 
 def choose_covered(
     cfg, table, eligible: list[tuple[int, float]], *, target: int
-) -> tuple[list[int], dict[str, Any]]:
+) -> tuple[list[int], dict[str, Any], list[str]]:
     """The records ``cfg.coverage`` picks from ``eligible`` (of the scores ``table``) at a
-    budget of ``target``, and its report (the clusters: records, eligible, quota,
-    selected, mean score)."""
+    budget of ``target``, its report (the clusters: records, eligible, quota, selected,
+    mean score) and each record's cluster, named as the report names it."""
     import time
 
     from fastscore.selection.budget import choose_grouped, rank
@@ -394,7 +394,8 @@ def choose_covered(
         labels, eligible, chosen, quotas=quotas, x=x, names=cluster_names
     )
     report["seconds"] = round(time.perf_counter() - t0, 3)
-    return chosen, report
+    name_of = {c: _cluster_name(c, cluster_names) for c in np.unique(labels).tolist()}
+    return chosen, report, [name_of[c] for c in labels.tolist()]
 
 
 def _varied_in_responses(cfg, table, eligible, *, labels, quotas) -> list[int]:
@@ -440,7 +441,7 @@ def _by_cluster(labels, eligible, chosen, *, quotas, x, names) -> dict[str, dict
     example = _examples(labels, eligible, x)
     out = {}
     for c in sorted(records, key=lambda c: (c < 0, c)):
-        name = "(no features)" if c < 0 else names[c] if names else f"c{c}"
+        name = _cluster_name(c, names)
         s, ss = sums.get(c, []), sel_sums.get(c, [])
         out[name] = {
             "records": records[c],
@@ -452,6 +453,10 @@ def _by_cluster(labels, eligible, chosen, *, quotas, x, names) -> dict[str, dict
             "example_index": example.get(c),
         }
     return out
+
+
+def _cluster_name(c: int, names: list[str] | None) -> str:
+    return "(no features)" if c < 0 else names[c] if names else f"c{c}"
 
 
 def _examples(labels, eligible, x) -> dict[int, int]:

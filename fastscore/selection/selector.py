@@ -63,6 +63,8 @@ class Plan:
     target: int | None  # the budget asked for (None for a threshold)
     extra: dict[str, Any]  # dedup and group reports
     method: str = ""  # what ran, in words (the summary line, the manifest, the report)
+    # coverage: each record's cluster, named as extra["coverage"]["by_cluster"] names it
+    clusters: list[str] | None = None
 
 
 def plan(cfg: SelectConfig, table: ScoresTable | None = None) -> Plan:
@@ -74,6 +76,7 @@ def plan(cfg: SelectConfig, table: ScoresTable | None = None) -> Plan:
     n_rows = len(table)
     target = budget(cfg, n_rows)
     extra: dict[str, Any] = {}
+    clusters = None
     field_name, shares = parse_quota(cfg.quota, cfg.group_field) if cfg.quota else (None, None)
     if cfg.dedup or field_name:
         facts = input_facts(
@@ -104,7 +107,7 @@ def plan(cfg: SelectConfig, table: ScoresTable | None = None) -> Plan:
     elif cfg.coverage != "none":
         from fastscore.selection.coverage import choose_covered
 
-        chosen, extra["coverage"] = choose_covered(cfg, table, eligible, target=target)
+        chosen, extra["coverage"], clusters = choose_covered(cfg, table, eligible, target=target)
     elif cfg.length_bins:
         groups, edges = length_bin_of(table.length, eligible, cfg.length_bins)
         counts = Counter(groups[i] for i, _ in eligible)
@@ -116,7 +119,7 @@ def plan(cfg: SelectConfig, table: ScoresTable | None = None) -> Plan:
         extra["length_bin_edges"] = edges
     else:
         chosen = choose(eligible, n_rows, cfg)
-    return Plan(eligible, chosen, target, extra, describe(cfg, extra))
+    return Plan(eligible, chosen, target, extra, describe(cfg, extra), clusters)
 
 
 def describe(cfg: SelectConfig, extra: dict[str, Any]) -> str:

@@ -4,59 +4,14 @@ browser draws it (headless Chromium, screenshot not blank)."""
 from __future__ import annotations
 
 import html
-import os
 import re
-import shutil
 import subprocess
 
 import numpy as np
 import orjson
-import pytest
 
 from fastscore.selection.table import ScoresTable
 from tests.helpers import cli
-
-
-def _data(tmp_path, demo_assets):
-    """The demo's records, two bad ones and one whose text must be escaped, with a group."""
-    recs = [orjson.loads(x) for x in demo_assets.data.read_bytes().splitlines()][:150]
-    recs.append({"id": "no-reply", "kind": "bad", "messages": [{"role": "user", "content": "hi"}]})
-    recs.append({"id": "robot", "kind": "bad", "messages": [{"role": "robot", "content": "x"}]})
-    recs.append(
-        {
-            "id": "html",
-            "kind": "learnable",
-            "messages": [
-                {"role": "user", "content": "<script>alert(1)</script> & what is the rega?"},
-                {"role": "assistant", "content": "the rega is <b>black</b>."},
-            ],
-        }
-    )
-    data = tmp_path / "data.jsonl"
-    data.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs))
-    return data, recs
-
-
-@pytest.fixture(scope="module")
-def scored(tmp_path_factory, demo_assets):
-    tmp = tmp_path_factory.mktemp("report")
-    data, recs = _data(tmp, demo_assets)
-    scores = tmp / "scores.jsonl"
-    a = demo_assets
-    cli(
-        "score",
-        data,
-        "--base",
-        a.base,
-        "--ref",
-        a.ref,
-        "--output",
-        scores,
-        "--engine",
-        "torch",
-        "--no-progress",
-    )
-    return tmp, data, recs, scores
 
 
 def test_report_page_says_what_the_scores_say(scored):
@@ -116,16 +71,7 @@ def test_report_page_says_what_the_scores_say(scored):
     assert page.count("data:image/png;base64,") == len(pngs)
 
 
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed; `make test` installs it (make browser)")
-        pytest.skip("chromium is not installed (make browser)")
-    return found
-
-
-def test_report_draws_in_a_browser(scored):
+def test_report_draws_in_a_browser(scored, chromium):
     from PIL import Image
 
     tmp, data, _, scores = scored
@@ -134,7 +80,7 @@ def test_report_draws_in_a_browser(scored):
     shot = tmp / "shot.png"
     p = subprocess.run(
         [
-            _chromium(),
+            chromium,
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -164,3 +110,19 @@ def test_report_draws_in_a_browser(scored):
     # were decoded
     coloured = int((px.max(axis=1) - px.min(axis=1) > 60).sum())
     assert coloured > 1000, coloured
+
+
+def test_report_refuses_an_input_that_does_not_fit(scored, tmp_path):
+    tmp, data, _, scores = scored
+    lines = data.read_bytes().splitlines(keepends=True)
+    for name, body, says in (
+        ("short", lines[:100], f"has 100 records but the scores file has {len(lines)}"),
+        ("long", lines + lines[:1], f"has more records than the scores file ({len(lines)})"),
+    ):
+        wrong = tmp_path / f"{name}.jsonl"
+        wrong.write_bytes(b"".join(body))
+        p = cli("report", scores, "--input", wrong, "--output-dir", tmp_path / name, check=False)
+        assert p.returncode != 0 and says in p.stderr, p.stderr[-2000:]
+    p = cli("report", scores, "--input", data, "--output-dir", tmp_path / "p", "--points", 0,
+            check=False)  # fmt: skip
+    assert p.returncode != 0 and "points must be >= 1, got 0" in p.stderr
