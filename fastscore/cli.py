@@ -303,6 +303,10 @@ def run(ctx: click.Context, config_file: str | None, **_: object) -> None:
     )
 
 
+def _fmt_loss(x: float | None) -> str:
+    return "n/a (no step logged)" if x is None else f"{x:.3f}"
+
+
 @main.command(
     "train-ref",
     epilog="\b\nExamples:\n  fastscore train-ref data.jsonl --base ./base --output-dir ./ref\n"
@@ -331,7 +335,7 @@ def train_ref(ctx: click.Context, config_file: str | None, **_: object) -> None:
         processes = f" on {m['world_size']} processes" if m["world_size"] > 1 else ""
         click.echo(
             f"trained on {m['trained_samples']} of {m['counts']['records']} records, "
-            f"{m['steps']} steps{processes}, final loss {m['final_loss']:.3f}, "
+            f"{m['steps']} steps{processes}, final loss {_fmt_loss(m['final_loss'])}, "
             f"{m['seconds']:.0f}s -> {m['output_dir']}",
             err=True,
         )

@@ -15,10 +15,10 @@ every engine loads it as a plain model). Checkpoints every ``save_steps`` steps 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import logging
-import math
 import os
 import shutil
 import time
@@ -50,9 +50,12 @@ CHECKPOINTS = "checkpoints"  # under output_dir; the trainer's own output_dir
 RUN = "train_run.json"  # in CHECKPOINTS: the settings a --resume must match
 ADAPTER = "adapter"  # under output_dir: the LoRA adapter, before it is merged
 # options that change nothing about what is trained: a resume may change them
-NEUTRAL = ("progress", "resume", "save_steps", "keep_checkpoints", "logging_steps", "keep_adapter")
+# (the checkpoint's own save and logging intervals win on resume, so those are not neutral;
+# the paths are not compared: the data's digest and the base's fingerprint are)
+NEUTRAL = ("progress", "resume", "keep_checkpoints", "keep_adapter", "input", "base", "output_dir")
 # past this many steps the loss curve takes one point per steps/CURVE_POINTS steps
 CURVE_POINTS = 500
+WARMUP_SHARE = 0.03  # the default warm-up: this share of the steps, rounded up
 
 
 @dataclass(frozen=True)
@@ -147,30 +150,30 @@ class Plan:
     dtype: str  # float32, bfloat16 or float16 (the last two: mixed precision)
     lr: float
     per_device_batch_size: int
-    steps: int  # optimiser steps
-    warmup_steps: int
-    logging_steps: int
     max_length: int
 
-    def schedule(self, cfg: TrainConfig, launch: Launch) -> dict[str, Any]:
+    def schedule(self, cfg: TrainConfig, trainer) -> dict[str, Any]:
+        """The schedule as the trainer ran it (its steps count packed rows with --packing)."""
+        steps = trainer.state.max_steps
         return {
             "optimizer": "adamw_torch",
             "scheduler": "linear warm-up, then cosine to 0",
             "epochs": cfg.epochs,
             "max_steps": cfg.max_steps,
-            "steps": self.steps,
+            "steps": steps,
             "lr": self.lr,
             "batch_size": cfg.batch_size,
             "per_device_batch_size": self.per_device_batch_size,
             "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
-            "world_size": launch.world_size,
-            "warmup_steps": self.warmup_steps,
+            "world_size": self.world_size,
+            "warmup_steps": trainer.args.get_warmup_steps(steps),
+            "logging_steps": trainer.state.logging_steps,
             "weight_decay": cfg.weight_decay,
             "max_grad_norm": cfg.max_grad_norm,
         }
 
 
-def plan(cfg: TrainConfig, n_examples: int, max_length: int, launch: Launch) -> Plan:
+def plan(cfg: TrainConfig, max_length: int, launch: Launch) -> Plan:
     import torch
 
     device = cfg.device
@@ -181,6 +184,11 @@ def plan(cfg: TrainConfig, n_examples: int, max_length: int, launch: Launch) -> 
     dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
     if dtype == "float16" and device == "cpu":
         raise ConfigError("train-ref: float16 mixed precision needs CUDA; use bfloat16 on CPU")
+    if cfg.fsdp and "WORLD_SIZE" not in os.environ:
+        raise ConfigError(
+            "train-ref --fsdp shards over the processes of a launch: start it with "
+            "torchrun or accelerate launch"
+        )
     if device == "cpu" and (cfg.fsdp or os.environ.get("ACCELERATE_USE_FSDP") == "true"):
         # accelerate runs CPU processes as DDP whatever it is asked: said, not done quietly
         raise ConfigError(
@@ -194,18 +202,12 @@ def plan(cfg: TrainConfig, n_examples: int, max_length: int, launch: Launch) -> 
             f"({launch.world_size}) x gradient_accumulation_steps "
             f"({cfg.gradient_accumulation_steps}); the batch is split evenly between them"
         )
-    steps = cfg.max_steps or math.ceil(n_examples / cfg.batch_size) * cfg.epochs
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else math.ceil(0.03 * steps)
-    logging_steps = cfg.logging_steps or max(1, steps // CURVE_POINTS)
     return Plan(
         device=device,
         world_size=launch.world_size,
         dtype=dtype,
         lr=cfg.lr if cfg.lr is not None else (2e-4 if cfg.lora else 2e-5),
         per_device_batch_size=cfg.batch_size // per_step,
-        steps=steps,
-        warmup_steps=warmup,
-        logging_steps=logging_steps,
         max_length=max_length,
     )
 
@@ -223,7 +225,8 @@ def sft_config(cfg: TrainConfig, p: Plan, checkpoints: Path):
         max_steps=cfg.max_steps or -1,
         learning_rate=p.lr,
         lr_scheduler_type="cosine",
-        warmup_steps=p.warmup_steps,
+        # shares (< 1) of the steps the trainer counts: with --packing, packed rows
+        warmup_steps=cfg.warmup_steps if cfg.warmup_steps is not None else WARMUP_SHARE,
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
         optim="adamw_torch",
@@ -244,7 +247,7 @@ def sft_config(cfg: TrainConfig, p: Plan, checkpoints: Path):
         completion_only_loss=True,
         dataset_num_proc=None,
         logging_strategy="steps",
-        logging_steps=p.logging_steps,
+        logging_steps=cfg.logging_steps or 1 / CURVE_POINTS,
         save_strategy="steps" if cfg.save_steps else "no",
         save_steps=cfg.save_steps or 500,
         save_total_limit=1,
@@ -273,6 +276,7 @@ def build_trainer(cfg: TrainConfig, examples: Examples, p: Plan, tokenizer, chec
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if p.device == "cuda":
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            inputs["use_cache"] = False  # as TRL's: no cache while training
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
     tf = import_transformers()
@@ -283,12 +287,31 @@ def build_trainer(cfg: TrainConfig, examples: Examples, p: Plan, tokenizer, chec
         model=model,
         args=sft_config(cfg, p, checkpoints),
         train_dataset=examples.dataset(),
-        processing_class=tokenizer,
+        # a copy: TRL sets a missing pad token on the tokenizer it is given, and the saved
+        # reference's tokenizer must stay the base's (score compares them)
+        processing_class=copy.deepcopy(tokenizer),
         peft_config=_lora_config(cfg) if cfg.lora else None,
-        callbacks=[_progress(cfg.progress)],
+        callbacks=[_progress(cfg.progress), _last_step(keep_checkpoint=cfg.keep_checkpoints)],
     )
     trainer.remove_callback(PrinterCallback)
+    _check_saving(trainer)
     return trainer
+
+
+def _check_saving(trainer) -> None:
+    """The launch's parallelism saves one plain checkpoint, or an error before training:
+    under FSDP with sharded state dicts (accelerate's default for FSDP2) or DeepSpeed the
+    trainer would save shards or 16-bit weights, or nothing."""
+    kind = str(trainer.accelerator.distributed_type).split(".")[-1]
+    if kind not in ("NO", "MULTI_CPU", "MULTI_GPU", "FSDP"):
+        raise ConfigError(f"train-ref runs on one process, DDP or FSDP; the launch asks for {kind}")
+    if trainer.is_fsdp_enabled:
+        plugin = trainer.accelerator.state.fsdp_plugin
+        if "FULL_STATE_DICT" not in str(plugin.state_dict_type):
+            raise ConfigError(
+                "train-ref under FSDP saves the reference whole: set "
+                "fsdp_state_dict_type: FULL_STATE_DICT in the accelerate config (or use --fsdp)"
+            )
 
 
 def train_ref(config: TrainConfig | None = None, /, **fields: Any) -> dict[str, Any]:
@@ -312,21 +335,21 @@ def train_ref(config: TrainConfig | None = None, /, **fields: Any) -> dict[str, 
             f"train-ref: no record of {cfg.input} can be trained on "
             f"(by status: {dict(examples.counts)})"
         )
-    p = plan(cfg, len(examples), max_length, launch)
+    p = plan(cfg, max_length, launch)
     out = Path(cfg.output_dir)
     checkpoints = out / CHECKPOINTS
     run = _run_record(cfg, examples, max_length)
     resume_from = _resume_point(cfg, checkpoints, run)
     if launch.main:
-        checkpoints.mkdir(parents=True, exist_ok=True)
-        (checkpoints / RUN).write_bytes(orjson.dumps(run, option=orjson.OPT_INDENT_2))
+        _write_run(checkpoints, run)
     trainer = build_trainer(cfg, examples, p, tokenizer, checkpoints)
     t_train = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - t_train
     _save(trainer, cfg, out, tokenizer, launch)
     curve = _loss_curve(trainer.state.log_history)
-    recent = [c["loss"] for c in curve[-max(1, 10 // p.logging_steps) :]]
+    # the last ~10 steps (each point of the curve is the mean of logging_steps steps)
+    recent = [c["loss"] for c in curve[-max(1, 10 // trainer.state.logging_steps) :]]
     manifest = {
         "fastscore_manifest": 1,
         "command": "train-ref",
@@ -337,7 +360,7 @@ def train_ref(config: TrainConfig | None = None, /, **fields: Any) -> dict[str, 
         "template": examples.template,
         "max_length": max_length,
         "options": dataclasses.asdict(cfg),
-        "schedule": p.schedule(cfg, launch),
+        "schedule": p.schedule(cfg, trainer),
         "device": p.device,
         "dtype": p.dtype,
         "world_size": launch.world_size,
@@ -345,6 +368,7 @@ def train_ref(config: TrainConfig | None = None, /, **fields: Any) -> dict[str, 
         "fsdp": bool(trainer.is_fsdp_enabled),
         "counts": {"records": sum(examples.counts.values()), "by_status": dict(examples.counts)},
         "trained_samples": len(examples),
+        "trained_rows": len(trainer.train_dataset),  # fewer with --packing
         "trained_tokens": examples.tokens,
         "data_digest": run["data_digest"],
         "resumed_from": Path(resume_from).name if resume_from else None,
@@ -357,7 +381,9 @@ def train_ref(config: TrainConfig | None = None, /, **fields: Any) -> dict[str, 
     if launch.main:
         _draw_curve(curve, out / CURVE, title=f"train-ref on {Path(cfg.input).name}")
         (out / MANIFEST).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-        if not cfg.keep_checkpoints:
+        if cfg.keep_checkpoints:
+            _write_run(checkpoints, {**run, "finished": True})
+        else:
             shutil.rmtree(checkpoints, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return manifest
@@ -379,7 +405,14 @@ def _resume_point(cfg: TrainConfig, checkpoints: Path, run: dict[str, Any]) -> s
     without ``--resume``."""
     import orjson
 
+    saved_path = checkpoints / RUN
+    saved = orjson.loads(saved_path.read_bytes()) if saved_path.is_file() else {}
     last = _last_complete(checkpoints)
+    if last is not None and saved.get("finished"):
+        log.info(
+            "train-ref: the run in %s finished; its kept checkpoints are not resumed", checkpoints
+        )
+        last = None
     if last is None:
         if cfg.resume:
             log.warning("train-ref --resume: no checkpoint in %s; starting afresh", checkpoints)
@@ -389,8 +422,6 @@ def _resume_point(cfg: TrainConfig, checkpoints: Path, run: dict[str, Any]) -> s
             f"train-ref: {checkpoints} holds checkpoints of an unfinished run "
             f"(last: {Path(last).name}); --resume continues it, or remove the folder"
         )
-    saved_path = checkpoints / RUN
-    saved = orjson.loads(saved_path.read_bytes()) if saved_path.is_file() else {}
     differ = sorted(
         [k for k in run if k != "options" and saved.get(k) != run[k]]
         + [
@@ -405,6 +436,16 @@ def _resume_point(cfg: TrainConfig, checkpoints: Path, run: dict[str, Any]) -> s
             f"settings ({', '.join(differ)} differ); give the same ones, or remove the folder"
         )
     return last
+
+
+def _write_run(checkpoints: Path, run: dict[str, Any]) -> None:
+    """The settings a resume must match; replaced whole, as other processes may read it."""
+    import orjson
+
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    tmp = checkpoints / f".{RUN}.tmp"
+    tmp.write_bytes(orjson.dumps(run, option=orjson.OPT_INDENT_2))
+    os.replace(tmp, checkpoints / RUN)
 
 
 def _last_complete(checkpoints: Path) -> str | None:
@@ -426,7 +467,8 @@ def _save(trainer, cfg: TrainConfig, out: Path, tokenizer, launch: Launch) -> No
         trainer.save_model(str(out))
         if launch.main:
             (out / "training_args.bin").unlink(missing_ok=True)
-            tokenizer.save_pretrained(out)
+            tokenizer.save_pretrained(out)  # the base's, over the trainer's copy
+            require_checkpoint(out, "trained reference")
         return
     adapter = out / ADAPTER
     trainer.save_model(str(adapter))
@@ -444,6 +486,7 @@ def _save(trainer, cfg: TrainConfig, out: Path, tokenizer, launch: Launch) -> No
         )
         PeftModel.from_pretrained(base, adapter).merge_and_unload().save_pretrained(out)
         tokenizer.save_pretrained(out)
+        require_checkpoint(out, "trained reference")
         if not cfg.keep_adapter:
             shutil.rmtree(adapter)
 
@@ -495,6 +538,23 @@ def _lora_config(cfg: TrainConfig):
         target_modules="all-linear",
         task_type="CAUSAL_LM",
     )
+
+
+def _last_step(*, keep_checkpoint: bool):
+    """The last step is logged (the trainer logs every logging_steps only), and its
+    checkpoint is not written only to be removed with the folder (weights and optimiser
+    state: three times the model) unless the checkpoints are kept."""
+    from transformers import TrainerCallback
+
+    class LastStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step >= state.max_steps:
+                control.should_log = True
+                if not keep_checkpoint:
+                    control.should_save = False
+            return control
+
+    return LastStep()
 
 
 def _progress(enabled: bool):

@@ -54,7 +54,7 @@ def _score(data, ref, out, demo_assets, kind="torch", **served):
 
 def _trainer(cfg, tokenizer, tmp_path, max_length=255):
     examples = rendered_examples(cfg, tokenizer, max_length)
-    p = plan(cfg, len(examples), max_length, Launch())
+    p = plan(cfg, max_length, Launch())
     return build_trainer(cfg, examples, p, tokenizer, tmp_path / "ckpt"), examples
 
 
@@ -125,6 +125,32 @@ def test_packed_rows_keep_each_samples_labels(tmp_path, demo_assets, tokenizer):
             assert labels[a + 1 : b].tolist() == expected[key][1:]
             seen[key] += 1
     assert seen == Counter(dict.fromkeys(expected, 1))
+    # and trains: the schedule counts the packed rows
+    m = train_ref(cfg, output_dir=str(tmp_path / "ref"), epochs=1)
+    assert m["trained_samples"] == len(recs) and m["trained_rows"] < len(recs)
+    assert m["steps"] == m["schedule"]["steps"] == -(-m["trained_rows"] // 2)
+    assert [c["step"] for c in m["loss_curve"]] == list(range(1, m["steps"] + 1))
+
+
+def test_a_base_without_a_pad_token_keeps_its_tokenizer(tmp_path, demo_assets, tokenizer):
+    """TRL pads with eos when the tokenizer has no pad token: the reference keeps the
+    base's tokenizer all the same, so score takes the pair."""
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(demo_assets.base, base)
+    tok = type(tokenizer).from_pretrained(base)
+    tok.pad_token = None
+    tok.save_pretrained(base)
+    data = _data(tmp_path, demo_assets, 16, bad=False)
+    train_ref(input=str(data), base=str(base), output_dir=str(tmp_path / "ref"), max_steps=2,
+              batch_size=8, progress=False)  # fmt: skip
+    assert type(tokenizer).from_pretrained(tmp_path / "ref").pad_token is None
+    fastscore.score(input=str(data), output=str(tmp_path / "s.jsonl"), base=str(base),
+                    ref=str(tmp_path / "ref"), progress=False,
+                    engine=EngineConfig(kind="torch", dtype="float32"))  # fmt: skip
+    rows = [orjson.loads(x) for x in (tmp_path / "s.jsonl").read_bytes().splitlines()]
+    assert [r["status"] for r in rows] == ["ok"] * 16
 
 
 def test_the_trainers_first_loss_is_the_scorers(tmp_path, demo_assets, tokenizer):
@@ -285,7 +311,7 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, demo_assets):
         assert abs(a["loss_ref"] - b["loss_ref"]) < 1e-4, (a, b)
 
 
-def test_bad_settings_are_errors(tmp_path, demo_assets):
+def test_bad_settings_are_errors(tmp_path, demo_assets, monkeypatch):
     data = tmp_path / "bad.jsonl"
     data.write_bytes(b"{not json\n" + orjson.dumps({"prompt": "x", "response": ""}) + b"\n")
     base = str(demo_assets.base)
@@ -297,6 +323,9 @@ def test_bad_settings_are_errors(tmp_path, demo_assets):
     with pytest.raises(ConfigError, match="not a multiple of processes"):
         train_ref(input=str(good), base=base, output_dir=str(tmp_path / "r"), batch_size=6,
                   gradient_accumulation_steps=4)  # fmt: skip
+    with pytest.raises(ConfigError, match="start it with torchrun or accelerate launch"):
+        train_ref(input=str(good), base=base, output_dir=str(tmp_path / "r"), fsdp=True)
+    monkeypatch.setenv("WORLD_SIZE", "1")  # as a launcher sets it
     with pytest.raises(ConfigError, match="FSDP needs GPUs"):
         train_ref(input=str(good), base=base, output_dir=str(tmp_path / "r"), device="cpu",
                   fsdp=True)  # fmt: skip

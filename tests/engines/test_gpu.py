@@ -287,3 +287,33 @@ def test_train_ref_on_cuda_gives_a_reference_that_scores(tmp_path, demo_assets, 
     )  # fmt: skip
     rows = [orjson.loads(x) for x in (tmp_path / "s.jsonl").read_bytes().splitlines()]
     assert sum(r["loss_ref"] for r in rows) < 0.8 * sum(r["loss_base"] for r in rows)
+
+
+def test_train_ref_loss_on_cuda_is_the_scorers(tmp_path, demo_assets, tokenizer):
+    """TRL's own loss (its fused LM head, on the GPU) before any step equals the scorer's
+    loss_base averaged over the batch's response tokens (fp32 both)."""
+    import orjson
+
+    import fastscore
+    from fastscore.config import TrainConfig
+    from fastscore.train import Launch, build_trainer, plan, rendered_examples
+
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(b"\n".join(demo_assets.data.read_bytes().splitlines()[:8]) + b"\n")
+    fastscore.score(
+        input=str(data), output=str(tmp_path / "s.jsonl"), base=str(demo_assets.base),
+        ref=str(demo_assets.ref), progress=False,
+        engine=EngineConfig(kind="torch", device="cpu", dtype="float32"),
+    )  # fmt: skip
+    rows = [orjson.loads(x) for x in (tmp_path / "s.jsonl").read_bytes().splitlines()]
+    cfg = TrainConfig(input=str(data), base=str(demo_assets.base), output_dir="-",
+                      batch_size=8, device="cuda", dtype="float32")  # fmt: skip
+    examples = rendered_examples(cfg, tokenizer, 255)
+    trainer = build_trainer(cfg, examples, plan(cfg, 255, Launch()), tokenizer, tmp_path / "c")
+    (batch,) = list(trainer.get_train_dataloader())
+    trainer.model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, trainer._prepare_inputs(batch)).item()
+    n = sum(r["n_response_tokens"] for r in rows)
+    expected = sum(r["loss_base"] * r["n_response_tokens"] for r in rows) / n
+    assert abs(loss - expected) < 1e-4, (loss, expected)

@@ -497,7 +497,8 @@
     const step = (e >= 7.5 ? 10 : e >= 3.5 ? 5 : e >= 1.5 ? 2 : 1) * mag;
     const digits = Math.min(8, Math.max(0, -Math.floor(Math.log10(step) + 1e-9)));
     const out = [];
-    for (let i = Math.ceil(a / step); i * step <= b; i++) {
+    // bounded: zoomed far in, a/step passes 2^53 and i++ stops moving i
+    for (let i = Math.ceil(a / step), n = 0; i * step <= b && n <= 4 * count; i++, n++) {
       out.push({ value: i * step, label: (i * step).toFixed(digits) });
     }
     return out;
