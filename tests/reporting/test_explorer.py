@@ -34,7 +34,11 @@ def pages(scored):
     ("sampled"), both with --top-k 20 (coverage: the default) and --group-field kind."""
     tmp, data, _, scores = scored
     out = {}
-    for name, extra in (("all", ()), ("sampled", ("--points", SAMPLE))):
+    for name, extra in (
+        ("all", ()),
+        ("sampled", ("--points", SAMPLE)),
+        ("balanced", ("--points", SAMPLE, "--spread", "balanced")),
+    ):
         d = tmp / f"explorer-{name}"
         cli("report", scores, "--input", data, "--output-dir", d, "--top-k", TOP_K,
             "--group-field", "kind", *extra)  # fmt: skip
@@ -74,13 +78,13 @@ def planned(scored):
     return plan(cfg, ScoresTable.read(scores))
 
 
-def _quota_rule(p, k: int) -> set[int]:
+def _quota_rule(p, k: int, spread: str = "proportional") -> set[int]:
     """What the cluster rule keeps at a top-k of ``k``: the library's quotas and picks over
     the clusters of the report's selection ``p``."""
     sizes: dict[str, int] = {}
     for i, _ in p.eligible:
         sizes[p.clusters[i]] = sizes.get(p.clusters[i], 0) + 1
-    quotas = spread_quotas(k, sizes, "proportional")
+    quotas = spread_quotas(k, sizes, spread)
     return set(choose_grouped(p.eligible, p.clusters, quotas, order="desc"))
 
 
@@ -211,6 +215,7 @@ def test_explorer_in_a_browser_offline(pages, scored, planned, chromium, tmp_pat
         expect(page.locator("#kept-count")).to_have_text("30")
         want = _quota_rule(planned, 30) & set(drawn)
         assert set(page.evaluate("window.fastscoreExplorer.highlighted()")) == want
+        _cluster_rule_at(page, planned, drawn, "proportional", len(rank))
         page.fill("#amount", "2.5")
         expect(page.locator("#budget-error")).to_have_text(
             "a top-k must be a whole number >= 0, got '2.5'"
@@ -220,11 +225,33 @@ def test_explorer_in_a_browser_offline(pages, scored, planned, chromium, tmp_pat
         page.fill("#find", str(hidden))
         page.click("#find-go")
         expect(page.locator("#find-result")).to_contain_text(f"no drawn record has id '{hidden}'")
+
+        # the JS quotas against the library's, both spreads, budgets from 0 to all
+        page.goto(pages["balanced"].as_uri())
+        page.wait_for_selector("body[data-ready]", state="attached")
+        page.select_option("#rule", "clusters")
+        page.select_option("#unit", "top_k")
+        drawn = _embedded(pages["balanced"])[1]["index"].tolist()
+        _cluster_rule_at(page, planned, drawn, "balanced", len(rank))
         browser.close()
 
-    assert requests == [pages["all"].as_uri(), pages["sampled"].as_uri()]  # nothing else
+    assert requests == [pages["all"].as_uri(), pages["sampled"].as_uri(),
+                        pages["balanced"].as_uri()]  # fmt: skip
     assert errors == [] and dialogs == []
     _not_blank(tmp_path / "explorer.png")
+
+
+def _cluster_rule_at(page, planned, drawn, spread, eligible) -> None:
+    """The cluster rule's picks among the drawn points equal the library's quotas and
+    picks at budgets that round differently (0, 1, odd, a third, all and more)."""
+    from playwright.sync_api import expect
+
+    for k in (0, 1, 7, 13, 30, 51, eligible - 1, eligible, eligible + 5):
+        page.fill("#amount", str(k))
+        expect(page.locator("#kept-count")).to_have_text(str(min(k, eligible)))
+        want = _quota_rule(planned, k, spread) & set(drawn)
+        got = set(page.evaluate("window.fastscoreExplorer.highlighted()"))
+        assert got == want, (spread, k, sorted(got ^ want))
 
 
 def _hover_loneliest(page, rows) -> int:
