@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fastscore import storage
 from fastscore.config import TrainConfig, validate_train
 from fastscore.data.formats import resolve_format, to_samples
@@ -98,7 +100,8 @@ class Examples:
         """A hash of exactly what is trained on, for --resume to tell other data apart."""
         h = hashlib.sha256()
         for ids, targets in zip(self.token_ids, self.targets, strict=True):
-            h.update(repr((ids, targets)).encode())
+            # the lengths first: two rows' bytes cannot run together into other rows
+            h.update(np.array([len(ids), len(targets), *ids, *targets], dtype=np.int64).data)
         return h.hexdigest()[:16]
 
 
@@ -302,7 +305,7 @@ def _check_saving(trainer) -> None:
     """The launch's parallelism saves one plain checkpoint, or an error before training:
     under FSDP with sharded state dicts (accelerate's default for FSDP2) or DeepSpeed the
     trainer would save shards or 16-bit weights, or nothing."""
-    kind = str(trainer.accelerator.distributed_type).split(".")[-1]
+    kind = _distributed_kind(trainer)
     if kind not in ("NO", "MULTI_CPU", "MULTI_GPU", "FSDP"):
         raise ConfigError(f"train-ref runs on one process, DDP or FSDP; the launch asks for {kind}")
     if trainer.is_fsdp_enabled:
@@ -312,6 +315,11 @@ def _check_saving(trainer) -> None:
                 "train-ref under FSDP saves the reference whole: set "
                 "fsdp_state_dict_type: FULL_STATE_DICT in the accelerate config (or use --fsdp)"
             )
+
+
+def _distributed_kind(trainer) -> str:
+    """accelerate's name for the launch's parallelism: NO, MULTI_CPU, MULTI_GPU, FSDP..."""
+    return str(trainer.accelerator.distributed_type).split(".")[-1]
 
 
 def train_ref(config: TrainConfig | None = None, /, **fields: Any) -> dict[str, Any]:
@@ -338,7 +346,8 @@ def train_ref(config: TrainConfig | None = None, /, **fields: Any) -> dict[str, 
     p = plan(cfg, max_length, launch)
     out = Path(cfg.output_dir)
     checkpoints = out / CHECKPOINTS
-    run = _run_record(cfg, examples, max_length)
+    base_fingerprint = fingerprint(cfg.base)
+    run = _run_record(cfg, examples, max_length, base_fingerprint)
     resume_from = _resume_point(cfg, checkpoints, run)
     if launch.main:
         _write_run(checkpoints, run)
@@ -355,7 +364,7 @@ def train_ref(config: TrainConfig | None = None, /, **fields: Any) -> dict[str, 
         "command": "train-ref",
         "trainer": _trainer_versions(),
         "input": storage.shown(cfg.input),
-        "base": fingerprint(cfg.base),
+        "base": base_fingerprint,
         "output_dir": str(out.resolve()),
         "template": examples.template,
         "max_length": max_length,
@@ -364,7 +373,7 @@ def train_ref(config: TrainConfig | None = None, /, **fields: Any) -> dict[str, 
         "device": p.device,
         "dtype": p.dtype,
         "world_size": launch.world_size,
-        "distributed": str(trainer.accelerator.distributed_type).split(".")[-1],
+        "distributed": _distributed_kind(trainer),
         "fsdp": bool(trainer.is_fsdp_enabled),
         "counts": {"records": sum(examples.counts.values()), "by_status": dict(examples.counts)},
         "trained_samples": len(examples),
@@ -389,11 +398,13 @@ def train_ref(config: TrainConfig | None = None, /, **fields: Any) -> dict[str, 
     return manifest
 
 
-def _run_record(cfg: TrainConfig, examples: Examples, max_length: int) -> dict[str, Any]:
+def _run_record(
+    cfg: TrainConfig, examples: Examples, max_length: int, base: dict[str, Any]
+) -> dict[str, Any]:
     options = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NEUTRAL}
     return {
         "options": options,
-        "base": fingerprint(cfg.base)["weights_sample_sha256"],
+        "base": base["weights_sample_sha256"],
         "max_length": max_length,
         "data_digest": examples.digest(),
     }
