@@ -52,10 +52,17 @@ class RawRecord:
 
     @property
     def id(self) -> Any:
-        """The record's ``id`` field when present (and not null), else its position."""
-        if isinstance(self.data, dict) and self.data.get("id") is not None:
-            return self.data["id"]
-        return self.index
+        """The record's ``id`` field when present and not null, else None: a record
+        without one is known by its ``index`` alone, a namespace of its own, so no
+        explicit id can collide with a position (``data.ids``)."""
+        if isinstance(self.data, dict):
+            return self.data.get("id")
+        return None
+
+
+def record_label(index: int, rid: Any) -> str:
+    """A record as messages name it: ``id 'a-7'`` or ``record 5`` (no id)."""
+    return f"record {index}" if rid is None else f"id {rid!r}"
 
 
 @dataclass(slots=True)
@@ -70,7 +77,7 @@ class Sample:
     """
 
     index: int
-    id: Any
+    id: Any  # the record's id field; None when it has none (known by its index)
     messages: list[Message] = field(default_factory=list)
     status: str = OK
     reason: str | None = None
@@ -107,6 +114,10 @@ class RenderedSample:
     @property
     def n_tokens(self) -> int:
         return int(self.token_ids.shape[0])
+
+    @property
+    def label(self) -> str:
+        return record_label(self.index, self.id)
 
     @property
     def n_response_tokens(self) -> int:

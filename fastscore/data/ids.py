@@ -2,8 +2,11 @@
 records share is ambiguous. The first record with an id is scored; a later one gets the
 status ``duplicate_id`` and names the first.
 
-Only records that parse (any status but ``bad_record``) take part: an unreadable record's
-id is not trusted. Ids are compared as JSON, so ``"3"`` and ``3`` differ. Memory is about
+Only records that parse (any status but ``bad_record``) and have an id take part: an
+unreadable record's id is not trusted, and a record without an ``id`` field (or with a
+null one) is known by its position, which no other record shares (its scores line has
+``id: null``); so an explicit ``{"id": 2}`` never collides with the record at position 2.
+Ids are compared as JSON, so ``"3"`` and ``3`` differ. Memory is about
 16 bytes per record (a 64-bit hash and the first index in sorted numpy arrays), so
 memory stays small on large inputs; two distinct ids collide with probability about
 n^2 / 2^65 (3e-8 for a million records).
@@ -79,10 +82,11 @@ def duplicate_reason(rid: Any, first: int) -> str:
 
 
 def _with_first(samples: Iterable[Sample], seen) -> Iterator[tuple[Sample, int | None]]:
-    """Each sample with the index of an earlier record holding its id (None if none, or
-    if the sample is a bad record, whose id is not trusted)."""
+    """Each sample with the index of an earlier record holding its id (None if none, if
+    the sample is a bad record, whose id is not trusted, or if it has no id)."""
     for s in samples:
-        yield s, (seen.first(s.id, s.index) if s.status != BAD_RECORD else None)
+        checked = s.status != BAD_RECORD and s.id is not None
+        yield s, (seen.first(s.id, s.index) if checked else None)
 
 
 def flag_duplicate_ids(samples: Iterable[Sample], seen) -> Iterator[Sample]:

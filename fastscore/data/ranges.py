@@ -8,9 +8,8 @@ whole-file pass gives: each part's first record index and line number, and every
 duplicate id with the record that had it first. So no one process reads the whole input
 before scoring starts.
 
-A record without an ``id`` field is known by its position, which a part does not know;
-such a record can only share its id with a record whose explicit id is that integer, so
-a part also lists its integer ids and the driver checks those positions alone.
+A record without an ``id`` field is known by its position, a namespace of its own
+(``data.ids``): it never shares an id, so a part lists only the explicit ones.
 """
 
 from __future__ import annotations
@@ -39,8 +38,6 @@ class PartSurvey:
     records: int
     hashes: np.ndarray = field(repr=False)  # uint64, records with an explicit id
     hashed_at: np.ndarray = field(repr=False)  # int64, their record numbers in the part
-    positional: np.ndarray = field(repr=False)  # int64, records known by their position
-    int_ids: np.ndarray = field(repr=False)  # int64, the explicit ids that are integers
 
 
 @dataclass(frozen=True)
@@ -103,31 +100,20 @@ class _Ids:
     def __init__(self) -> None:
         self.hashes: list[int] = []
         self.at: list[int] = []
-        self.positional: list[int] = []
-        self.int_ids: list[int] = []
 
     def add(self, raw: RawRecord, fmt: str) -> None:
-        if to_sample(raw, fmt).status == BAD_RECORD:  # an unreadable record's id
+        if raw.id is None or to_sample(raw, fmt).status == BAD_RECORD:  # (untrusted id)
             return
-        if not (isinstance(raw.data, dict) and raw.data.get("id") is not None):
-            self.positional.append(raw.index)
-            return
-        rid = raw.data["id"]
-        self.hashes.append(id_hash(rid))
+        self.hashes.append(id_hash(raw.id))
         self.at.append(raw.index)
-        if isinstance(rid, int) and not isinstance(rid, bool) and 0 <= rid < 2**63:
-            self.int_ids.append(rid)
 
     def survey(self, *, start: int, lines: int, records: int) -> PartSurvey:
-        hashes, at, positional, int_ids = self.hashes, self.at, self.positional, self.int_ids
         return PartSurvey(
             start=start,
             lines=lines,
             records=records,
-            hashes=np.array(hashes, dtype=np.uint64),
-            hashed_at=np.array(at, dtype=np.int64),
-            positional=np.array(positional, dtype=np.int64),
-            int_ids=np.array(int_ids, dtype=np.int64),
+            hashes=np.array(self.hashes, dtype=np.uint64),
+            hashed_at=np.array(self.at, dtype=np.int64),
         )
 
 
@@ -135,26 +121,17 @@ def plan(parts: list[PartSurvey]) -> InputPlan:
     """The surveys of consecutive parts, added up (what a whole-file pass would find)."""
     ranges, starts = [], {}
     index, lineno = 0, 1
-    keys, where, positional, int_ids = [], [], [], []
+    keys, where = [], []
     for p in parts:
         if p.records:
             ranges.append((index, index + p.records))
             starts[index] = (p.start, lineno)
         keys.append(p.hashes)
         where.append(p.hashed_at + index)
-        positional.append(p.positional + index)
-        int_ids.append(p.int_ids)
         index += p.records
         lineno += p.lines
     keys_a = np.concatenate(keys) if keys else np.empty(0, np.uint64)
     where_a = np.concatenate(where) if where else np.empty(0, np.int64)
-    # a record known by its position shares its id only with an explicit integer id
-    by_position = np.concatenate(positional) if positional else np.empty(0, np.int64)
-    ints = np.concatenate(int_ids) if int_ids else np.empty(0, np.int64)
-    clash = np.intersect1d(ints, by_position)
-    if clash.size:
-        keys_a = np.concatenate([keys_a, np.array([id_hash(int(v)) for v in clash], np.uint64)])
-        where_a = np.concatenate([where_a, clash])
     order = np.lexsort((where_a, keys_a))  # by id, then by index: the first comes first
     k, w = keys_a[order], where_a[order]
     new = np.r_[True, k[1:] != k[:-1]] if len(k) else np.empty(0, bool)

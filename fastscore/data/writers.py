@@ -62,7 +62,7 @@ def read_score_rows(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
     json_ids = (pf.schema_arrow.metadata or {}).get(ID_ENCODING_KEY) == b"json"
     for batch in pf.iter_batches(batch_size=4096):
         for row in batch.to_pylist():
-            if json_ids:
+            if json_ids and row["id"] is not None:
                 row["id"] = orjson.loads(row["id"])
             yield row
 
@@ -76,7 +76,9 @@ def write_scores_parquet(src: str | os.PathLike, dst: str | os.PathLike) -> None
 
     kinds, columns = set(), {}
     for row in read_jsonl_rows(src):
-        kinds.add("int" if type(row["id"]) is int else "str" if type(row["id"]) is str else "x")
+        rid = row["id"]
+        if rid is not None:  # (a record without an id: null in either type)
+            kinds.add("int" if type(rid) is int else "str" if type(rid) is str else "x")
         for k in row:
             columns.setdefault(k, None)
     id_type = {frozenset({"int"}): pa.int64(), frozenset({"str"}): pa.string()}.get(
@@ -98,7 +100,7 @@ def write_scores_parquet(src: str | os.PathLike, dst: str | os.PathLike) -> None
     with pq.ParquetWriter(dst, schema) as w:
         batch: list[dict] = []
         for row in read_jsonl_rows(src):
-            if meta:
+            if meta and row["id"] is not None:
                 row["id"] = orjson.dumps(row["id"]).decode()
             batch.append(row)
             if len(batch) == 8192:

@@ -108,20 +108,20 @@ def parse_prompt_logprobs(sample: RenderedSample, choice: dict) -> np.ndarray:
     got = choice.get("prompt_token_ids")
     if got is None or len(got) != sample.n_tokens or not np.array_equal(got, sample.token_ids):
         raise ValueError(
-            f"the server scored other tokens than were sent for sample {sample.id!r} (sent "
+            f"the server scored other tokens than were sent for {sample.label} (sent "
             f"{sample.n_tokens}, got {None if got is None else len(got)}); it must not "
             "re-tokenize the prompt or add a BOS"
         )
     plp = choice.get("prompt_logprobs")
     if not isinstance(plp, list) or len(plp) != sample.n_tokens:
-        raise ValueError(f"no prompt_logprobs for every prompt token of sample {sample.id!r}")
+        raise ValueError(f"no prompt_logprobs for every prompt token of {sample.label}")
     out = np.empty(sample.n_response_tokens, dtype=np.float64)
     for j, p in enumerate(sample.response_positions.tolist()):
         entry = plp[p]
         key = str(int(sample.token_ids[p]))
         if not isinstance(entry, dict) or key not in entry:
             raise ValueError(
-                f"prompt_logprobs of sample {sample.id!r} has no entry for token {key} at "
+                f"prompt_logprobs of {sample.label} has no entry for token {key} at "
                 f"position {p}"
             )
         out[j] = float(entry[key]["logprob"])

@@ -115,8 +115,8 @@ class VllmEngine:
         got = out.prompt_token_ids
         if got is None or len(got) != sample.n_tokens or not np.array_equal(got, sample.token_ids):
             raise EngineError(
-                f"{self.name} engine scored other tokens than were sent for sample "
-                f"{sample.id!r} (sent {sample.n_tokens}, got {len(got or [])}); the engine "
+                f"{self.name} engine scored other tokens than were sent for "
+                f"{sample.label} (sent {sample.n_tokens}, got {len(got or [])}); the engine "
                 "must not re-tokenize or add tokens"
             )
 
@@ -125,7 +125,7 @@ class VllmEngine:
         flat = out.prompt_logprobs
         if flat is None or len(flat) != sample.n_tokens:
             raise EngineError(
-                f"{self.name} engine returned no prompt logprobs for sample {sample.id!r}"
+                f"{self.name} engine returned no prompt logprobs for {sample.label}"
             )
         pos = sample.response_positions
         at = np.asarray(flat.start_indices, dtype=np.int64)[pos]
@@ -133,7 +133,7 @@ class VllmEngine:
         if not np.array_equal(token_ids, sample.token_ids[pos]):
             raise EngineError(
                 f"{self.name} engine's prompt logprobs are not for the sample's own tokens "
-                f"(sample {sample.id!r})"
+                f"({sample.label})"
             )
         return np.asarray(flat.logprobs, dtype=np.float64)[at]
 
@@ -182,7 +182,7 @@ def pick_token_id_logprobs(sample: RenderedSample, scores) -> np.ndarray:
     shape = None if scores is None else np.shape(scores)
     if shape != (sample.n_tokens - 1 - start, 1):
         raise ValueError(
-            f"sample {sample.id!r}: expected token-id logprobs of shape "
+            f"{sample.label}: expected token-id logprobs of shape "
             f"({sample.n_tokens - 1 - start}, 1), got {shape}"
         )
     return np.asarray(scores, dtype=np.float64)[sample.response_positions - 1 - start, 0]

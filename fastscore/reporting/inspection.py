@@ -143,6 +143,8 @@ def _find(cfg: InspectConfig, kind: str) -> RawRecord:
     for raw in read_records(cfg.input, kind):
         if cfg.id is not None:
             rid = raw.id
+            if rid is None:  # known by its index (--index) alone
+                continue
             if rid == cfg.id or (isinstance(cfg.id, str) and str(rid) == cfg.id):
                 return raw
         elif raw.index == (cfg.index or 0):
@@ -184,7 +186,9 @@ def format_inspect(result: dict[str, Any], color: bool) -> str:
     side of a preference record in turn."""
     t = result["template"]
     head = (
-        f"record {result['index']} (id {result['id']!r}), template {t['name']} (rule "
+        f"record {result['index']} ("
+        + ("no id" if result["id"] is None else f"id {result['id']!r}")
+        + f"), template {t['name']} (rule "
         f"{t['rule']}{', TRL variant ' + t['trl_variant'] if t.get('trl_variant') else ''}): "
         f"status {result['status']}"
     )

@@ -197,7 +197,7 @@ def kept_lines(partial: Path, first: int = 0) -> tuple[int, Counter, IdRegistry]
                 "start again without --resume"
             )
         counts["records"] += 1
-        if row["status"] not in (BAD_RECORD, DUPLICATE_ID):
+        if row["status"] not in (BAD_RECORD, DUPLICATE_ID) and row.get("id") is not None:
             ids.first(row["id"], first + n)
         counts[f"status:{row['status']}"] += 1
         if row["status"] == "ok":  # (a preference record's two sides)

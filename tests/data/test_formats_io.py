@@ -43,7 +43,7 @@ def test_each_format_and_auto_detection():
     assert [(x.role, x.content) for x in s.messages] == [("user", "q"), ("assistant", "a")]
     p = _one(PR)
     assert [(x.role, x.content) for x in p.messages] == [("user", "p"), ("assistant", "r")]
-    assert p.id == 0  # no id field: the position
+    assert p.id is None and p.index == 0  # no id field: known by its position
 
 
 @pytest.mark.parametrize(

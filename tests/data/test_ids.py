@@ -48,9 +48,12 @@ def test_whole_file_pass_agrees_with_the_stream(tmp_path):
         b'{"id": "x", "prompt": "p", "response": "r"}',
         b"{not json",
         b'{"id": "x", "prompt": "p", "response": "r"}',
-        b'{"prompt": "p", "response": "r"}',  # no id: its position, 3
+        b'{"prompt": "p", "response": "r"}',  # no id: known by its position, 3
+        b'{"id": 3, "prompt": "p", "response": "r"}',  # not the position's: a namespace apart
         b'{"id": 3, "prompt": "p", "response": "r"}',
+        b'{"id": null, "prompt": "p", "response": "r"}',  # a null id is no id
+        b'{"id": null, "prompt": "p", "response": "r"}',
     ]
     path = tmp_path / "d.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    assert duplicate_records(path, "jsonl", "prompt-response") == {2: 0, 4: 3}
+    assert duplicate_records(path, "jsonl", "prompt-response") == {2: 0, 5: 4}

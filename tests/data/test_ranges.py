@@ -68,13 +68,14 @@ def test_byte_ranges_cover_the_file_once():
     assert byte_ranges(0, 4) == [(0, 0)]
 
 
-def test_a_position_id_and_an_explicit_integer_id_are_one_id(tmp_path):
+def test_positions_are_a_namespace_apart_from_explicit_ids(tmp_path):
     path = tmp_path / "d.jsonl"
-    # record 1 has no id (so it is known as 1); record 3 says id 1; record 4 says "1"
-    _write(path, [_rec("x"), _rec(None), _rec("y"), _rec(1), _rec("1")], bom=False,
+    # record 1 has no id (known by its position 1); record 3 says id 1, record 5 too;
+    # record 4 says "1", another id
+    _write(path, [_rec("x"), _rec(None), _rec("y"), _rec(1), _rec("1"), _rec(1)], bom=False,
            last_newline=True)  # fmt: skip
-    for n in (1, 2, 5):
-        assert _surveyed(path, n).duplicates == {3: 1}
+    for n in (1, 2, 6):
+        assert _surveyed(path, n).duplicates == {5: 3}
 
 
 def test_parquet_row_groups_add_up(tmp_path):

@@ -517,7 +517,9 @@
   // ---- the record shown ----
 
   const fmt = (x) => (Number.isFinite(x) ? x.toFixed(4) : "null");
-  const idText = (id) => (id !== null && typeof id === "object" ? JSON.stringify(id) : String(id));
+  // a record without an id (null) is known by its index, shown beside it
+  const idText = (id) =>
+    id === null ? "none" : typeof id === "object" ? JSON.stringify(id) : String(id);
 
   function select(j) {
     state.current = j;
