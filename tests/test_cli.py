@@ -64,7 +64,7 @@ def test_run_multi_turn_matches_transformers(tmp_path, demo_assets, tokenizer):
         "--no-progress",
     )
     rows = [orjson.loads(x) for x in (out / "scores.jsonl").read_bytes().splitlines()]
-    assert [r["id"] for r in rows] == ["mt-1", "mt-2", "no-reply", "long", "bad-role", 5]
+    assert [r["id"] for r in rows] == ["mt-1", "mt-2", "no-reply", "long", "bad-role", None]
     assert [r["status"] for r in rows] == [
         "ok",
         "ok",

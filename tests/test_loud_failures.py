@@ -4,7 +4,6 @@ real CLI processes on the demo models. Each test failed on the code before the i
 from __future__ import annotations
 
 import orjson
-import pytest
 
 from tests.helpers import cli, score_args
 

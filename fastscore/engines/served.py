@@ -100,8 +100,16 @@ class Endpoint:
     reconnects: int = 0  # requests sent again at once: the connection was closed under them
 
 
+# JSON has no -inf: vLLM's OpenAI-compatible server writes a logprob of -inf as this
+# (``clamp_prompt_logprobs``), which is then no number but a token the model rules out
+NEG_INF_STANDIN = -9999.0
+
+
 def parse_prompt_logprobs(sample: RenderedSample, choice: dict) -> np.ndarray:
-    """The response tokens' logprobs from one ``/v1/completions`` choice.
+    """The response tokens' logprobs from one ``/v1/completions`` choice; vLLM's stand-in
+    for -inf (``NEG_INF_STANDIN``, or anything below it) is -inf again, so the sample is
+    ``nonfinite_loss`` as the in-process engines make it, never a huge loss that ranks
+    first.
 
     Raises ValueError when the answer is not about this sample's tokens.
     """
@@ -121,10 +129,10 @@ def parse_prompt_logprobs(sample: RenderedSample, choice: dict) -> np.ndarray:
         key = str(int(sample.token_ids[p]))
         if not isinstance(entry, dict) or key not in entry:
             raise ValueError(
-                f"prompt_logprobs of {sample.label} has no entry for token {key} at "
-                f"position {p}"
+                f"prompt_logprobs of {sample.label} has no entry for token {key} at position {p}"
             )
         out[j] = float(entry[key]["logprob"])
+    out[out <= NEG_INF_STANDIN] = -np.inf
     return out
 
 

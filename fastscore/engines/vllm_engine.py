@@ -124,9 +124,7 @@ class VllmEngine:
         self._check_prompt(sample, out)
         flat = out.prompt_logprobs
         if flat is None or len(flat) != sample.n_tokens:
-            raise EngineError(
-                f"{self.name} engine returned no prompt logprobs for {sample.label}"
-            )
+            raise EngineError(f"{self.name} engine returned no prompt logprobs for {sample.label}")
         pos = sample.response_positions
         at = np.asarray(flat.start_indices, dtype=np.int64)[pos]
         token_ids = np.asarray(flat.token_ids, dtype=np.int64)[at]

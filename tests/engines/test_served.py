@@ -216,6 +216,27 @@ def test_parse_prompt_logprobs_by_hand():
     np.testing.assert_array_equal(parse_prompt_logprobs(_sample(), choice), [-0.5, -2.0])
 
 
+def test_parse_prompt_logprobs_takes_vllms_stand_in_for_minus_inf_as_minus_inf():
+    """vLLM's server writes a -inf logprob as -9999.0 (JSON has no -inf): that is no loss
+    of 4999 but a token the model rules out, as the in-process engines report it."""
+    from vllm.entrypoints.generate.base.serving import clamp_prompt_logprobs
+    from vllm.logprobs import Logprob
+
+    plp = [None, {6: Logprob(-1.0)}, {7: Logprob(float("-inf"))}, {8: Logprob(-2.0)}]
+    plp = clamp_prompt_logprobs(plp)  # what the server does before writing its answer
+    choice = {
+        "prompt_token_ids": [5, 6, 7, 8],
+        "prompt_logprobs": [
+            None if e is None else {str(t): {"logprob": lp.logprob} for t, lp in e.items()}
+            for e in plp
+        ],
+    }
+    assert choice["prompt_logprobs"][2] == {"7": {"logprob": -9999.0}}
+    got = parse_prompt_logprobs(_sample(), choice)
+    assert got[0] == -np.inf and got[1] == -2.0
+    assert not np.isfinite(mean_nll(got))
+
+
 @pytest.mark.parametrize(
     "choice,match",
     [
@@ -325,6 +346,30 @@ def test_faults_that_do_not_pass_stop_the_run_without_a_score(
             _score_through(proxy, ref, data, out, request_timeout=1, retry_seconds=4)
     assert not out.exists()  # no scores file, so nothing can be selected from it
     assert (tmp_path / "s.jsonl.partial").read_bytes() == b""  # and no line was written
+
+
+def test_a_minus_inf_logprob_from_the_server_is_nonfinite_not_a_top_score(
+    tmp_path, demo_assets, servers, api_key
+):
+    """Issue 31, case 2: a record whose logprobs the server sent as -9999.0 (vLLM's -inf)
+    got status ok, loss_base 4999 and ranked first; it is nonfinite_loss, never selected."""
+    from tests.helpers.fault_proxy import FaultProxy
+
+    base, ref = servers
+    data = _data(tmp_path, demo_assets, 3)
+    out = tmp_path / "s.jsonl"
+    with FaultProxy(base.url) as proxy:
+        proxy.faults = ["neg_inf"]  # one request's answer: one record's base logprobs
+        _score_through(proxy, ref, data, out)
+    assert proxy.seen.count("neg_inf") == 1
+    rows = _rows(out)
+    bad = [r for r in rows if r["status"] != "ok"]
+    assert len(bad) == 1 and bad[0]["status"] == "nonfinite_loss"
+    assert bad[0]["lobass"] is None and "base loss is inf" in bad[0]["reason"]
+    sub = tmp_path / "top.jsonl"
+    fastscore.select(scores=str(out), input=str(data), output=str(sub), top_k=4,
+                     coverage="none")  # fmt: skip
+    assert len(sub.read_bytes().splitlines()) == 3  # all but the broken one
 
 
 def test_connections_the_server_closed_while_idle_are_not_errors(

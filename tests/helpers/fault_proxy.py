@@ -5,7 +5,8 @@ one queued in ``faults`` (or ``storm`` when set), then requests pass through unt
 Faults: ``503`` (an overloaded server), ``slow`` (answers after ``slow_seconds``),
 ``truncated`` (half the JSON body, with a matching length), ``cut`` (the connection drops
 half-way through a body announced at full length), ``wrong_prompt`` (the answer is for
-another prompt: one prompt token id changed).
+another prompt: one prompt token id changed), ``neg_inf`` (every prompt logprob -inf, as
+vLLM writes it in JSON: -9999.0).
 """
 
 from __future__ import annotations
@@ -80,6 +81,12 @@ class FaultProxy:
         if fault == "wrong_prompt":
             answer = orjson.loads(body)
             answer["choices"][0]["prompt_token_ids"][1] += 1
+            body = orjson.dumps(answer)
+        if fault == "neg_inf":
+            answer = orjson.loads(body)
+            for entry in answer["choices"][0]["prompt_logprobs"]:
+                for lp in (entry or {}).values():
+                    lp["logprob"] = -9999.0
             body = orjson.dumps(answer)
         if fault == "cut":
             resp = web.StreamResponse(
