@@ -248,13 +248,19 @@ def select(ctx: click.Context, config_file: str | None, **_: object) -> None:
     cfg = load_yaml(SelectConfig, config_file) if config_file else SelectConfig()
     _apply(ctx, cfg, {"scores": "scores", **SELECT_MAP})
     summary = run_select(cfg)
-    click.echo(
-        f"selected {summary['selected']} of {summary['records']} records "
-        f"({summary['eligible']} eligible), {summary['method']} -> {summary['output']}",
-        err=True,
-    )
+    click.echo(_selection_line(summary), err=True)
     if "coverage" in summary:
         click.echo(_cluster_lines(summary["coverage"]), err=True)
+
+
+def _selection_line(sel: dict) -> str:
+    short = sel.get("short_by", 0)
+    return (
+        f"selected {sel['selected']} of {sel['records']} records ({sel['eligible']} "
+        f"eligible), {sel['method']}"
+        + (f", {short} short of the budget" if short > 0 else "")
+        + f" -> {sel['output']}"
+    )
 
 
 def _cluster_lines(c: dict, most: int = 20) -> str:
@@ -295,12 +301,7 @@ def run(ctx: click.Context, config_file: str | None, **_: object) -> None:
         return _dry_run(cfg.score)
     m = run_all(cfg)
     click.echo(_summary(m), err=True)
-    sel = m["selection"]
-    click.echo(
-        f"selected {sel['selected']} of {sel['records']} records ({sel['eligible']} "
-        f"eligible), {sel['method']} -> {sel['output']}",
-        err=True,
-    )
+    click.echo(_selection_line(m["selection"]), err=True)
 
 
 def _fmt_loss(x: float | None) -> str:

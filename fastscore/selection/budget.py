@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 
-from fastscore.config import SelectConfig
+from fastscore.config import SPREADS, SelectConfig
+from fastscore.errors import ConfigError
 
 
 def rank(values: list[tuple[int, float]], order: str) -> list[tuple[int, float]]:
@@ -46,6 +47,33 @@ def allocate(k: int, shares: dict[str, float]) -> dict[str, int]:
     for g in sorted(want, key=lambda g: -(want[g] - got[g]))[: max(0, left)]:
         got[g] += 1
     return got
+
+
+def spread_quotas(k: int, sizes: dict, how: str = "proportional") -> dict:
+    """Split a budget of ``k`` across clusters of ``sizes`` eligible records.
+
+    proportional: largest remainder on size / total, so the subset keeps the data's mix;
+    balanced: equal shares, a cluster too small for its share keeping all it has and the
+    rest shared evenly among the others (water-filling). No quota exceeds its cluster."""
+    total = sum(sizes.values())
+    k = min(k, total)
+    if k <= 0 or total == 0:
+        return {c: 0 for c in sizes}
+    if how == "proportional":
+        got = allocate(k, {c: n / total for c, n in sizes.items()})
+        return {c: min(q, sizes[c]) for c, q in got.items()}
+    if how != "balanced":
+        raise ConfigError(f"spread must be one of {SPREADS}, got {how!r}")
+    quotas = {c: 0 for c in sizes}
+    open_ = [c for c in sizes if sizes[c] > 0]
+    left = k
+    while left > 0 and open_:
+        share = allocate(left, {c: 1 / len(open_) for c in open_})
+        for c in open_:
+            quotas[c] += min(share[c], sizes[c] - quotas[c])
+        left = k - sum(quotas.values())
+        open_ = [c for c in open_ if quotas[c] < sizes[c]]
+    return quotas
 
 
 def choose_grouped(

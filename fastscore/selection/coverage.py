@@ -40,9 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from fastscore.config import SPREADS
 from fastscore.errors import ConfigError, InputError
 from fastscore.scoring.features import FEATURE_DIM, features_path, read_features
+from fastscore.selection.budget import choose_grouped, rank, spread_quotas
 
 LEXICAL_SAMPLE = 50_000  # records the tf-idf weights and the SVD are fitted on
 
@@ -249,35 +249,6 @@ def kmeans(x: np.ndarray, n_clusters: int, seed: int = 0) -> np.ndarray:
     return labels
 
 
-def spread_quotas(k: int, sizes: dict, how: str = "proportional") -> dict:
-    """Split a budget of ``k`` across clusters of ``sizes`` eligible records.
-
-    proportional: largest remainder on size / total, so the subset keeps the data's mix;
-    balanced: equal shares, a cluster too small for its share keeping all it has and the
-    rest shared evenly among the others (water-filling). No quota exceeds its cluster."""
-    from fastscore.selection.budget import allocate
-
-    total = sum(sizes.values())
-    k = min(k, total)
-    if k <= 0 or total == 0:
-        return {c: 0 for c in sizes}
-    if how == "proportional":
-        got = allocate(k, {c: n / total for c, n in sizes.items()})
-        return {c: min(q, sizes[c]) for c, q in got.items()}
-    if how != "balanced":
-        raise ConfigError(f"spread must be one of {SPREADS}, got {how!r}")
-    quotas = {c: 0 for c in sizes}
-    open_ = [c for c in sizes if sizes[c] > 0]
-    left = k
-    while left > 0 and open_:
-        share = allocate(left, {c: 1 / len(open_) for c in open_})
-        for c in open_:
-            quotas[c] += min(share[c], sizes[c] - quotas[c])
-        left = k - sum(quotas.values())
-        open_ = [c for c in open_ if quotas[c] < sizes[c]]
-    return quotas
-
-
 def choose_diverse(
     ranked: list[int], x: np.ndarray, k: int, *, min_distance: float
 ) -> tuple[list[int], int]:
@@ -344,7 +315,6 @@ def choose_covered(
     mean score) and each record's cluster, named as the report names it."""
     import time
 
-    from fastscore.selection.budget import choose_grouped, rank
     from fastscore.selection.inputs import input_facts
 
     t0 = time.perf_counter()
@@ -402,8 +372,6 @@ def _varied_in_responses(cfg, table, eligible, *, labels, quotas) -> list[int]:
     """Each cluster's quota spread, in proportion, over sub-clusters of its eligible
     records' responses (lexical features), the best of each: the picks of a family vary in
     what they answer instead of repeating the answer the reference learnt best."""
-    from fastscore.selection.budget import choose_grouped
-
     resp = normalise(
         lexical_features(
             cfg.input, len(table), seed=cfg.seed, fmt=table.input_format(cfg.input), part="response"

@@ -19,7 +19,14 @@ from typing import Any
 from fastscore import storage
 from fastscore.config import SelectConfig, parse_quota, resolve_coverage, validate_select
 from fastscore.data.writers import write_subset
-from fastscore.selection.budget import allocate, budget, choose, choose_grouped, length_bin_of
+from fastscore.selection.budget import (
+    allocate,
+    budget,
+    choose,
+    choose_grouped,
+    length_bin_of,
+    spread_quotas,
+)
 from fastscore.selection.inputs import input_facts
 from fastscore.selection.table import ScoresTable
 
@@ -95,11 +102,13 @@ def plan(cfg: SelectConfig, table: ScoresTable | None = None) -> Plan:
         }
     if field_name:
         groups = facts.groups
-        if shares is None:  # proportional to the input's records
-            counts = Counter(groups)
-            shares = {g: c / n_rows for g, c in counts.items()}
-        quotas = allocate(target, shares)
-        target = sum(quotas.values())  # shares may add up to less than the whole budget
+        if shares is None:
+            # proportional to each group's eligible records: a group with none (all too
+            # long, say) gets nothing, and no quota exceeds what its group can fill
+            quotas = spread_quotas(target, Counter(groups[i] for i, _ in eligible))
+        else:  # the mix asked for, kept: a group that cannot fill its share is short
+            quotas = allocate(target, shares)
+            target = sum(quotas.values())  # shares may add up to less than the whole budget
         chosen = choose_grouped(eligible, groups, quotas, order=cfg.order)
         extra["groups"] = group_report(
             groups, eligible, chosen, quotas=quotas, field_name=field_name

@@ -17,8 +17,7 @@ from fastscore.config import SelectConfig
 from fastscore.data.formats import to_sample
 from fastscore.records import RawRecord
 from fastscore.reporting.explorer import PROMPT_CHARS, point_texts
-from fastscore.selection.budget import choose_grouped
-from fastscore.selection.coverage import spread_quotas
+from fastscore.selection.budget import choose_grouped, spread_quotas
 from fastscore.selection.selector import plan
 from fastscore.selection.table import ScoresTable
 from tests.helpers import cli

@@ -26,13 +26,13 @@ from fastscore.scoring.features import (
     read_features,
     remove_features,
 )
+from fastscore.selection.budget import spread_quotas
 from fastscore.selection.coverage import (
     auto_clusters,
     choose_diverse,
     kmeans,
     lexical_features,
     normalise,
-    spread_quotas,
 )
 from fastscore.selection.selector import select
 

@@ -78,7 +78,7 @@
     return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r; // half to even
   }
 
-  // selection.coverage.spread_quotas over [[cluster, eligible], ...] in the selection's order
+  // selection.budget.spread_quotas over [[cluster, eligible], ...] in the selection's order
   function spreadQuotas(k, sizes, how) {
     const size = new Map(sizes);
     const total = sizes.reduce((t, [, c]) => t + c, 0);
