@@ -158,6 +158,13 @@ def _handle_errors(fn):
             return fn(*args, **kwargs)
         except FastscoreError as e:
             raise click.ClickException(str(e)) from e
+        except OSError as e:  # a file that cannot be read or written: its path and why
+            if logging.getLogger("fastscore").isEnabledFor(logging.DEBUG):
+                raise  # -v: the traceback too
+            where = f": {e.filename}" if e.filename else ""
+            raise click.ClickException(
+                f"{e.strerror or e}{where} (fastscore -v ... shows where it happened)"
+            ) from e
 
     return wrapper
 

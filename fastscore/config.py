@@ -505,8 +505,6 @@ def validate_score(cfg: ScoreConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {v}")
     if cfg.max_length is not None and cfg.max_length < 2:
         raise ConfigError(f"max_length must be >= 2, got {cfg.max_length}")
-    if shown(cfg.output) == shown(cfg.input):
-        raise ConfigError("the scores output must not be the input file")
 
 
 def validate_select(cfg: SelectConfig, need_paths: bool = True) -> None:
@@ -514,8 +512,6 @@ def validate_select(cfg: SelectConfig, need_paths: bool = True) -> None:
         for name in ("scores", "input", "output"):
             if not getattr(cfg, name):
                 raise ConfigError(f"select: {name!r} is required")
-        if shown(cfg.output) == shown(cfg.input):
-            raise ConfigError("the subset output must not be the input file")
     given = [n for n in ("top_k", "fraction", "threshold") if getattr(cfg, n) is not None]
     if len(given) != 1:
         raise ConfigError(
@@ -662,5 +658,3 @@ def validate_train(cfg: TrainConfig) -> None:
         raise ConfigError(f"logging_steps must be >= 1, got {cfg.logging_steps}")
     if cfg.lr is not None and not cfg.lr > 0:
         raise ConfigError(f"lr must be > 0, got {cfg.lr}")
-    if Path(cfg.output_dir).resolve() == Path(cfg.base).resolve():
-        raise ConfigError("train-ref: the output directory must not be the base model's")

@@ -20,13 +20,14 @@ from fastscore.config import (
     validate_select,
 )
 from fastscore.errors import ConfigError
-from fastscore.executors.local import score_file
+from fastscore.executors.local import score_claims, score_file
+from fastscore.reporting.page import report, report_claims
 from fastscore.runs.manifest import write_manifest
 from fastscore.runs.outputs import RUN_MANIFEST, OutputPaths
 from fastscore.runs.resume import run_fingerprint
 from fastscore.scoring.session import open_session
 from fastscore.selection.budget import choose
-from fastscore.selection.selector import select
+from fastscore.selection.selector import select, select_claims
 from fastscore.selection.table import ScoresTable
 
 
@@ -53,30 +54,30 @@ def run_with_scores(config: RunConfig) -> tuple[dict[str, Any], ScoresTable]:
         input=score_cfg.input,
         output=inside("selected.jsonl"),
     )
+    report_cfg = ReportConfig(
+        scores=score_cfg.output,
+        input=score_cfg.input,
+        output_dir=inside("report"),
+        select=select_cfg,
+        group_field=select_cfg.group_field,
+    )
     validate_score(score_cfg)
     validate_select(select_cfg)  # before the expensive part, so a typo costs nothing
-    if not storage.is_url(out):
-        Path(out).mkdir(parents=True, exist_ok=True)
     paths = OutputPaths.of(score_cfg.output, inside(RUN_MANIFEST))
-    done = _finished_scoring(score_cfg, paths)
-    manifest, table = done if done else score_file(score_cfg, paths.manifest)
-    manifest["command"] = "run"
-    manifest["selection"] = select(select_cfg, table=table)
+    # every file of the run checked and held before its scoring starts (an input inside
+    # the run directory, say its selected.jsonl, is not overwritten by the selection)
+    claims = score_claims(score_cfg, paths, "run").then(select_claims(select_cfg, "run"))
     if config.report:
-        from fastscore.reporting.page import report
-
-        manifest["report"] = report(
-            ReportConfig(
-                scores=score_cfg.output,
-                input=score_cfg.input,
-                output_dir=inside("report"),
-                select=select_cfg,
-                group_field=select_cfg.group_field,
-            ),
-            table=table,
-        )["output"]
-    write_manifest(paths.manifest, manifest)
-    paths.store.push(paths.manifest)
+        claims = claims.then(report_claims(report_cfg, "run"))
+    with claims.settled():
+        done = _finished_scoring(score_cfg, paths)
+        manifest, table = done if done else score_file(score_cfg, paths.manifest)
+        manifest["command"] = "run"
+        manifest["selection"] = select(select_cfg, table=table)
+        if config.report:
+            manifest["report"] = report(report_cfg, table=table)["output"]
+        write_manifest(paths.manifest, manifest)
+        paths.store.push(paths.manifest)
     return manifest, table
 
 

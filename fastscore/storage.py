@@ -113,10 +113,12 @@ def store_error(e: BaseException, url: str, role: str) -> Exception:
 
 
 @contextlib.contextmanager
-def _errors(url: str, role: str) -> Iterator[None]:
+def store_errors(url: str, role: str) -> Iterator[None]:
+    """A store's errors as ``store_error`` says them; an object that exists where one
+    was to be created only if absent (``FileExistsError``) is the caller's to handle."""
     try:
         yield
-    except (ConfigError, InputError):
+    except (ConfigError, InputError, FileExistsError):
         raise
     except (OSError, ValueError) as e:
         raise store_error(e, url, role) from e
@@ -134,7 +136,7 @@ def open_read(path: str | os.PathLike, role: str = "input") -> IO[bytes]:
     if not is_url(path):
         return open(path, "rb")  # noqa: SIM115 - the caller closes it
     fs, p = filesystem(str(path))
-    with _errors(str(path), role):
+    with store_errors(str(path), role):
         return fs.open(p, "rb", block_size=READ_BLOCK)
 
 
@@ -156,7 +158,7 @@ def info(path: str | os.PathLike, role: str = "input") -> dict | None:
             "version": st.st_mtime_ns,
         }
     fs, p = filesystem(str(path))
-    with _errors(str(path), role):
+    with store_errors(str(path), role):
         try:
             i = fs.info(p)
         except FileNotFoundError as e:
@@ -200,7 +202,7 @@ def listdir(path: str | os.PathLike) -> list[str]:
         p = Path(path)
         return sorted(x.name for x in p.iterdir()) if p.is_dir() else []
     fs, p = filesystem(str(path))
-    with _errors(str(path), "directory"):
+    with store_errors(str(path), "directory"):
         try:
             return sorted(name(x) for x in fs.ls(p, detail=False, refresh=True))
         except FileNotFoundError:
@@ -225,7 +227,7 @@ def check_writable(url: str, role: str = "output") -> None:
         return
     fs, p = filesystem(url)
     probe = join(p, f".fastscore-probe-{os.getpid()}")
-    with _errors(url, role):
+    with store_errors(url, role):
         fs.pipe_file(probe, b"")
         fs.rm_file(probe)
     try:  # a run finds its partial, run record and shards by listing and reading
@@ -285,7 +287,7 @@ class Store:
         return join(self._root, *Path(local).relative_to(self.local).parts)
 
     def _do(self, local: Path, what: str):
-        return _errors(self.url(local), what)
+        return store_errors(self.url(local), what)
 
     def push(self, local: Path) -> None:
         """The local file as one object, written once, complete (a directory: each file)."""

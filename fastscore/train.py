@@ -43,6 +43,7 @@ from fastscore.engines.models import (
 from fastscore.errors import ConfigError
 from fastscore.records import OK
 from fastscore.rendering.renderer import make_renderer
+from fastscore.runs.claims import Claims
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,17 @@ CURVE = "loss_curve.png"
 CHECKPOINTS = "checkpoints"  # under output_dir; the trainer's own output_dir
 RUN = "train_run.json"  # in CHECKPOINTS: the settings a --resume must match
 ADAPTER = "adapter"  # under output_dir: the LoRA adapter, before it is merged
+# what save_pretrained writes into output_dir (the model's and the tokenizer's files)
+SAVED_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
 # options that change nothing about what is trained: a resume may change them
 # (the checkpoint's own save and logging intervals win on resume, so those are not neutral;
 # the paths are not compared: the data's digest and the base's fingerprint are)
@@ -326,13 +338,38 @@ def train_ref(config: TrainConfig | None = None, /, **fields: Any) -> dict[str, 
     """Fine-tune ``base`` on ``input`` into ``output_dir`` (a checkpoint ``score --ref``
     loads); returns the training manifest, also written as ``output_dir/train_manifest.json``
     (by the first process of a launch; every process returns it)."""
-    import orjson
-    import torch
 
     cfg = dataclasses.replace(config, **fields) if config else TrainConfig(**fields)
     validate_train(cfg)
     t_start = time.perf_counter()
     launch = Launch.from_env()
+    with train_claims(cfg, launch).settled():
+        return _train(cfg, launch, t_start)
+
+
+def train_claims(cfg: TrainConfig, launch: Launch) -> Claims:
+    """What train-ref reads (the input, the base, a template file) and writes (the
+    reference's files, its checkpoints and adapter directories; the output directory held
+    for the run's life by the launch's first process)."""
+    out = Path(cfg.output_dir)
+    c = (
+        Claims("train-ref")
+        .read("input", cfg.input)
+        .read("base model", cfg.base)
+        .read("chat template", cfg.chat_template)
+        .write("output directory", out, lock=launch.main, directory=True)
+        .write("checkpoints directory", out / CHECKPOINTS, tree=True)
+        .write("adapter directory", out / ADAPTER, tree=True)
+    )
+    for name in (*SAVED_FILES, MANIFEST, CURVE):
+        c.write("reference file", out / name)
+    return c
+
+
+def _train(cfg: TrainConfig, launch: Launch, t_start: float) -> dict[str, Any]:
+    import orjson
+    import torch
+
     torch.manual_seed(cfg.seed)
     require_checkpoint(cfg.base, "base model")
     tokenizer = load_tokenizer(cfg.base, cfg.trust_remote_code)

@@ -105,7 +105,7 @@ def test_select_cli_and_config_file(tmp_path):
     data.write_bytes(
         b"".join(orjson.dumps({"prompt": "p", "response": str(i)}) + b"\n" for i in range(5))
     )
-    scores = tmp_path / "s.jsonl"
+    scores = tmp_path / "s.jsonl"  # (ids as positions: how older scores files named them)
     scores.write_bytes(
         b"".join(
             orjson.dumps({"id": i, "index": i, "status": "ok", "lobass": i / 10}) + b"\n"

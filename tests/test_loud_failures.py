@@ -3,9 +3,14 @@ real CLI processes on the demo models. Each test failed on the code before the i
 
 from __future__ import annotations
 
-import orjson
+import signal
+import socket
+import time
 
-from tests.helpers import cli, score_args
+import orjson
+import pytest
+
+from tests.helpers import cli, forked, score_args
 
 
 def _chats(n: int, *, ids=True) -> list[dict]:
@@ -69,3 +74,112 @@ def test_proportional_quotas_share_the_budget_over_what_can_be_chosen(tmp_path, 
     assert len(sub.read_bytes().splitlines()) == 10
     assert "selected 10 of 40 records (20 eligible)" in p.stderr
     assert "10 short of the budget" in p.stderr
+
+
+def _one_line_error(p) -> str:
+    """The run failed with one line of error and no traceback."""
+    assert p.returncode != 0, p.stderr
+    assert "Traceback" not in p.stderr, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), p.stderr
+    return lines[0]
+
+
+def test_no_output_may_be_what_the_command_reads(tmp_path, demo_assets):
+    """Case 1: select --output its own scores file exited 0 and left 30 data records in
+    scores.jsonl; any spelling of a file it reads is refused before any work."""
+    data, out = tmp_path / "d.jsonl", tmp_path / "out1" / "scores.jsonl"
+    _write(data, _chats(10))
+    cli(*score_args(data, out, demo_assets.base, demo_assets.ref))
+    before = {p.name: p.read_bytes() for p in out.parent.iterdir()}
+    (tmp_path / "link.jsonl").symlink_to(out)
+    for target, role in [
+        (out, "scores file"),
+        (tmp_path / "out1" / ".." / "out1" / "scores.jsonl", "scores file"),
+        (tmp_path / "link.jsonl", "scores file"),
+        (out.with_name("scores.manifest.json"), "scores manifest"),
+        (data, "input"),
+    ]:
+        p = cli("select", out, "--input", data, "--output", target, "--fraction", 0.1,
+                check=False)  # fmt: skip
+        line = _one_line_error(p)
+        assert f"the {role} it reads" in line and "Choose another output" in line, line
+    assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == before
+    # run: the input inside the run directory, where its selection would be written
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    subset = run_dir / "selected.jsonl"
+    subset.write_bytes(data.read_bytes())
+    p = cli("run", subset, "--base", demo_assets.base, "--ref", demo_assets.ref,
+            "--output-dir", run_dir, "--top-k", 2, "--engine", "torch", "--no-progress",
+            check=False)  # fmt: skip
+    assert "the input it reads" in _one_line_error(p) and "subset output" in p.stderr
+    assert subset.read_bytes() == data.read_bytes() and sorted(run_dir.iterdir()) == [subset]
+
+
+@pytest.mark.parametrize(
+    "args,where",
+    [
+        (["score", "{data}", "--output", "/sys/scores.jsonl"], "/sys"),
+        (["run", "{data}", "--output-dir", "/proc/x"], "/proc/x"),
+        (["score", "{data}", "--output", "{a_dir}"], "{a_dir}: it is a directory"),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_one_line_before_any_model(
+    tmp_path, demo_assets, args, where
+):
+    """Case 7: --output /sys/scores.jsonl and --output-dir /proc/x gave tracebacks (45
+    lines ending in FileNotFoundError, or PermissionError after the models loaded)."""
+    data = tmp_path / "d.jsonl"
+    _write(data, _chats(3))
+    (tmp_path / "a_dir").mkdir()
+    fill = {"data": data, "a_dir": tmp_path / "a_dir"}
+    args = [a.format(**fill) for a in args]
+    # a base that is no checkpoint: the check comes first, or this would be the error
+    p = (
+        cli(*args, "--base", tmp_path, "--ref", tmp_path, "--top-k", 1, check=False)
+        if (args[0] == "run")
+        else cli(*args, "--base", tmp_path, "--ref", tmp_path, check=False)
+    )
+    line = _one_line_error(p)
+    assert "cannot write the" in line and where.format(**fill) in line, line
+
+
+def _held(lock, child, what: str) -> None:
+    """Wait until ``child`` holds ``lock`` (its holder written in it), failing if it ends."""
+    while not (lock.exists() and b'"pid"' in lock.read_bytes()):
+        assert child.poll() is None, f"{what} ended before it took its lock"
+        time.sleep(0.05)
+
+
+def test_a_second_run_into_an_output_is_refused_naming_the_first(tmp_path, demo_assets):
+    """Case 4: the second run's start unlinked the first's partial, and whichever ended
+    first renamed the other's incomplete partial into scores.jsonl."""
+    data, out = tmp_path / "d.jsonl", tmp_path / "s.jsonl"
+    _write(data, _chats(40))
+    lock = tmp_path / "s.jsonl.lock"
+    first = forked.Child(score_args(data, out, demo_assets.base, demo_assets.ref))
+    _held(lock, first, "the first run")
+    first.send_signal(signal.SIGSTOP)  # held mid-run while the second one starts
+    try:
+        p = cli(*score_args(data, out, demo_assets.base, demo_assets.ref), check=False)
+        line = _one_line_error(p)
+        assert f"{out} is being written by another run (fastscore score" in line
+        assert f"pid {first.pid}," in line and socket.gethostname() in line
+        # run and select into files the first holds are refused alike
+        p = cli("select", out, "--input", data, "--output", out, "--top-k", 1, check=False)
+        assert "Error: " in p.stderr and p.returncode != 0
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert first.result().returncode == 0
+    rows = _rows(out)
+    assert [r["index"] for r in rows] == list(range(40)) and {r["status"] for r in rows} == {"ok"}
+    assert not lock.exists()  # let go of at the end
+    # a run killed outright holds nothing: the next one goes on from its partial
+    out, lock = tmp_path / "s2.jsonl", tmp_path / "s2.jsonl.lock"
+    killed = forked.Child(score_args(data, out, demo_assets.base, demo_assets.ref))
+    _held(lock, killed, "the run to kill")
+    killed.send_signal(signal.SIGKILL)
+    assert killed.result().returncode == -signal.SIGKILL and lock.exists()
+    cli(*score_args(data, out, demo_assets.base, demo_assets.ref, "--resume"))
+    assert len(_rows(out)) == 40 and not lock.exists()

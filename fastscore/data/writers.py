@@ -134,7 +134,9 @@ def write_subset(input_path, output_path, *, chosen: list[int], ids: list) -> in
                 "scores were computed on another input"
             )
         rid = RawRecord(index, data).id
-        if rid != ids[index]:
+        # (scores written before ids had a namespace of their own named an id-less record
+        # by its position)
+        if rid != ids[index] and not (rid is None and ids[index] == index):
             raise InputError(
                 f"record {index} of {input_path} has id {rid!r} but the scores file says "
                 f"{ids[index]!r}; the scores were computed on another input"

@@ -22,6 +22,7 @@ from fastscore.data.readers import count_records, jsonl_starts, read_record_rang
 from fastscore.executors.base import score_range
 from fastscore.records import OK, RenderedSample
 from fastscore.rendering.renderer import today
+from fastscore.runs.claims import Claims
 from fastscore.runs.manifest import build_manifest, finish
 from fastscore.runs.outputs import OutputPaths
 from fastscore.runs.resume import prepare_resume, read_run_record, write_run_record
@@ -66,25 +67,42 @@ def score_file(
     and the scores table (read once, for the length diagnostic and whoever selects next).
     ``engines``: see ``run_scoring``."""
     paths = OutputPaths.of(cfg.output, manifest_path)
-    # a store that cannot be read or written says so before any model is loaded
+    # an input that cannot be read says so before any model is loaded; so does an output
+    # that is an input, cannot be written or is another run's
     storage.check_readable(cfg.input)
-    if paths.remote:
-        storage.check_writable(paths.store.remote)
-    cfg = dataclasses.replace(cfg, date=resolve_date(cfg))
-    if cfg.executor == "ray":
-        from fastscore.executors.ray_shards import run_scoring_ray
+    with score_claims(cfg, paths).settled():
+        cfg = dataclasses.replace(cfg, date=resolve_date(cfg))
+        if cfg.executor == "ray":
+            from fastscore.executors.ray_shards import run_scoring_ray
 
-        manifest = run_scoring_ray(cfg, paths)
-    else:
-        manifest = run_scoring(cfg, paths, engines)
-    t0 = time.perf_counter()
-    table = ScoresTable.read(paths.partial, fmt=manifest["input"]["format"])
-    # Spearman(score, response length) per score: the paper's reason for normalising
-    manifest["length_spearman"] = table.length_correlations()
-    manifest["seconds"]["length_spearman"] = round(time.perf_counter() - t0, 4)
-    finish(paths, manifest)
+            manifest = run_scoring_ray(cfg, paths)
+        else:
+            manifest = run_scoring(cfg, paths, engines)
+        t0 = time.perf_counter()
+        table = ScoresTable.read(paths.partial, fmt=manifest["input"]["format"])
+        # Spearman(score, response length) per score: the paper's reason for normalising
+        manifest["length_spearman"] = table.length_correlations()
+        manifest["seconds"]["length_spearman"] = round(time.perf_counter() - t0, 4)
+        finish(paths, manifest)
     table.path = paths.scores
     return manifest, table
+
+
+def score_claims(cfg: ScoreConfig, paths: OutputPaths, command: str = "score") -> Claims:
+    """What a scoring run reads (the input, the models, a tokenizer, a template file) and
+    writes (the scores and every file beside them; the scores held for the run's life)."""
+    c = Claims(command)
+    for role, path in (
+        ("input", cfg.input),
+        ("base model", cfg.base),
+        ("reference model", cfg.ref),
+        ("tokenizer", cfg.tokenizer),
+        ("chat template", cfg.chat_template),
+    ):
+        c.read(role, path)
+    for role, path in paths.files():
+        c.write(role, path, lock=role == "scores output", tree=role == "Ray shards")
+    return c
 
 
 def run_scoring(

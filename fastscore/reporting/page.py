@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import math
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from fastscore.errors import InputError
 from fastscore.records import OK
 from fastscore.reporting import explorer
 from fastscore.reporting.render import Heading, render
+from fastscore.runs.claims import Claims
+from fastscore.runs.outputs import OutputPaths
 from fastscore.scoring.arithmetic import spearman
 from fastscore.selection.selector import plan
 from fastscore.selection.table import ScoresTable
@@ -45,6 +48,34 @@ def report(
     ``table``: the scores already read (``fastscore run`` reads them once)."""
     cfg = dataclasses.replace(config, **fields) if config else ReportConfig(**fields)
     validate_report(cfg)
+    with report_claims(cfg).settled():
+        return _write_report(cfg, table)
+
+
+PAGE, EXPLORER_PAGE = "report.html", "explorer.html"
+
+
+def report_claims(cfg: ReportConfig, command: str = "report") -> Claims:
+    """What ``report`` reads (the scores, their manifest and features, the input) and
+    writes (its pages and PNGs in the output directory, the page held for the run's life)."""
+    scores = OutputPaths.of(cfg.scores)
+    c = (
+        Claims(command)
+        .read("scores file", cfg.scores)
+        .read("scores manifest", OutputPaths.find_manifest(cfg.scores))
+        .read("coverage features", scores.url(scores.features))
+        .read("input", cfg.input)
+    )
+    inside = storage.join if storage.is_url(cfg.output_dir) else os.path.join
+    c.write("report page", inside(str(cfg.output_dir), PAGE), lock=True)
+    c.write("explorer page", inside(str(cfg.output_dir), EXPLORER_PAGE))
+    names = [f"{kind}_{col}" for kind in ("hist", "length") for col in (*COLUMNS, cfg.select.score)]
+    for name in (*names, "losses", "clusters", "status"):
+        c.write("report figure", inside(str(cfg.output_dir), f"{name}.png"))
+    return c
+
+
+def _write_report(cfg: ReportConfig, table: ScoresTable | None) -> dict[str, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -157,7 +188,7 @@ def report(
         selected=int(picked.sum()),
         method=p.method,
     )
-    page, explorer_page = out / "report.html", out / "explorer.html"
+    page, explorer_page = out / PAGE, out / EXPLORER_PAGE
     if cfg.explorer:
         context = explorer.explorer_context(
             cfg,

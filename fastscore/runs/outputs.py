@@ -66,6 +66,21 @@ class OutputPaths:
         m = Path(manifest) if manifest else s.with_name(manifest_name(s.name))
         return cls(s, m, storage.store_for(s.parent))
 
+    def files(self) -> list[tuple[str, str]]:
+        """Every file a scoring run writes, by role, where it is kept (a path or URL)."""
+        return [
+            (role, self.url(local))
+            for role, local in (
+                ("scores output", self.scores),
+                ("scores manifest", self.manifest),
+                ("scores partial", self.partial),
+                ("run record", self.run_record),
+                ("coverage features", self.features),
+                ("coverage features partial", self.features_partial),
+                ("Ray shards", self.shards),
+            )
+        ]
+
     @property
     def remote(self) -> bool:
         return self.store.remote is not None

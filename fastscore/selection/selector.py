@@ -19,6 +19,8 @@ from typing import Any
 from fastscore import storage
 from fastscore.config import SelectConfig, parse_quota, resolve_coverage, validate_select
 from fastscore.data.writers import write_subset
+from fastscore.runs.claims import Claims
+from fastscore.runs.outputs import PARTIAL, OutputPaths
 from fastscore.selection.budget import (
     allocate,
     budget,
@@ -38,9 +40,10 @@ def select(
     ``table``: the scores already read (``fastscore run`` reads them once)."""
     cfg = dataclasses.replace(config, **fields) if config else SelectConfig(**fields)
     validate_select(cfg)
-    table = table or ScoresTable.read(cfg.scores)
-    p = plan(cfg, table)
-    n_written = write_subset(cfg.input, cfg.output, chosen=p.chosen, ids=table.ids)
+    with select_claims(cfg).settled():
+        table = table or ScoresTable.read(cfg.scores)
+        p = plan(cfg, table)
+        n_written = write_subset(cfg.input, cfg.output, chosen=p.chosen, ids=table.ids)
     return {
         "score": cfg.score,
         "order": cfg.order,
@@ -59,6 +62,21 @@ def select(
         **p.extra,
         "length_spearman": table.length_correlations(),
     }
+
+
+def select_claims(cfg: SelectConfig, command: str = "select") -> Claims:
+    """What ``select`` reads (the scores, their manifest and features, the input) and
+    writes (the subset, held for the run's life)."""
+    scores = OutputPaths.of(cfg.scores)
+    return (
+        Claims(command)
+        .read("scores file", cfg.scores)
+        .read("scores manifest", OutputPaths.find_manifest(cfg.scores))
+        .read("coverage features", scores.url(scores.features))
+        .read("input", cfg.input)
+        .write("subset output", cfg.output, lock=True)
+        .write("subset partial", f"{cfg.output}{PARTIAL}")
+    )
 
 
 @dataclasses.dataclass

@@ -152,3 +152,42 @@ def test_dry_run_and_inspect_read_a_bucket(demo_assets, clean, s3):
     p = cli("inspect", url, "--base", demo_assets.base, "--id", want[5]["id"], "--json",
             env=s3.env)  # fmt: skip
     assert orjson.loads(p.stdout)["id"] == want[5]["id"]
+
+
+def test_an_output_in_a_bucket_is_held_by_a_lease(demo_assets, clean, s3):
+    """Issue 31, case 4 on a store: the lease object beside the scores (its holder's host
+    and pid) refuses a second run while the first lives; a lease whose holder is dead on
+    this host, or not renewed for LEASE_SECONDS elsewhere, is taken over."""
+    import socket
+
+    from fastscore.runs.claims import LEASE_SECONDS
+
+    data, want = clean
+    out, lease = f"{s3.url}/out/s.jsonl", f"{s3.bucket}/out/s.jsonl.lock"
+    first = forked.Child(_cmd(data, out, demo_assets), env=s3.env)
+    while not s3.fs.exists(lease):
+        assert first.poll() is None, first.result().stderr
+        time.sleep(0.05)
+    first.send_signal(signal.SIGSTOP)
+    try:
+        p = cli(*_cmd(data, out, demo_assets), check=False, env=s3.env)
+        assert p.returncode == 1 and f"{out} is being written by another run" in p.stderr
+        assert f"pid {first.pid}," in p.stderr and socket.gethostname() in p.stderr
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert first.result().returncode == 0
+    _same(_rows(s3.fs.cat_file(f"{s3.bucket}/out/s.jsonl")), want)
+    assert not s3.fs.exists(lease)  # removed at the end
+    # another machine's lease, renewed a moment ago: refused; one it stopped renewing: taken
+    holder = {"host": "elsewhere", "pid": 1, "command": "score", "started": "then"}
+    out2 = f"{s3.url}/out2/s.jsonl"
+    s3.fs.pipe_file(
+        f"{s3.bucket}/out2/s.jsonl.lock", orjson.dumps({**holder, "renewed": time.time()})
+    )
+    p = cli(*_cmd(data, out2, demo_assets), check=False, env=s3.env)
+    assert p.returncode == 1 and "host elsewhere, pid 1" in p.stderr, p.stderr
+    stale = {**holder, "renewed": time.time() - LEASE_SECONDS - 5}
+    s3.fs.pipe_file(f"{s3.bucket}/out2/s.jsonl.lock", orjson.dumps(stale))
+    p = cli(*_cmd(data, out2, demo_assets), env=s3.env)
+    assert "taking over the lease" in p.stderr
+    assert _keys(s3, "out2") == ["out2/s.features.npy", "out2/s.jsonl", "out2/s.manifest.json"]

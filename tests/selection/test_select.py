@@ -106,7 +106,7 @@ def test_select_argument_errors(tmp_path):
         select(
             scores=str(sc), input=str(inp), output=str(tmp_path / "o.jsonl"), top_k=1, score="ifd"
         )
-    with pytest.raises(ConfigError, match="must not be the input"):
+    with pytest.raises(ConfigError, match="the input it reads, .* is the subset output"):
         select(scores=str(sc), input=str(inp), output=str(inp), top_k=1)
 
 
