@@ -25,7 +25,7 @@ from fastscore.reporting.page import report, report_claims
 from fastscore.runs.manifest import write_manifest
 from fastscore.runs.outputs import RUN_MANIFEST, OutputPaths
 from fastscore.runs.resume import run_fingerprint
-from fastscore.scoring.session import open_session
+from fastscore.scoring.session import open_session, session_facts
 from fastscore.selection.budget import choose
 from fastscore.selection.selector import select, select_claims
 from fastscore.selection.table import ScoresTable
@@ -93,7 +93,7 @@ def _finished_scoring(cfg: ScoreConfig, paths: OutputPaths):
     if cfg.date is None:  # the date the finished scores were rendered with
         cfg = dataclasses.replace(cfg, date=manifest.get("options", {}).get("date"))
     with open_session(cfg, start_engines=False) as s:  # the models as they are now
-        fp = run_fingerprint(cfg, s.fmt, s.models)
+        fp = run_fingerprint(cfg, session_facts(s))
     if manifest.get("fingerprint") != fp:
         raise ConfigError(
             f"cannot resume in {storage.shown(paths.url(paths.scores.parent))}: its scores "

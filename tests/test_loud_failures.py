@@ -183,3 +183,43 @@ def test_a_second_run_into_an_output_is_refused_naming_the_first(tmp_path, demo_
     assert killed.result().returncode == -signal.SIGKILL and lock.exists()
     cli(*score_args(data, out, demo_assets.base, demo_assets.ref, "--resume"))
     assert len(_rows(out)) == 40 and not lock.exists()
+
+
+def test_resume_refuses_a_partial_of_another_rendering(tmp_path, demo_assets):
+    """Case 3: the fingerprint covered options, models and the input's size and mtime, so
+    --resume after an edited --chat-template, tokenizer or fastscore/TRL version appended
+    records rendered another way to the old ones."""
+    from tests.helpers import killed_run
+
+    data, out = tmp_path / "d.jsonl", tmp_path / "s.jsonl"
+    _write(data, _chats(20))
+    template, tok = tmp_path / "chat.jinja", tmp_path / "tok"
+    tok.mkdir()
+    for f in demo_assets.base.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
+            (tok / f.name).write_bytes(f.read_bytes())
+    template.write_text((demo_assets.base / "chat_template.jinja").read_text())
+    opts = ("--chat-template", template, "--tokenizer", tok)
+    args = score_args(data, out, demo_assets.base, demo_assets.ref, *opts, "--resume")
+
+    def refused(why: str) -> None:
+        p = cli(*args, check=False)
+        line = _one_line_error(p)
+        assert "cannot resume" in line and why in line, line
+
+    killed_run(data, out, demo_assets.base, demo_assets.ref, *opts)
+    template.write_text(template.read_text().replace("<|im_start|>", "<|im_start|> "))
+    refused("the chat template's text (file: edited since the run started")
+    killed_run(data, out, demo_assets.base, demo_assets.ref, *opts)
+    cfg = orjson.loads((tok / "tokenizer_config.json").read_bytes())
+    (tok / "tokenizer_config.json").write_bytes(orjson.dumps({**cfg, "model_max_length": 77}))
+    refused(f"the tokenizer files {tok} (its contents changed since the run started")
+    killed_run(data, out, demo_assets.base, demo_assets.ref, *opts)
+    record = tmp_path / "s.jsonl.run.json"  # as a run of an older fastscore and TRL wrote it
+    r = orjson.loads(record.read_bytes())
+    r["rendering"]["versions"].update(fastscore="0.0.9", trl="1.15.0")
+    record.write_bytes(orjson.dumps(r))
+    refused("fastscore 0.0.9 -> ")
+    assert "trl 1.15.0 -> " in cli(*args, check=False).stderr
+    cli(*args[:-1])  # without --resume: scored anew with what is there now
+    assert [r["status"] for r in _rows(out)] == ["ok"] * 20

@@ -10,12 +10,18 @@ from typing import Any
 from fastscore._compat import import_transformers
 from fastscore.errors import ModelError
 
+# the config and every file a tokenizer is made from (the ids and the template scored)
 _FINGERPRINT_FILES = (
     "config.json",
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
     "chat_template.jinja",
+    "chat_template.json",
     "generation_config.json",
 )
 

@@ -122,14 +122,15 @@ def run_scoring(
     with open_session(cfg, engines=engines, start_engines=False, stats=stats) as s:
         paths.scores.parent.mkdir(parents=True, exist_ok=True)
         done, ids = 0, IdRegistry()
+        facts = session_facts(s)
         if cfg.resume:
-            done, counts, ids = prepare_resume(paths, cfg, fmt=s.fmt, models=s.models)
+            done, counts, ids = prepare_resume(paths, cfg, facts)
             stats.counts.update(counts)
             stats.counts["resumed_after_records"] = done
             stats.counts["resumed_tokens"] = counts["tokens_scored_samples"]
         else:
             paths.drop_partials()  # an earlier run's, which this one's must not extend
-            write_run_record(paths, cfg, fmt=s.fmt, models=s.models)
+            write_run_record(paths, cfg, facts)
         # (a store's JSONL would be read whole for the count: the bar goes without a total)
         cheap = s.kind != "jsonl" or not storage.is_url(cfg.input)
         total = count_records(cfg.input, s.kind) if cfg.progress and cheap else None
@@ -163,7 +164,6 @@ def run_scoring(
             bar.close()
         scoring_seconds = time.perf_counter() - t_scoring
         engine_info = s.engine_info()
-        facts = session_facts(s)
     return build_manifest(
         cfg,
         facts,

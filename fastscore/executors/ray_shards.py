@@ -234,9 +234,10 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
     with open_session(cfg, start_engines=False, stats=stats) as s:  # no engines here
         facts = session_facts(s)
     kind, fmt = facts.kind, facts.fmt
-    fp = run_fingerprint(cfg, fmt, facts.models)
+    # a shard of other renderings (an edited template, another TRL) is never reused
+    fp = run_fingerprint(cfg, facts)
     paths.scores.parent.mkdir(parents=True, exist_ok=True)
-    write_run_record(paths, cfg, fmt=fmt, models=facts.models)  # keeps the date for a restart
+    write_run_record(paths, cfg, facts)  # keeps the date for a restart
     paths.shards.mkdir(parents=True, exist_ok=True)
 
     started_here = not ray.is_initialized()

@@ -57,7 +57,7 @@ def build_manifest(
         "input": {"path": storage.shown(cfg.input), "kind": f.kind, "format": f.fmt},
         # what a resume compares: the input, the models' contents and every option that
         # changes a score
-        "fingerprint": run_fingerprint(cfg, f.fmt, f.models),
+        "fingerprint": run_fingerprint(cfg, f),
         "output": storage.shown(cfg.output),
         "models": f.models,
         "engines": engine_info,

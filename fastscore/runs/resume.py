@@ -2,7 +2,10 @@
 
 Scores are appended to ``SCORES.partial`` and flushed chunk by chunk; beside it,
 ``SCORES.run.json`` records a fingerprint of the input, of the two models' contents (a
-reference retrained in place is another model) and of every option that changes a score.
+reference retrained in place is another model) and the tokenizer's files, of the rendering
+(the template's text as it renders, its rule, and the versions of the code that renders
+and masks: fastscore, TRL, transformers, tokenizers) and of every option that changes a
+score.
 ``--resume`` checks that record, cuts a torn last line, and goes on after the last
 complete one. The final file appears (atomically renamed) only when all is scored. Ray's
 shard markers carry the same fingerprint.
@@ -10,12 +13,14 @@ shard markers carry the same fingerprint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import signal
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -24,6 +29,9 @@ from fastscore.data.ids import IdRegistry
 from fastscore.errors import ConfigError
 from fastscore.records import BAD_RECORD, DUPLICATE_ID
 from fastscore.runs.outputs import OutputPaths
+
+if TYPE_CHECKING:
+    from fastscore.scoring.session import SessionFacts
 
 # Options that cannot change any score: a run may resume under other values of these.
 NEUTRAL = frozenset(
@@ -102,13 +110,34 @@ def input_signature(path) -> tuple[int, int]:
     return sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
 
 
-def run_fingerprint(cfg, fmt: str, models: dict | None) -> str:
+def rendering_identity(facts: SessionFacts) -> dict:
+    """What decides which tokens are scored beside the options: the template as it
+    renders (its text's hash, the checkpoint's or ``--chat-template``'s, and TRL's training
+    variant when that is what renders), the rule that finds the response, and the code
+    that renders and masks (a new TRL ships new training templates)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from fastscore import __version__
+
+    keys = ("name", "rule", "trl_variant", "sha256", "original_sha256")
+    versions = {"fastscore": __version__}
+    for dist in ("trl", "transformers", "tokenizers"):
+        with contextlib.suppress(PackageNotFoundError):
+            versions[dist] = version(dist)
+    return {
+        "template": {k: facts.template.get(k) for k in keys},
+        "versions": versions,
+    }
+
+
+def run_fingerprint(cfg, facts: SessionFacts) -> str:
     size, mtime = input_signature(cfg.input)
     blob = orjson.dumps(
         {
             "input": [storage.shown(cfg.input), size, mtime],
-            "format": fmt,
-            "models": model_identity(models),
+            "format": facts.fmt,
+            "models": model_identity(facts.models),
+            "rendering": rendering_identity(facts),
             "options": score_options(cfg),
         },
         option=orjson.OPT_SORT_KEYS,
@@ -122,13 +151,14 @@ def read_run_record(paths: OutputPaths) -> dict | None:
     return orjson.loads(paths.run_record.read_bytes())
 
 
-def write_run_record(paths: OutputPaths, cfg, *, fmt: str, models: dict | None) -> None:
+def write_run_record(paths: OutputPaths, cfg, facts: SessionFacts) -> None:
     size, mtime = input_signature(cfg.input)
     record = {
-        "fingerprint": run_fingerprint(cfg, fmt, models),
-        "format": fmt,
+        "fingerprint": run_fingerprint(cfg, facts),
+        "format": facts.fmt,
         "input": {"path": storage.shown(cfg.input), "size": size, "mtime_ns": mtime},
-        "models": models,
+        "models": facts.models,
+        "rendering": rendering_identity(facts),
         "options": score_options(cfg),
     }
     paths.run_record.parent.mkdir(parents=True, exist_ok=True)
@@ -136,30 +166,46 @@ def write_run_record(paths: OutputPaths, cfg, *, fmt: str, models: dict | None) 
     paths.store.push(paths.run_record)
 
 
-def what_changed(record: dict, cfg, *, fmt: str, models: dict | None) -> list[str]:
+def what_changed(record: dict, cfg, facts: SessionFacts) -> list[str]:
     """What differs between a run record and now, in words."""
     now = score_options(cfg)
     was = record.get("options", {})
     changed = sorted(k for k in set(now) | set(was) if now.get(k) != was.get(k))
     if list(input_signature(cfg.input)) != [record["input"]["size"], record["input"]["mtime_ns"]]:
         changed.append("the input file (size or modification time)")
-    if record["format"] != fmt:
+    if record["format"] != facts.fmt:
         changed.append("the record format")
+    models = facts.models
     before, after = model_identity(record.get("models")), model_identity(models)
     for name in sorted(set(before) | set(after)):
         if before.get(name) != after.get(name):
             where = (models or {}).get(name, {})
             path = where.get("path") or where.get("served") or name
+            what = "model" if name in ("base", "ref") else "files"
             changed.append(
-                f"the {name} model {path} (its contents changed since the run started, e.g. "
-                "retrained in place)"
+                f"the {name} {what} {path} (its contents changed since the run started, e.g. "
+                "retrained or edited in place)"
             )
+    was_r, now_r = record.get("rendering") or {}, rendering_identity(facts)
+    t_was, t_now = was_r.get("template") or {}, now_r["template"]
+    if (t_was.get("sha256"), t_was.get("original_sha256")) != (
+        t_now["sha256"],
+        t_now["original_sha256"],
+    ):
+        changed.append(
+            f"the chat template's text ({t_now['name']}: edited since the run started, or "
+            "another one)"
+        )
+    elif (t_was.get("rule"), t_was.get("trl_variant")) != (t_now["rule"], t_now["trl_variant"]):
+        changed.append(f"the rule that finds the response ({t_was.get('rule')} -> {t_now['rule']})")
+    v_was, v_now = was_r.get("versions") or {}, now_r["versions"]
+    for dist in sorted(set(v_was) | set(v_now)):
+        if v_was.get(dist) != v_now.get(dist):
+            changed.append(f"{dist} {v_was.get(dist)} -> {v_now.get(dist)} (its rendering)")
     return changed
 
 
-def prepare_resume(
-    paths: OutputPaths, cfg, *, fmt: str, models: dict | None
-) -> tuple[int, Counter, IdRegistry]:
+def prepare_resume(paths: OutputPaths, cfg, facts: SessionFacts) -> tuple[int, Counter, IdRegistry]:
     """Check a partial run can be continued; cut a torn last line. Returns (records done,
     counts rebuilt from the kept lines, the ids they used)."""
     record = read_run_record(paths)
@@ -169,10 +215,12 @@ def prepare_resume(
             raise ConfigError(f"{where} is already complete; nothing to resume")
         # a fresh start: recorded, so that a job that always passes --resume keeps its work
         paths.drop_partials()
-        write_run_record(paths, cfg, fmt=fmt, models=models)
+        write_run_record(paths, cfg, facts)
         return 0, Counter(), IdRegistry()
-    if record["fingerprint"] != run_fingerprint(cfg, fmt, models):
-        changed = ", ".join(what_changed(record, cfg, fmt=fmt, models=models))
+    # what the record says, item by item, and its fingerprint (of the same, hashed)
+    changed = what_changed(record, cfg, facts)
+    if changed or record["fingerprint"] != run_fingerprint(cfg, facts):
+        changed = ", ".join(changed) or "its fingerprint"
         raise ConfigError(
             f"cannot resume {storage.shown(paths.url(paths.partial))}: it was started with "
             f"other settings ({changed}). Resume with the same input, models and options, "

@@ -166,6 +166,8 @@ def _local(cfg: ScoreConfig, stats: Stats, *, load_weights: bool):
             )
     with stats.timer("fingerprints"):
         models = {"base": fingerprint(cfg.base), "ref": fingerprint(cfg.ref)}
+        if cfg.tokenizer:  # (else the base's fingerprint covers its tokenizer's files)
+            models["tokenizer"] = fingerprint(cfg.tokenizer)
     return tok, resolve_max_length(cfg), models
 
 

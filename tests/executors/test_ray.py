@@ -161,6 +161,23 @@ def chats(tmp_path_factory, demo_assets):
     return data, _rows(local), m["counts"]
 
 
+def test_ray_never_reuses_a_shard_of_another_rendering(tmp_path, demo_assets, cluster):
+    """Issue 31, case 3: a shard done with the template before its edit was kept, its
+    records rendered the old way beside the others."""
+    from fastscore.engines.models import load_tokenizer
+
+    template = tmp_path / "chat.jinja"
+    template.write_text(load_tokenizer(demo_assets.base).chat_template)
+    data, out = _data(tmp_path, demo_assets, n=40), tmp_path / "ray.jsonl"
+    opts = {"workers": 1, "shards": 2}
+    _score(data, out, demo_assets, opts, chat_template=str(template))
+    again = _score(data, out, demo_assets, opts, chat_template=str(template))
+    assert again["executor"]["reused_shards"] == [0, 1]
+    template.write_text(template.read_text().replace("<|im_start|>", "<|im_start|> "))
+    edited = _score(data, out, demo_assets, opts, chat_template=str(template))
+    assert edited["executor"]["reused_shards"] == []
+
+
 @pytest.mark.parametrize("mid_shard", [False, True], ids=["at-start", "mid-shard"])
 def test_a_worker_sigkilled_during_a_shard_does_not_stop_the_run(
     tmp_path, demo_assets, cluster, chats, mid_shard

@@ -76,12 +76,16 @@ def test_a_restarted_ray_run_takes_the_date_of_its_run_record(tmp_path, monkeypa
     from fastscore.config import ScoreConfig
     from fastscore.runs.outputs import OutputPaths
     from fastscore.runs.resume import write_run_record
+    from fastscore.scoring.session import SessionFacts
 
     data = tmp_path / "d.jsonl"
     data.write_bytes(b"{}\n")
     out = tmp_path / "s.jsonl"
     cfg = ScoreConfig(input=str(data), output=str(out), executor="ray", date="2024-05-06")
-    write_run_record(OutputPaths.of(out), cfg, fmt="messages", models=None)
+    facts = SessionFacts(kind="jsonl", fmt="messages", models={}, max_length=10, template={
+        "name": "model", "rule": "markers", "trl_variant": None, "sha256": "a",
+        "original_sha256": "a"})  # fmt: skip
+    write_run_record(OutputPaths.of(out), cfg, facts)
     monkeypatch.setattr(pipeline, "today", lambda: "1999-12-31")
     undated = ScoreConfig(input=str(data), output=str(out), executor="ray")
     assert pipeline.resolve_date(undated) == "2024-05-06"  # Ray keeps its shards: and date
