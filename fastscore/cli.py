@@ -199,13 +199,16 @@ from fastscore.config import (  # noqa: E402 (the options are built from them at
 
 SCORE_OPTIONS, SCORE_MAP = config_options(ScoreConfig, skip=("input",))
 SELECT_OPTIONS, SELECT_MAP = config_options(SelectConfig, skip=("scores",))
+# run's --allow-empty is its scoring's, which run hands on to its selection
 RUN_OPTIONS, RUN_MAP = config_options(
     RunConfig,
-    skip=("score.input", "score.output", "select.scores", "select.input", "select.output"),
-)
+    skip=("score.input", "score.output", "select.scores", "select.input", "select.output",
+          "select.allow_empty"),
+)  # fmt: skip
 TRAIN_OPTIONS, TRAIN_MAP = config_options(TrainConfig, skip=("input",))
 REPORT_OPTIONS, REPORT_MAP = config_options(
-    ReportConfig, skip=("scores", "select.scores", "select.input", "select.output")
+    ReportConfig,
+    skip=("scores", "select.scores", "select.input", "select.output", "select.allow_empty"),
 )
 # inspect runs an engine only with --ref: its kind and dtype are the options it takes
 INSPECT_OPTIONS, INSPECT_MAP = config_options(
@@ -465,13 +468,22 @@ def bench(ctx: click.Context) -> None:
 
 
 def _summary(m: dict) -> str:
-    by = ", ".join(f"{k}={v}" for k, v in m["counts"]["by_status"].items())
+    from fastscore.runs.problems import Problem, summary_lines
+
+    counts = m["counts"]
+    by = ", ".join(f"{k}={v}" for k, v in counts["by_status"].items())
     masks = m["template"].get("masks")  # absent from manifests of older versions
-    return (
-        f"scored {m['counts']['records']} records ({by}) at "
+    lines = [
+        f"scored {counts['records']} records ({by}) at "
         f"{m['throughput']['tokens_per_second']:,.0f} tokens/s -> {m['output']}"
-        + (f"\nscored tokens: {masks}" if masks else "")
-    )
+    ]
+    if masks:
+        lines.append(f"scored tokens: {masks}")
+    not_ok = counts["records"] - counts["by_status"].get("ok", 0)
+    if not_ok:
+        lines.append(f"not scored: {not_ok} record{'s' * (not_ok != 1)}")
+        lines += summary_lines([Problem(**p) for p in m.get("problems", [])], not_ok)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

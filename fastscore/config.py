@@ -197,6 +197,12 @@ class ScoreConfig:
         "Stop at the first record that cannot be scored (with its line and reason) instead "
         "of recording its status and going on.",
     )
+    allow_empty: bool = option(
+        False,
+        "When no record can be scored (or selected), write the outputs anyway and exit 0 "
+        "(for pipelines); by default such a run stops with an error naming the first "
+        "records' reasons and writes nothing.",
+    )
     engine: EngineConfig = field(default_factory=EngineConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
@@ -266,6 +272,12 @@ class SelectConfig:
     )
     min_distance: float = option(
         0.1, "diverse: the least cosine distance to every record kept (DEITA's 0.9)."
+    )
+    allow_empty: bool = option(
+        False,
+        "When nothing is selected (no eligible record, a budget of 0, a threshold above "
+        "every score), write the empty subset and exit 0; by default that is an error "
+        "and nothing is written.",
     )
     within: str = option(
         "auto",

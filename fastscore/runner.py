@@ -53,6 +53,7 @@ def run_with_scores(config: RunConfig) -> tuple[dict[str, Any], ScoresTable]:
         scores=score_cfg.output,
         input=score_cfg.input,
         output=inside("selected.jsonl"),
+        allow_empty=config.select.allow_empty or score_cfg.allow_empty,
     )
     report_cfg = ReportConfig(
         scores=score_cfg.output,

@@ -223,3 +223,55 @@ def test_resume_refuses_a_partial_of_another_rendering(tmp_path, demo_assets):
     assert "trl 1.15.0 -> " in cli(*args, check=False).stderr
     cli(*args[:-1])  # without --resume: scored anew with what is there now
     assert [r["status"] for r in _rows(out)] == ["ok"] * 20
+
+
+def test_nothing_to_score_or_select_is_an_error_that_writes_nothing(tmp_path, demo_assets):
+    """Case 6: score on an empty file exited 0 ('scored 0 records'); a CSV named .jsonl
+    gave 'selected 0 of 41 records', exit 0; run on an empty file left an empty
+    selected.jsonl and report/."""
+    base, ref = demo_assets.base, demo_assets.ref
+    empty, csv = tmp_path / "empty.jsonl", tmp_path / "table.jsonl"
+    empty.write_bytes(b"")
+    csv.write_bytes(b"".join(f"{i},{i * i},x\n".encode() for i in range(41)))
+    out = tmp_path / "out"
+    p = cli(*score_args(empty, out / "s.jsonl", base, ref), check=False)
+    assert p.returncode == 1 and f"nothing to score: {empty} has no records" in p.stderr
+    p = cli(*score_args(csv, out / "s.jsonl", base, ref), check=False)
+    assert p.returncode == 1, p.stderr
+    assert f"none of the 41 records of {csv} can be scored (bad_record=41)" in p.stderr
+    assert "  line 1 (record 0): bad_record: invalid JSON" in p.stderr
+    assert "  line 5 (record 4): bad_record: invalid JSON" in p.stderr
+    assert "... and 36 more" in p.stderr and "--allow-empty" in p.stderr
+    p = cli("run", empty, "--base", base, "--ref", ref, "--output-dir", out / "run",
+            "--top-k", 3, "--engine", "torch", "--no-progress", check=False)  # fmt: skip
+    assert p.returncode == 1 and "nothing to score" in p.stderr
+    assert not out.exists()  # no scores, no empty selected.jsonl, no report/, no directory
+    # a pipeline that wants the scores of such a file anyway, and exit 0
+    cli(*score_args(csv, out / "s.jsonl", base, ref, "--allow-empty"))
+    assert [r["status"] for r in _rows(out / "s.jsonl")] == ["bad_record"] * 41
+    sub = tmp_path / "sub.jsonl"
+    p = cli("select", out / "s.jsonl", "--input", csv, "--output", sub, "--fraction", 0.5,
+            check=False)  # fmt: skip
+    assert p.returncode == 1 and "nothing to select: none of the 41 records is eligible" in p.stderr
+    assert "  line 2 (record 1): bad_record" in p.stderr and not sub.exists()
+    cli("select", out / "s.jsonl", "--input", csv, "--output", sub, "--fraction", 0.5,
+        "--allow-empty")  # fmt: skip
+    assert sub.read_bytes() == b""
+
+
+def test_the_summary_names_the_records_not_scored_by_their_lines(tmp_path, demo_assets):
+    """Case 9: a broken line showed only as a count (bad_record=1)."""
+    data, out = tmp_path / "d.jsonl", tmp_path / "s.jsonl"
+    _write(data, _chats(3))
+    with open(data, "ab") as f:
+        f.write(b"\n{broken\n" + orjson.dumps({"id": "q", "messages": [
+            {"role": "user", "content": "hi"}]}) + b"\n")  # fmt: skip
+    p = cli(*score_args(data, out, demo_assets.base, demo_assets.ref))
+    assert "not scored: 2 records" in p.stderr
+    assert "  line 5 (record 3): bad_record: invalid JSON" in p.stderr
+    assert "  line 6 (record 4), id 'q': no_response: no assistant turn" in p.stderr
+    m = orjson.loads((tmp_path / "s.manifest.json").read_bytes())
+    assert [(x["index"], x["where"]) for x in m["problems"]] == [
+        (3, "line 5 (record 3)"),
+        (4, "line 6 (record 4)"),
+    ]

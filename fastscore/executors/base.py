@@ -7,11 +7,16 @@ not kept); a Ray worker runs it once per shard.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastscore.records import RawRecord
+from fastscore.data.formats import to_samples
+from fastscore.data.ids import IdRegistry, flag_duplicate_ids
+from fastscore.data.readers import read_records
+from fastscore.records import OK, RawRecord
+from fastscore.runs.problems import SHOWN, Problem, located, nothing_to_score
 from fastscore.scoring.sinks import JsonlSink, feature_writer
 from fastscore.scoring.stream import score_records
 
@@ -44,3 +49,24 @@ def score_range(
         score_records(s, records, sink, ids=ids, on_chunk=on_chunk)
     finally:
         sink.close()
+
+
+def require_scorable(s: Session) -> None:
+    """Before the engines start: the input read and rendered until a record can be scored
+    (the first, as a rule); an input with none (an empty file, a CSV named .jsonl, every
+    record too long) stops here, naming the first records' lines and reasons."""
+    cfg = s.cfg
+    samples = flag_duplicate_ids(to_samples(read_records(cfg.input, s.kind), s.fmt), IdRegistry())
+    counts: Counter = Counter()
+    problems: list[Problem] = []
+    last = None
+    for r in s.renderer.render_all(samples):
+        if r.status == OK:
+            return
+        if r.index == last:  # a pair's other side
+            continue
+        last = r.index
+        counts[r.status] += 1
+        if len(problems) < SHOWN:
+            problems.append(Problem(r.index, r.id, r.status, r.reason))
+    raise nothing_to_score(cfg.input, dict(counts), located(cfg.input, s.kind, problems))

@@ -19,12 +19,13 @@ from fastscore import storage
 from fastscore.config import ScoreConfig, validate_score
 from fastscore.data.ids import IdRegistry, flag_duplicate_ids
 from fastscore.data.readers import count_records, jsonl_starts, read_record_range, read_records
-from fastscore.executors.base import score_range
+from fastscore.executors.base import require_scorable, score_range
 from fastscore.records import OK, RenderedSample
 from fastscore.rendering.renderer import today
 from fastscore.runs.claims import Claims
 from fastscore.runs.manifest import build_manifest, finish
 from fastscore.runs.outputs import OutputPaths
+from fastscore.runs.problems import located, nothing_to_score
 from fastscore.runs.resume import prepare_resume, read_run_record, write_run_record
 from fastscore.runs.stats import Stats
 from fastscore.scoring.session import Session, open_session, session_facts
@@ -83,6 +84,12 @@ def score_file(
         # Spearman(score, response length) per score: the paper's reason for normalising
         manifest["length_spearman"] = table.length_correlations()
         manifest["seconds"]["length_spearman"] = round(time.perf_counter() - t0, 4)
+        problems = located(cfg.input, manifest["input"]["kind"], table.problems)
+        manifest["problems"] = [p.to_json() for p in problems]
+        by_status = manifest["counts"]["by_status"]
+        if not by_status.get(OK) and not cfg.allow_empty:
+            # (the partial stays: --resume --allow-empty puts it in place as it is)
+            raise nothing_to_score(cfg.input, by_status, problems)
         finish(paths, manifest)
     table.path = paths.scores
     return manifest, table
@@ -129,6 +136,8 @@ def run_scoring(
             stats.counts["resumed_after_records"] = done
             stats.counts["resumed_tokens"] = counts["tokens_scored_samples"]
         else:
+            if not cfg.allow_empty:  # before the engines start and anything is written
+                require_scorable(s)
             paths.drop_partials()  # an earlier run's, which this one's must not extend
             write_run_record(paths, cfg, facts)
         # (a store's JSONL would be read whole for the count: the bar goes without a total)

@@ -42,7 +42,7 @@ from fastscore.data import ranges
 from fastscore.data.ids import KnownDuplicates, duplicate_records
 from fastscore.data.readers import count_records, read_record_range, skip_jsonl
 from fastscore.errors import ConfigError, EngineError
-from fastscore.executors.base import score_range
+from fastscore.executors.base import require_scorable, score_range
 from fastscore.runs.manifest import build_manifest
 from fastscore.runs.outputs import OutputPaths, partial_of
 from fastscore.runs.resume import kept_lines, run_fingerprint, write_run_record
@@ -233,6 +233,8 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
     stats = Stats()
     with open_session(cfg, start_engines=False, stats=stats) as s:  # no engines here
         facts = session_facts(s)
+        if not cfg.allow_empty:
+            require_scorable(s)
     kind, fmt = facts.kind, facts.fmt
     # a shard of other renderings (an edited template, another TRL) is never reused
     fp = run_fingerprint(cfg, facts)

@@ -251,6 +251,7 @@ class OutputLock:
         self.command = command
         self._fd: int | None = None
         self._lease = None
+        self._made: list[Path] = []  # directories the lock file made, innermost first
 
     def __enter__(self) -> OutputLock:
         with _HELD_GUARD:
@@ -262,6 +263,7 @@ class OutputLock:
                 self._lease = _Lease(str(self.output) + LOCK, self.output, self.command)
                 self._lease.acquire()
             else:
+                self._made = _missing_dirs(Path(self.key).parent)
                 self._fd = _flock(Path(self.key), self.output, self.command)
             _HELD[self.key] = [self, 1]
         return self
@@ -280,6 +282,20 @@ class OutputLock:
             with contextlib.suppress(OSError):
                 os.unlink(owner.key)  # while still held: a waiting run re-checks (below)
             os.close(owner._fd)
+            for d in owner._made:  # a run that wrote nothing leaves no empty directory
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+
+
+def _missing_dirs(d: Path) -> list[Path]:
+    """``d`` and its parents that do not exist yet, innermost first."""
+    made = []
+    while not d.exists():
+        made.append(d)
+        d = d.parent
+    return made
 
 
 def _flock(lock: Path, output: Any, command: str) -> int:

@@ -42,6 +42,7 @@ NEUTRAL = frozenset(
         "ray",
         "resume",
         "strict",
+        "allow_empty",
         "batch_tokens",
         "base_url",  # which endpoints serve a model: the model is in ``models``
         "ref_url",

@@ -18,9 +18,12 @@ from typing import Any
 
 from fastscore import storage
 from fastscore.config import SelectConfig, parse_quota, resolve_coverage, validate_select
+from fastscore.data.readers import detect_file_kind
 from fastscore.data.writers import write_subset
+from fastscore.errors import ConfigError, InputError
 from fastscore.runs.claims import Claims
 from fastscore.runs.outputs import PARTIAL, OutputPaths
+from fastscore.runs.problems import located, summary_lines
 from fastscore.selection.budget import (
     allocate,
     budget,
@@ -40,9 +43,16 @@ def select(
     ``table``: the scores already read (``fastscore run`` reads them once)."""
     cfg = dataclasses.replace(config, **fields) if config else SelectConfig(**fields)
     validate_select(cfg)
+    for name in ("scores", "input"):
+        if not storage.exists(getattr(cfg, name)):
+            raise ConfigError(
+                f"select: {name} {storage.shown(getattr(cfg, name))!r} does not exist"
+            )
     with select_claims(cfg).settled():
         table = table or ScoresTable.read(cfg.scores)
         p = plan(cfg, table)
+        if not p.chosen and not cfg.allow_empty:
+            raise nothing_selected(cfg, table, p)
         n_written = write_subset(cfg.input, cfg.output, chosen=p.chosen, ids=table.ids)
     return {
         "score": cfg.score,
@@ -77,6 +87,37 @@ def select_claims(cfg: SelectConfig, command: str = "select") -> Claims:
         .write("subset output", cfg.output, lock=True)
         .write("subset partial", f"{cfg.output}{PARTIAL}")
     )
+
+
+def nothing_selected(cfg: SelectConfig, table: ScoresTable, p: Plan) -> InputError:
+    """Why a selection chose nothing (no eligible record, a budget of 0, a threshold above
+    every score), with the first records that could not be chosen and their lines."""
+    n = len(table)
+    if not n:
+        why = f"the scores file {storage.shown(cfg.scores)} has no rows"
+    elif not p.eligible:
+        by = ", ".join(f"{k}={v:,}" for k, v in sorted(Counter(table.status).items()))
+        why = (
+            f"none of the {n:,} records is eligible (status ok with a finite {cfg.score!r}; "
+            f"by status: {by})"
+        )
+    elif cfg.threshold is not None:
+        best = (max if cfg.order == "desc" else min)(v for _, v in p.eligible)
+        sign = ">=" if cfg.order == "desc" else "<="
+        why = f"no record's {cfg.score} is {sign} {cfg.threshold:g} (the best is {best:.4g})"
+    elif not p.target:
+        asked = f"--top-k {cfg.top_k}" if cfg.top_k is not None else (
+            f"--fraction {cfg.fraction:g} of {n:,} records, rounded down")  # fmt: skip
+        why = f"the budget is 0 records ({asked})"
+    else:  # quotas for groups with no eligible record
+        why = f"{p.method} chose none of the {len(p.eligible):,} eligible records"
+    lines = [f"nothing to select: {why}"]
+    if table.problems and not p.eligible:
+        kind = detect_file_kind(cfg.input)
+        not_ok = sum(1 for s in table.status if s != "ok")
+        lines += summary_lines(located(cfg.input, kind, table.problems), not_ok)
+    lines.append("Nothing was written; --allow-empty writes the empty subset (exit 0).")
+    return InputError("\n".join(lines))
 
 
 @dataclasses.dataclass

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from fastscore.data.writers import read_score_rows
 from fastscore.errors import InputError
 from fastscore.records import OK
 from fastscore.runs.outputs import OutputPaths
+from fastscore.runs.problems import SHOWN, Problem
 from fastscore.scoring.arithmetic import perplexity, seeded_uniform, spearman
 
 # scores computed from a row rather than read from a column
@@ -33,12 +34,14 @@ class ScoresTable:
     length: np.ndarray  # float64 [n]: response tokens (NaN where none)
     columns: dict[str, np.ndarray]  # every numeric column, float64 [n], NaN where null
     fmt: str | None = None  # the record format the scores were made with (the manifest's)
+    problems: list[Problem] = field(default_factory=list)  # the first rows not ok
 
     @classmethod
     def read(cls, path: str | Path, fmt: str | None = None) -> ScoresTable:
         """One pass over a scores file (JSONL or Parquet); ``fmt`` defaults to the one its
         manifest records."""
         ids, status, length = [], [], []
+        problems: list[Problem] = []
         cols: dict[str, list] = {}
         for n, row in enumerate(read_score_rows(path)):
             if "index" not in row or "status" not in row:
@@ -50,6 +53,8 @@ class ScoresTable:
                 )
             ids.append(row.get("id"))
             status.append(row["status"])
+            if row["status"] != OK and len(problems) < SHOWN:
+                problems.append(Problem(n, row.get("id"), row["status"], row.get("reason")))
             r = row.get("n_response_tokens")
             length.append(float(r) if isinstance(r, int) else math.nan)
             for k, v in row.items():
@@ -70,6 +75,7 @@ class ScoresTable:
             np.asarray(length, dtype=np.float64),
             {k: np.asarray(v, dtype=np.float64) for k, v in cols.items()},
             fmt or _manifest_format(path),
+            problems,
         )
 
     def __len__(self) -> int:

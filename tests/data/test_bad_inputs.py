@@ -71,7 +71,10 @@ def test_empty_file_and_whitespace_file(tmp_path, score):
         data = tmp_path / name
         data.write_bytes(content)
         out = tmp_path / (name + ".scores.jsonl")
-        m = score(data, out)
+        with pytest.raises(InputError, match="nothing to score: .* has no records"):
+            score(data, out)
+        assert not out.exists() and not out.with_name(out.name + ".partial").exists()
+        m = score(data, out, allow_empty=True)  # what a pipeline asks for
         assert out.read_bytes() == b"" and m["counts"]["records"] == 0
 
 
@@ -79,7 +82,9 @@ def test_parquet_of_another_schema(tmp_path, score):
     data = tmp_path / "other.parquet"
     pq.write_table(pa.Table.from_pylist([{"x": 1, "y": "a"}, {"x": 2, "y": "b"}]), data)
     out = tmp_path / "s.jsonl"
-    score(data, out)
+    with pytest.raises(InputError, match=r"(?s)none of the 2 records .* record 0: bad_record"):
+        score(data, out)
+    score(data, out, allow_empty=True)
     rows = _rows(out)
     assert [r["status"] for r in rows] == ["bad_record", "bad_record"]
     assert "fits no known format" in rows[0]["reason"]

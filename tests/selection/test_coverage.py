@@ -469,7 +469,7 @@ def test_coverage_edges(tmp_path):
     sc.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
     out = tmp_path / "o.jsonl"
     kw = dict(scores=str(sc), input=str(inp), output=str(out))
-    s = select(**kw, top_k=0, coverage="clusters")
+    s = select(**kw, top_k=0, coverage="clusters", allow_empty=True)
     assert s["selected"] == 0 and s["coverage"]["clusters"] == 1
     s = select(**kw, top_k=100, coverage="clusters", clusters=2)
     assert s["selected"] == 39 and s["short_by"] == 61  # 39 eligible of 41 records
