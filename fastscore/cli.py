@@ -141,6 +141,18 @@ def _dry_run(cfg) -> None:
         f"{d['seconds'].get('engine_start', 0.0):.1f}s engine start\n"
         f"  estimated run      {est}"
     )
+    from fastscore.runs.problems import Problem, summary_lines
+
+    not_ok = d["records"] - d["by_status"].get("ok", 0)
+    if not_ok:
+        click.echo(f"  not scorable       {not_ok:,} records")
+        click.echo(
+            "\n".join(summary_lines([Problem(**p) for p in d["problems"]], not_ok, indent="    "))
+        )
+    if not d["by_status"].get("ok") and not cfg.allow_empty:
+        raise click.ClickException(
+            "nothing to score (the records above); --allow-empty to go on anyway"
+        )
 
 
 def _hms(seconds: float) -> str:

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from fastscore.rendering.renderer import today
 from fastscore.runs.claims import Claims
 from fastscore.runs.manifest import build_manifest, finish
 from fastscore.runs.outputs import OutputPaths
-from fastscore.runs.problems import located, nothing_to_score
+from fastscore.runs.problems import SHOWN, Problem, located, nothing_to_score
 from fastscore.runs.resume import prepare_resume, read_run_record, write_run_record
 from fastscore.runs.stats import Stats
 from fastscore.scoring.session import Session, open_session, session_facts
@@ -183,12 +184,23 @@ def run_scoring(
     )
 
 
+# what a dry run times: the first scorable samples, at most this many and this many tokens
+# (the estimate needs a rate, not a run: 277 of 300 records timed once cost more than the run)
+DRY_RUN_RECORDS = 32
+DRY_RUN_TOKENS = 8192
+
+
 def dry_run(
-    config: ScoreConfig | None = None, /, sample_tokens: int = 8192, **fields: Any
+    config: ScoreConfig | None = None,
+    /,
+    sample_tokens: int = DRY_RUN_TOKENS,
+    sample_records: int = DRY_RUN_RECORDS,
+    **fields: Any,
 ) -> dict[str, Any]:
     """Count the records, their statuses and tokens (everything is read and rendered, so
-    the counts are exact), then time the engines on the first ``sample_tokens`` tokens of
-    scorable samples and estimate the whole run. Nothing is written."""
+    the counts are exact), then time the engines on the first scorable samples (at most
+    ``sample_records`` of them and ``sample_tokens`` tokens) and estimate the whole run.
+    Nothing is written."""
     cfg = dataclasses.replace(config, **fields) if config else ScoreConfig(**fields)
     if not cfg.output:
         cfg = dataclasses.replace(cfg, output=str(Path(cfg.input or ".").with_suffix(".dry")))
@@ -200,15 +212,21 @@ def dry_run(
         counts: Counter = Counter()
         sample: list[RenderedSample] = []
         sample_tok = 0
+        problems: list[Problem] = []
         with stats.timer("read_render"):
-            for r in s.renderer.render_all(samples):
-                counts[f"status:{r.status}"] += 1
-                if r.status == OK:
+            for sides in _by_record(s.renderer.render_all(samples)):
+                bad = next((r for r in sides if r.status != OK), None)
+                counts[f"status:{bad.status if bad else OK}"] += 1
+                if bad is not None:
+                    if len(problems) < SHOWN:
+                        problems.append(Problem(bad.index, bad.id, bad.status, bad.reason))
+                    continue
+                for r in sides:
                     counts["tokens"] += r.n_tokens
                     counts["response_tokens"] += r.n_response_tokens
-                    if sample_tok < sample_tokens:
-                        sample.append(r)
-                        sample_tok += r.n_tokens
+                if sample_tok < sample_tokens and len(sample) < sample_records:
+                    sample += sides
+                    sample_tok += sum(r.n_tokens for r in sides)
         base, ref = s.engines
         timed = 0.0
         if sample:
@@ -228,6 +246,7 @@ def dry_run(
     by_status = {k.split(":", 1)[1]: v for k, v in sorted(counts.items()) if ":" in k}
     return {
         "input": storage.shown(cfg.input),
+        "problems": [p.to_json() for p in located(cfg.input, s.kind, problems)],
         "format": fmt,
         "engine": engine_kind,
         "records": sum(by_status.values()),
@@ -235,7 +254,7 @@ def dry_run(
         "tokens": counts["tokens"],
         "response_tokens": counts["response_tokens"],
         "sample": {
-            "records": len(sample),
+            "records": len({r.index for r in sample}),
             "tokens": sample_tok,
             "seconds": round(timed, 4),
             "tokens_per_second": None if rate is None else round(rate, 1),
@@ -253,6 +272,18 @@ def dry_run(
         ),
         "dry_run_seconds": round(time.perf_counter() - t_start, 2),
     }
+
+
+def _by_record(rendered: Iterator[RenderedSample]) -> Iterator[list[RenderedSample]]:
+    """The rendered sequences of each record together (a preference pair's two sides)."""
+    group: list[RenderedSample] = []
+    for r in rendered:
+        if group and group[0].index != r.index:
+            yield group
+            group = []
+        group.append(r)
+    if group:
+        yield group
 
 
 def _samples(s: Session):
