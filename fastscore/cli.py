@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 from typing import Any
 
@@ -181,23 +182,36 @@ def _handle_errors(fn):
     return wrapper
 
 
+class _Lines(logging.Formatter):
+    """fastscore's own progress as plain lines; warnings, errors and other libraries'
+    messages with their level and logger."""
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno == logging.INFO and record.name.startswith("fastscore"):
+            return record.getMessage()
+        return super().format(record)
+
+
 @click.group(epilog=EXAMPLE)
 @click.option("-v", "--verbose", is_flag=True, help="Log more, the engines' logs included.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @click.version_option(package_name="fastscore")
 def main(verbose: bool, quiet: bool) -> None:
     """fastscore: pick the most learnable SFT samples for a base model (LoBaSS / DavIR)."""
-    from fastscore.engines.vllm_engine import quiet_vllm
+    from fastscore.quiet import VERBOSE_ENV, set_verbose
 
-    # Our own progress at INFO; the engines' logs (a wall of text per engine) only with -v.
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    # Our own progress at INFO, as plain lines; the engines' logs only with -v.
+    handler = logging.StreamHandler()
+    handler.setFormatter(_Lines())
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
     logging.getLogger("fastscore").setLevel(
         logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     )
-    quiet_vllm(verbose)
+    # other libraries' output (vLLM's, transformers' bars) only with -v (fastscore.quiet)
+    set_verbose(verbose or os.environ.get(VERBOSE_ENV) == "1")
 
 
 from fastscore.config import (  # noqa: E402 (the options are built from them at import)
@@ -251,6 +265,7 @@ def score(ctx: click.Context, config_file: str | None, **_: object) -> None:
         return _dry_run(cfg)
     m = run_score(cfg)
     click.echo(_summary(m), err=True)
+    click.echo(_wrote(m["written"]), err=True)
 
 
 @main.command(
@@ -273,6 +288,15 @@ def select(ctx: click.Context, config_file: str | None, **_: object) -> None:
     click.echo(_selection_line(summary), err=True)
     if "coverage" in summary:
         click.echo(_cluster_lines(summary["coverage"]), err=True)
+
+
+def _wrote(files: list[str]) -> str:
+    """Every file a command wrote, by directory: ``wrote in DIR/: a, b, c``."""
+    by_dir: dict[str, list[str]] = {}
+    for f in files:
+        where, _, name = f.rpartition("/")
+        by_dir.setdefault(where, []).append(name)
+    return "\n".join(f"wrote in {d}/: {', '.join(names)}" for d, names in by_dir.items())
 
 
 def _selection_line(sel: dict) -> str:
@@ -324,6 +348,10 @@ def run(ctx: click.Context, config_file: str | None, **_: object) -> None:
     m = run_all(cfg)
     click.echo(_summary(m), err=True)
     click.echo(_selection_line(m["selection"]), err=True)
+    if m.get("report"):
+        explorer = f" (and the explorer: {m['explorer']})" if m.get("explorer") else ""
+        click.echo(f"report: {m['report']}{explorer}", err=True)
+    click.echo(_wrote(m["written"]), err=True)
 
 
 def _fmt_loss(x: float | None) -> str:
@@ -362,6 +390,7 @@ def train_ref(ctx: click.Context, config_file: str | None, **_: object) -> None:
             f"{m['seconds']:.0f}s -> {m['output_dir']}",
             err=True,
         )
+        click.echo(_wrote(m["written"]), err=True)
 
 
 @main.command(
@@ -399,6 +428,7 @@ def report(ctx: click.Context, config_file: str | None, **_: object) -> None:
         f"{summary['output']}{also}",
         err=True,
     )
+    click.echo(_wrote(summary["written"]), err=True)
 
 
 @main.command(
@@ -440,10 +470,13 @@ def demo(output_dir: str, fraction: float, progress: bool) -> None:
 
     result = run_demo(output_dir, fraction=fraction, progress=progress)
     click.echo(format_demo(result))
+    m = result["manifest"]
     click.echo(
-        f"outputs in {output_dir}/ (scores.jsonl, selected.jsonl, manifest.json, "
-        "report/report.html)"
+        f"demo models and data: {result['models']} (base/, ref/, sft.jsonl; {result['built']}, "
+        "reused by later runs)"
     )
+    click.echo(f"report: {m['report']} (and the explorer: {m['explorer']})")
+    click.echo(_wrote(m["written"]))
 
 
 @main.command(

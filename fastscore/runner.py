@@ -75,8 +75,19 @@ def run_with_scores(config: RunConfig) -> tuple[dict[str, Any], ScoresTable]:
         manifest, table = done if done else score_file(score_cfg, paths.manifest)
         manifest["command"] = "run"
         manifest["selection"] = select(select_cfg, table=table)
+        scored = [paths.scores, paths.features, paths.manifest]
+        written = [
+            storage.shown(paths.url(f))
+            for f in scored
+            if f == paths.manifest or paths.store.exists(f)
+        ]
+        written.append(manifest["selection"]["output"])
         if config.report:
-            manifest["report"] = report(report_cfg, table=table)["output"]
+            summary = report(report_cfg, table=table)
+            manifest["report"] = summary["output"]
+            manifest["explorer"] = summary.get("explorer")
+            written += summary["written"]
+        manifest["written"] = written
         write_manifest(paths.manifest, manifest)
         paths.store.push(paths.manifest)
     return manifest, table
@@ -109,7 +120,7 @@ def demo(output_dir: str | Path = "runs/demo", fraction: float = 0.2, progress: 
     from fastscore.demodata.build import ensure_demo
     from fastscore.demodata.world import KINDS
 
-    assets = ensure_demo()
+    assets = ensure_demo(progress=progress)
     cfg = RunConfig(
         output_dir=str(output_dir),
         score=ScoreConfig(
@@ -143,6 +154,8 @@ def demo(output_dir: str | Path = "runs/demo", fraction: float = 0.2, progress: 
         "fraction": fraction,
         "selected": n_pick,
         "manifest": manifest,
+        "models": str(assets.root),
+        "built": (assets.root / "COMPLETE").read_text().strip(),
     }
 
 

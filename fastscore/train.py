@@ -41,6 +41,7 @@ from fastscore.engines.models import (
     require_checkpoint,
 )
 from fastscore.errors import ConfigError
+from fastscore.quiet import libraries_quiet
 from fastscore.records import OK
 from fastscore.rendering.renderer import make_renderer
 from fastscore.runs.claims import Claims
@@ -343,7 +344,7 @@ def train_ref(config: TrainConfig | None = None, /, **fields: Any) -> dict[str, 
     validate_train(cfg)
     t_start = time.perf_counter()
     launch = Launch.from_env()
-    with train_claims(cfg, launch).settled():
+    with train_claims(cfg, launch).settled(), libraries_quiet():
         return _train(cfg, launch, t_start)
 
 
@@ -426,6 +427,11 @@ def _train(cfg: TrainConfig, launch: Launch, t_start: float) -> dict[str, Any]:
     }
     if launch.main:
         _draw_curve(curve, out / CURVE, title=f"train-ref on {Path(cfg.input).name}")
+        mine = {*SAVED_FILES, CURVE, ADAPTER, *([CHECKPOINTS] if cfg.keep_checkpoints else [])}
+        manifest["written"] = sorted(
+            {str(p.resolve()) for p in out.iterdir() if p.name in mine}
+            | {str((out / MANIFEST).resolve())}
+        )
         (out / MANIFEST).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
         if cfg.keep_checkpoints:
             _write_run(checkpoints, {**run, "finished": True})

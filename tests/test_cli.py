@@ -19,6 +19,14 @@ def test_demo_end_to_end(tmp_path, demo_assets):
     out = tmp_path / "demo"
     p = cli("demo", "--output-dir", out, "--no-progress", fresh=True)  # the demo runs vLLM
     assert "terminate called" not in p.stderr  # its engines shut down cleanly
+    # other libraries' notices and bars stay in vLLM's log (issue 31: 18 of 35 lines were)
+    for noise in ("Triton", "FutureWarning", "NUMA", "Loading safetensors", "Loading weights"):
+        assert noise not in p.stderr, p.stderr
+    assert "vLLM's log in " in p.stderr
+    # where the models are, and every file written, the explorer included
+    assert f"demo models and data: {demo_assets.root} (base/, ref/, sft.jsonl" in p.stdout
+    assert f"wrote in {out.resolve()}/: scores.jsonl, manifest.json, selected.jsonl" in p.stdout
+    assert f"wrote in {out.resolve() / 'report'}/: report.html, explorer.html, " in p.stdout
     lines = {ln.split()[0]: ln.split()[1:] for ln in p.stdout.splitlines() if ln.strip()}
     assert lines["kind"] == ["in_data", "selected", "lobass", "rho", "random_expected"]
     in_data, selected, by_lobass, by_rho, random_exp = (float(x) for x in lines["learnable"])
@@ -62,6 +70,21 @@ def test_run_multi_turn_matches_transformers(tmp_path, demo_assets, tokenizer):
         "--engine",
         "torch",
         "--no-progress",
+    )
+    # its last lines: the records not scored by their lines, the report, every file written
+    assert "  line 6 (record 5): bad_record: invalid JSON" in p.stderr
+    report = (out / "report").resolve()
+    assert f"report: {report / 'report.html'} (and the explorer: {report / 'explorer.html'})" in (
+        p.stderr
+    )
+    wrote = [ln for ln in p.stderr.splitlines() if ln.startswith("wrote in ")]
+    assert wrote[0] == (
+        f"wrote in {out.resolve()}/: scores.jsonl, scores.features.npy, manifest.json, "
+        "selected.jsonl"
+    )
+    assert wrote[1].startswith(f"wrote in {report}/: report.html, explorer.html, losses.png")
+    assert sorted(wrote[1].split(": ", 1)[1].split(", ")) == sorted(
+        f.name for f in report.iterdir()
     )
     rows = [orjson.loads(x) for x in (out / "scores.jsonl").read_bytes().splitlines()]
     assert [r["id"] for r in rows] == ["mt-1", "mt-2", "no-reply", "long", "bad-role", None]

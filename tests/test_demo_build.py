@@ -1,3 +1,5 @@
+import logging
+
 from fastscore.demodata.build import DemoRecipe, ensure_demo
 from fastscore.demodata.pretrain import Schedule
 from fastscore.demodata.world import KINDS, World, build
@@ -17,13 +19,22 @@ def test_world_is_seeded_and_balanced():
         assert (answer in pre_answers) == (r["kind"] == "known"), r
 
 
-def test_build_is_deterministic(tmp_path):
+def test_build_is_deterministic(tmp_path, caplog, capfd):
     recipe = DemoRecipe(
         world=World(n_per_kind=10, pretrain_repeats=1),
         pretrain=Schedule(epochs=1, lr=3e-3),
         finetune=Schedule(epochs=1, lr=1e-3, batch_size=8),
     )
+    caplog.set_level(logging.INFO, logger="fastscore")
     a = ensure_demo(recipe, tmp_path / "a")
+    # a line per step with its time, where it is built; no other library's bars (issue 31)
+    said = [r.getMessage() for r in caplog.records]
+    assert said[0].startswith(f"building the demo's models into {tmp_path / 'a'} (once")
+    for n, step in enumerate(("the world", "a byte-level BPE", "the base", "the reference"), 1):
+        assert any(m.startswith(f"  [{n}/4] {step}") and ": done in " in m for m in said), said
+    assert said[-1].startswith("demo models built in ")
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "Writing model shards" not in err, err
     b = ensure_demo(recipe, tmp_path / "b")
     for part in (
         "base/model.safetensors",

@@ -289,3 +289,24 @@ def test_a_dry_run_times_a_bounded_sample(tmp_path, demo_assets):
     assert "  records            300 (ok=300)" in p.stdout
     assert f"  timed sample       {DRY_RUN_RECORDS} records, " in p.stdout, p.stdout
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
+
+
+def test_the_python_api_keeps_other_libraries_quiet(tmp_path, demo_assets):
+    """Case 9: the Python API printed transformers' 'Loading weights' bar twice a call;
+    FASTSCORE_VERBOSE=1 shows it again."""
+    import os
+    import subprocess
+    import sys
+
+    data = tmp_path / "d.jsonl"
+    _write(data, _chats(3))
+    code = (
+        "import fastscore; fastscore.score("
+        f"input={str(data)!r}, base={str(demo_assets.base)!r}, ref={str(demo_assets.ref)!r}, "
+        f"output={str(tmp_path / 's.jsonl')!r}, progress=False)"
+    )
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert quiet.returncode == 0 and "Loading weights" not in quiet.stderr, quiet.stderr
+    env = dict(os.environ, FASTSCORE_VERBOSE="1")
+    loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert loud.returncode == 0 and "Loading weights" in loud.stderr, loud.stderr

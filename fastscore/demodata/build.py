@@ -9,6 +9,7 @@ head_dim is 64 because vLLM's CPU attention refuses smaller heads.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -24,6 +25,7 @@ import orjson
 from fastscore.demodata import world as world_mod
 from fastscore.demodata.pretrain import Schedule, train_examples
 from fastscore.paths import cache_dir
+from fastscore.quiet import libraries_quiet
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +79,11 @@ class DemoAssets:
         return self.root / "sft.jsonl"
 
 
-def ensure_demo(recipe: DemoRecipe | None = None, root: Path | None = None) -> DemoAssets:
-    """The demo assets, built on first use and reused afterwards."""
+def ensure_demo(
+    recipe: DemoRecipe | None = None, root: Path | None = None, *, progress: bool = False
+) -> DemoAssets:
+    """The demo assets, built on first use (a line per step with its time, a bar for the
+    long ones with ``progress``) and reused afterwards."""
     recipe = recipe or DemoRecipe()
     root = Path(root) if root else cache_dir() / f"demo-{recipe.key()}"
     assets = DemoAssets(root)
@@ -91,15 +96,46 @@ def ensure_demo(recipe: DemoRecipe | None = None, root: Path | None = None) -> D
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (root / "COMPLETE").exists():
             return assets
+        log.info(
+            "building the demo's models into %s (once: later runs reuse them; "
+            "$FASTSCORE_CACHE_DIR moves the cache)",
+            root,
+        )
         tmp = root.with_name(root.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         t0 = time.perf_counter()
-        _build(recipe, DemoAssets(tmp))
-        (tmp / "COMPLETE").write_text(f"built in {time.perf_counter() - t0:.1f}s\n")
+        with libraries_quiet():
+            _build(recipe, DemoAssets(tmp), progress=progress)
+        seconds = time.perf_counter() - t0
+        (tmp / "COMPLETE").write_text(f"built in {seconds:.1f}s\n")
         shutil.rmtree(root, ignore_errors=True)
         os.replace(tmp, root)  # atomic: a half-built demo is never picked up
+        log.info("demo models built in %.1fs", seconds)
     return assets
+
+
+class _Steps:
+    """The build's steps, each announced as it starts and timed as it ends."""
+
+    def __init__(self, total: int):
+        self.total, self.n = total, 0
+
+    @contextlib.contextmanager
+    def step(self, what: str):
+        self.n += 1
+        t0 = time.perf_counter()
+        done: list[str] = []
+        log.info("  [%d/%d] %s ...", self.n, self.total, what)
+        yield done  # the step may add what it made
+        log.info(
+            "  [%d/%d] %s: done in %.1fs%s",
+            self.n,
+            self.total,
+            what,
+            time.perf_counter() - t0,
+            f" ({done[0]})" if done else "",
+        )
 
 
 def build_tokenizer(texts: list[str], vocab_size: int):
@@ -146,52 +182,66 @@ def tiny_llama(tokenizer, m: TinyLlama):
     return LlamaForCausalLM(config)
 
 
-def _build(recipe: DemoRecipe, out: DemoAssets) -> None:
+def _build(recipe: DemoRecipe, out: DemoAssets, *, progress: bool = False) -> None:
     import torch
 
     from fastscore.config import TrainConfig
     from fastscore.train import train_ref
 
+    steps = _Steps(4)
     torch.manual_seed(recipe.seed)
-    pretrain, sft = world_mod.build(recipe.world)
-    with open(out.data, "wb") as f:
-        for rec in sft:
-            f.write(orjson.dumps(rec) + b"\n")
+    with steps.step("the world: its pretraining corpus and SFT records") as done:
+        pretrain, sft = world_mod.build(recipe.world)
+        with open(out.data, "wb") as f:
+            for rec in sft:
+                f.write(orjson.dumps(rec) + b"\n")
+        done.append(f"{len(pretrain):,} pretraining chats, {len(sft):,} SFT records")
 
-    texts = [m["content"] for conv in pretrain for m in conv]
-    texts += [m["content"] for rec in sft for m in rec["messages"]]
-    tokenizer = build_tokenizer(texts, recipe.model.vocab_size)
-    model = tiny_llama(tokenizer, recipe.model)
+    with steps.step("a byte-level BPE tokenizer") as done:
+        texts = [m["content"] for conv in pretrain for m in conv]
+        texts += [m["content"] for rec in sft for m in rec["messages"]]
+        tokenizer = build_tokenizer(texts, recipe.model.vocab_size)
+        done.append(f"{len(tokenizer):,} tokens")
 
-    # Pretraining: every token of the ChatML-formatted corpus counts.
-    pre_ids = [tokenizer.apply_chat_template(conv, tokenize=False) for conv in pretrain]
-    pre_examples = []
-    for text in pre_ids:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        pre_examples.append((ids, list(range(1, len(ids)))))
-    train_examples(
-        model, pre_examples, recipe.pretrain, pad_id=tokenizer.pad_token_id, what="pretrain base"
-    )
-    model.save_pretrained(out.base)
-    tokenizer.save_pretrained(out.base)
+    with steps.step("the base: a tiny Llama pretrained on the corpus") as done:
+        model = tiny_llama(tokenizer, recipe.model)
+        # Pretraining: every token of the ChatML-formatted corpus counts.
+        pre_ids = [tokenizer.apply_chat_template(conv, tokenize=False) for conv in pretrain]
+        pre_examples = []
+        for text in pre_ids:
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            pre_examples.append((ids, list(range(1, len(ids)))))
+        r = train_examples(model, pre_examples, recipe.pretrain, pad_id=tokenizer.pad_token_id,
+                           what="pretraining", progress=progress)  # fmt: skip
+        model.save_pretrained(out.base)
+        tokenizer.save_pretrained(out.base)
+        params = sum(p.numel() for p in model.parameters())
+        done.append(
+            f"{params / 1e6:.1f}M parameters, {r['steps']} steps, loss {r['final_loss']:.3f}"
+        )
 
     # The reference: fastscore's own train-ref, so the response masks are the scorer's.
-    ft = recipe.finetune
-    trained = train_ref(
-        TrainConfig(
-            input=str(out.data),
-            base=str(out.base),
-            output_dir=str(out.ref),
-            format="messages",
-            epochs=ft.epochs,
-            lr=ft.lr,
-            batch_size=ft.batch_size,
-            warmup_steps=ft.warmup_steps,
-            weight_decay=ft.weight_decay,
-            device="cpu",
-            progress=False,
-            seed=recipe.seed,
+    with steps.step("the reference: train-ref (TRL's SFTTrainer) on the SFT records") as done:
+        ft = recipe.finetune
+        trained = train_ref(
+            TrainConfig(
+                input=str(out.data),
+                base=str(out.base),
+                output_dir=str(out.ref),
+                format="messages",
+                epochs=ft.epochs,
+                lr=ft.lr,
+                batch_size=ft.batch_size,
+                warmup_steps=ft.warmup_steps,
+                weight_decay=ft.weight_decay,
+                device="cpu",
+                progress=progress,
+                seed=recipe.seed,
+            )
         )
-    )
-    if trained["trained_samples"] != len(sft):
-        raise RuntimeError(f"demo records did not all render: {trained['counts']}")
+        if trained["trained_samples"] != len(sft):
+            raise RuntimeError(f"demo records did not all render: {trained['counts']}")
+        loss = trained["final_loss"]
+        done.append(
+            f"{trained['steps']} steps" + (f", loss {loss:.3f}" if loss is not None else "")
+        )

@@ -104,5 +104,5 @@ def train_examples(
     model.eval()
     final = sum(recent) / len(recent) if recent else float("nan")
     seconds = time.perf_counter() - t0
-    log.info("%s: %d steps, final loss %.3f, %.1fs", what, step, final, seconds)
+    log.debug("%s: %d steps, final loss %.3f, %.1fs", what, step, final, seconds)
     return {"steps": step, "final_loss": round(final, 6), "seconds": round(seconds, 3)}

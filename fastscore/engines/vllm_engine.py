@@ -12,8 +12,6 @@ token ids vLLM reports back are checked against what was sent.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import numpy as np
 
 from fastscore.config import EngineConfig
 from fastscore.errors import EngineError
+from fastscore.quiet import output_to_log, verbose
 from fastscore.records import RenderedSample
 
 log = logging.getLogger(__name__)
@@ -32,6 +31,19 @@ class VllmEngine:
         self.model = str(model)
         self.cfg = cfg
         self.max_model_len = max_model_len
+        # vLLM's engine process inherits where its output goes: a log file unless verbose
+        with output_to_log(f"vllm-{name}") as self.log_path:
+            self._start(cfg, name)
+        where = f"in {self.log_path}" if self.log_path else "above"
+        log.info(
+            "%s engine up in %.1fs (logprobs path: %s; vLLM's log %s)",
+            name,
+            self.start_seconds,
+            self.path,
+            where,
+        )
+
+    def _start(self, cfg: EngineConfig, name: str) -> None:
         try:
             from vllm import LLM, SamplingParams
             from vllm.platforms import current_platform
@@ -46,11 +58,12 @@ class VllmEngine:
             model=self.model,
             dtype=cfg.dtype,
             enable_prefix_caching=False,
-            max_model_len=max_model_len,
+            max_model_len=self.max_model_len,
             seed=cfg.seed,
             trust_remote_code=cfg.trust_remote_code,
             tensor_parallel_size=cfg.tensor_parallel_size,
             enforce_eager=on_cpu if cfg.enforce_eager is None else cfg.enforce_eager,
+            use_tqdm_on_load=verbose(),
         )
         if cfg.kv_cache_gb is not None or (on_cpu and cfg.gpu_memory_utilization is None):
             kwargs["kv_cache_memory_bytes"] = int((cfg.kv_cache_gb or 1.0) * (1 << 30))
@@ -62,9 +75,10 @@ class VllmEngine:
         try:
             self.llm = LLM(**kwargs)
         except Exception as e:
+            where = f"in {self.log_path}" if self.log_path else "in the log above"
             raise EngineError(
                 f"could not start vLLM for the {name} model {self.model!r}: "
-                f"{type(e).__name__}: {e}. vLLM's own error is in the log above. Common "
+                f"{type(e).__name__}: {e}. vLLM's own error is {where}. Common "
                 "causes: too little memory for the KV cache (lower --kv-cache-gb, or "
                 "--gpu-memory-utilization on a GPU); a head size vLLM's CPU attention refuses "
                 "(64 works); an architecture vLLM does not support (try --engine torch)"
@@ -77,7 +91,6 @@ class VllmEngine:
                 "(VLLM_USE_V2_MODEL_RUNNER=1, a GPU); use 'auto' or 'flat'"
             )
         self.path = "token_ids" if cfg.logprobs_path in ("auto", "token_ids") and v2 else "flat"
-        log.info("%s engine up in %.1fs (logprobs path: %s)", name, self.start_seconds, self.path)
 
     def info(self) -> dict:
         return {
@@ -184,20 +197,3 @@ def pick_token_id_logprobs(sample: RenderedSample, scores) -> np.ndarray:
             f"({sample.n_tokens - 1 - start}, 1), got {shape}"
         )
     return np.asarray(scores, dtype=np.float64)[sample.response_positions - 1 - start, 0]
-
-
-def quiet_vllm(verbose: bool) -> None:
-    """vLLM logs at INFO by default, a wall of text per engine; keep its errors only unless
-    asked. Set before vLLM is imported: its worker processes read the same variable."""
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
-    if not verbose:
-        logging.getLogger("vllm").setLevel(logging.ERROR)
-        # transformers' weight-loading bars and notices, printed per model load
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        if "transformers" in sys.modules and os.environ["TRANSFORMERS_VERBOSITY"] == "error":
-            # imported before us (a notebook, a test runner): it read the variables then
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.set_verbosity_error()
-            hf_logging.disable_progress_bar()

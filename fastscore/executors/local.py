@@ -91,7 +91,7 @@ def score_file(
         if not by_status.get(OK) and not cfg.allow_empty:
             # (the partial stays: --resume --allow-empty puts it in place as it is)
             raise nothing_to_score(cfg.input, by_status, problems)
-        finish(paths, manifest)
+        manifest["written"] = finish(paths, manifest)
     table.path = paths.scores
     return manifest, table
 

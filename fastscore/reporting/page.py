@@ -224,10 +224,13 @@ def _write_report(cfg: ReportConfig, table: ScoresTable | None) -> dict[str, Any
     _write(page, html)
     store.push(out)
     lap("page")
+    pages = [page, explorer_page] if cfg.explorer else [page]
     return {
         "output": storage.shown(store.url(page)),
         **({"explorer": storage.shown(store.url(explorer_page))} if cfg.explorer else {}),
         "pngs": [f["png"] for f in figures],
+        "written": [storage.shown(store.url(p)) for p in pages]
+        + [storage.shown(store.url(Path(f["png"]))) for f in figures],
         "records": n,
         "selected": int(picked.sum()),
         "method": p.method,

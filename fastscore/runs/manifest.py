@@ -101,12 +101,12 @@ def write_manifest(path: str | Path, manifest: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def finish(paths: OutputPaths, manifest: dict[str, Any]) -> None:
+def finish(paths: OutputPaths, manifest: dict[str, Any]) -> list[str]:
     """The final write, ordered so that a kill at any point leaves a run that ``--resume``
     completes: the manifest (atomically), then the complete scores renamed into place, then
     the run record removed. So a scores file never exists without its manifest. In a store
     (no rename), each is one object put complete, in the same order, and the partials'
-    segments go last."""
+    segments go last. Returns the files in place (as ``storage.shown`` shows them)."""
     kill_point("final:manifest")
     write_manifest(paths.manifest, manifest)
     paths.store.push(paths.manifest)
@@ -120,8 +120,11 @@ def finish(paths: OutputPaths, manifest: dict[str, Any]) -> None:
     paths.store.push(paths.scores)
     from fastscore.scoring.features import finish_features
 
+    written = [paths.scores, paths.manifest]
     if finish_features(paths.scores):  # the features beside the scores, when there are some
         paths.store.push(paths.features)
+        written.insert(1, paths.features)
     kill_point("final:cleanup")
     paths.drop_partials()
     paths.store.remove(paths.run_record)
+    return [storage.shown(paths.url(p)) for p in written]

@@ -28,6 +28,7 @@ from fastscore.engines.models import (
     require_checkpoint,
 )
 from fastscore.errors import ConfigError
+from fastscore.quiet import libraries_quiet
 from fastscore.rendering.renderer import Renderer, make_renderer
 from fastscore.runs.stats import Stats
 
@@ -89,7 +90,7 @@ def open_session(
     down on exit."""
     stats = stats or Stats()
     owned: list = []
-    try:
+    with libraries_quiet(), _closing(owned, stats):
         if cfg.engine.kind == "served":
             tok, max_length, models = _served(cfg, stats, owned)
             engines = (owned[0], owned[1])
@@ -113,6 +114,13 @@ def open_session(
         if start_engines:
             session.start_engines()
         yield session
+
+
+@contextlib.contextmanager
+def _closing(owned: list, stats: Stats) -> Iterator[None]:
+    """The engines the session started, shut down on the way out, whatever happens."""
+    try:
+        yield
     finally:
         if owned:
             with stats.timer("engine_shutdown"):
