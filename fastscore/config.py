@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fastscore import storage
+from fastscore.data.memory import as_input
 from fastscore.errors import ConfigError
 from fastscore.storage import shown
 
@@ -425,6 +426,16 @@ class ReportConfig:
         "Also write explorer.html: the plots to hover, a budget to try, ids to find (offline).",
         switch="--explorer/--no-explorer",
     )
+
+
+def api_config(cls: type, config: Any, fields: dict[str, Any]) -> Any:
+    """A command's config as the Python API takes it: the config given with ``fields``
+    replaced, or one made of ``fields``; an ``input`` given as a ``datasets.Dataset`` or a
+    list of records is wrapped to be read where it is (``data.memory``)."""
+    cfg = dataclasses.replace(config, **fields) if config else cls(**fields)
+    if getattr(cfg, "input", None) is not None:
+        cfg = dataclasses.replace(cfg, input=as_input(cfg.input))
+    return cfg
 
 
 def _dataclass_of(tp: Any) -> type | None:

@@ -19,6 +19,7 @@ from fastscore.config import (
     validate_score,
     validate_select,
 )
+from fastscore.data.memory import as_input
 from fastscore.errors import ConfigError
 from fastscore.executors.local import score_claims, score_file
 from fastscore.reporting.page import report, report_claims
@@ -47,7 +48,9 @@ def run_with_scores(config: RunConfig) -> tuple[dict[str, Any], ScoresTable]:
     def inside(name: str) -> str:  # (a store URL, or a local path)
         return storage.join(out, name) if storage.is_url(out) else str(Path(out) / name)
 
-    score_cfg = dataclasses.replace(config.score, output=inside("scores.jsonl"))
+    score_cfg = dataclasses.replace(
+        config.score, input=as_input(config.score.input), output=inside("scores.jsonl")
+    )
     select_cfg = dataclasses.replace(
         config.select,
         scores=score_cfg.output,

@@ -46,7 +46,10 @@ def is_url(path: Any) -> bool:
 
 def shown(path: Any) -> str:
     """A path or URL as logs and manifests show it: a local path made absolute, a URL
-    without userinfo (``s3://key:secret@bucket`` keeps only ``s3://bucket``)."""
+    without userinfo (``s3://key:secret@bucket`` keeps only ``s3://bucket``); an input
+    held in memory (``data.memory``) by its name."""
+    if getattr(path, "in_memory", False):
+        return str(path)
     if not is_url(path):
         return str(Path(path).resolve())
     return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1", str(path))
@@ -146,7 +149,11 @@ def read_bytes(path: str | os.PathLike, role: str = "input") -> bytes:
 
 
 def info(path: str | os.PathLike, role: str = "input") -> dict | None:
-    """``{"type": "file"|"directory", "size", "version"}``, None when nothing is there."""
+    """``{"type": "file"|"directory"|"memory", "size", "version"}``, None when nothing is
+    there (an input held in memory: its records and their digest)."""
+    if getattr(path, "in_memory", False):
+        records, digest = path.signature()
+        return {"type": "memory", "size": records, "version": digest}
     if not is_url(path):
         p = Path(path)
         if not p.exists():

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from fastscore import storage
-from fastscore.config import TrainConfig, validate_train
+from fastscore.config import TrainConfig, api_config, validate_train
 from fastscore.data.formats import resolve_format, to_samples
 from fastscore.data.ids import IdRegistry, flag_duplicate_ids
 from fastscore.data.readers import detect_file_kind, read_records
@@ -340,7 +340,7 @@ def train_ref(config: TrainConfig | None = None, /, **fields: Any) -> dict[str, 
     loads); returns the training manifest, also written as ``output_dir/train_manifest.json``
     (by the first process of a launch; every process returns it)."""
 
-    cfg = dataclasses.replace(config, **fields) if config else TrainConfig(**fields)
+    cfg = api_config(TrainConfig, config, fields)
     validate_train(cfg)
     t_start = time.perf_counter()
     launch = Launch.from_env()

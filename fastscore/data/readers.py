@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from fastscore import storage
+from fastscore.data.memory import MEMORY_KINDS
 from fastscore.errors import InputError
 from fastscore.records import RawRecord
 
@@ -31,7 +32,10 @@ def _child(path: str | os.PathLike, name: str) -> str | Path:
 
 def detect_file_kind(path: str | os.PathLike) -> str:
     """jsonl, json (an array), parquet, or hf_disk (a ``datasets`` ``save_to_disk``
-    directory), from the extension or the directory's files, else from the first bytes."""
+    directory), from the extension or the directory's files, else from the first bytes;
+    an input held in memory is a ``dataset`` or ``records`` (``data.memory``)."""
+    if getattr(path, "in_memory", False):
+        return path.kind
     shown = storage.shown(path) if storage.is_url(path) else str(path)
     found = storage.info(path)
     if found is None:
@@ -81,6 +85,8 @@ def parquet_file(path: str | os.PathLike):
 def count_records(path: str | os.PathLike, kind: str | None = None) -> int:
     """Number of records, cheaply (a newline count for JSONL), for progress and fractions."""
     kind = kind or detect_file_kind(path)
+    if kind in MEMORY_KINDS:
+        return len(path.data)
     if kind == "parquet":
         return parquet_file(path).metadata.num_rows
     if kind == "json":
@@ -136,14 +142,20 @@ def read_records(path: str | os.PathLike, kind: str | None = None) -> Iterator[R
             for obj in batch.to_pylist():
                 yield RawRecord(index=i, data=obj)
                 i += 1
+    elif kind in MEMORY_KINDS:
+        for i, obj in enumerate(path.records()):
+            yield RawRecord(index=i, data=obj)
     else:
         raise InputError(f"unknown input kind {kind!r}; expected one of {FILE_KINDS}")
 
 
 def record_batches(path: str | os.PathLike, kind: str) -> Iterator[Any]:
-    """Arrow record batches of a Parquet file or a ``save_to_disk`` directory."""
+    """Arrow record batches of a Parquet file, a ``save_to_disk`` directory or a dataset
+    held in memory."""
     if kind == "parquet":
         yield from parquet_file(path).iter_batches(batch_size=1024)
+    elif kind == "dataset":
+        yield from path.batches()
     else:
         for table in _hf_disk_tables(path):
             yield from table.to_batches(max_chunksize=1024)

@@ -153,7 +153,7 @@ def write_subset(input_path, output_path, *, chosen: list[int], ids: list) -> in
                 if i in wanted:
                     f.write(line)  # byte for byte as in the input
                     written += 1
-    elif out_kind == "parquet" and in_kind in ("parquet", "hf_disk"):
+    elif out_kind == "parquet" and in_kind in ("parquet", "hf_disk", "dataset"):
         import pyarrow as pa
         import pyarrow.parquet as pq
 

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from fastscore import storage
-from fastscore.config import ScoreConfig, validate_score
+from fastscore.config import ScoreConfig, api_config, validate_score
 from fastscore.data.ids import IdRegistry, flag_duplicate_ids
 from fastscore.data.readers import count_records, jsonl_starts, read_record_range, read_records
+from fastscore.errors import ConfigError
 from fastscore.executors.base import require_scorable, score_range
 from fastscore.records import OK, RenderedSample
 from fastscore.rendering.renderer import today
@@ -43,7 +44,7 @@ def score(config: ScoreConfig | None = None, /, **fields: Any) -> dict[str, Any]
     ref=..., output=...)``. The manifest is also written beside the output as
     ``<output stem>.manifest.json``.
     """
-    cfg = dataclasses.replace(config, **fields) if config else ScoreConfig(**fields)
+    cfg = api_config(ScoreConfig, config, fields)
     validate_score(cfg)
     return score_file(cfg)[0]
 
@@ -75,6 +76,12 @@ def score_file(
     with score_claims(cfg, paths).settled():
         cfg = dataclasses.replace(cfg, date=resolve_date(cfg))
         if cfg.executor == "ray":
+            if getattr(cfg.input, "in_memory", False):
+                raise ConfigError(
+                    f"executor ray: {cfg.input} is in this process's memory, which Ray's "
+                    "workers cannot read; write it to a file or a store they can "
+                    "(Dataset.to_parquet) and score that"
+                )
             from fastscore.executors.ray_shards import run_scoring_ray
 
             manifest = run_scoring_ray(cfg, paths)
@@ -201,7 +208,7 @@ def dry_run(
     the counts are exact), then time the engines on the first scorable samples (at most
     ``sample_records`` of them and ``sample_tokens`` tokens) and estimate the whole run.
     Nothing is written."""
-    cfg = dataclasses.replace(config, **fields) if config else ScoreConfig(**fields)
+    cfg = api_config(ScoreConfig, config, fields)
     if not cfg.output:
         cfg = dataclasses.replace(cfg, output=str(Path(cfg.input or ".").with_suffix(".dry")))
     validate_score(cfg)

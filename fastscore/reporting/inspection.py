@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from fastscore.config import InspectConfig, validate_inspect
+from fastscore.config import InspectConfig, api_config, validate_inspect
 from fastscore.data.formats import to_sample
 from fastscore.data.readers import read_records
 from fastscore.data.writers import read_score_rows
@@ -30,7 +30,7 @@ def inspect(config: InspectConfig | None = None, /, **fields: Any) -> dict[str, 
     from fastscore.config import ScoreConfig
     from fastscore.scoring.session import open_session
 
-    cfg = dataclasses.replace(config, **fields) if config else InspectConfig(**fields)
+    cfg = api_config(InspectConfig, config, fields)
     cfg = _from_scores_manifest(cfg)
     validate_inspect(cfg)
     # the scorer's own session: its tokenizer check, length limit, format and renderer

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from fastscore import storage
-from fastscore.config import ReportConfig, validate_report
+from fastscore.config import ReportConfig, api_config, validate_report
 from fastscore.data.readers import detect_file_kind, read_records
 from fastscore.errors import InputError
 from fastscore.records import OK
@@ -46,7 +46,7 @@ def report(
 ) -> dict[str, Any]:
     """Write ``report.html`` and its PNGs into ``config.output_dir``; returns a summary.
     ``table``: the scores already read (``fastscore run`` reads them once)."""
-    cfg = dataclasses.replace(config, **fields) if config else ReportConfig(**fields)
+    cfg = api_config(ReportConfig, config, fields)
     validate_report(cfg)
     with report_claims(cfg).settled():
         return _write_report(cfg, table)

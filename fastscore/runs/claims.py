@@ -69,7 +69,8 @@ class Claims:
     directories: list[Any] = field(default_factory=list)
 
     def read(self, role: str, path: Any) -> Claims:
-        if path is not None and (storage.is_url(path) or isinstance(path, (str, os.PathLike))):
+        """(An input held in memory is no file an output could be.)"""
+        if path is not None and not getattr(path, "in_memory", False):
             self.reads.append((role, path))
         return self
 

@@ -93,7 +93,10 @@ def model_identity(models: dict | None) -> dict:
 def input_signature(path) -> tuple[int, int]:
     """(size, modification time) of an input: a file's own; for a ``save_to_disk``
     directory, the total size and latest time of its files. A store's object: its size
-    and version (ETag), as an integer; for a directory there, its files'."""
+    and version (ETag), as an integer; for a directory there, its files'. An input held in
+    memory: its records and their digest."""
+    if getattr(path, "in_memory", False):
+        return path.signature()
     if storage.is_url(path):
         files = (
             [path]

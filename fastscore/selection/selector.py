@@ -17,7 +17,13 @@ from collections import Counter
 from typing import Any
 
 from fastscore import storage
-from fastscore.config import SelectConfig, parse_quota, resolve_coverage, validate_select
+from fastscore.config import (
+    SelectConfig,
+    api_config,
+    parse_quota,
+    resolve_coverage,
+    validate_select,
+)
 from fastscore.data.readers import detect_file_kind
 from fastscore.data.writers import write_subset
 from fastscore.errors import ConfigError, InputError
@@ -41,7 +47,7 @@ def select(
 ) -> dict[str, Any]:
     """Write the records chosen by ``config`` to ``config.output``; returns a summary.
     ``table``: the scores already read (``fastscore run`` reads them once)."""
-    cfg = dataclasses.replace(config, **fields) if config else SelectConfig(**fields)
+    cfg = api_config(SelectConfig, config, fields)
     validate_select(cfg)
     for name in ("scores", "input"):
         if not storage.exists(getattr(cfg, name)):
