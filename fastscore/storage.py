@@ -530,11 +530,12 @@ def _remove_dead_staging(root: Path) -> None:
         rest, _, pid = d.name[13:].rpartition("-")  # after the 12-digit key and its dash
         if rest != _host() or not pid.isdigit() or int(pid) == os.getpid():
             continue
-        if not _alive(int(pid)):
+        if not alive(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process of this host still runs."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -223,16 +223,6 @@ def _describe(holder: dict | None) -> str:
     )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 # this process's locks, by output: a command inside another (run's scoring, its select)
 # takes the lock its caller already holds
 _HELD: dict[str, list] = {}
@@ -380,7 +370,7 @@ class _Lease:
 
     def _gone(self, holder: dict) -> bool:
         if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
-            return not _alive(holder["pid"])
+            return not storage.alive(holder["pid"])
         renewed = holder.get("renewed")
         return not isinstance(renewed, (int, float)) or time.time() - renewed > LEASE_SECONDS
 
