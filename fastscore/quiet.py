@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -36,8 +37,9 @@ def set_verbose(on: bool) -> None:
         os.environ[VERBOSE_ENV] = "1"
     else:
         os.environ.pop(VERBOSE_ENV, None)
-    # read by vLLM when it is imported, by it and by its engine processes
-    os.environ["VLLM_LOGGING_LEVEL"] = "INFO" if on else "ERROR"
+    # read by vLLM when it is imported, by it and by its engine processes (a level the
+    # user set is theirs)
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if on else "ERROR")
 
 
 @contextlib.contextmanager
@@ -67,33 +69,61 @@ def libraries_quiet() -> Iterator[None]:
         vllm_logger.setLevel(vllm_level)
 
 
+# one process has one stdout and stderr: engines started side by side take turns
+_REDIRECT = threading.Lock()
+
+
 @contextlib.contextmanager
 def output_to_log(name: str) -> Iterator[Path | None]:
     """This process's stdout and stderr (the file descriptors) into a log file for the
     block, unless ``verbose()``; processes started in it write there for their life.
-    Yields the log's path (None when verbose)."""
+    Yields the log's path (None when verbose, or when no log can be written: the output
+    then stays on the terminal)."""
     if verbose():
         yield None
         return
-    from fastscore.paths import cache_dir
-
-    logs = cache_dir() / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    for old in sorted(logs.glob("*.log"), key=lambda p: p.stat().st_mtime)[:-KEEP_LOGS]:
-        old.unlink(missing_ok=True)
-    path = logs / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        yield path
-    finally:
+    with _REDIRECT:
+        fd, path = _open_log(name)
+        if fd is None:
+            yield None
+            return
         sys.stdout.flush()
         sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for f in (fd, *saved):
-            os.close(f)
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            yield path
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for f in (fd, *saved):
+                os.close(f)
+
+
+def _open_log(name: str) -> tuple[int | None, Path | None]:
+    """A new log file in the cache (the oldest beyond ``KEEP_LOGS`` removed), else in the
+    temporary directory; (None, None) when neither can be written."""
+    import tempfile
+
+    from fastscore.paths import cache_dir
+
+    stamp = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    for logs in (cache_dir() / "logs", Path(tempfile.gettempdir()) / "fastscore-logs"):
+        try:
+            logs.mkdir(parents=True, exist_ok=True)
+            path = logs / stamp
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError:
+            continue
+        found = []
+        for old in logs.glob("*.log"):
+            with contextlib.suppress(OSError):  # (another run may remove it meanwhile)
+                found.append((old.stat().st_mtime, old))
+        for _, old in sorted(found)[:-KEEP_LOGS]:
+            with contextlib.suppress(OSError):
+                old.unlink()
+        return fd, path
+    return None, None

@@ -310,3 +310,21 @@ def test_the_python_api_keeps_other_libraries_quiet(tmp_path, demo_assets):
     env = dict(os.environ, FASTSCORE_VERBOSE="1")
     loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert loud.returncode == 0 and "Loading weights" in loud.stderr, loud.stderr
+
+
+def test_nothing_to_score_is_found_for_pairs_and_fresh_resumes(tmp_path, demo_assets):
+    """A pair is scorable only when both its sides are; a --resume with nothing to resume
+    is a fresh start, checked alike; neither starts the engines or leaves a file."""
+    pairs = tmp_path / "pairs.jsonl"
+    _write(pairs, [{"id": f"p{i}", "prompt": [{"role": "user", "content": "hi"}],
+                    "chosen": [{"role": "assistant", "content": "ok."}],
+                    "rejected": [{"role": "assistant", "content": "no " * 80}]}
+                   for i in range(3)])  # fmt: skip
+    out = tmp_path / "s.jsonl"
+    args = score_args(pairs, out, demo_assets.base, demo_assets.ref, "--max-length", 40)
+    for extra in ((), ("--resume",)):
+        p = cli(*args, *extra, check=False)
+        assert p.returncode == 1, p.stderr
+        assert "none of the 3 records" in p.stderr and "(too_long=3)" in p.stderr
+        assert "engine up" not in p.stderr and "Nothing was written" in p.stderr
+        assert sorted(f.name for f in tmp_path.iterdir()) == ["pairs.jsonl"]

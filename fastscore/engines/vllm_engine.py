@@ -99,6 +99,7 @@ class VllmEngine:
             "logprobs_path": self.path,
             "max_model_len": self.max_model_len,
             "start_seconds": round(self.start_seconds, 3),
+            "log": None if self.log_path is None else str(self.log_path),
         }
 
     def response_logprobs(self, samples: list[RenderedSample]) -> list[np.ndarray]:
@@ -116,7 +117,8 @@ class VllmEngine:
         try:
             outputs = self.llm.generate(prompts, params, use_tqdm=False)
         except Exception as e:
-            raise EngineError(f"{self.name} engine failed: {type(e).__name__}: {e}") from e
+            where = f" (vLLM's own log: {self.log_path})" if self.log_path else ""
+            raise EngineError(f"{self.name} engine failed: {type(e).__name__}: {e}{where}") from e
         if len(outputs) != len(samples):
             raise EngineError(
                 f"{self.name} engine returned {len(outputs)} outputs for {len(samples)} prompts"

@@ -8,14 +8,14 @@ not kept); a Ray worker runs it once per shard.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastscore.data.formats import to_samples
 from fastscore.data.ids import IdRegistry, flag_duplicate_ids
 from fastscore.data.readers import read_records
-from fastscore.records import OK, RawRecord
+from fastscore.records import OK, RawRecord, RenderedSample
 from fastscore.runs.problems import SHOWN, Problem, located, nothing_to_score
 from fastscore.scoring.sinks import JsonlSink, feature_writer
 from fastscore.scoring.stream import score_records
@@ -59,14 +59,23 @@ def require_scorable(s: Session) -> None:
     samples = flag_duplicate_ids(to_samples(read_records(cfg.input, s.kind), s.fmt), IdRegistry())
     counts: Counter = Counter()
     problems: list[Problem] = []
-    last = None
-    for r in s.renderer.render_all(samples):
-        if r.status == OK:
+    for sides in by_record(s.renderer.render_all(samples)):
+        bad = next((r for r in sides if r.status != OK), None)
+        if bad is None:  # (a pair is scorable when both its sides are)
             return
-        if r.index == last:  # a pair's other side
-            continue
-        last = r.index
-        counts[r.status] += 1
+        counts[bad.status] += 1
         if len(problems) < SHOWN:
-            problems.append(Problem(r.index, r.id, r.status, r.reason))
+            problems.append(Problem(bad.index, bad.id, bad.status, bad.reason))
     raise nothing_to_score(cfg.input, dict(counts), located(cfg.input, s.kind, problems))
+
+
+def by_record(rendered: Iterable[RenderedSample]) -> Iterator[list[RenderedSample]]:
+    """The rendered sequences of each record together (a preference pair's two sides)."""
+    group: list[RenderedSample] = []
+    for r in rendered:
+        if group and group[0].index != r.index:
+            yield group
+            group = []
+        group.append(r)
+    if group:
+        yield group

@@ -12,7 +12,6 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,10 @@ from fastscore.config import ScoreConfig, api_config, validate_score
 from fastscore.data.ids import IdRegistry, flag_duplicate_ids
 from fastscore.data.readers import count_records, jsonl_starts, read_record_range, read_records
 from fastscore.errors import ConfigError
-from fastscore.executors.base import require_scorable, score_range
+from fastscore.executors.base import by_record, require_scorable, score_range
 from fastscore.records import OK, RenderedSample
 from fastscore.rendering.renderer import today
-from fastscore.runs.claims import Claims
+from fastscore.runs.claims import Claims, raise_if_lease_lost
 from fastscore.runs.manifest import build_manifest, finish
 from fastscore.runs.outputs import OutputPaths
 from fastscore.runs.problems import SHOWN, Problem, located, nothing_to_score
@@ -97,7 +96,8 @@ def score_file(
         by_status = manifest["counts"]["by_status"]
         if not by_status.get(OK) and not cfg.allow_empty:
             # (the partial stays: --resume --allow-empty puts it in place as it is)
-            raise nothing_to_score(cfg.input, by_status, problems)
+            raise nothing_to_score(cfg.input, by_status, problems, kept=paths.url(paths.partial))
+        raise_if_lease_lost()
         manifest["written"] = finish(paths, manifest)
     table.path = paths.scores
     return manifest, table
@@ -116,7 +116,9 @@ def score_claims(cfg: ScoreConfig, paths: OutputPaths, command: str = "score") -
     ):
         c.read(role, path)
     for role, path in paths.files():
-        c.write(role, path, lock=role == "scores output", tree=role == "Ray shards")
+        # the manifest too: a.jsonl and a.parquet share a.manifest.json and a.features.npy
+        held = role in ("scores output", "scores manifest")
+        c.write(role, path, lock=held, tree=role == "Ray shards")
     return c
 
 
@@ -138,16 +140,17 @@ def run_scoring(
         paths.scores.parent.mkdir(parents=True, exist_ok=True)
         done, ids = 0, IdRegistry()
         facts = session_facts(s)
-        if cfg.resume:
-            done, counts, ids = prepare_resume(paths, cfg, facts)
-            stats.counts.update(counts)
-            stats.counts["resumed_after_records"] = done
-            stats.counts["resumed_tokens"] = counts["tokens_scored_samples"]
-        else:
+        resumed = prepare_resume(paths, cfg, facts) if cfg.resume else None
+        if resumed is None:  # a fresh start
             if not cfg.allow_empty:  # before the engines start and anything is written
                 require_scorable(s)
             paths.drop_partials()  # an earlier run's, which this one's must not extend
             write_run_record(paths, cfg, facts)
+        else:
+            done, counts, ids = resumed
+            stats.counts.update(counts)
+            stats.counts["resumed_after_records"] = done
+            stats.counts["resumed_tokens"] = counts["tokens_scored_samples"]
         # (a store's JSONL would be read whole for the count: the bar goes without a total)
         cheap = s.kind != "jsonl" or not storage.is_url(cfg.input)
         total = count_records(cfg.input, s.kind) if cfg.progress and cheap else None
@@ -218,10 +221,10 @@ def dry_run(
         samples = flag_duplicate_ids(_samples(s), IdRegistry())
         counts: Counter = Counter()
         sample: list[RenderedSample] = []
-        sample_tok = 0
+        sample_tok = sampled = 0  # (a pair's two sides are one record)
         problems: list[Problem] = []
         with stats.timer("read_render"):
-            for sides in _by_record(s.renderer.render_all(samples)):
+            for sides in by_record(s.renderer.render_all(samples)):
                 bad = next((r for r in sides if r.status != OK), None)
                 counts[f"status:{bad.status if bad else OK}"] += 1
                 if bad is not None:
@@ -231,9 +234,10 @@ def dry_run(
                 for r in sides:
                     counts["tokens"] += r.n_tokens
                     counts["response_tokens"] += r.n_response_tokens
-                if sample_tok < sample_tokens and len(sample) < sample_records:
+                if sample_tok < sample_tokens and sampled < sample_records:
                     sample += sides
                     sample_tok += sum(r.n_tokens for r in sides)
+                    sampled += 1
         base, ref = s.engines
         timed = 0.0
         if sample:
@@ -261,7 +265,7 @@ def dry_run(
         "tokens": counts["tokens"],
         "response_tokens": counts["response_tokens"],
         "sample": {
-            "records": len({r.index for r in sample}),
+            "records": sampled,
             "tokens": sample_tok,
             "seconds": round(timed, 4),
             "tokens_per_second": None if rate is None else round(rate, 1),
@@ -279,18 +283,6 @@ def dry_run(
         ),
         "dry_run_seconds": round(time.perf_counter() - t_start, 2),
     }
-
-
-def _by_record(rendered: Iterator[RenderedSample]) -> Iterator[list[RenderedSample]]:
-    """The rendered sequences of each record together (a preference pair's two sides)."""
-    group: list[RenderedSample] = []
-    for r in rendered:
-        if group and group[0].index != r.index:
-            yield group
-            group = []
-        group.append(r)
-    if group:
-        yield group
 
 
 def _samples(s: Session):

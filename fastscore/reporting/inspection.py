@@ -17,6 +17,7 @@ import orjson
 
 from fastscore.config import InspectConfig, api_config, validate_inspect
 from fastscore.data.formats import to_sample
+from fastscore.data.memory import MEMORY_KINDS
 from fastscore.data.readers import read_records
 from fastscore.data.writers import read_score_rows
 from fastscore.errors import ConfigError, InputError
@@ -122,6 +123,11 @@ def _from_scores_manifest(cfg: InspectConfig) -> InspectConfig:
             f"inspect: no manifest beside {cfg.scores} to take the models from; give --base"
         )
     m = orjson.loads(storage.read_bytes(path, "manifest"))
+    if cfg.input is None and m["input"].get("kind") in MEMORY_KINDS:
+        raise ConfigError(
+            f"inspect: the scores {cfg.scores} were made from an input held in memory "
+            f"({m['input']['path']}); give it again: input=..."
+        )
     opts = m.get("options", {})
     fill = {
         "base": cfg.base or m["models"]["base"]["path"],
@@ -149,8 +155,12 @@ def _find(cfg: InspectConfig, kind: str) -> RawRecord:
                 return raw
         elif raw.index == (cfg.index or 0):
             return raw
-    what = f"id {cfg.id!r}" if cfg.id is not None else f"index {cfg.index or 0}"
-    raise InputError(f"{cfg.input} has no record with {what}")
+    if cfg.id is None:
+        raise InputError(f"{cfg.input} has no record with index {cfg.index or 0}")
+    raise InputError(
+        f"{cfg.input} has no record with id {cfg.id!r} (a record without an id is found by "
+        "its position: --index)"
+    )
 
 
 def token_texts(tok, ids) -> list[str]:

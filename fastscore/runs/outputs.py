@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fastscore import storage
 from fastscore.errors import ConfigError
+from fastscore.runs.claims import raise_if_lease_lost
 
 PARTIAL = ".partial"
 RUN_MANIFEST = "manifest.json"  # a `fastscore run` directory's manifest
@@ -118,6 +119,7 @@ class OutputPaths:
     def sync(self, scores: Path | None = None) -> None:
         """What the chunk just flushed added, into the store (features first, as they are
         written first)."""
+        raise_if_lease_lost()  # (a store's output: another run may have taken its lease)
         partial, features = self.growing(scores)
         self.store.sync(features, partial)
 

@@ -69,9 +69,11 @@ def summary_lines(problems: list[Problem], not_ok: int, *, indent: str = "  ") -
     return lines
 
 
-def nothing_to_score(path: Any, by_status: dict[str, int], problems: list[Problem]) -> InputError:
+def nothing_to_score(
+    path: Any, by_status: dict[str, int], problems: list[Problem], *, kept: Any = None
+) -> InputError:
     """The error of a run with no record it can score: the counts by status and the first
-    problems with their lines."""
+    problems with their lines; ``kept``: the partial that holds the lines it scored."""
     records = sum(by_status.values())
     where = storage.shown(path)
     if not records:
@@ -82,5 +84,11 @@ def nothing_to_score(path: Any, by_status: dict[str, int], problems: list[Proble
             f"nothing to score: none of the {records:,} records of {where} can be scored ({counts})"
         )
     lines = [head, *summary_lines(problems, records)] if records else [head]
-    lines.append("Nothing was written; --allow-empty writes the outputs anyway (exit 0).")
+    if kept is None:
+        lines.append("Nothing was written; --allow-empty writes the outputs anyway (exit 0).")
+    else:
+        lines.append(
+            f"The scores file was not put in place; its lines are kept in {storage.shown(kept)}: "
+            "the same command with --resume --allow-empty puts them there (exit 0)."
+        )
     return InputError("\n".join(lines))

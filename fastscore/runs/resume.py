@@ -209,18 +209,19 @@ def what_changed(record: dict, cfg, facts: SessionFacts) -> list[str]:
     return changed
 
 
-def prepare_resume(paths: OutputPaths, cfg, facts: SessionFacts) -> tuple[int, Counter, IdRegistry]:
+def prepare_resume(
+    paths: OutputPaths, cfg, facts: SessionFacts
+) -> tuple[int, Counter, IdRegistry] | None:
     """Check a partial run can be continued; cut a torn last line. Returns (records done,
-    counts rebuilt from the kept lines, the ids they used)."""
+    counts rebuilt from the kept lines, the ids they used), or None when there is nothing
+    to continue: the run starts afresh (and records itself then, so that a job that always
+    passes --resume keeps its work)."""
     record = read_run_record(paths)
     if record is None or not paths.restore():
         if paths.store.exists(paths.scores):
             where = storage.shown(paths.url(paths.scores))
             raise ConfigError(f"{where} is already complete; nothing to resume")
-        # a fresh start: recorded, so that a job that always passes --resume keeps its work
-        paths.drop_partials()
-        write_run_record(paths, cfg, facts)
-        return 0, Counter(), IdRegistry()
+        return None  # a fresh start (recorded by the caller, as a run without --resume)
     # what the record says, item by item, and its fingerprint (of the same, hashed)
     changed = what_changed(record, cfg, facts)
     if changed or record["fingerprint"] != run_fingerprint(cfg, facts):

@@ -122,7 +122,7 @@ def nothing_selected(cfg: SelectConfig, table: ScoresTable, p: Plan) -> InputErr
         kind = detect_file_kind(cfg.input)
         not_ok = sum(1 for s in table.status if s != "ok")
         lines += summary_lines(located(cfg.input, kind, table.problems), not_ok)
-    lines.append("Nothing was written; --allow-empty writes the empty subset (exit 0).")
+    lines.append("No subset was written; --allow-empty writes an empty one (exit 0).")
     return InputError("\n".join(lines))
 
 

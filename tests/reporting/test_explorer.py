@@ -182,6 +182,10 @@ def test_explorer_in_a_browser_offline(pages, scored, planned, chromium, tmp_pat
         page.fill("#find", "nope")
         page.press("#find", "Enter")
         expect(page.locator("#find-result")).to_have_text("no record has id 'nope'")
+        page.fill("#find", "#3")  # by index: a record without an id is found so too
+        page.press("#find", "Enter")
+        expect(page.locator("#find-result")).to_have_text("found: record #3")
+        assert page.get_attribute("#record", "data-index") == "3"
         before = _pixels(page)
         page.select_option("#colour", "status")
         statuses = {s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}}

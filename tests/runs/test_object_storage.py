@@ -191,3 +191,78 @@ def test_an_output_in_a_bucket_is_held_by_a_lease(demo_assets, clean, s3):
     p = cli(*_cmd(data, out2, demo_assets), env=s3.env)
     assert "taking over the lease" in p.stderr
     assert _keys(s3, "out2") == ["out2/s.features.npy", "out2/s.jsonl", "out2/s.manifest.json"]
+
+
+def test_two_runs_taking_over_a_stale_lease_cannot_both_hold_it(s3):
+    """Both read the same lapsed lease before either writes: the takeover is a write
+    conditional on the version read, so one of them gets it and the other is refused."""
+    import threading
+
+    from fastscore.errors import ConfigError
+    from fastscore.runs.claims import LEASE_SECONDS, _Lease
+
+    out = f"{s3.url}/x/s.jsonl"
+    stale = {"host": "elsewhere", "pid": 1, "command": "score", "started": "then",
+             "renewed": time.time() - LEASE_SECONDS - 5, "token": "old"}  # fmt: skip
+    s3.fs.pipe_file(f"{s3.bucket}/x/s.jsonl.lock", orjson.dumps(stale))
+    both_read = threading.Barrier(2)
+    leases = [_Lease(out + ".lock", out, "score") for _ in range(2)]
+    for lease in leases:
+        first_read = lease._read
+
+        def read(first_read=first_read, calls=[]):  # noqa: B006 (one list per lease)
+            calls.append(1)
+            got = first_read()
+            if len(calls) == 1:
+                both_read.wait(30)  # each has seen the stale lease before either writes
+            return got
+
+        lease._read = read
+    outcome: list = [None, None]
+
+    def take(k: int) -> None:
+        try:
+            leases[k].acquire()
+            outcome[k] = "held"
+        except ConfigError as e:
+            outcome[k] = str(e)
+
+    threads = [threading.Thread(target=take, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(o == "held" for o in outcome) == [False, True], outcome
+    winner = leases[outcome.index("held")]
+    loser = next(o for o in outcome if o != "held")
+    assert "is being written by another run (fastscore score" in loser
+    assert (
+        orjson.loads(s3.fs.cat_file(f"{s3.bucket}/x/s.jsonl.lock"))["token"] == (winner.me["token"])
+    )
+    winner.release()
+    assert not s3.fs.exists(f"{s3.bucket}/x/s.jsonl.lock")
+
+
+def test_a_run_whose_lease_was_taken_stops_at_its_next_chunk(s3, monkeypatch):
+    from fastscore.errors import ConfigError
+    from fastscore.runs import claims
+
+    monkeypatch.setattr(claims, "LEASE_SECONDS", 0.4)  # renewed every 0.1 s
+    monkeypatch.setattr(claims, "_LOST", [])
+    out = f"{s3.url}/y/s.jsonl"
+    lease = claims._Lease(out + ".lock", out, "score")
+    lease.acquire()
+    try:
+        claims.raise_if_lease_lost()  # held: nothing to say
+        other = {"host": "elsewhere", "pid": 7, "command": "score", "started": "now",
+                 "renewed": time.time(), "token": "theirs"}  # fmt: skip
+        s3.fs.pipe_file(f"{s3.bucket}/y/s.jsonl.lock", orjson.dumps(other))
+        deadline = time.monotonic() + 30
+        while not claims._LOST and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(ConfigError, match="was taken over by another run .*host elsewhere"):
+            claims.raise_if_lease_lost()
+    finally:
+        lease.release()
+    # what it let go of was not its own: the other run's lease stays
+    assert orjson.loads(s3.fs.cat_file(f"{s3.bucket}/y/s.jsonl.lock"))["token"] == "theirs"

@@ -574,22 +574,27 @@
     const key = idText(id);
     if (byId.has(key)) byId.get(key).push(j); else byId.set(key, [j]);
   });
+  // "#12": the record at index 12, with an id or without one
+  const byIndex = new Map();
+  A.index.forEach((i, j) => byIndex.set(i, [j]));
 
   function find() {
     const q = $("find").value.trim();
     const out = $("find-result");
     out.className = "";
     if (!q) {
-      out.textContent = "type a record's id";
+      out.textContent = "type a record's id, or #index";
       return;
     }
-    const js = byId.get(q);
+    const at = /^#(\d+)$/.exec(q);
+    const js = at ? byIndex.get(Number(at[1])) : byId.get(q);
     if (!js) {
+      const what = at ? `index ${at[1]}` : `id '${q}'`;
       out.className = "missing";
       out.textContent = meta.sampled
-        ? `no drawn record has id '${q}' (${D} of the ${meta.n} records are drawn: a ` +
+        ? `no drawn record has ${what} (${D} of the ${meta.n} records are drawn: a ` +
           "seeded sample and the selection)"
-        : `no record has id '${q}'`;
+        : `no record has ${what}`;
       return;
     }
     const j = js[0];
