@@ -19,9 +19,15 @@ import sys
 import time
 from dataclasses import dataclass
 
+# AWS authorises HeadObject by s3:GetObject and ListObjectsV2 by s3:ListBucket; moto 5.2.6
+# checks the operation's own name instead (a read-only user got 403 on every HEAD), so each
+# policy names both and means the same on either version.
 _ALL = {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}
-_READ = {"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}
-_NO_LIST = {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+_READ = {"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket",
+                                       "s3:HeadObject", "s3:ListObjectsV2"],
+         "Resource": "*"}  # fmt: skip
+_NO_LIST = {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                                          "s3:HeadObject"],
             "Resource": "*"}  # fmt: skip
 _SETUP_CALLS = 9  # three users: create, policy, access key each
 
