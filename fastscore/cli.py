@@ -390,6 +390,10 @@ def train_ref(ctx: click.Context, config_file: str | None, **_: object) -> None:
             f"{m['seconds']:.0f}s -> {m['output_dir']}",
             err=True,
         )
+        if m["held_out"]:
+            from fastscore.scoring.reference import describe
+
+            click.echo(f"reference check: {describe(m['held_out'])}", err=True)
         click.echo(_wrote(m["written"]), err=True)
 
 
@@ -514,6 +518,7 @@ def bench(ctx: click.Context) -> None:
 
 def _summary(m: dict) -> str:
     from fastscore.runs.problems import Problem, summary_lines
+    from fastscore.scoring.reference import summary_line
 
     counts = m["counts"]
     by = ", ".join(f"{k}={v}" for k, v in counts["by_status"].items())
@@ -524,6 +529,9 @@ def _summary(m: dict) -> str:
     ]
     if masks:
         lines.append(f"scored tokens: {masks}")
+    ref_line = summary_line(m["reference"]) if m.get("reference") else None
+    if ref_line:
+        lines.append(ref_line)
     not_ok = counts["records"] - counts["by_status"].get("ok", 0)
     if not_ok:
         lines.append(f"not scored: {not_ok} record{'s' * (not_ok != 1)}")

@@ -38,13 +38,17 @@ from fastscore.engines.models import (
     fingerprint,
     load_tokenizer,
     model_max_length,
+    model_width,
+    pair_dtype,
     require_checkpoint,
 )
 from fastscore.errors import ConfigError
 from fastscore.quiet import libraries_quiet
-from fastscore.records import OK
+from fastscore.records import OK, RenderedSample
 from fastscore.rendering.renderer import make_renderer
 from fastscore.runs.claims import Claims
+from fastscore.scoring import reference
+from fastscore.scoring.reference import holdout_count, sample_count, seeded_draw, split_holdout
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +67,17 @@ SAVED_FILES = (
     "tokenizer_config.json",
     "special_tokens_map.json",
     "chat_template.jinja",
+    "adapter_config.json",  # LoRA without --merge: the adapter is the reference
+    "adapter_model.safetensors",
+    "README.md",  # (peft's model card beside an adapter)
 )
 # options that change nothing about what is trained: a resume may change them
 # (the checkpoint's own save and logging intervals win on resume, so those are not neutral;
 # the paths are not compared: the data's digest and the base's fingerprint are)
-NEUTRAL = ("progress", "resume", "keep_checkpoints", "keep_adapter", "input", "base", "output_dir")
+NEUTRAL = (
+    "progress", "resume", "keep_checkpoints", "keep_adapter", "merge", "strict", "input",
+    "base", "output_dir",
+)  # fmt: skip
 # past this many steps the loss curve takes one point per steps/CURVE_POINTS steps
 CURVE_POINTS = 500
 WARMUP_SHARE = 0.03  # the default warm-up: this share of the steps, rounded up
@@ -82,6 +92,8 @@ class Examples:
     targets: list[list[int]]
     counts: Counter  # records by status (a pair counts once: its chosen side)
     template: dict[str, Any]  # the renderer's info
+    indices: tuple[int, ...] = ()  # each example's record index in the input
+    held: tuple[RenderedSample, ...] = ()  # held out of training: the learning check's
 
     def __len__(self) -> int:
         return len(self.token_ids)
@@ -121,12 +133,12 @@ class Examples:
 def rendered_examples(cfg: TrainConfig, tokenizer, max_length: int) -> Examples:
     """The scorer's rendering of every record of ``cfg.input``, a repeated id flagged as
     ``score`` flags it. A preference record trains on its chosen side (SFT on the preferred
-    answers)."""
+    answers). Every record that can be trained on (``split_for_training`` keeps some out)."""
     kind = detect_file_kind(cfg.input)
     renderer = make_renderer(cfg, tokenizer, max_length)
     fmt = resolve_format(cfg.input, kind, cfg.format)
     samples = flag_duplicate_ids(to_samples(read_records(cfg.input, kind), fmt), IdRegistry())
-    ids, targets, counts = [], [], Counter()
+    ids, targets, indices, counts = [], [], [], Counter()
     for r in renderer.render_all(samples):
         if r.side == "rejected":
             continue
@@ -134,7 +146,37 @@ def rendered_examples(cfg: TrainConfig, tokenizer, max_length: int) -> Examples:
         if r.status == OK:
             ids.append(r.token_ids.tolist())
             targets.append(r.response_positions.tolist())
-    return Examples(ids, targets, counts, renderer.info())
+            indices.append(r.index)
+    return Examples(ids, targets, counts, renderer.info(), tuple(indices))
+
+
+def split_for_training(examples: Examples, cfg: TrainConfig) -> Examples:
+    """``examples`` less ``cfg.holdout``'s seeded share, kept out for the check that the
+    reference learned (``held``; ``scoring.reference``), and with ``cfg.sample`` a seeded
+    sample of the rest."""
+    n = len(examples)
+    held_at = split_holdout(n, holdout_count(cfg.holdout, n), cfg.seed).tolist()
+    out = set(held_at)
+    keep = [i for i in range(n) if i not in out]
+    if cfg.sample is not None:  # (the held-out slice stays out)
+        keep = [keep[j] for j in seeded_draw(len(keep), sample_count(cfg.sample, len(keep)),
+                                             [cfg.seed, 0x5A3])]  # fmt: skip
+    held = tuple(
+        RenderedSample(
+            examples.indices[i],
+            None,
+            np.asarray(examples.token_ids[i], dtype=np.int32),
+            np.asarray(examples.targets[i], dtype=np.int32),
+        )
+        for i in held_at
+    )
+    return dataclasses.replace(
+        examples,
+        token_ids=[examples.token_ids[i] for i in keep],
+        targets=[examples.targets[i] for i in keep],
+        indices=tuple(examples.indices[i] for i in keep),
+        held=held,
+    )
 
 
 @dataclass(frozen=True)
@@ -189,7 +231,21 @@ class Plan:
         }
 
 
-def plan(cfg: TrainConfig, max_length: int, launch: Launch) -> Plan:
+# The default peak learning rate falls with the model's width (as muP's does for hidden
+# layers): LR_WIDTH / hidden_size is 1e-3 at the demo's 128 (where 2e-5, a common 8B value,
+# left a reference that learned 8% on held-out records and whose top 10% was 26 noise
+# records of 30) and 3.1e-5 at an 8B's 4096. LoRA's adapters take ten times that (2e-4 at
+# 8B, the usual value), at most LORA_LR_MOST.
+LR_WIDTH = 0.128
+LORA_LR_MOST = 5e-3
+
+
+def default_lr(hidden_size: int | None, *, lora: bool) -> float:
+    full = LR_WIDTH / hidden_size if hidden_size else 2e-5
+    return min(10 * full, LORA_LR_MOST) if lora else full
+
+
+def plan(cfg: TrainConfig, max_length: int, launch: Launch, hidden_size: int | None = None) -> Plan:
     import torch
 
     device = cfg.device
@@ -222,7 +278,7 @@ def plan(cfg: TrainConfig, max_length: int, launch: Launch) -> Plan:
         device=device,
         world_size=launch.world_size,
         dtype=dtype,
-        lr=cfg.lr if cfg.lr is not None else (2e-4 if cfg.lora else 2e-5),
+        lr=cfg.lr if cfg.lr is not None else default_lr(hidden_size, lora=cfg.lora),
         per_device_batch_size=cfg.batch_size // per_step,
         max_length=max_length,
     )
@@ -376,24 +432,28 @@ def _train(cfg: TrainConfig, launch: Launch, t_start: float) -> dict[str, Any]:
     tokenizer = load_tokenizer(cfg.base, cfg.trust_remote_code)
     max_length = cfg.max_length or model_max_length(cfg.base, cfg.trust_remote_code) - 1
     examples = rendered_examples(cfg, tokenizer, max_length)
+    if len(examples):
+        examples = split_for_training(examples, cfg)
     if not len(examples):
         raise ConfigError(
             f"train-ref: no record of {cfg.input} can be trained on "
             f"(by status: {dict(examples.counts)})"
         )
-    p = plan(cfg, max_length, launch)
+    p = plan(cfg, max_length, launch, model_width(cfg.base, cfg.trust_remote_code))
     out = Path(cfg.output_dir)
     checkpoints = out / CHECKPOINTS
     base_fingerprint = fingerprint(cfg.base)
     run = _run_record(cfg, examples, max_length, base_fingerprint)
-    resume_from = _resume_point(cfg, checkpoints, run)
+    resume_from = _resume_point(cfg, checkpoints, run, main=launch.main)
     if launch.main:
         _write_run(checkpoints, run)
     trainer = build_trainer(cfg, examples, p, tokenizer, checkpoints)
+    trainer.add_callback(_record_runs(run))
     t_train = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - t_train
     _save(trainer, cfg, out, tokenizer, launch)
+    check = held_out_check(cfg, p, out, examples.held) if launch.main else None
     curve = _loss_curve(trainer.state.log_history)
     # the last ~10 steps (each point of the curve is the mean of logging_steps steps)
     recent = [c["loss"] for c in curve[-max(1, 10 // trainer.state.logging_steps) :]]
@@ -415,6 +475,9 @@ def _train(cfg: TrainConfig, launch: Launch, t_start: float) -> dict[str, Any]:
         "fsdp": bool(trainer.is_fsdp_enabled),
         "counts": {"records": sum(examples.counts.values()), "by_status": dict(examples.counts)},
         "trained_samples": len(examples),
+        # --sample: the share of the records (held-out ones aside) trained on
+        "sample": None if cfg.sample is None else {"spec": cfg.sample, "records": len(examples)},
+        "held_out": check,
         "trained_rows": len(trainer.train_dataset),  # fewer with --packing
         "trained_tokens": examples.tokens,
         "data_digest": run["data_digest"],
@@ -438,7 +501,69 @@ def _train(cfg: TrainConfig, launch: Launch, t_start: float) -> dict[str, Any]:
         else:
             shutil.rmtree(checkpoints, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
+    said = reference.warning(check) if check else None
+    if said and launch.main:
+        if cfg.strict:
+            raise ReferenceNotLearned(f"train-ref --strict: {said} (saved in {out} all the same)")
+        log.warning("train-ref: %s", said)
     return manifest
+
+
+class ReferenceNotLearned(ConfigError):
+    """train-ref --strict: the held-out check says the reference did not learn enough."""
+
+
+def held_out_check(
+    cfg: TrainConfig, p: Plan, ref: Path, held: tuple[RenderedSample, ...]
+) -> dict[str, Any] | None:
+    """The held-out records' mean response loss under the base and under the saved
+    reference, by the scorer's own torch engine (the losses score will compute), and the
+    verdict (``scoring.reference.verdict``); None when nothing was held out (said)."""
+    from fastscore.config import EngineConfig
+    from fastscore.engines.adapters import is_adapter, torch_pair
+    from fastscore.engines.torch_engine import TorchEngine
+
+    if not held:  # asked for (--holdout 0): said; too few records for auto: warned
+        said = log.info if str(cfg.holdout).strip() == "0" else log.warning
+        said(
+            "train-ref: no records held out (--holdout %s), so nothing checks that the "
+            "reference learned",
+            cfg.holdout,
+        )
+        return None
+    t0 = time.perf_counter()
+    ecfg, _ = pair_dtype(
+        EngineConfig(kind="torch", device=p.device, trust_remote_code=cfg.trust_remote_code),
+        cfg.base,
+        ref,
+    )
+    losses = {}
+    engines = logging.getLogger("fastscore.engines")
+    level = engines.level
+    engines.setLevel(logging.WARNING)  # their start lines: the check's own line says it all
+    try:
+        if is_adapter(ref):  # one base, the adapter off then on
+            pair = torch_pair(cfg.base, ref, ecfg)
+            try:
+                for name, engine in zip(("base", "ref"), pair, strict=True):
+                    losses[name] = reference.sampled(engine.response_logprobs(list(held)))
+            finally:
+                for engine in pair:
+                    engine.close()
+        else:  # one model at a time
+            for name, model in (("base", cfg.base), ("ref", str(ref))):
+                engine = TorchEngine(model, ecfg, name=name)
+                try:
+                    losses[name] = reference.sampled(engine.response_logprobs(list(held)))
+                finally:
+                    engine.close()
+    finally:
+        engines.setLevel(level)
+    check = reference.verdict(losses["base"], losses["ref"])
+    check["seconds"] = round(time.perf_counter() - t0, 3)
+    check["seed"] = cfg.seed
+    check["indices"] = [s.index for s in held]  # the records' places in the input
+    return check
 
 
 def _run_record(
@@ -453,20 +578,22 @@ def _run_record(
     }
 
 
-def _resume_point(cfg: TrainConfig, checkpoints: Path, run: dict[str, Any]) -> str | None:
-    """The checkpoint to continue from (``--resume``), or None to start afresh; an
+def _resume_point(
+    cfg: TrainConfig, checkpoints: Path, run: dict[str, Any], *, main: bool = True
+) -> str | None:
+    """The checkpoint to continue from (``--resume``), or None to start afresh. An
     unfinished run's checkpoints are neither continued with other settings nor dropped
-    without ``--resume``."""
-    import orjson
-
-    saved_path = checkpoints / RUN
-    saved = orjson.loads(saved_path.read_bytes()) if saved_path.is_file() else {}
+    without ``--resume``; a finished run's kept checkpoints are moved aside (by the first
+    process), so that a run started after it never continues from them; a checkpoint is
+    continued only when the run record it carries is this run's."""
+    saved = _read_run(checkpoints / RUN)
+    if saved.get("finished"):
+        if main:
+            _move_aside(checkpoints, saved)
+        if cfg.resume:
+            log.warning("train-ref --resume: the run in %s finished; starting afresh", checkpoints)
+        return None
     last = _last_complete(checkpoints)
-    if last is not None and saved.get("finished"):
-        log.info(
-            "train-ref: the run in %s finished; its kept checkpoints are not resumed", checkpoints
-        )
-        last = None
     if last is None:
         if cfg.resume:
             log.warning("train-ref --resume: no checkpoint in %s; starting afresh", checkpoints)
@@ -476,7 +603,20 @@ def _resume_point(cfg: TrainConfig, checkpoints: Path, run: dict[str, Any]) -> s
             f"train-ref: {checkpoints} holds checkpoints of an unfinished run "
             f"(last: {Path(last).name}); --resume continues it, or remove the folder"
         )
-    differ = sorted(
+    for record, where in ((saved, f"the checkpoints in {checkpoints}"), (
+        _read_run(Path(last) / RUN), f"{last}")):  # fmt: skip
+        differ = _differences(record, run)
+        if differ:
+            raise ConfigError(
+                f"train-ref --resume: {where} were made with other settings "
+                f"({', '.join(differ)} differ); give the same ones, or remove the folder"
+            )
+    return last
+
+
+def _differences(saved: dict[str, Any], run: dict[str, Any]) -> list[str]:
+    """What of ``run`` a saved run record does not match (all of it, when there is none)."""
+    return sorted(
         [k for k in run if k != "options" and saved.get(k) != run[k]]
         + [
             f"options.{k}"
@@ -484,12 +624,31 @@ def _resume_point(cfg: TrainConfig, checkpoints: Path, run: dict[str, Any]) -> s
             if saved.get("options", {}).get(k, object()) != run["options"][k]
         ]
     )
-    if differ:
-        raise ConfigError(
-            f"train-ref --resume: the checkpoints in {checkpoints} were made with other "
-            f"settings ({', '.join(differ)} differ); give the same ones, or remove the folder"
-        )
-    return last
+
+
+def _read_run(path: Path) -> dict[str, Any]:
+    import orjson
+
+    try:
+        return orjson.loads(path.read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return {}
+
+
+def _move_aside(checkpoints: Path, saved: dict[str, Any]) -> None:
+    """A finished run's kept checkpoints, out of the way of the run starting here: into
+    ``checkpoints/finished-<its data digest>-<n>/`` with its record (said)."""
+    kept = [p for p in checkpoints.glob("checkpoint-*") if p.is_dir()]
+    if not kept:
+        return
+    n = 1
+    while (to := checkpoints / f"finished-{saved.get('data_digest', 'run')}-{n}").exists():
+        n += 1
+    to.mkdir()
+    for p in kept:
+        p.rename(to / p.name)
+    (checkpoints / RUN).rename(to / RUN)
+    log.info("train-ref: the finished run's kept checkpoints in %s moved to %s", checkpoints, to)
 
 
 def _write_run(checkpoints: Path, run: dict[str, Any]) -> None:
@@ -503,46 +662,77 @@ def _write_run(checkpoints: Path, run: dict[str, Any]) -> None:
 
 
 def _last_complete(checkpoints: Path) -> str | None:
-    """The newest checkpoint the trainer finished writing: its state goes last, and a
-    process killed while saving leaves a folder without it."""
+    """The newest checkpoint the trainer finished writing and that carries its run's
+    record: the trainer writes its state last, and the record follows (``_record_runs``),
+    so a process killed while saving leaves a folder without them."""
     done = [
         p
         for p in checkpoints.glob("checkpoint-*")
-        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
+        if p.name.split("-")[-1].isdigit()
+        and (p / "trainer_state.json").is_file()
+        and (p / RUN).is_file()
     ]
     return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
+def _record_runs(run: dict[str, Any]):
+    """Each checkpoint gets the record of the run that saved it, which a resume checks."""
+    from transformers import TrainerCallback
+
+    class RecordRun(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                _write_run(Path(args.output_dir) / f"checkpoint-{state.global_step}", run)
+            return control
+
+    return RecordRun()
+
+
 def _save(trainer, cfg: TrainConfig, out: Path, tokenizer, launch: Launch) -> None:
-    """The reference as a plain checkpoint: full weights, or the LoRA adapter merged in.
-    Every process takes part (FSDP gathers the shards to the first)."""
+    """The reference: full weights; with LoRA the adapter alone (``score --ref`` takes it
+    over the base: one set of base weights), or with ``--merge`` merged into a full copy
+    of the base in the base's own dtype. Every process takes part (FSDP gathers the
+    shards to the first)."""
     out.mkdir(parents=True, exist_ok=True)
-    if not cfg.lora:
+    if not cfg.lora or not cfg.merge:
         trainer.save_model(str(out))
         if launch.main:
             (out / "training_args.bin").unlink(missing_ok=True)
             tokenizer.save_pretrained(out)  # the base's, over the trainer's copy
-            require_checkpoint(out, "trained reference")
+            if cfg.lora:
+                _point_at_base(out, cfg.base)
+            else:
+                require_checkpoint(out, "trained reference")
         return
     adapter = out / ADAPTER
     trainer.save_model(str(adapter))
     trainer.accelerator.wait_for_everyone()
     if launch.main:
-        import torch
         from peft import PeftModel
 
         from fastscore._compat import import_transformers
 
-        # merged into a fresh fp32 base, not the trained one: under FSDP only the
-        # gathered adapter is whole
+        # merged into a fresh base, not the trained one: under FSDP only the gathered
+        # adapter is whole; in the base's own dtype, so the pair scores in one precision
         base = import_transformers().AutoModelForCausalLM.from_pretrained(
-            cfg.base, dtype=torch.float32, trust_remote_code=cfg.trust_remote_code
+            cfg.base, dtype="auto", trust_remote_code=cfg.trust_remote_code
         )
         PeftModel.from_pretrained(base, adapter).merge_and_unload().save_pretrained(out)
         tokenizer.save_pretrained(out)
         require_checkpoint(out, "trained reference")
         if not cfg.keep_adapter:
             shutil.rmtree(adapter)
+
+
+def _point_at_base(adapter: Path, base: str) -> None:
+    """The saved adapter names the base it was trained over by its full path (peft writes
+    what the model was loaded from), which score compares with --base."""
+    import json
+
+    p = adapter / "adapter_config.json"
+    c = json.loads(p.read_text())
+    c["base_model_name_or_path"] = str(Path(base).resolve())
+    p.write_text(json.dumps(c, indent=2, sort_keys=True))
 
 
 def _loss_curve(history: list[dict[str, Any]]) -> list[dict[str, Any]]:

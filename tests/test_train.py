@@ -23,7 +23,7 @@ from fastscore.errors import ConfigError
 from fastscore.records import OK, RawRecord
 from fastscore.rendering.renderer import make_renderer
 from fastscore.train import CHECKPOINTS, Launch, build_trainer, plan, rendered_examples, train_ref
-from tests.helpers import cli, forked
+from tests.helpers import cli, forked, score_args
 from tests.helpers.format_records import RECORDS
 
 pytestmark = pytest.mark.engine
@@ -181,12 +181,17 @@ def test_full_fine_tune_gives_a_reference_that_scores(tmp_path, demo_assets):
         input=str(data), base=str(demo_assets.base), output_dir=str(out), epochs=2, lr=1e-3,
         batch_size=8, progress=False,
     )  # fmt: skip
-    assert m["trained_samples"] == 64 and m["steps"] == 16 and m["world_size"] == 1
+    # 12 of the 64 trainable records held out (20% at most of so few), never trained on
+    assert m["trained_samples"] == 52 and m["steps"] == 14 and m["world_size"] == 1
     assert m["counts"]["by_status"] == {"ok": 64, "bad_record": 1, "no_response": 1}
     saved = json.loads((out / "train_manifest.json").read_text())
-    assert saved["schedule"]["warmup_steps"] == 1  # 3% of 16 steps, rounded up
+    assert saved["schedule"]["warmup_steps"] == 1  # 3% of 14 steps, rounded up
     curve = saved["loss_curve"]
-    assert [c["step"] for c in curve] == list(range(1, 17))
+    assert [c["step"] for c in curve] == list(range(1, 15))
+    # the held-out check: the records' losses fell though the reference never saw them
+    check = saved["held_out"]
+    assert check["records"] == len(check["indices"]) == 12 and check["verdict"] == "learned"
+    assert check["loss_after"] < 0.85 * check["loss_before"], check
     # the loss falls on the demo data
     first, last = curve[0]["loss"], sum(c["loss"] for c in curve[-4:]) / 4
     assert last < 0.8 * first, curve
@@ -200,21 +205,72 @@ def test_full_fine_tune_gives_a_reference_that_scores(tmp_path, demo_assets):
     mean_base = sum(r["loss_base"] for r in ok) / len(ok)
     mean_ref = sum(r["loss_ref"] for r in ok) / len(ok)
     assert mean_ref < 0.8 * mean_base, (mean_base, mean_ref)
+    # score reads the reference's check, and says the spread of what it scored
+    said = json.loads((tmp_path / "s.manifest.json").read_text())["reference"]
+    assert said["held_out"] == {k: v for k, v in check.items() if k != "indices"}
+    assert said["warnings"] == [] and said["lobass"]["mean"] > 0.1, said
 
 
-def test_lora_from_the_cli_saves_a_merged_reference_and_the_adapter(tmp_path, demo_assets):
+def test_a_sampled_reference_trains_on_a_seeded_share(tmp_path, demo_assets):
+    data = _data(tmp_path, demo_assets, bad=False)
+    kw = dict(input=str(data), base=str(demo_assets.base), max_steps=1, batch_size=8,
+              progress=False, sample="0.5")  # fmt: skip
+    a = train_ref(output_dir=str(tmp_path / "a"), **kw)
+    # 12 of 64 held out, then half of the other 52
+    assert a["trained_samples"] == 26 and a["sample"] == {"spec": "0.5", "records": 26}
+    assert a["held_out"]["records"] == 12
+    b = train_ref(output_dir=str(tmp_path / "b"), **kw)
+    assert a["data_digest"] == b["data_digest"]  # the same sample
+    c = train_ref(output_dir=str(tmp_path / "c"), **{**kw, "seed": 1})
+    assert c["data_digest"] != a["data_digest"]
+
+
+def test_a_reference_that_did_not_learn_is_said_and_strict_refuses_it(tmp_path, demo_assets):
+    """Two steps at a learning rate that moves nothing: the held-out loss does not fall,
+    train-ref warns (--strict: exit 1, the reference and its manifest saved all the same),
+    and score says it again."""
+    data = _data(tmp_path, demo_assets, bad=False)
+    out = tmp_path / "ref"
+    args = ["train-ref", data, "--base", demo_assets.base, "--output-dir", out, "--lr", "1e-9",
+            "--max-steps", "2", "--batch-size", "8", "--no-progress"]  # fmt: skip
+    p = cli(*args, "--strict", check=False)
+    assert p.returncode == 1, p.stderr
+    assert "Error: train-ref --strict: the reference " in p.stderr, p.stderr
+    assert "train it longer or with a higher learning rate" in p.stderr
+    check = json.loads((out / "train_manifest.json").read_text())["held_out"]
+    assert check["verdict"] in ("did not learn", "learned little"), check
+    p = cli(*score_args(data, tmp_path / "s.jsonl", demo_assets.base, out))
+    assert f"reference: held-out loss {check['loss_before']:.3f}" in p.stderr, p.stderr
+    assert "WARNING" in p.stderr and "lobass scores cannot separate" in p.stderr
+
+
+def test_lora_from_the_cli_saves_the_adapter_as_the_reference(tmp_path, demo_assets):
+    """By default the adapter alone is the reference (score takes it over the base);
+    --merge saves the same weights merged into a full checkpoint in the base's dtype
+    (--keep-adapter keeps the adapter beside it): both score alike."""
     pytest.importorskip("peft", reason="pip install 'fastscore[lora]'")
     data = _data(tmp_path, demo_assets)
+    args = ["--lora", "--lora-r", 8, "--lr", "3e-3", "--epochs", 2, "--batch-size", 8,
+            "--gradient-checkpointing", "--no-progress"]  # fmt: skip
     out = tmp_path / "ref"
-    p = cli(
-        "train-ref", data, "--base", demo_assets.base, "--output-dir", out, "--lora",
-        "--lora-r", 8, "--lr", "3e-3", "--epochs", 2, "--batch-size", 8, "--keep-adapter",
-        "--gradient-checkpointing", "--no-progress",
-    )  # fmt: skip
-    assert "trained on 64 of 66 records, 16 steps" in p.stderr
-    assert (out / "adapter" / "adapter_config.json").exists()
-    assert not (out / "adapter_config.json").exists()  # the reference itself is plain
+    p = cli("train-ref", data, "--base", demo_assets.base, "--output-dir", out, *args)
+    assert "trained on 52 of 66 records, 14 steps" in p.stderr
+    assert "reference check: held-out loss " in p.stderr and "of 12 records lower)" in p.stderr
+    assert (out / "adapter_config.json").exists() and not (out / "model.safetensors").exists()
+    merged = tmp_path / "merged"
+    cli("train-ref", data, "--base", demo_assets.base, "--output-dir", merged, *args,
+        "--merge", "--keep-adapter")  # fmt: skip
+    assert (merged / "adapter" / "adapter_config.json").exists()
+    assert not (merged / "adapter_config.json").exists()  # the reference itself is plain
+    from safetensors import safe_open
+
+    with safe_open(merged / "model.safetensors", "pt") as f:  # the base's dtype (fp32)
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float32"}  # noqa: SIM118
     rows = _score(data, out, tmp_path / "s.jsonl", demo_assets)
+    merged_rows = _score(data, merged, tmp_path / "m.jsonl", demo_assets)
+    for a, b in zip(rows, merged_rows, strict=True):
+        if a["status"] == "ok":
+            assert abs(a["loss_ref"] - b["loss_ref"]) < 1e-4, (a, b)
     ok = [r for r in rows if r["status"] == "ok"]
     mean_base = sum(r["loss_base"] for r in ok) / len(ok)
     mean_ref = sum(r["loss_ref"] for r in ok) / len(ok)
@@ -223,7 +279,9 @@ def test_lora_from_the_cli_saves_a_merged_reference_and_the_adapter(tmp_path, de
 
 def _train_args(data, demo_assets, out, *extra):
     return ["train-ref", str(data), "--base", str(demo_assets.base), "--output-dir", str(out),
-            "--lr", "1e-3", "--batch-size", "8", "--no-progress", *map(str, extra)]  # fmt: skip
+            "--lr", "1e-3", "--epochs", "1", "--batch-size", "8", "--no-progress",
+            # whole batches (a last short one is split unevenly across processes)
+            "--holdout", "16", *map(str, extra)]  # fmt: skip
 
 
 def test_two_processes_under_torchrun_train_the_one_process_reference(tmp_path, demo_assets):
@@ -242,7 +300,8 @@ def test_two_processes_under_torchrun_train_the_one_process_reference(tmp_path, 
     )  # fmt: skip
     assert p.returncode == 0, p.stderr[-3000:]
     # one line for the run, from the first process
-    assert p.stderr.count("trained on 64 of 64 records, 8 steps on 2 processes") == 1, p.stderr
+    assert p.stderr.count("trained on 48 of 64 records, 6 steps on 2 processes") == 1, p.stderr
+    assert p.stderr.count("reference check: held-out loss") == 1, p.stderr
     ddp = json.loads((tmp_path / "ddp" / "train_manifest.json").read_text())
     assert ddp["world_size"] == 2 and ddp["distributed"] == "MULTI_CPU"
     assert ddp["schedule"]["per_device_batch_size"] == 4
@@ -251,6 +310,8 @@ def test_two_processes_under_torchrun_train_the_one_process_reference(tmp_path, 
     assert one["world_size"] == 1
     for a, b in zip(ddp["loss_curve"], one["loss_curve"], strict=True):
         assert a["step"] == b["step"] and abs(a["loss"] - b["loss"]) < 1e-4, (a, b)
+    assert ddp["held_out"]["indices"] == one["held_out"]["indices"]
+    assert abs(ddp["held_out"]["loss_after"] - one["held_out"]["loss_after"]) < 1e-3
 
     servers = [Server(demo_assets.base, "base").start(), Server(tmp_path / "ddp", "ref").start()]
     try:
@@ -282,8 +343,8 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, demo_assets):
     args = _train_args(data, demo_assets, out, "--max-steps", 12, "--save-steps", 3)
     child = forked.Child(args)
     deadline = time.monotonic() + 600
-    # a checkpoint is complete once the trainer's state is written (it is written last)
-    while not list((out / CHECKPOINTS).glob("checkpoint-*/trainer_state.json")):
+    # a checkpoint is complete once its run's record is written (after the trainer's state)
+    while not list((out / CHECKPOINTS).glob("checkpoint-*/train_run.json")):
         assert child.poll() is None, child.result().stderr[-2000:]
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -309,6 +370,51 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, demo_assets):
     whole_rows = _score(data, tmp_path / "whole", tmp_path / "w.jsonl", demo_assets)
     for a, b in zip(resumed_rows, whole_rows, strict=True):
         assert abs(a["loss_ref"] - b["loss_ref"]) < 1e-4, (a, b)
+
+
+def test_a_run_after_a_finished_one_never_resumes_from_its_checkpoints(tmp_path, demo_assets):
+    """Run A finishes with its checkpoints kept; run B starts in the same directory on other
+    data and is killed before its first checkpoint; B's --resume starts afresh, never from
+    A's weights, whose checkpoints were moved aside whole."""
+    out = tmp_path / "ref"
+    a_data = _data(tmp_path, demo_assets, bad=False)
+    cli(*_train_args(a_data, demo_assets, out, "--max-steps", 4, "--save-steps", 2,
+                     "--keep-checkpoints"))  # fmt: skip
+    assert (out / CHECKPOINTS / "checkpoint-4" / "train_run.json").is_file()
+    b_data = tmp_path / "b.jsonl"
+    b_data.write_bytes(b"".join(demo_assets.data.read_bytes().splitlines(True)[100:164]))
+    b_args = _train_args(b_data, demo_assets, out, "--max-steps", 400, "--save-steps", 300)
+    child = forked.Child(b_args)
+    run = out / CHECKPOINTS / "train_run.json"
+    deadline = time.monotonic() + 600
+    while not (run.is_file() and not json.loads(run.read_text()).get("finished")):
+        assert child.poll() is None, child.result().stderr[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    (aside,) = (out / CHECKPOINTS).glob("finished-*")
+    assert sorted(p.name for p in aside.iterdir()) == ["checkpoint-4", "train_run.json"]
+    assert not list((out / CHECKPOINTS).glob("checkpoint-*"))
+    p = cli(*b_args[:-4], "--max-steps", 2, "--resume")
+    assert "no checkpoint in" in p.stderr and "starting afresh" in p.stderr, p.stderr
+    assert json.loads((out / "train_manifest.json").read_text())["resumed_from"] is None
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path, demo_assets):
+    """The record each checkpoint carries is checked, not only the directory's."""
+    data = _data(tmp_path, demo_assets, bad=False)
+    out = tmp_path / "ref"
+    args = _train_args(data, demo_assets, out, "--max-steps", 4, "--save-steps", 2)
+    cli(*args, "--keep-checkpoints")
+    run = json.loads((out / CHECKPOINTS / "train_run.json").read_text())
+    run.pop("finished")  # as if it had been killed
+    (out / CHECKPOINTS / "train_run.json").write_text(json.dumps(run))
+    ckpt = out / CHECKPOINTS / "checkpoint-4" / "train_run.json"
+    ckpt.write_text(json.dumps({**run, "data_digest": "another"}))
+    p = cli(*args, "--resume", check=False)
+    assert p.returncode == 1 and "checkpoint-4 were made with other settings" in p.stderr
+    assert "data_digest" in p.stderr, p.stderr
 
 
 def test_bad_settings_are_errors(tmp_path, demo_assets, monkeypatch):

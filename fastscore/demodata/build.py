@@ -26,6 +26,7 @@ from fastscore.demodata import world as world_mod
 from fastscore.demodata.pretrain import Schedule, train_examples
 from fastscore.paths import cache_dir
 from fastscore.quiet import libraries_quiet
+from fastscore.scoring import reference
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,9 @@ class DemoRecipe:
     world: world_mod.World = field(default_factory=world_mod.World)
     model: TinyLlama = field(default_factory=TinyLlama)
     pretrain: Schedule = field(default_factory=lambda: Schedule(epochs=3, lr=3e-3))
-    finetune: Schedule = field(default_factory=lambda: Schedule(epochs=2, lr=1e-3, batch_size=16))
+    finetune: Schedule = field(default_factory=lambda: Schedule(epochs=3, lr=1e-3, batch_size=16))
     seed: int = 0
-    builder: int = 3  # bumped when the building code changes what it builds
+    builder: int = 4  # bumped when the building code changes what it builds
 
     def key(self) -> str:
         blob = json.dumps(asdict(self), sort_keys=True).encode() + CHATML_TEMPLATE.encode()
@@ -239,9 +240,14 @@ def _build(recipe: DemoRecipe, out: DemoAssets, *, progress: bool = False) -> No
                 seed=recipe.seed,
             )
         )
-        if trained["trained_samples"] != len(sft):
+        check = trained["held_out"]
+        if trained["counts"]["by_status"] != {"ok": len(sft)}:
             raise RuntimeError(f"demo records did not all render: {trained['counts']}")
+        if check is not None and check["verdict"] != reference.LEARNED:
+            raise RuntimeError(f"the demo's reference did not learn: {check}")
         loss = trained["final_loss"]
         done.append(
             f"{trained['steps']} steps" + (f", loss {loss:.3f}" if loss is not None else "")
         )
+        if check is not None:
+            done.append(f"held-out loss {check['relative_drop']:.0%} lower")

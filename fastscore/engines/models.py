@@ -23,6 +23,7 @@ _FINGERPRINT_FILES = (
     "chat_template.jinja",
     "chat_template.json",
     "generation_config.json",
+    "adapter_config.json",  # a peft adapter as the reference (its weights: *.safetensors)
 )
 
 
@@ -68,6 +69,39 @@ def require_checkpoint(
         )
 
 
+def checkpoint_dtype(model: str | Path) -> str | None:
+    """The dtype a checkpoint's config says its weights are in (float32, bfloat16...)."""
+    try:
+        c = json.loads((Path(model) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    d = c.get("dtype") or c.get("torch_dtype") or (c.get("text_config") or {}).get("dtype")
+    return str(d).removeprefix("torch.") if d else None
+
+
+def pair_dtype(engine_cfg: Any, base: str | Path, ref: str | Path) -> tuple[Any, str | None]:
+    """The engine config both models run with: ``dtype`` auto loads each checkpoint in its
+    own dtype, so a float32 reference fine-tuned from a bfloat16 base (train-ref saves
+    float32) would score in another precision than the base, and L_base - L_ref would
+    carry the gap; then both take the base's dtype, and the note says so."""
+    import dataclasses
+
+    if engine_cfg.dtype != "auto" or not ref or not (Path(ref) / "config.json").is_file():
+        return engine_cfg, None
+    b, r = checkpoint_dtype(base), checkpoint_dtype(ref)
+    if b is None or r is None or b == r:
+        return engine_cfg, None
+    note = (
+        f"the reference's weights are {r} and the base's {b}: both score in {b}, one "
+        "precision for the pair (--dtype chooses another)"
+    )
+    return dataclasses.replace(engine_cfg, dtype=b), note
+
+
+def has_tokenizer(model: str | Path) -> bool:
+    return any((Path(model) / f).is_file() for f in _TOKENIZER_FILES)
+
+
 def model_max_length(model: str | Path, trust_remote_code: bool = False) -> int:
     """The checkpoint's context length (max_position_embeddings)."""
     require_model_dir(model)
@@ -81,6 +115,16 @@ def model_max_length(model: str | Path, trust_remote_code: bool = False) -> int:
     if not n:
         raise ModelError(f"{model}: config has no max_position_embeddings; pass --max-length")
     return int(n)
+
+
+def model_width(model: str | Path, trust_remote_code: bool = False) -> int | None:
+    """The checkpoint's hidden size, or None when its config does not say it."""
+    cfg = import_transformers().AutoConfig.from_pretrained(
+        model, trust_remote_code=trust_remote_code
+    )
+    text = getattr(cfg, "get_text_config", lambda: cfg)()
+    n = getattr(text, "hidden_size", None) or getattr(text, "n_embd", None)
+    return int(n) if n else None
 
 
 def load_tokenizer(model: str | Path, trust_remote_code: bool = False):

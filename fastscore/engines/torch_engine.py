@@ -28,6 +28,7 @@ of a compile per model and shape, and of a failure mode a scoring run does not n
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -94,6 +95,7 @@ class TorchEngine:
             raise ValueError(f"pool must be None, 'prompt' or 'response', got {pool!r}")
         self.name, self.cfg = name, cfg
         self.pool, self.pooled, self._pooled_parts = pool, None, []
+        self.switch = None  # an AdapterSwitch when a peft adapter is the reference
         device = (
             cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         )
@@ -190,6 +192,8 @@ class TorchEngine:
         }
         if self.attention_name:
             out["attention"] = self.attention_name
+        if self.switch is not None:
+            out["adapter"] = "on" if self.switch.on else "off"
         # the head's GEMM writes fp32 logits where torch can (bf16/fp16 weights on CUDA),
         # else the model's dtype, upcast before the log-softmax
         out["head_logits"] = "float32" if self.fp32_head_gemm else out["dtype"]
@@ -216,7 +220,7 @@ class TorchEngine:
         if not samples:
             return []
         self._pooled_parts = []
-        with torch.inference_mode():
+        with torch.inference_mode(), self.switch or contextlib.nullcontext():
             if self.batching == "single":
                 groups, run = [[i] for i in range(len(samples))], self._one
             elif self.batching == "packed" and self.prefixes is not None:

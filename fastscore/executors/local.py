@@ -29,6 +29,7 @@ from fastscore.runs.outputs import OutputPaths
 from fastscore.runs.problems import SHOWN, Problem, located, nothing_to_score
 from fastscore.runs.resume import prepare_resume, read_run_record, write_run_record
 from fastscore.runs.stats import Stats
+from fastscore.scoring import reference
 from fastscore.scoring.session import Session, open_session, session_facts
 from fastscore.scoring.stream import alone_sample
 from fastscore.selection.table import ScoresTable
@@ -91,6 +92,14 @@ def score_file(
         # Spearman(score, response length) per score: the paper's reason for normalising
         manifest["length_spearman"] = table.length_correlations()
         manifest["seconds"]["length_spearman"] = round(time.perf_counter() - t0, 4)
+        manifest["reference"] = reference.scoring_block(
+            cfg.ref,
+            manifest["template"],
+            manifest["max_length"],
+            table.values("lobass")[table.ok] if "lobass" in table.columns else None,
+        )
+        for said in manifest["reference"]["warnings"]:
+            log.warning("%s", said)
         problems = located(cfg.input, manifest["input"]["kind"], table.problems)
         manifest["problems"] = [p.to_json() for p in problems]
         by_status = manifest["counts"]["by_status"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,17 +21,22 @@ from fastscore.config import EngineConfig, ScoreConfig
 from fastscore.data.formats import resolve_format
 from fastscore.data.readers import detect_file_kind
 from fastscore.engines import Engine
+from fastscore.engines.adapters import check_adapter, is_adapter, torch_pair
 from fastscore.engines.models import (
     check_same_tokenizer,
     fingerprint,
+    has_tokenizer,
     load_tokenizer,
     model_max_length,
+    pair_dtype,
     require_checkpoint,
 )
 from fastscore.errors import ConfigError
 from fastscore.quiet import libraries_quiet
 from fastscore.rendering.renderer import Renderer, make_renderer
 from fastscore.runs.stats import Stats
+
+log = logging.getLogger(__name__)
 
 # No vLLM GPU run of fastscore has been verified yet (the GPU machine it was measured on has
 # no vLLM); until one is, ``auto`` takes the torch engine on a GPU as well.
@@ -50,6 +56,7 @@ class Session:
     base: Engine | None = None
     ref: Engine | None = None
     _owned: list = field(default_factory=list)
+    dtype_note: str | None = None  # when the pair's dtype is not each checkpoint's own
 
     @property
     def engines(self) -> tuple[Engine, Engine]:
@@ -61,11 +68,18 @@ class Session:
         """Start both in-process engines (once; served ones start with the session)."""
         if self.base is not None and self.ref is not None:
             return
+        engine_cfg, self.dtype_note = pair_dtype(self.cfg.engine, self.cfg.base, self.cfg.ref)
+        if self.dtype_note:
+            log.info("%s", self.dtype_note)
         with self.stats.timer("engine_start"):
+            if is_adapter(self.cfg.ref):
+                self.base, self.ref = torch_pair(self.cfg.base, self.cfg.ref, engine_cfg)
+                self._owned += [self.base, self.ref]
+                return
             for name in ("base", "ref"):
                 e = make_engine(
                     getattr(self.cfg, name),
-                    self.cfg.engine,
+                    engine_cfg,
                     max_model_len=self.max_length + 1,
                     name=name,
                 )
@@ -73,7 +87,10 @@ class Session:
                 setattr(self, name, e)
 
     def engine_info(self) -> dict[str, Any]:
-        return {"base": self.base.info(), "ref": self.ref.info()}
+        info = {"base": self.base.info(), "ref": self.ref.info()}
+        if self.dtype_note:
+            info["dtype_note"] = self.dtype_note
+        return info
 
 
 @contextlib.contextmanager
@@ -162,12 +179,19 @@ def _local(cfg: ScoreConfig, stats: Stats, *, load_weights: bool):
     trc = cfg.engine.trust_remote_code
     # engines handed in (benchmarks' in-memory models) need no weight files here
     require_checkpoint(cfg.base, "base model", weights=load_weights)
-    require_checkpoint(cfg.ref, "reference model", weights=load_weights)
+    adapter = is_adapter(cfg.ref)
+    if adapter:
+        check_adapter(cfg.ref, cfg.base, resolve_engine_kind(cfg.engine))
+    else:
+        require_checkpoint(cfg.ref, "reference model", weights=load_weights)
     if cfg.tokenizer:
         require_checkpoint(cfg.tokenizer, "tokenizer directory", config=False, weights=False)
     with stats.timer("load_tokenizers"):
         tok = load_tokenizer(cfg.tokenizer or cfg.base, trc)
-        if Path(cfg.ref).resolve() != Path(cfg.base).resolve():
+        # (an adapter directory may carry the tokenizer it was trained with, or none)
+        if Path(cfg.ref).resolve() != Path(cfg.base).resolve() and (
+            not adapter or has_tokenizer(cfg.ref)
+        ):
             ref_tok = load_tokenizer(cfg.ref, trc)
             check_same_tokenizer(
                 tok, ref_tok, base=cfg.base, ref=cfg.ref, templates=not cfg.chat_template
@@ -224,7 +248,8 @@ def _served(cfg: ScoreConfig, stats: Stats, owned: list):
 
 def resolve_max_length(cfg) -> int:
     trc = cfg.engine.trust_remote_code
-    context = min(model_max_length(cfg.base, trc), model_max_length(cfg.ref, trc))
+    models = [cfg.base] + ([] if is_adapter(cfg.ref) else [cfg.ref])
+    context = min(model_max_length(m, trc) for m in models)
     if cfg.max_length is None:
         return context - 1  # vLLM needs room for the one token it generates
     if cfg.max_length > context - 1:

@@ -256,7 +256,8 @@ def test_score_on_cuda_end_to_end(tmp_path, demo_assets, tokenizer, cpu_engines)
 )
 def test_train_ref_on_cuda_gives_a_reference_that_scores(tmp_path, demo_assets, extra):
     """train-ref on the GPU under torchrun (one process: FSDP2 shards over one rank):
-    bf16 mixed precision, FSDP's full state dict saved as one checkpoint, LoRA merged;
+    bf16 mixed precision, FSDP's full state dict saved as one checkpoint, LoRA's adapter
+    (scored over the base on CUDA);
     the reference has a lower loss than the base on its data."""
     import json
     import os
