@@ -295,10 +295,12 @@ def evaluate(model_dir: Path, test: list[dict]) -> dict:
     return {"loss": statistics.fmean(losses), "accuracy": correct / len(test)}
 
 
-def finetune(base: Path, data: Path, out: Path, steps: int, lr: float, seed: int) -> None:
+def finetune(base: Path, data: Path, out: Path, steps: int, lr: float, seed: int, **kw) -> dict:
+    """``train-ref`` as an SFT run; every record trained on (no held-out slice) unless
+    ``kw`` says otherwise, so a subset's fine-tune trains on the whole subset."""
     from fastscore.train import train_ref
 
-    train_ref(
+    return train_ref(
         input=str(data),
         base=str(base),
         output_dir=str(out),
@@ -309,6 +311,7 @@ def finetune(base: Path, data: Path, out: Path, steps: int, lr: float, seed: int
         device="cpu",
         progress=False,
         seed=seed,
+        **{"holdout": "0", **kw},
     )
 
 
