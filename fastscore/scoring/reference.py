@@ -203,11 +203,14 @@ def mismatches(train: dict[str, Any], template: dict[str, Any], max_length: int)
 
 
 def lobass_spread(values: Sequence[float]) -> dict[str, float] | None:
-    """Mean, standard deviation and share above 0 of the scored records' lobass."""
+    """Median, mean, standard deviation and share above 0 of the scored records' lobass
+    (the median judges: a record the base already knows, L_base near 0, can have a lobass
+    of -100 and drag the mean below 0 under a reference that learned everything else)."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
     if v.size == 0:
         return None
     return {
+        "median": round(float(np.median(v)), 6),
         "mean": round(float(v.mean()), 6),
         "std": round(float(v.std()), 6),
         "share_positive": round(float((v > 0).mean()), 6),
@@ -215,12 +218,12 @@ def lobass_spread(values: Sequence[float]) -> dict[str, float] | None:
 
 
 def spread_warning(spread: dict[str, float] | None) -> str | None:
-    """A reference no better than the base on the scored records, said."""
-    if spread is None or spread["mean"] > 0.01:
+    """A reference no better than the base on most of the scored records, said."""
+    if spread is None or spread["median"] > 0.01:
         return None
     return (
-        f"the reference is no better than the base on these records (mean lobass "
-        f"{spread['mean']:+.3f}, {spread['share_positive']:.0%} above 0): its ranking is "
+        f"the reference is no better than the base on these records (median lobass "
+        f"{spread['median']:+.3f}, {spread['share_positive']:.0%} above 0): its ranking is "
         "noise; check that it was trained on this data and learned it (train-ref's "
         "held-out check)"
     )
@@ -269,5 +272,5 @@ def summary_line(block: dict[str, Any]) -> str | None:
         parts.append(describe(block["held_out"]))
     s = block.get("lobass")
     if s:
-        parts.append(f"lobass mean {s['mean']:.3f}, sd {s['std']:.3f}")
+        parts.append(f"lobass median {s['median']:.3f}, {s['share_positive']:.0%} above 0")
     return "reference: " + "; ".join(parts) if parts else None

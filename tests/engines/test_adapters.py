@@ -139,3 +139,21 @@ def test_refusals_reach_the_user_before_a_model_loads(tmp_path, adapter, demo_as
     other = _variant(adapter, tmp_path / "o", base_model_name_or_path="/elsewhere/base")
     check_adapter(other, demo_assets.base, "torch")
     assert "was trained over /elsewhere/base, not over the base given" in caplog.text
+
+
+def test_the_adapters_weights_are_in_the_fingerprint(tmp_path, adapter):
+    """--resume and the stale-reference guard compare fingerprints: an adapter retrained
+    in place is another reference."""
+    from safetensors.torch import load_file, save_file
+
+    from fastscore.engines.models import fingerprint
+
+    d = tmp_path / "a"
+    shutil.copytree(adapter / "adapter", d)
+    before = fingerprint(d)
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(before["files"])
+    weights = load_file(d / "adapter_model.safetensors")
+    name = sorted(weights)[0]
+    weights[name] = weights[name] * 1.01
+    save_file(weights, d / "adapter_model.safetensors")
+    assert fingerprint(d)["weights_sample_sha256"] != before["weights_sample_sha256"]

@@ -288,6 +288,11 @@ def test_train_ref_on_cuda_gives_a_reference_that_scores(tmp_path, demo_assets, 
     )  # fmt: skip
     rows = [orjson.loads(x) for x in (tmp_path / "s.jsonl").read_bytes().splitlines()]
     assert sum(r["loss_ref"] for r in rows) < 0.8 * sum(r["loss_base"] for r in rows)
+    assert m["held_out"]["verdict"] == "learned", m["held_out"]
+    if "--lora" in extra:  # the adapter over the base, on CUDA: one copy of the weights
+        assert (out / "adapter_config.json").is_file()
+        engines = json.loads((tmp_path / "s.manifest.json").read_text())["engines"]
+        assert engines["ref"]["adapter"] == "on" and engines["base"]["adapter"] == "off"
 
 
 def test_train_ref_loss_on_cuda_is_the_scorers(tmp_path, demo_assets, tokenizer):

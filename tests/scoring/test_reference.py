@@ -62,11 +62,15 @@ def test_how_training_rendered_otherwise():
 
 def test_a_reference_no_better_than_the_base_is_said():
     assert r.spread_warning(r.lobass_spread([0.3, 0.1, np.nan])) is None
-    s = r.lobass_spread([0.01, -0.05, None, 0.02])
-    assert s == {"mean": pytest.approx(-0.006667, abs=1e-6), "std": pytest.approx(0.030912,
-                 abs=1e-6), "share_positive": pytest.approx(2 / 3, abs=1e-6)}  # fmt: skip
+    s = r.lobass_spread([0.01, -0.05, None, 0.005])
+    assert s == {"median": 0.005, "mean": pytest.approx(-0.011667, abs=1e-6),
+                 "std": pytest.approx(0.027183, abs=1e-6),
+                 "share_positive": pytest.approx(2 / 3, abs=1e-6)}  # fmt: skip
     assert "no better than the base" in r.spread_warning(s)
     assert r.lobass_spread([None, np.nan]) is None
+    # a known record (L_base near 0) drags the mean below 0; most records say it learned
+    learned = r.lobass_spread([0.3, 0.4, 0.2, -50.0])
+    assert learned["mean"] < 0 and r.spread_warning(learned) is None
 
 
 def test_what_score_reads_of_the_reference(tmp_path):
@@ -77,13 +81,16 @@ def test_what_score_reads_of_the_reference(tmp_path):
     block = r.scoring_block(str(tmp_path), {"name": "chatml", "sha256": "a"}, 128,
                             np.array([0.2, 0.4]))  # fmt: skip
     assert block["held_out"] == check  # (without the indices)
-    assert block["lobass"]["mean"] == pytest.approx(0.3)
+    assert block["lobass"]["median"] == pytest.approx(0.3)
     assert [w.split(":")[0] for w in block["warnings"]] == [
         "the reference learned little (a drop under 15%)",
         "the reference was trained on records rendered otherwise",
     ]
     line = r.summary_line(block)
-    assert line.startswith("reference: held-out loss 4.000 -> 3.925") and "sd 0.100" in line
+    assert (
+        line.startswith("reference: held-out loss 4.000 -> 3.925")
+        and "median 0.300, 100% above 0" in line
+    )
     manifest["held_out"] = None
     (tmp_path / "train_manifest.json").write_text(json.dumps(manifest))
     block = r.scoring_block(str(tmp_path), {"name": "chatml", "sha256": "a"}, 64, None)
