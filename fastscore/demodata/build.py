@@ -135,7 +135,7 @@ class _Steps:
             self.total,
             what,
             time.perf_counter() - t0,
-            f" ({done[0]})" if done else "",
+            f" ({', '.join(done)})" if done else "",
         )
 
 
