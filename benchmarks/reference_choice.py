@@ -141,6 +141,7 @@ def table(results: list[dict], budgets, variants) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds run from this one on")
     ap.add_argument("--budgets", default="0.05,0.1,0.25")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--world", choices=("1", "2", "both"), default="both")
@@ -148,16 +149,32 @@ def main(argv=None) -> None:
     ap.add_argument("--pretrain-steps", type=int, default=600)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument(
+        "--tables", type=Path, nargs="+", help="print the tables of saved runs' JSON lines (their "
+        "seeds pooled) and their merge as one JSON line, and run nothing",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     budgets = [float(b) for b in args.budgets.split(",")]
     variants = args.variants.split(",")
+    if args.tables:
+        runs = [json.loads(p.read_text().strip().splitlines()[-1]) for p in args.tables]
+        merged = {"budgets": runs[0]["budgets"], "steps": runs[0]["steps"], "worlds": {}}
+        for run in runs:
+            for w, results in run["worlds"].items():
+                merged["worlds"].setdefault(w, []).extend(results)
+        merged["seeds"] = sorted({r["seed"] for rs in merged["worlds"].values() for r in rs})
+        for w, results in sorted(merged["worlds"].items()):
+            print(f"\nworld {w}, seeds {[r['seed'] for r in results]}", file=sys.stderr)
+            print(table(results, merged["budgets"], variants), file=sys.stderr)
+        print(json.dumps(merged))
+        return
     worlds = [1, 2] if args.world == "both" else [int(args.world)]
     work = args.workdir or Path(tempfile.mkdtemp(prefix="fastscore-refchoice-"))
     t0 = time.perf_counter()
     out: dict = {"seeds": args.seeds, "budgets": budgets, "steps": args.steps, "worlds": {}}
     for world in worlds:
         results = []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             d = work / f"world{world}" / f"seed{seed}"
             d.mkdir(parents=True, exist_ok=True)
             results.append(run_seed(seed, world, budgets, variants, d, args))
