@@ -48,6 +48,7 @@ from fastscore.records import OK, RenderedSample
 from fastscore.rendering.renderer import make_renderer
 from fastscore.runs.claims import Claims
 from fastscore.scoring import reference
+from fastscore.scoring.arithmetic import mean_nll
 from fastscore.scoring.reference import holdout_count, sample_count, seeded_draw, split_holdout
 
 log = logging.getLogger(__name__)
@@ -546,7 +547,7 @@ def held_out_check(
             pair = torch_pair(cfg.base, ref, ecfg)
             try:
                 for name, engine in zip(("base", "ref"), pair, strict=True):
-                    losses[name] = reference.sampled(engine.response_logprobs(list(held)))
+                    losses[name] = [mean_nll(lp) for lp in engine.response_logprobs(list(held))]
             finally:
                 for engine in pair:
                     engine.close()
@@ -554,7 +555,7 @@ def held_out_check(
             for name, model in (("base", cfg.base), ("ref", str(ref))):
                 engine = TorchEngine(model, ecfg, name=name)
                 try:
-                    losses[name] = reference.sampled(engine.response_logprobs(list(held)))
+                    losses[name] = [mean_nll(lp) for lp in engine.response_logprobs(list(held))]
                 finally:
                     engine.close()
     finally:

@@ -58,25 +58,32 @@ def holdout_count(spec: str | int | float, n: int) -> int:
     return k
 
 
-def parse_holdout(spec: str | int | float) -> int | float | str:
-    """``--holdout``'s value: "auto", a count (int >= 0) or a share (float in (0, 1))."""
-    s = str(spec).strip().lower()
-    if s == "auto":
-        return s
+def _count_or_share(spec: str | int | float) -> int | float | None:
+    """A count (int >= 0) or a share (float in (0, 1)) of records; None if it is neither."""
     try:
-        value = float(s)
+        value = float(str(spec).strip())
     except ValueError:
-        value = float("nan")
+        return None
+    if not math.isfinite(value):
+        return None
     if value >= 1 and value == int(value):
         return int(value)
     if value == 0:
         return 0
-    if 0 < value < 1:
-        return value
-    raise ConfigError(
-        f"--holdout must be auto, a count of records (e.g. 64), a share (e.g. 0.05) or 0 "
-        f"(no check), got {spec!r}"
-    )
+    return value if 0 < value < 1 else None
+
+
+def parse_holdout(spec: str | int | float) -> int | float | str:
+    """``--holdout``'s value: "auto", a count (int >= 0) or a share (float in (0, 1))."""
+    if str(spec).strip().lower() == "auto":
+        return "auto"
+    value = _count_or_share(spec)
+    if value is None:
+        raise ConfigError(
+            f"--holdout must be auto, a count of records (e.g. 64), a share (e.g. 0.05) or 0 "
+            f"(no check), got {spec!r}"
+        )
+    return value
 
 
 def sample_count(spec: str | int | float | None, n: int) -> int:
@@ -84,8 +91,8 @@ def sample_count(spec: str | int | float | None, n: int) -> int:
     count (all of them when it is None or at least ``n``)."""
     if spec is None:
         return n
-    value = parse_holdout(spec)
-    if value in ("auto", 0):
+    value = _count_or_share(spec)
+    if not value:  # (neither, or 0)
         raise ConfigError(
             f"--sample must be a share (e.g. 0.25) or a count of records, got {spec!r}"
         )
@@ -157,11 +164,6 @@ def warning(check: dict[str, Any]) -> str | None:
         "learnable records from noise; train it longer or with a higher learning rate "
         "(--epochs, --lr) and look at loss_curve.png"
     )
-
-
-def sampled(losses: Sequence[np.ndarray]) -> list[float]:
-    """Each sample's mean response loss (nats per token) from its response logprobs."""
-    return [float(-np.mean(lp)) for lp in losses]
 
 
 # ---- what score reads of it ----
@@ -245,8 +247,8 @@ def scoring_block(
                 "the reference's training held nothing out, so nothing checked that it "
                 "learned (train-ref --holdout)"
             )
-        elif warning(check):
-            said.append(warning(check))
+        elif (failed := warning(check)) is not None:
+            said.append(failed)
         said += [
             f"the reference was trained on records rendered otherwise: {m}"
             for m in mismatches(train, template, max_length)
