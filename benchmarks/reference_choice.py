@@ -9,7 +9,10 @@ evaluated on the held-out test split:
 - lora-r16, lora-r64: LoRA on every record, the adapter scored over the base;
 - full@25%, full@10%: full fine-tuning on a seeded 25% / 10% sample (same epochs, so a
   quarter / a tenth of the steps), scoring every record;
-- lora-r16@25%: LoRA on a 25% sample.
+- lora-r16@25%: LoRA on a 25% sample;
+- full x2, lora-r16 x2: cross-fitted (``train-ref --folds 2``), two references each
+  trained on half the records (half the steps each: the same compute as one on all) and
+  each record scored by the one that never saw it.
 Beside each row: the reference's training time, its held-out drop and, as yardsticks,
 random subsets and the full set. A table per world, then one JSON line.
 
@@ -41,6 +44,8 @@ VARIANTS = {
     "full@25%": ({"sample": "0.25"}, 0.25),
     "full@10%": ({"sample": "0.1"}, 0.1),
     "lora-r16@25%": ({"lora": True, "lora_r": 16, "lora_alpha": 32, "sample": "0.25"}, 0.25),
+    "full x2": ({"folds": 2}, 0.5),
+    "lora-r16 x2": ({"lora": True, "lora_r": 16, "lora_alpha": 32, "folds": 2}, 0.5),
 }
 LORA_LR = 5e-3  # train-ref's LoRA default is ten times full's, at most this
 
@@ -117,22 +122,35 @@ def table(results: list[dict], budgets, variants) -> str:
         return f"{statistics.fmean(v):.3f}" if v else "-"
 
     def ref(variant, key):
-        v = [r["refs"][variant][key] for r in results if r["refs"][variant][key] is not None]
+        v = [r["refs"][variant][key] for r in results
+             if r["refs"].get(variant, {}).get(key) is not None]  # fmt: skip
         return statistics.fmean(v) if v else None
 
-    head = f"{'reference':<16}{'train s':>9}{'drop':>7}" + "".join(
+    def noise(variant, b):  # the share of noise records in the pick at budget b
+        v = [
+            r["kinds"][name].get("noise", 0) / sum(r["kinds"][name].values())
+            for r in results
+            if (name := f"{variant}@{b:g}") in r["kinds"]
+        ]
+        return f"{statistics.fmean(v):.0%}" if v else "-"
+
+    mid = budgets[len(budgets) // 2]
+    head = f"{'reference':<16}{'train s':>9}{'drop':>7}{f'noise@{mid:g}':>11}" + "".join(
         f"{f'acc@{b:g}':>10}" for b in budgets
     )
     lines = [head]
     for variant in variants:
+        if ref(variant, "train_seconds") is None:
+            continue  # (not among these runs)
         drop = ref(variant, "relative_drop")
         lines.append(
             f"{variant:<16}{ref(variant, 'train_seconds'):>9.0f}"
             + (f"{drop:>7.0%}" if drop is not None else f"{'-':>7}")
+            + f"{noise(variant, mid):>11}"
             + "".join(f"{acc(f'{variant}@{b:g}'):>10}" for b in budgets)
         )
     lines.append(
-        f"{'random':<16}{'':>16}" + "".join(f"{acc(f'random@{b:g}'):>10}" for b in budgets)
+        f"{'random':<16}{'':>27}" + "".join(f"{acc(f'random@{b:g}'):>10}" for b in budgets)
     )
     lines.append(f"full set: {acc('full set')}, base: {acc('base')}")
     return "\n".join(lines)
@@ -159,9 +177,14 @@ def main(argv=None) -> None:
     if args.tables:
         runs = [json.loads(p.read_text().strip().splitlines()[-1]) for p in args.tables]
         merged = {"budgets": runs[0]["budgets"], "steps": runs[0]["steps"], "worlds": {}}
-        for run in runs:
+        for run in runs:  # one result per world and seed: a later run's rows join an earlier's
             for w, results in run["worlds"].items():
-                merged["worlds"].setdefault(w, []).extend(results)
+                by_seed = merged["worlds"].setdefault(w, {})
+                for r in results:
+                    into = by_seed.setdefault(r["seed"], {**r, "runs": {}, "refs": {}, "kinds": {}})
+                    for key in ("runs", "refs", "kinds"):
+                        into[key].update(r[key])
+        merged["worlds"] = {w: [rs[k] for k in sorted(rs)] for w, rs in merged["worlds"].items()}
         merged["seeds"] = sorted({r["seed"] for rs in merged["worlds"].values() for r in rs})
         for w, results in sorted(merged["worlds"].items()):
             print(f"\nworld {w}, seeds {[r['seed'] for r in results]}", file=sys.stderr)

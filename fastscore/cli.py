@@ -384,12 +384,22 @@ def train_ref(ctx: click.Context, config_file: str | None, **_: object) -> None:
     m = run_train(cfg)
     if Launch.from_env().main:  # under a launcher, one line for the run, not one per process
         processes = f" on {m['world_size']} processes" if m["world_size"] > 1 else ""
-        click.echo(
-            f"trained on {m['trained_samples']} of {m['counts']['records']} records, "
-            f"{m['steps']} steps{processes}, final loss {_fmt_loss(m['final_loss'])}, "
-            f"{m['seconds']:.0f}s -> {m['output_dir']}",
-            err=True,
-        )
+        if m.get("folds"):
+            f = m["folds"]
+            click.echo(
+                f"trained {f['k']} cross-fitted references on "
+                f"{' / '.join(map(str, f['trained_samples']))} of {m['counts']['records']} "
+                f"records (each on all but its fold), {m['steps']} steps{processes}, "
+                f"{m['seconds']:.0f}s -> {m['output_dir']}",
+                err=True,
+            )
+        else:
+            click.echo(
+                f"trained on {m['trained_samples']} of {m['counts']['records']} records, "
+                f"{m['steps']} steps{processes}, final loss {_fmt_loss(m['final_loss'])}, "
+                f"{m['seconds']:.0f}s -> {m['output_dir']}",
+                err=True,
+            )
         if m["held_out"]:
             from fastscore.scoring.reference import describe
 

@@ -361,6 +361,11 @@ class TrainConfig:
         "Train on a seeded random sample of the records, a share (0.25) or a count: a cheaper "
         "reference; score still scores every record.",
     )
+    folds: int | None = option(
+        None,
+        "Cross-fit: K references, each trained on every record but one fold, so score scores "
+        "each record with the one that never saw it (output_dir/fold-0 ...; --ref output_dir).",
+    )
     strict: bool = option(
         False, "Exit 1 when the held-out check says the reference did not learn (else a warning)."
     )
@@ -711,3 +716,11 @@ def validate_train(cfg: TrainConfig) -> None:
     parse_holdout(cfg.holdout)
     if cfg.sample is not None:
         sample_count(cfg.sample, 1)
+    from fastscore.scoring.folds import check_folds
+
+    check_folds(cfg.folds)
+    if cfg.folds is not None and cfg.sample is not None:
+        raise ConfigError(
+            "--folds trains each reference on every record outside its fold; --sample would "
+            "train on a sample instead: give one of them"
+        )

@@ -144,6 +144,9 @@ class ScoredSample:
     # preference records: each side's columns (loss_base_chosen, ..., lobass_rejected) and
     # margin; the columns above then describe the chosen side
     pair: dict[str, Any] | None = None
+    # a cross-fitted reference: the fold whose reference (the one that never saw the
+    # record) scored it
+    fold: int | None = None
 
     def to_json(self, with_ifd: bool = False) -> dict[str, Any]:
         out = {
@@ -162,6 +165,8 @@ class ScoredSample:
             out["ifd"] = self.ifd
         if self.pair is not None:
             out.update(self.pair)
+        if self.fold is not None:
+            out["fold"] = self.fold
         if self.reason is not None:
             out["reason"] = self.reason
         return out

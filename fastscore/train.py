@@ -47,7 +47,7 @@ from fastscore.quiet import libraries_quiet
 from fastscore.records import OK, RenderedSample
 from fastscore.rendering.renderer import make_renderer
 from fastscore.runs.claims import Claims
-from fastscore.scoring import reference
+from fastscore.scoring import folds, reference
 from fastscore.scoring.arithmetic import mean_nll
 from fastscore.scoring.reference import holdout_count, sample_count, seeded_draw, split_holdout
 
@@ -162,6 +162,11 @@ def split_for_training(examples: Examples, cfg: TrainConfig) -> Examples:
     if cfg.sample is not None:  # (the held-out slice stays out)
         keep = [keep[j] for j in seeded_draw(len(keep), sample_count(cfg.sample, len(keep)),
                                              [cfg.seed, 0x5A3])]  # fmt: skip
+    return _subset(examples, keep, held_at)
+
+
+def _subset(examples: Examples, keep: list[int], held_at: list[int]) -> Examples:
+    """``examples`` at positions ``keep``, those at ``held_at`` held out for the check."""
     held = tuple(
         RenderedSample(
             examples.indices[i],
@@ -402,6 +407,8 @@ def train_ref(config: TrainConfig | None = None, /, **fields: Any) -> dict[str, 
     t_start = time.perf_counter()
     launch = Launch.from_env()
     with train_claims(cfg, launch).settled(), libraries_quiet():
+        if cfg.folds:
+            return _train_folds(cfg, launch, t_start)
         return _train(cfg, launch, t_start)
 
 
@@ -421,10 +428,16 @@ def train_claims(cfg: TrainConfig, launch: Launch) -> Claims:
     )
     for name in (*SAVED_FILES, MANIFEST, CURVE):
         c.write("reference file", out / name)
+    for k in range(cfg.folds or 0):
+        c.write("fold reference directory", out / folds.fold_dir(k), tree=True)
     return c
 
 
-def _train(cfg: TrainConfig, launch: Launch, t_start: float) -> dict[str, Any]:
+def _train(
+    cfg: TrainConfig, launch: Launch, t_start: float, examples: Examples | None = None
+) -> dict[str, Any]:
+    """One reference: of ``examples`` (split already: a fold's), else of the input's
+    records less the held-out slice (and with --sample, a sample of them)."""
     import orjson
     import torch
 
@@ -432,9 +445,10 @@ def _train(cfg: TrainConfig, launch: Launch, t_start: float) -> dict[str, Any]:
     require_checkpoint(cfg.base, "base model")
     tokenizer = load_tokenizer(cfg.base, cfg.trust_remote_code)
     max_length = cfg.max_length or model_max_length(cfg.base, cfg.trust_remote_code) - 1
-    examples = rendered_examples(cfg, tokenizer, max_length)
-    if len(examples):
-        examples = split_for_training(examples, cfg)
+    if examples is None:
+        examples = rendered_examples(cfg, tokenizer, max_length)
+        if len(examples):
+            examples = split_for_training(examples, cfg)
     if not len(examples):
         raise ConfigError(
             f"train-ref: no record of {cfg.input} can be trained on "
@@ -502,12 +516,113 @@ def _train(cfg: TrainConfig, launch: Launch, t_start: float) -> dict[str, Any]:
         else:
             shutil.rmtree(checkpoints, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
+    _said_if_not_learned(check, cfg, out, launch)
+    return manifest
+
+
+def _train_folds(cfg: TrainConfig, launch: Launch, t_start: float) -> dict[str, Any]:
+    """``--folds K``: K references, fold k's trained on every record outside fold k and
+    checked on a held-out draw from fold k (records it never saw, as every record it will
+    score is); the output directory's manifest says how the folds were drawn and what
+    each reference learned (``scoring.folds``)."""
+    import orjson
+
+    require_checkpoint(cfg.base, "base model")
+    tokenizer = load_tokenizer(cfg.base, cfg.trust_remote_code)
+    max_length = cfg.max_length or model_max_length(cfg.base, cfg.trust_remote_code) - 1
+    examples = rendered_examples(cfg, tokenizer, max_length)
+    n_records = sum(examples.counts.values())
+    draw = folds.assignment(n_records, cfg.folds, cfg.seed)
+    out = Path(cfg.output_dir)
+    runs = []
+    for k in range(cfg.folds):
+        part = fold_split(examples, draw, k, cfg)
+        fold_cfg = dataclasses.replace(
+            cfg, output_dir=str(out / folds.fold_dir(k)), folds=None, strict=False
+        )
+        done = _finished_fold(fold_cfg, part) if cfg.resume else None
+        if done is not None:
+            log.info("train-ref: %s was trained already (--resume): kept", fold_cfg.output_dir)
+            runs.append(done)
+            continue
+        if launch.main:
+            log.info("train-ref: fold %d of %d, on %d records", k + 1, cfg.folds, len(part))
+        runs.append(_train(fold_cfg, launch, t_start, examples=part))
+    checks = [r["held_out"] for r in runs]
+    check = reference.pooled(checks) if all(checks) else None
+    manifest = {
+        "fastscore_manifest": 1,
+        "command": "train-ref",
+        "trainer": runs[0]["trainer"],
+        "input": storage.shown(cfg.input),
+        "base": runs[0]["base"],
+        "output_dir": str(out.resolve()),
+        "template": examples.template,
+        "max_length": max_length,
+        "options": dataclasses.asdict(cfg),
+        "folds": {
+            "k": cfg.folds,
+            "seed": cfg.seed,
+            "records": n_records,
+            "input": storage.shown(cfg.input),
+            "dirs": [folds.fold_dir(k) for k in range(cfg.folds)],
+            "trained_samples": [r["trained_samples"] for r in runs],
+            "held_out": checks,
+            "seconds": [r["seconds"] for r in runs],
+        },
+        "device": runs[0]["device"],
+        "dtype": runs[0]["dtype"],
+        "world_size": launch.world_size,
+        "lora": cfg.lora and not cfg.merge,
+        "counts": {"records": n_records, "by_status": dict(examples.counts)},
+        "trained_samples": sum(r["trained_samples"] for r in runs),
+        "held_out": check,
+        "steps": sum(r["steps"] for r in runs),
+        "final_loss": None,
+        "seconds": round(sum(r["seconds"] for r in runs), 3),
+        "total_seconds": round(time.perf_counter() - t_start, 3),
+    }
+    if launch.main:
+        manifest["written"] = sorted(
+            {str((out / folds.fold_dir(k)).resolve()) for k in range(cfg.folds)}
+            | {str((out / MANIFEST).resolve())}
+        )
+        (out / MANIFEST).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    _said_if_not_learned(check, cfg, out, launch)
+    return manifest
+
+
+def fold_split(examples: Examples, draw: np.ndarray, k: int, cfg: TrainConfig) -> Examples:
+    """Fold ``k``'s training examples (every record outside fold k) and its held-out
+    check's records: ``cfg.holdout``'s count of them, drawn from fold k."""
+    inside = [i for i, index in enumerate(examples.indices) if draw[index] == k]
+    n_held = min(holdout_count(cfg.holdout, len(examples)), len(inside))
+    held_at = [inside[j] for j in split_holdout(len(inside), n_held, cfg.seed + k)]
+    out = set(inside)
+    keep = [i for i in range(len(examples)) if i not in out]
+    return _subset(examples, keep, held_at)
+
+
+def _finished_fold(cfg: TrainConfig, part: Examples) -> dict[str, Any] | None:
+    """A fold reference saved by an earlier run of the same data and settings, which
+    ``--resume`` keeps; else None (and it is trained, from its checkpoints if any)."""
+    import orjson
+
+    p = Path(cfg.output_dir) / MANIFEST
+    if not p.is_file():
+        return None
+    m = orjson.loads(p.read_bytes())
+    same = {**m.get("options", {}), "resume": cfg.resume} == dataclasses.asdict(cfg)
+    return m if same and m.get("data_digest") == part.digest() else None
+
+
+def _said_if_not_learned(check, cfg: TrainConfig, out: Path, launch: Launch) -> None:
+    """The held-out check's warning, by the launch's first process; --strict: an error."""
     said = reference.warning(check) if check else None
     if said and launch.main:
         if cfg.strict:
             raise ReferenceNotLearned(f"train-ref --strict: {said} (saved in {out} all the same)")
         log.warning("train-ref: %s", said)
-    return manifest
 
 
 class ReferenceNotLearned(ConfigError):

@@ -438,3 +438,69 @@ def test_bad_settings_are_errors(tmp_path, demo_assets, monkeypatch):
     with pytest.raises(ConfigError, match="float16 mixed precision needs CUDA"):
         train_ref(input=str(good), base=base, output_dir=str(tmp_path / "r"), device="cpu",
                   dtype="float16")  # fmt: skip
+
+
+def test_cross_fitted_references_score_each_record_with_the_one_that_never_saw_it(
+    tmp_path, demo_assets
+):
+    """train-ref --folds 2 --lora: two adapters, fold k's trained on the records outside
+    fold k and checked on records of fold k; score --ref DIR scores each record with its
+    fold's adapter (one base in memory) and says which, as that adapter alone scores it;
+    another file's records are refused, and --resume keeps the folds already trained."""
+    pytest.importorskip("peft", reason="pip install 'fastscore[lora]'")
+    from fastscore.scoring.folds import assignment
+
+    data = _data(tmp_path, demo_assets, bad=False)
+    out = tmp_path / "ref"
+    args = ["train-ref", data, "--base", demo_assets.base, "--output-dir", out, "--folds", 2,
+            "--lora", "--lora-r", 8, "--epochs", 2, "--batch-size", 8, "--no-progress"]  # fmt: skip
+    p = cli(*args)
+    assert "trained 2 cross-fitted references on 32 / 32 of 64 records" in p.stderr, p.stderr
+    assert "reference check: held-out loss " in p.stderr and "of 24 records lower)" in p.stderr
+    m = json.loads((out / "train_manifest.json").read_text())
+    draw = assignment(64, 2, 0)
+    assert m["folds"]["k"] == 2 and m["folds"]["records"] == 64
+    for k in (0, 1):
+        fm = json.loads((out / f"fold-{k}" / "train_manifest.json").read_text())
+        assert fm["trained_samples"] == int((draw != k).sum())
+        # checked on records it never saw: its own fold's
+        assert {int(draw[i]) for i in fm["held_out"]["indices"]} == {k}
+        assert (out / f"fold-{k}" / "adapter_config.json").exists()
+    p = cli(*score_args(data, tmp_path / "s.jsonl", demo_assets.base, out))
+    assert "reference: cross-fitted, 2 folds; held-out loss" in p.stderr, p.stderr
+    rows = [orjson.loads(x) for x in (tmp_path / "s.jsonl").read_bytes().splitlines()]
+    assert [r["fold"] for r in rows] == draw.tolist()
+    for k in (0, 1):
+        alone = _score(data, out / f"fold-{k}", tmp_path / f"f{k}.jsonl", demo_assets)
+        for a, b in zip(rows, alone, strict=True):
+            assert a["loss_base"] == pytest.approx(b["loss_base"], abs=1e-9)
+            if a["fold"] == k:
+                assert a["loss_ref"] == pytest.approx(b["loss_ref"], abs=1e-6), (a, b)
+    short = tmp_path / "short.jsonl"
+    short.write_bytes(b"".join(data.read_bytes().splitlines(keepends=True)[:40]))
+    p = cli(*score_args(short, tmp_path / "x.jsonl", demo_assets.base, out), check=False)
+    assert p.returncode != 0 and "drawn over the 64 records of" in p.stderr, p.stderr
+    assert "short.jsonl has 40" in p.stderr
+    before = (out / "fold-0" / "adapter_model.safetensors").stat().st_mtime_ns
+    p = cli(*args, "--resume")
+    assert "was trained already (--resume): kept" in p.stderr, p.stderr
+    assert (out / "fold-0" / "adapter_model.safetensors").stat().st_mtime_ns == before
+
+
+def test_cross_fitted_full_references_score_as_their_folds(tmp_path, demo_assets):
+    """Full fine-tunes as folds: each its own model in the engine, the same routing."""
+    data = _data(tmp_path, demo_assets, bad=False)
+    out = tmp_path / "ref"
+    m = train_ref(input=str(data), base=str(demo_assets.base), output_dir=str(out), folds=2,
+                  max_steps=2, batch_size=8, progress=False, holdout="0")  # fmt: skip
+    assert m["held_out"] is None and m["folds"]["trained_samples"] == [32, 32]
+    rows = _score(data, out, tmp_path / "s.jsonl", demo_assets)
+    alone = _score(data, out / "fold-1", tmp_path / "f1.jsonl", demo_assets)
+    for a, b in zip(rows, alone, strict=True):
+        if a["fold"] == 1:
+            assert a["loss_ref"] == pytest.approx(b["loss_ref"], abs=1e-9)
+    with pytest.raises(ConfigError, match="--folds must be at least 2"):
+        train_ref(input=str(data), base=str(demo_assets.base), output_dir=str(out), folds=1)
+    with pytest.raises(ConfigError, match="give one of them"):
+        train_ref(input=str(data), base=str(demo_assets.base), output_dir=str(out), folds=2,
+                  sample="0.5")  # fmt: skip

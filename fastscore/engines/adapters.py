@@ -112,37 +112,64 @@ def attach(model: Any, path: str | Path) -> Any:
 def torch_pair(base: str | Path, adapter: str | Path, cfg: Any) -> tuple[Any, Any]:
     """The base and reference torch engines over one loaded base with ``adapter``
     attached: the same model object, the adapter off in the one and on in the other."""
+    base_engine, (ref_engine,) = torch_engines(base, [adapter], cfg)
+    return base_engine, ref_engine
+
+
+def torch_engines(base: str | Path, adapters: list, cfg: Any) -> tuple[Any, list[Any]]:
+    """The base engine and one engine per adapter over one loaded base with every adapter
+    attached (a cross-fitted reference's folds): the same model object, no adapter on in
+    the base's, its own adapter on in each of the others'."""
     import dataclasses
 
     from fastscore.engines.torch_engine import TorchEngine
 
     base_engine = TorchEngine(base, cfg, name="base", pool="prompt")
+    refs = []
     try:
-        peft_model = attach(base_engine.model, adapter)
+        peft_model = attach(base_engine.model, adapters[0])
+        names = ["default"]
+        for k, path in enumerate(adapters[1:], start=1):
+            names.append(f"adapter-{k}")
+            _load_more(peft_model, path, names[-1])
         base_engine.model.eval()
         base_engine.switch = AdapterSwitch(peft_model, on=False)
-        # (dtype auto: the model is already in the pair's dtype, adapter included)
-        ref_engine = TorchEngine(
-            base_engine.model, dataclasses.replace(cfg, dtype="auto"), name="ref"
-        )
+        for path, name in zip(adapters, names, strict=True):
+            # (dtype auto: the model is already in the pair's dtype, adapters included)
+            e = TorchEngine(
+                base_engine.model,
+                dataclasses.replace(cfg, dtype="auto"),
+                name=f"ref {Path(path).name}" if len(adapters) > 1 else "ref",
+            )
+            e.model_path = str(path)
+            e.switch = AdapterSwitch(peft_model, on=True, adapter=name)
+            refs.append(e)
     except BaseException:
         base_engine.close()
         raise
-    ref_engine.model_path = str(adapter)
-    ref_engine.switch = AdapterSwitch(peft_model, on=True)
-    return base_engine, ref_engine
+    return base_engine, refs
+
+
+def _load_more(peft_model: Any, path: str | Path, name: str) -> None:
+    try:
+        peft_model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+    except Exception as e:
+        raise ModelError(f"could not attach the reference adapter {str(path)!r}: {e}") from e
 
 
 class AdapterSwitch:
-    """Turns one attached adapter on (the reference) or off (the base) around a call."""
+    """Turns one attached adapter on (the reference; ``adapter``: which, when several are
+    attached) or every adapter off (the base) around a call."""
 
-    def __init__(self, peft_model: Any, on: bool):
-        self.peft_model, self.on = peft_model, on
+    def __init__(self, peft_model: Any, on: bool, adapter: str = "default"):
+        self.peft_model, self.on, self.adapter = peft_model, on, adapter
 
     def __enter__(self):
         tuner = self.peft_model.base_model
         if self.on:
             tuner.enable_adapter_layers()
+            if tuner.active_adapter != self.adapter:
+                tuner.set_adapter(self.adapter)  # (grads: none are taken, inference mode)
         else:
             tuner.disable_adapter_layers()
         return self

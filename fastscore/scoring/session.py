@@ -21,7 +21,7 @@ from fastscore.config import EngineConfig, ScoreConfig
 from fastscore.data.formats import resolve_format
 from fastscore.data.readers import detect_file_kind
 from fastscore.engines import Engine
-from fastscore.engines.adapters import check_adapter, is_adapter, torch_pair
+from fastscore.engines.adapters import check_adapter, is_adapter, torch_engines
 from fastscore.engines.models import (
     check_same_tokenizer,
     fingerprint,
@@ -35,6 +35,7 @@ from fastscore.errors import ConfigError
 from fastscore.quiet import libraries_quiet
 from fastscore.rendering.renderer import Renderer, make_renderer
 from fastscore.runs.stats import Stats
+from fastscore.scoring import folds
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Session:
     ref: Engine | None = None
     _owned: list = field(default_factory=list)
     dtype_note: str | None = None  # when the pair's dtype is not each checkpoint's own
+    folds: dict[str, Any] | None = None  # a cross-fitted reference's draw (scoring.folds)
 
     @property
     def engines(self) -> tuple[Engine, Engine]:
@@ -68,23 +70,30 @@ class Session:
         """Start both in-process engines (once; served ones start with the session)."""
         if self.base is not None and self.ref is not None:
             return
-        engine_cfg, self.dtype_note = pair_dtype(self.cfg.engine, self.cfg.base, self.cfg.ref)
+        refs = ref_dirs(self.cfg.ref, self.folds)
+        engine_cfg, self.dtype_note = pair_dtype(self.cfg.engine, self.cfg.base, refs[0])
         if self.dtype_note:
             log.info("%s", self.dtype_note)
         with self.stats.timer("engine_start"):
-            if is_adapter(self.cfg.ref):
-                self.base, self.ref = torch_pair(self.cfg.base, self.cfg.ref, engine_cfg)
-                self._owned += [self.base, self.ref]
-                return
-            for name in ("base", "ref"):
-                e = make_engine(
-                    getattr(self.cfg, name),
-                    engine_cfg,
-                    max_model_len=self.max_length + 1,
-                    name=name,
+            if is_adapter(refs[0]):  # one base, each reference an adapter on it
+                self.base, ref_engines = torch_engines(self.cfg.base, refs, engine_cfg)
+                self._owned += [self.base, *ref_engines]
+            else:
+                self.base = make_engine(
+                    self.cfg.base, engine_cfg, max_model_len=self.max_length + 1, name="base"
                 )
-                self._owned.append(e)
-                setattr(self, name, e)
+                self._owned.append(self.base)
+                ref_engines = []
+                for d in refs:
+                    name = f"ref {Path(d).name}" if self.folds else "ref"
+                    e = make_engine(d, engine_cfg, max_model_len=self.max_length + 1, name=name)
+                    self._owned.append(e)
+                    ref_engines.append(e)
+            if self.folds is None:
+                self.ref = ref_engines[0]
+            else:
+                draw = folds.assignment(self.folds["records"], self.folds["k"], self.folds["seed"])
+                self.ref = folds.FoldedEngine(ref_engines, draw, path=str(self.cfg.ref))
 
     def engine_info(self) -> dict[str, Any]:
         info = {"base": self.base.info(), "ref": self.ref.info()}
@@ -116,6 +125,12 @@ def open_session(
         kind = detect_file_kind(cfg.input)
         fmt = resolve_format(cfg.input, kind, cfg.format)
         check_format_options(cfg, fmt)
+        drawn = folds.block(cfg.ref) if cfg.engine.kind != "served" else None
+        if drawn is not None:
+            from fastscore.data.readers import count_records
+            from fastscore.storage import shown
+
+            folds.check_input(drawn, shown(cfg.input), count_records(cfg.input, kind))
         session = Session(
             cfg,
             tok,
@@ -127,6 +142,7 @@ def open_session(
             stats,
             *(engines or (None, None)),
             _owned=owned,
+            folds=drawn,
         )
         if start_engines:
             session.start_engines()
@@ -179,25 +195,31 @@ def _local(cfg: ScoreConfig, stats: Stats, *, load_weights: bool):
     trc = cfg.engine.trust_remote_code
     # engines handed in (benchmarks' in-memory models) need no weight files here
     require_checkpoint(cfg.base, "base model", weights=load_weights)
-    adapter = is_adapter(cfg.ref)
-    if adapter:
-        check_adapter(cfg.ref, cfg.base, resolve_engine_kind(cfg.engine))
-    else:
-        require_checkpoint(cfg.ref, "reference model", weights=load_weights)
+    drawn = folds.block(cfg.ref)
+    refs = ref_dirs(cfg.ref, drawn)
+    adapter = is_adapter(refs[0])
+    for d in refs:
+        if adapter:
+            check_adapter(d, cfg.base, resolve_engine_kind(cfg.engine))
+        else:
+            require_checkpoint(d, "reference model", weights=load_weights)
     if cfg.tokenizer:
         require_checkpoint(cfg.tokenizer, "tokenizer directory", config=False, weights=False)
     with stats.timer("load_tokenizers"):
         tok = load_tokenizer(cfg.tokenizer or cfg.base, trc)
         # (an adapter directory may carry the tokenizer it was trained with, or none)
-        if Path(cfg.ref).resolve() != Path(cfg.base).resolve() and (
-            not adapter or has_tokenizer(cfg.ref)
+        if Path(refs[0]).resolve() != Path(cfg.base).resolve() and (
+            not adapter or has_tokenizer(refs[0])
         ):
-            ref_tok = load_tokenizer(cfg.ref, trc)
+            ref_tok = load_tokenizer(refs[0], trc)
             check_same_tokenizer(
-                tok, ref_tok, base=cfg.base, ref=cfg.ref, templates=not cfg.chat_template
+                tok, ref_tok, base=cfg.base, ref=refs[0], templates=not cfg.chat_template
             )
     with stats.timer("fingerprints"):
-        models = {"base": fingerprint(cfg.base), "ref": fingerprint(cfg.ref)}
+        models = {
+            "base": fingerprint(cfg.base),
+            "ref": folds.fingerprint(cfg.ref, drawn) if drawn else fingerprint(cfg.ref),
+        }
         if cfg.tokenizer:  # (else the base's fingerprint covers its tokenizer's files)
             models["tokenizer"] = fingerprint(cfg.tokenizer)
     return tok, resolve_max_length(cfg), models
@@ -246,9 +268,16 @@ def _served(cfg: ScoreConfig, stats: Stats, owned: list):
     return tok, cfg.max_length or context - 1, models
 
 
+def ref_dirs(ref: str | Path, drawn: dict[str, Any] | None) -> list:
+    """The reference's checkpoint or adapter directories: one, or a cross-fitted
+    reference's folds (``scoring.folds``)."""
+    return folds.dirs(ref, drawn) if drawn else [ref]
+
+
 def resolve_max_length(cfg) -> int:
     trc = cfg.engine.trust_remote_code
-    models = [cfg.base] + ([] if is_adapter(cfg.ref) else [cfg.ref])
+    first = ref_dirs(cfg.ref, folds.block(cfg.ref))[0]
+    models = [cfg.base] + ([] if is_adapter(first) else [first])
     context = min(model_max_length(m, trc) for m in models)
     if cfg.max_length is None:
         return context - 1  # vLLM needs room for the one token it generates

@@ -298,11 +298,14 @@ def _feature_rows(job: _Job, sink):
 def _send(chunk, base, ref, *, with_ifd: bool, bos, seen: Identical, stats: Stats) -> _Job:
     slots: list[Slot | None] = []
     new: list[tuple[Slot, RenderedSample]] = []
+    fold_of = getattr(ref, "fold_of", None)  # a cross-fitted reference (scoring.folds)
     for r in chunk:
         if r.status != OK:
             slots.append(None)
             continue
         key = sample_key(r)
+        if fold_of is not None:  # (a repeat in another fold is scored by another reference)
+            key = fold_of(r.index).to_bytes(4, "little") + key
         slot = seen.get(key)
         if slot is None:
             slot = seen.add(key)
@@ -342,6 +345,7 @@ def _write(job: _Job, session, sink, *, on_chunk) -> None:
             la = mean_nll(next(lp_alone)) if job.alone[k].n_response_tokens else math.nan
         slot.losses = (mean_nll(lb), mean_nll(lr), la)
     rows, parts = [], []
+    fold_of = getattr(session.ref, "fold_of", None)
     with stats.timer("aggregate_write"):
         for j, (r, slot) in enumerate(zip(job.chunk, job.slots, strict=True)):
             parts.append(aggregate(r, slot.losses if slot is not None else None))
@@ -360,6 +364,8 @@ def _write(job: _Job, session, sink, *, on_chunk) -> None:
                 )
             stats.counts["records"] += 1
             stats.counts[f"status:{s.status}"] += 1
+            if fold_of is not None:
+                s.fold = fold_of(s.index)
             rows.append(s)
         sink.write(rows, _feature_rows(job, sink))
     if on_chunk is not None:
