@@ -445,21 +445,25 @@ def test_cross_fitted_references_score_each_record_with_the_one_that_never_saw_i
 ):
     """train-ref --folds 2 --lora: two adapters, fold k's trained on the records outside
     fold k and checked on records of fold k; score --ref DIR scores each record with its
-    fold's adapter (one base in memory) and says which, as that adapter alone scores it;
-    another file's records are refused, and --resume keeps the folds already trained."""
+    fold's adapter (one base in memory) and says which, as that adapter alone scores it,
+    a copy of a record in the other fold too; another file's records are refused, and
+    --resume keeps the folds already trained."""
     pytest.importorskip("peft", reason="pip install 'fastscore[lora]'")
     from fastscore.scoring.folds import assignment
 
     data = _data(tmp_path, demo_assets, bad=False)
+    first = orjson.loads(data.read_bytes().splitlines()[0])  # fold 1; its copy, fold 0
+    with data.open("ab") as f:
+        f.write(orjson.dumps({**first, "id": "copy-of-first"}) + b"\n")
     out = tmp_path / "ref"
     args = ["train-ref", data, "--base", demo_assets.base, "--output-dir", out, "--folds", 2,
             "--lora", "--lora-r", 8, "--epochs", 2, "--batch-size", 8, "--no-progress"]  # fmt: skip
     p = cli(*args)
-    assert "trained 2 cross-fitted references on 32 / 32 of 64 records" in p.stderr, p.stderr
-    assert "reference check: held-out loss " in p.stderr and "of 24 records lower)" in p.stderr
+    assert "trained 2 cross-fitted references on 32 / 33 of 65 records" in p.stderr, p.stderr
+    assert "reference check: held-out loss " in p.stderr and "of 26 records lower)" in p.stderr
     m = json.loads((out / "train_manifest.json").read_text())
-    draw = assignment(64, 2, 0)
-    assert m["folds"]["k"] == 2 and m["folds"]["records"] == 64
+    draw = assignment(65, 2, 0)
+    assert m["folds"]["k"] == 2 and m["folds"]["records"] == 65
     for k in (0, 1):
         fm = json.loads((out / f"fold-{k}" / "train_manifest.json").read_text())
         assert fm["trained_samples"] == int((draw != k).sum())
@@ -469,7 +473,9 @@ def test_cross_fitted_references_score_each_record_with_the_one_that_never_saw_i
     p = cli(*score_args(data, tmp_path / "s.jsonl", demo_assets.base, out))
     assert "reference: cross-fitted, 2 folds; held-out loss" in p.stderr, p.stderr
     rows = [orjson.loads(x) for x in (tmp_path / "s.jsonl").read_bytes().splitlines()]
-    assert [r["fold"] for r in rows] == draw.tolist()
+    assert [r["fold"] for r in rows] == draw.tolist() and draw[0] != draw[64]
+    assert rows[0]["loss_base"] == rows[64]["loss_base"]
+    assert rows[0]["loss_ref"] != rows[64]["loss_ref"]  # each copy by its own fold's reference
     for k in (0, 1):
         alone = _score(data, out / f"fold-{k}", tmp_path / f"f{k}.jsonl", demo_assets)
         for a, b in zip(rows, alone, strict=True):
@@ -479,7 +485,7 @@ def test_cross_fitted_references_score_each_record_with_the_one_that_never_saw_i
     short = tmp_path / "short.jsonl"
     short.write_bytes(b"".join(data.read_bytes().splitlines(keepends=True)[:40]))
     p = cli(*score_args(short, tmp_path / "x.jsonl", demo_assets.base, out), check=False)
-    assert p.returncode != 0 and "drawn over the 64 records of" in p.stderr, p.stderr
+    assert p.returncode != 0 and "drawn over the 65 records of" in p.stderr, p.stderr
     assert "short.jsonl has 40" in p.stderr
     before = (out / "fold-0" / "adapter_model.safetensors").stat().st_mtime_ns
     p = cli(*args, "--resume")
