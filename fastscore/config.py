@@ -24,6 +24,7 @@ ENGINES = ("auto", "vllm", "torch", "served")
 LOGPROB_PATHS = ("auto", "flat", "token_ids")
 BATCHINGS = ("auto", "packed", "padded", "single")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+QUANTIZE = ("none", "fp8")
 EXECUTORS = ("local", "ray")
 TRAIN_DEVICES = ("auto", "cpu", "cuda")
 ORDERS = ("desc", "asc")
@@ -73,6 +74,18 @@ class EngineConfig:
         "auto", "auto keeps the checkpoint's dtype; float32 matches a transformers fp32 "
         "reference.", choices=DTYPES
     )  # fmt: skip
+    quantize: str = option(
+        "none",
+        "fp8: the trunk's linear layers in e4m3 (per-channel weights, per-token activations), "
+        "the rest bf16; CUDA of compute capability >= 8.9 (torch engine), vLLM's online fp8 "
+        "(vllm engine on a GPU).",
+        choices=QUANTIZE,
+    )
+    fp8_keep_ends: bool = option(
+        False,
+        "With --quantize fp8: keep the first and last decoder layers in bf16.",
+        switch="--fp8-keep-ends/--no-fp8-keep-ends",
+    )
     gpu_memory_utilization: float | None = option(
         None, "vLLM: share of accelerator memory per engine (of RAM on CPU)."
     )
@@ -558,6 +571,19 @@ def validate_score(cfg: ScoreConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {v}")
     if cfg.max_length is not None and cfg.max_length < 2:
         raise ConfigError(f"max_length must be >= 2, got {cfg.max_length}")
+    e = cfg.engine
+    if e.quantize == "fp8" and e.kind == "served":
+        raise ConfigError(
+            "--quantize fp8: a served model's format is the server's (vllm serve "
+            "--quantization fp8); drop --quantize here"
+        )
+    if e.quantize == "fp8" and e.dtype in ("float32", "float16"):
+        raise ConfigError(
+            f"--quantize fp8 runs everything but the linear layers in bfloat16; drop --dtype "
+            f"{e.dtype}"
+        )
+    if e.fp8_keep_ends and e.quantize != "fp8":
+        raise ConfigError("--fp8-keep-ends goes with --quantize fp8")
 
 
 def validate_select(cfg: SelectConfig, need_paths: bool = True) -> None:

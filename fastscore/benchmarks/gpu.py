@@ -13,7 +13,14 @@ traffic are those of the shape), one data set; side by side:
 4. one-sample-loop  transformers, one sample per forward, loss at every position with
                     the prompt masked, ``loss.item()`` per sample (the Cherry-LLM way)
 
-plus the bf16 8192^3 matmul rate, measured in the same run. MFU is the exact-scoring
+5. engine-fp8, fastscore-e2e-fp8: the same two in FP8 (``--quantize fp8``: the trunk's
+                    linear layers e4m3 with per-channel weight and per-token activation
+                    scales, ``engines.fp8``), the bf16 models quantised in place after the
+                    bf16 ways, with the per-sample losses' agreement against bf16 on the
+                    same samples (random weights: the numbers' agreement, not a ranking's)
+
+plus the bf16 8192^3 matmul rate (and the e4m3 one, row-wise scales, for the FP8 ways),
+measured in the same run. MFU is the exact-scoring
 FLOPs of a way's samples (``flops.py``: trunk on every token, causal attention, head on
 response tokens only) per second, over that rate: the same useful work for every way.
 
@@ -54,7 +61,15 @@ from fastscore.benchmarks import ways
 from fastscore.benchmarks.flops import ModelShape, mfu, scoring_flops
 from fastscore.benchmarks.shapes import GPU_SHAPES, SHAPES, BenchShape, llama_config
 
-WAYS = ("fastscore-e2e", "engine", "hf-padded", "one-sample-loop")
+WAYS = (
+    "fastscore-e2e",
+    "engine",
+    "hf-padded",
+    "one-sample-loop",
+    "engine-fp8",
+    "fastscore-e2e-fp8",
+)
+FP8_WAYS = ("engine-fp8", "fastscore-e2e-fp8")
 LOWER_IS_BETTER = ("mem_vs_hf_padded",)
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>"]
 ROLES = ["system", "user", "assistant"]
@@ -81,6 +96,12 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json-out", type=Path, default=None)
     p.add_argument("--profile", action="store_true", help="profile one engine forward")
     p.add_argument("--profile-out", type=Path, default=None, help="the profile's table (text)")
+    p.add_argument(
+        "--fp8-rehearsal",
+        action="store_true",
+        help="on CPU, run the FP8 ways with the layers quantised directly (torch's CPU "
+        "_scaled_mm; the engine refuses FP8 there): a check of the code, not of FP8",
+    )
 
 
 # ---------------------------------------------------------------- tokenizer, data, models
@@ -215,18 +236,39 @@ def matmul_flops_per_s(dev: Device, dtype, n: int, *, seconds: float = 1.0) -> t
     torch = dev.torch
     a = torch.randn(n, n, device=dev.device, dtype=dtype)
     b = torch.randn(n, n, device=dev.device, dtype=dtype)
+    return _rate(dev, n, lambda: a @ b, seconds)
+
+
+def fp8_matmul_flops_per_s(dev: Device, n: int, *, seconds: float = 1.0) -> tuple[float, float]:
+    """``matmul_flops_per_s`` of the FP8 layers' product: e4m3 operands with row-wise
+    scales through ``torch._scaled_mm`` (fast accumulation, bf16 out)."""
+    from fastscore.engines.fp8 import quantize_rows
+
+    torch = dev.torch
+    a, sa = quantize_rows(torch.randn(n, n, device=dev.device))
+    b, sb = quantize_rows(torch.randn(n, n, device=dev.device))
+    sb = sb.reshape(1, -1).contiguous()
+
+    def product():
+        return torch._scaled_mm(a, b.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16,
+                                use_fast_accum=True)  # fmt: skip
+
+    return _rate(dev, n, product, seconds)
+
+
+def _rate(dev: Device, n: int, product: Callable, seconds: float) -> tuple[float, float]:
     for _ in range(3):
-        a @ b
+        product()
     dev.sync()
     t0 = time.perf_counter()
     for _ in range(10):
-        a @ b
+        product()
     dev.sync()
     burst = 2 * n**3 * 10 / (time.perf_counter() - t0)
     reps = max(3, int(seconds * burst / (2 * n**3)))
     t0 = time.perf_counter()
     for _ in range(reps):
-        a @ b
+        product()
     dev.sync()
     return burst, 2 * n**3 * reps / (time.perf_counter() - t0)
 
@@ -341,7 +383,10 @@ def summarize(results: dict[str, WayResult]) -> dict:
     e2e = results.get("fastscore-e2e")
     loop = results.get("one-sample-loop")
     pad = results.get("hf-padded")
+    eng8, e2e8 = results.get("engine-fp8"), results.get("fastscore-e2e-fp8")
     return {
+        "fp8_e2e_over_bf16_e2e": _ratio(e2e8 and e2e8.tokens_per_s, e2e and e2e.tokens_per_s),
+        "fp8_engine_over_bf16_engine": _ratio(eng8 and eng8.tokens_per_s, eng and eng.tokens_per_s),
         "mfu": round(eng.mfu, 4) if eng else None,
         "e2e_over_engine": _ratio(e2e and e2e.tokens_per_s, eng and eng.tokens_per_s),
         "vs_one_sample_loop": _ratio(eng and eng.mfu, loop and loop.mfu, 2),
@@ -357,6 +402,71 @@ def check_targets(ratios: dict, targets: dict) -> dict:
         if got is not None:
             met[k] = got <= want if k in LOWER_IS_BETTER else got >= want
     return met
+
+
+def fp8_ways(summary, errors, measure, *, wanted, engines, models, samples, dirs, data, work,
+             dev, n, rates, warm_data, warm_n, rehearse=False) -> None:  # fmt: skip
+    """The FP8 ways, after every bf16 one: the bf16 engines' per-sample losses kept, the
+    models quantised in place by the engine's own ``--quantize fp8`` (refused, and said,
+    where FP8 cannot run), the e4m3 matmul rate, then the ways and their agreement."""
+    from fastscore.benchmarks.agreement import agreement
+    from fastscore.config import EngineConfig
+    from fastscore.engines.torch_engine import TorchEngine
+    from fastscore.errors import ModelError
+
+    bf16 = _losses(engines, samples)
+    cfg = EngineConfig(kind="torch", device=str(dev.device), quantize="fp8")
+    if rehearse and not dev.cuda:
+        from fastscore.engines.fp8 import quantize_model
+
+        for m in models:
+            quantize_model(m)
+        cfg = EngineConfig(kind="torch", device=str(dev.device))
+    try:
+        fp8 = tuple(
+            TorchEngine(m, cfg, name=nm) for m, nm in zip(models, ("base", "ref"), strict=True)
+        )
+    except ModelError as e:
+        for w in FP8_WAYS:
+            errors[w] = str(e)
+        summary["errors"] = errors
+        print(f"  FP8 ways not run: {e}", flush=True)
+        return
+    dev.sync()
+    summary["resident_gib"] = summary["resident_gib_fp8"] = dev.allocated_gib()
+    summary["fp8"] = fp8[0].info().get("quantize", {}).get("fp8", "rehearsal on CPU")
+    burst, sustained = fp8_matmul_flops_per_s(dev, n)
+    rates["fp8"] = burst
+    summary["matmul_tflops_fp8"] = round(burst / 1e12, 3)
+    summary["matmul_tflops_fp8_sustained"] = round(sustained / 1e12, 3)
+    print(f"{n}^3 e4m3 _scaled_mm (row-wise scales) {burst / 1e12:,.1f} TFLOP/s (burst)")
+    if "engine-fp8" in wanted:
+        run = ways.engine_only(fp8)
+        measure("engine-fp8", samples, run=lambda: run(samples),
+                warm=lambda: run(samples[:warm_n]), note="the engine with --quantize fp8",
+                fmt="fp8")  # fmt: skip
+    if "fastscore-e2e-fp8" in wanted:
+
+        def e2e() -> dict:
+            m = run_e2e(data, dirs[0], dirs[1], out=work / "scores-fp8.jsonl", engines=fp8,
+                        device=dev.device)  # fmt: skip
+            return {"seconds": m["seconds"]["scoring"], "stage_seconds": m["seconds"]}
+
+        if not warm_data.exists():
+            warm_data.write_bytes(b"".join(data.read_bytes().splitlines(keepends=True)[:warm_n]))
+        measure("fastscore-e2e-fp8", samples, run=e2e,
+                warm=lambda: run_e2e(warm_data, dirs[0], dirs[1], out=work / "warm-fp8.jsonl",
+                                     engines=fp8, device=dev.device),
+                note="score_file with the FP8 engines", fmt="fp8")  # fmt: skip
+    summary["fp8_agreement"] = agreement(bf16, _losses(fp8, samples))
+
+
+def _losses(engines, samples: list) -> dict:
+    """Per-sample mean losses of a (base, ref) pair, and lobass."""
+    from fastscore.scoring.arithmetic import mean_nll
+
+    base, ref = (np.array([mean_nll(lp) for lp in e.response_logprobs(samples)]) for e in engines)
+    return {"loss_base": base, "loss_ref": ref, "lobass": (base - ref) / base}
 
 
 def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
@@ -453,7 +563,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         TorchEngine(m, ecfg, name=nm) for m, nm in zip(models, ("base", "ref"), strict=True)
     )
     summary["models_seconds"] = round(time.perf_counter() - t0, 2)
-    summary["resident_gib"] = resident = dev.allocated_gib()
+    summary["resident_gib"] = dev.allocated_gib()
     summary["engine"] = engines[0].info()
     print(f"models built in {summary['models_seconds']}s; engine {summary['engine']}")
 
@@ -461,7 +571,11 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     summary["ways"] = []
     errors: dict[str, str] = {}
 
-    def measure(name: str, subset: list, *, run: Callable, warm: Callable, note: str) -> None:
+    rates = {"bf16": rate}
+
+    def measure(
+        name: str, subset: list, *, run: Callable, warm: Callable, note: str, fmt: str = "bf16"
+    ) -> None:
         print(f"  {name}: {len(subset)} samples ...", flush=True)
         dev.reset_peak()
         try:
@@ -484,14 +598,16 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         extra["repeats"] = len(times)
         toks = sum(s.n_tokens for s in subset)
         if dev.cuda:
-            extra["peak_over_resident_gib"] = round(dev.peak_gib() - resident, 2)
+            extra["peak_over_resident_gib"] = round(dev.peak_gib() - summary["resident_gib"], 2)
+        if fmt != "bf16":  # MFU against its own format's rate, and against bf16's
+            extra["mfu_vs_bf16_rate"] = round(mfu(pair_flops(shape.model, subset), dt, rate), 4)
         res = WayResult(
             name,
             len(subset),
             toks,
             round(dt, 3),
             round(toks / dt, 1),
-            round(mfu(pair_flops(shape.model, subset), dt, rate), 4),
+            round(mfu(pair_flops(shape.model, subset), dt, rates[fmt]), 4),
             dev.peak_gib(),
             note,
             extra,
@@ -574,6 +690,11 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
             note="transformers, one sample per forward, loss at every position, .item() each",
         )
 
+    if any(w in wanted for w in FP8_WAYS):
+        fp8_ways(summary, errors, measure, wanted=wanted, engines=engines, models=models,
+                 samples=samples, dirs=dirs, data=data, work=work, dev=dev, n=n, rates=rates,
+                 warm_data=work / "warm.jsonl", warm_n=warm_n,
+                 rehearse=args.fp8_rehearsal)  # fmt: skip
     summary["ratios"] = summarize(results)
     summary["targets"] = shape.targets
     summary["met"] = check_targets(summary["ratios"], shape.targets)

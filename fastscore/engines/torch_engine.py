@@ -106,6 +106,14 @@ class TorchEngine:
             dtype = getattr(torch, cfg.dtype)
         else:
             raise ModelError(f"dtype must be auto or one of {_DTYPES}, got {cfg.dtype!r}")
+        self.quant = None
+        if cfg.quantize == "fp8":  # before any weight is read: said at once where it cannot run
+            from fastscore.engines import fp8
+
+            reason = fp8.unavailable(self.device)
+            if reason:
+                raise ModelError(f"--quantize fp8: {reason}")
+            dtype = torch.bfloat16  # everything but the trunk's products
         t0 = time.perf_counter()
         if isinstance(model, (str, Path)):
             require_model_dir(model)
@@ -123,6 +131,8 @@ class TorchEngine:
             m = model if dtype == "auto" else model.to(dtype)
             self.model_path = getattr(m, "name_or_path", "") or f"<in-memory {type(m).__name__}>"
         self.model = m.to(self.device).eval()
+        if cfg.quantize == "fp8":
+            self.quant = _quantized(self.model, cfg)
         self.trunk = m.get_decoder()
         self.head = m.get_output_embeddings()
         if self.head is None:
@@ -194,6 +204,8 @@ class TorchEngine:
             out["attention"] = self.attention_name
         if self.switch is not None:
             out["adapter"] = "on" if self.switch.on else "off"
+        if self.quant is not None:
+            out["quantize"] = {"fp8": self.quant}
         # the head's GEMM writes fp32 logits where torch can (bf16/fp16 weights on CUDA),
         # else the model's dtype, upcast before the log-softmax
         out["head_logits"] = "float32" if self.fp32_head_gemm else out["dtype"]
@@ -391,6 +403,16 @@ class TorchEngine:
 
     def close(self) -> None:
         self.model = self.trunk = self.head = None
+
+
+def _quantized(model, cfg: EngineConfig) -> dict:
+    """The model's trunk in FP8 (``engines.fp8``), once: an engine over a model another
+    engine quantised already (a LoRA pair's) finds it done."""
+    from fastscore.engines import fp8
+
+    if any(isinstance(m, fp8.Fp8Linear) for m in model.modules()):
+        return {"format": "e4m3", "shared": True}
+    return fp8.quantize_model(model, keep_ends=cfg.fp8_keep_ends)
 
 
 def _fp32_gemm_works(head, device) -> bool:

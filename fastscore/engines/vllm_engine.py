@@ -65,6 +65,13 @@ class VllmEngine:
             enforce_eager=on_cpu if cfg.enforce_eager is None else cfg.enforce_eager,
             use_tqdm_on_load=verbose(),
         )
+        if cfg.quantize == "fp8":
+            if on_cpu:
+                raise EngineError(
+                    "--quantize fp8: vLLM's online fp8 (quantization='fp8') needs a GPU of "
+                    "compute capability >= 8.9; on CPU score in the checkpoint's dtype"
+                )
+            kwargs["quantization"] = "fp8"  # weights per tensor at load, activations dynamic
         if cfg.kv_cache_gb is not None or (on_cpu and cfg.gpu_memory_utilization is None):
             kwargs["kv_cache_memory_bytes"] = int((cfg.kv_cache_gb or 1.0) * (1 << 30))
         if cfg.gpu_memory_utilization is not None:
@@ -98,6 +105,7 @@ class VllmEngine:
             "model": self.model,
             "logprobs_path": self.path,
             "max_model_len": self.max_model_len,
+            "quantize": self.cfg.quantize,
             "start_seconds": round(self.start_seconds, 3),
             "log": None if self.log_path is None else str(self.log_path),
         }

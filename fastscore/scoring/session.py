@@ -198,6 +198,12 @@ def _local(cfg: ScoreConfig, stats: Stats, *, load_weights: bool):
     drawn = folds.block(cfg.ref)
     refs = ref_dirs(cfg.ref, drawn)
     adapter = is_adapter(refs[0])
+    if adapter and cfg.engine.quantize == "fp8":
+        raise ConfigError(
+            "--quantize fp8 with a peft adapter as the reference is not built yet (the "
+            "adapter's layers wrap the linear layers fp8 replaces); merge it into a full "
+            "checkpoint (train-ref --lora --merge)"
+        )
     for d in refs:
         if adapter:
             check_adapter(d, cfg.base, resolve_engine_kind(cfg.engine))

@@ -20,6 +20,7 @@ def test_tiny_shape_runs_every_way_on_cpu(tmp_path):
         "--loop-samples", "2", "--median-prompt", "20", "--median-response", "30",
         "--max-tokens", "256", "--workdir", str(tmp_path), "--json-out",
         str(tmp_path / "out.json"), "--profile-out", str(tmp_path / "profile.txt"),
+        "--fp8-rehearsal",
     ]  # fmt: skip
     import torch
 
@@ -39,7 +40,13 @@ def test_tiny_shape_runs_every_way_on_cpu(tmp_path):
     assert written["ways"][0]["stage_seconds"]["engine_base"] > 0  # e2e ran the pipeline
     assert set(written["ratios"]) == {
         "mfu", "e2e_over_engine", "vs_one_sample_loop", "vs_hf_padded", "mem_vs_hf_padded",
+        "fp8_e2e_over_bf16_e2e", "fp8_engine_over_bf16_engine",
     }  # fmt: skip
+    # the FP8 ways ran (rehearsed with torch's CPU kernel), against their own format's rate
+    assert written["matmul_tflops_fp8"] > 0 and written["ratios"]["fp8_e2e_over_bf16_e2e"] > 0
+    a = written["fp8_agreement"]
+    assert a["samples"] == 8 and a["loss_base"]["max_abs_delta"] < 0.5, a
+    assert (tmp_path / "scores-fp8.jsonl").exists()
     assert written["ratios"]["mem_vs_hf_padded"] is None  # no GPU memory on CPU
     assert written["engine"]["batching"] == "packed"
     assert written["profile_top"] and "Name" in (tmp_path / "profile.txt").read_text()
@@ -88,6 +95,7 @@ def test_ratios_and_targets_by_hand():
         "one-sample-loop": way("one-sample-loop", 20.0, 0.15, 31.0),
     }
     r = gb.summarize(results)
+    assert r.pop("fp8_e2e_over_bf16_e2e") is None and r.pop("fp8_engine_over_bf16_engine") is None
     assert r == {
         "mfu": 0.6,
         "e2e_over_engine": 0.9,

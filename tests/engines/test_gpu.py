@@ -220,9 +220,8 @@ def test_packed_trunk_on_cuda_equals_each_sample_in_fp32(which, demo_assets):
             assert rel < HIDDEN_TOL, f"sample {i} ({s.n_tokens} tokens): relative error {rel:.4f}"
 
 
-def test_score_on_cuda_end_to_end(tmp_path, demo_assets, tokenizer, cpu_engines):
-    import orjson
-
+def _score_64(tmp_path, demo_assets, engine: EngineConfig):
+    """``score`` of the demo's first 64 records with ``engine``: (the data, the manifest)."""
     import fastscore
 
     data = tmp_path / "d.jsonl"
@@ -233,8 +232,15 @@ def test_score_on_cuda_end_to_end(tmp_path, demo_assets, tokenizer, cpu_engines)
         ref=str(demo_assets.ref),
         output=str(tmp_path / "s.jsonl"),
         progress=False,
-        engine=EngineConfig(device="cuda", dtype="bfloat16"),
+        engine=engine,
     )
+    return data, m
+
+
+def test_score_on_cuda_end_to_end(tmp_path, demo_assets, tokenizer, cpu_engines):
+    import orjson
+
+    data, m = _score_64(tmp_path, demo_assets, EngineConfig(device="cuda", dtype="bfloat16"))
     for name in ("base", "ref"):
         info = m["engines"][name]
         assert info["engine"] == "torch"  # auto takes torch on a GPU until vLLM is verified
@@ -323,3 +329,54 @@ def test_train_ref_loss_on_cuda_is_the_scorers(tmp_path, demo_assets, tokenizer)
     n = sum(r["n_response_tokens"] for r in rows)
     expected = sum(r["loss_base"] * r["n_response_tokens"] for r in rows) / n
     assert abs(loss - expected) < 1e-4, (loss, expected)
+
+
+FP8_LOSS_TOL = 0.2  # CPU run of the same layers on the demo pair: at most 0.096 (600 samples)
+
+
+def _fp8_or_skip():
+    from fastscore.engines.fp8 import unavailable
+
+    why = unavailable(torch.device("cuda"))
+    if why:
+        pytest.skip(why)
+
+
+def test_fp8_engine_on_cuda_scores_near_bf16(demo_assets, tokenizer, cuda_engines):
+    """--quantize fp8 on the GPU (the trunk's linears e4m3 through torch._scaled_mm)
+    against the bf16 engine on the demo's trained pair: losses within the tolerance, the
+    lobass ranking kept (Spearman), the head and embeddings left bf16."""
+    _fp8_or_skip()
+    from fastscore.benchmarks.agreement import agreement
+    from fastscore.engines.fp8 import Fp8Linear
+
+    samples = _demo_samples(demo_assets.data, tokenizer, n=600)
+    cfg = dataclasses.replace(CUDA, quantize="fp8")
+    got, want = {}, {}
+    for name, path in (("base", demo_assets.base), ("ref", demo_assets.ref)):
+        e = TorchEngine(path, cfg, name=name)
+        assert e.info()["quantize"]["fp8"]["linears"] == 28  # 4 layers x 7
+        assert e.info()["attention"] == "varlen-flash"
+        assert not isinstance(e.model.get_output_embeddings(), Fp8Linear)
+        got[f"loss_{name}"] = np.array([mean_nll(x) for x in e.response_logprobs(samples)])
+        want[f"loss_{name}"] = np.array(
+            [mean_nll(x) for x in cuda_engines[name].response_logprobs(samples)]
+        )
+        e.close()
+    for d in (got, want):
+        d["lobass"] = (d["loss_base"] - d["loss_ref"]) / d["loss_base"]
+    a = agreement(want, got)
+    print("fp8 against bf16 on CUDA:", a)
+    for col in ("loss_base", "loss_ref"):
+        assert a[col]["max_abs_delta"] < FP8_LOSS_TOL, a
+    assert a["lobass"]["spearman"] > 0.99, a
+
+
+def test_fp8_score_on_cuda_end_to_end(tmp_path, demo_assets):
+    _fp8_or_skip()
+    engine = EngineConfig(device="cuda", quantize="fp8", fp8_keep_ends=True)
+    _, m = _score_64(tmp_path, demo_assets, engine)
+    for name in ("base", "ref"):
+        q = m["engines"][name]["quantize"]["fp8"]
+        assert q["linears"] == 14 and q["bf16_layers"] == [0, 3]
+    assert m["counts"]["by_status"]["ok"] > 50
