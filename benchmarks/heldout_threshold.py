@@ -41,7 +41,7 @@ def main(argv=None) -> None:
     import fastscore
     from fastscore.config import EngineConfig
     from fastscore.demodata.build import ensure_demo
-    from fastscore.train import train_ref
+    from fastscore.training.run import train_ref
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=300, help="the demo data's first N records")

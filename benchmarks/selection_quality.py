@@ -259,7 +259,7 @@ def evaluate(model_dir: Path, test: list[dict]) -> dict:
 
     from fastscore.config import TrainConfig
     from fastscore.engines.models import load_tokenizer
-    from fastscore.train import rendered_examples
+    from fastscore.training.examples import rendered_examples
 
     tok = load_tokenizer(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
@@ -298,7 +298,7 @@ def evaluate(model_dir: Path, test: list[dict]) -> dict:
 def finetune(base: Path, data: Path, out: Path, steps: int, lr: float, seed: int, **kw) -> dict:
     """``train-ref`` as an SFT run; every record trained on (no held-out slice) unless
     ``kw`` says otherwise, so a subset's fine-tune trains on the whole subset."""
-    from fastscore.train import train_ref
+    from fastscore.training.run import train_ref
 
     return train_ref(
         input=str(data),

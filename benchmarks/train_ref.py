@@ -36,7 +36,7 @@ def hand_loop(data: str, base: str) -> None:
     from fastscore.config import TrainConfig
     from fastscore.demodata.pretrain import Schedule, train_examples
     from fastscore.engines.models import load_tokenizer
-    from fastscore.train import rendered_examples
+    from fastscore.training.examples import rendered_examples
 
     tok = load_tokenizer(base)
     ex = rendered_examples(TrainConfig(input=data, base=base), tok, 255)

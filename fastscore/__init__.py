@@ -23,7 +23,7 @@ _LAZY = {
     "report": ("fastscore.reporting.page", "report"),
     "inspect": ("fastscore.reporting.inspection", "inspect"),
     "dry_run": ("fastscore.executors.local", "dry_run"),
-    "train_ref": ("fastscore.train", "train_ref"),
+    "train_ref": ("fastscore.training.run", "train_ref"),
     "TrainConfig": ("fastscore.config", "TrainConfig"),
     "ScoreConfig": ("fastscore.config", "ScoreConfig"),
     "SelectConfig": ("fastscore.config", "SelectConfig"),
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from fastscore.reporting.page import report  # noqa: F401
     from fastscore.runner import demo, run  # noqa: F401
     from fastscore.selection.selector import select  # noqa: F401
-    from fastscore.train import train_ref  # noqa: F401
+    from fastscore.training.run import train_ref  # noqa: F401
 
 
 def __getattr__(name: str):

@@ -376,8 +376,8 @@ def train_ref(ctx: click.Context, config_file: str | None, **_: object) -> None:
     """Fine-tune the base on INPUT into the reference model, with the loss on exactly the
     response tokens the scorer scores."""
     from fastscore.config import load_yaml
-    from fastscore.train import Launch
-    from fastscore.train import train_ref as run_train
+    from fastscore.training.run import train_ref as run_train
+    from fastscore.training.schedule import Launch
 
     cfg = load_yaml(TrainConfig, config_file) if config_file else TrainConfig()
     _apply(ctx, cfg, {"input": "input", **TRAIN_MAP})

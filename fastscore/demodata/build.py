@@ -187,7 +187,7 @@ def _build(recipe: DemoRecipe, out: DemoAssets, *, progress: bool = False) -> No
     import torch
 
     from fastscore.config import TrainConfig
-    from fastscore.train import train_ref
+    from fastscore.training.run import train_ref
 
     steps = _Steps(4)
     torch.manual_seed(recipe.seed)

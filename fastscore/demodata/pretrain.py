@@ -1,7 +1,7 @@
 """The demo's pretraining loop: a tiny model learns a made-up world from scratch.
 
 A hand-written loop (AdamW, warm-up then cosine), since every token counts and the corpus
-is a few thousand chats: the reference itself is trained by ``fastscore.train`` on TRL's
+is a few thousand chats: the reference itself is trained by ``fastscore.training`` on TRL's
 ``SFTTrainer``. The selection benchmark pretrains its bases with it too.
 """
 

@@ -308,7 +308,9 @@ def test_train_ref_loss_on_cuda_is_the_scorers(tmp_path, demo_assets, tokenizer)
 
     import fastscore
     from fastscore.config import TrainConfig
-    from fastscore.train import Launch, build_trainer, plan, rendered_examples
+    from fastscore.training.examples import rendered_examples
+    from fastscore.training.schedule import Launch, plan
+    from fastscore.training.trainer import build_trainer
 
     data = tmp_path / "d.jsonl"
     data.write_bytes(b"\n".join(demo_assets.data.read_bytes().splitlines()[:8]) + b"\n")

@@ -31,7 +31,7 @@ PRELOAD = [
     "fastscore.executors.local",
     "fastscore.selection.selector",
     "fastscore.reporting.page",
-    "fastscore.train",
+    "fastscore.training.run",
 ]
 
 _context = None

@@ -22,7 +22,11 @@ from fastscore.config import EngineConfig, TrainConfig
 from fastscore.errors import ConfigError
 from fastscore.records import OK, RawRecord
 from fastscore.rendering.renderer import make_renderer
-from fastscore.train import CHECKPOINTS, Launch, build_trainer, plan, rendered_examples, train_ref
+from fastscore.training.checkpoints import CHECKPOINTS
+from fastscore.training.examples import rendered_examples
+from fastscore.training.run import train_ref
+from fastscore.training.schedule import Launch, plan
+from fastscore.training.trainer import build_trainer
 from tests.helpers import cli, forked, score_args
 from tests.helpers.format_records import RECORDS
 
