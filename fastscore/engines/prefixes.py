@@ -19,7 +19,6 @@ used out first, within a byte budget) costs nothing to use.
 
 from __future__ import annotations
 
-import sys
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -156,56 +155,75 @@ def plan_prefixes(
     use: list[tuple[int, bytes | None]] = [(0, None)] * n
     build: dict[bytes, np.ndarray] = {}
     memo: dict[tuple[int, int, int], tuple[int, bool]] = {}
+    nodes: dict[tuple[int, int], tuple[int, list[tuple[int, int]]]] = {}
 
     def node(lo: int, hi: int):
         """The run's shared prefix (capped: one token left to each) and its child runs."""
-        common = min(lcp[lo + 1 : hi])
-        cuts = [lo] + [j for j in range(lo + 1, hi) if lcp[j] == common] + [hi]
-        p = min(common, min(lengths[order[j]] for j in range(lo, hi)) - 1)
-        return p, list(zip(cuts, cuts[1:], strict=False))
+        got = nodes.get((lo, hi))
+        if got is None:
+            common = min(lcp[lo + 1 : hi])
+            cuts = [lo] + [j for j in range(lo + 1, hi) if lcp[j] == common] + [hi]
+            p = min(common, min(lengths[order[j]] for j in range(lo, hi)) - 1)
+            got = nodes[(lo, hi)] = (p, list(zip(cuts, cuts[1:], strict=False)))
+        return got
+
+    def is_leaf(lo: int, hi: int, depth: int) -> bool:
+        return hi - lo == 1 or depth > _MAX_DEPTH
 
     def leaf(lo: int, hi: int, avail: int) -> int:
         return sum(lengths[order[j]] - max(avail, own[order[j]][0]) for j in range(lo, hi))
 
+    def known(lo: int, hi: int, avail: int, depth: int) -> tuple[int, bool] | None:
+        if is_leaf(lo, hi, depth):
+            return leaf(lo, hi, avail), False
+        return memo.get((lo, hi, avail))
+
     def cost(lo: int, hi: int, avail: int, depth: int) -> tuple[int, bool]:
         """(tokens run for samples order[lo:hi] given a prefix of ``avail`` tokens paid
-        for, whether the run's own prefix is taken)."""
-        if hi - lo == 1 or depth > _MAX_DEPTH:
-            return leaf(lo, hi, avail), False
-        got = memo.get((lo, hi, avail))
-        if got is not None:
-            return got
-        p, children = node(lo, hi)
-        leave = sum(cost(a, b, avail, depth + 1)[0] for a, b in children)
-        best = (leave, False)
-        if p >= min_tokens and p > avail:
-            paid = 0 if cached(prefix_key(ids[order[lo]], p)) else p
-            take = paid + sum(cost(a, b, p, depth + 1)[0] for a, b in children)
-            if take < leave:
-                best = (take, True)
-        memo[(lo, hi, avail)] = best
-        return best
+        for, whether the run's own prefix is taken): the tree walked with a stack of its
+        own, each run's children costed before the run itself (a deep tree of long shared
+        prefixes needs no raised recursion limit)."""
+        stack = [(lo, hi, avail, depth)]
+        while stack:
+            a0, b0, av, d = stack[-1]
+            if known(a0, b0, av, d) is not None:
+                stack.pop()
+                continue
+            p, children = node(a0, b0)
+            takes = p >= min_tokens and p > av
+            wants = [(a, b, av, d + 1) for a, b in children]
+            if takes:
+                wants += [(a, b, p, d + 1) for a, b in children]
+            missing = [w for w in wants if known(*w) is None]
+            if missing:
+                stack.extend(missing)
+                continue
+            stack.pop()
+            leave = sum(known(a, b, av, d + 1)[0] for a, b in children)
+            best = (leave, False)
+            if takes:
+                paid = 0 if cached(prefix_key(ids[order[a0]], p)) else p
+                take = paid + sum(known(a, b, p, d + 1)[0] for a, b in children)
+                if take < leave:
+                    best = (take, True)
+            memo[(a0, b0, av)] = best
+        return known(lo, hi, avail, depth)
 
-    def commit(lo: int, hi: int, avail: tuple[int, bytes | None], depth: int) -> None:
-        if hi - lo == 1 or depth > _MAX_DEPTH:
+    # each run takes its own prefix where that costs less, depth first in sorted order (the
+    # order the prefixes are built in)
+    stack = [(0, n, (0, None), 0)] if n else []
+    while stack:
+        lo, hi, avail, depth = stack.pop()
+        if is_leaf(lo, hi, depth):
             for j in range(lo, hi):
                 i = order[j]
                 use[i] = own[i] if own[i][0] > avail[0] else avail
-            return
+            continue
         p, children = node(lo, hi)
         if cost(lo, hi, avail[0], depth)[1]:
             key = prefix_key(ids[order[lo]], p)
             if not cached(key):
                 build[key] = np.asarray(ids[order[lo]][:p])
             avail = (p, key)
-        for a, b in children:
-            commit(a, b, avail, depth + 1)
-
-    if n:
-        limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(limit, 4 * _MAX_DEPTH + 100))
-        try:
-            commit(0, n, (0, None), 0)
-        finally:
-            sys.setrecursionlimit(limit)
+        stack.extend((a, b, avail, depth + 1) for a, b in reversed(children))
     return PrefixPlan([u[0] for u in use], [u[1] for u in use], build)

@@ -240,3 +240,30 @@ def test_score_counts_what_sharing_spared_and_scores_as_without(tmp_path, demo_a
     assert shared["off"] is None
     s = shared["on"]
     assert s["tokens_skipped"] > s["tokens_computed"] and s["prefixes_run"] >= 1
+
+
+def test_a_deep_tree_is_walked_without_recursion():
+    """Samples each one token longer than the last nest 300 deep: the planner walks them
+    with its own stacks, under a recursion limit too low for a recursive walk, and leaves
+    the limit as it was."""
+    import sys
+
+    from fastscore.engines.prefixes import plan_prefixes
+
+    ids = [np.arange(k + 2) for k in range(300)]
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(120)
+    try:
+        plan = plan_prefixes(ids, min_tokens=1)
+        assert sys.getrecursionlimit() == 120
+    finally:
+        sys.setrecursionlimit(limit)
+    for x, n, key in zip(ids, plan.lengths, plan.keys, strict=True):
+        assert 0 <= n < len(x) and (n == 0) == (key is None)
+        if key is not None:  # a prefix of this very sample, built here
+            assert np.array_equal(plan.build[key], x[:n])
+    run = sum(len(x) - n for x, n in zip(ids, plan.lengths, strict=True))
+    run += sum(len(v) for v in plan.build.values())
+    assert run < sum(len(x) for x in ids) / 5  # 45,450 tokens alone; shared, 7,940
+    # past the walk's depth cap (200) the deepest samples share the last prefix it took
+    assert plan.lengths[-1] == plan.lengths[-50] > 150
