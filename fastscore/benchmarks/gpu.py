@@ -53,6 +53,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -404,83 +405,112 @@ def check_targets(ratios: dict, targets: dict) -> dict:
     return met
 
 
-def fp8_ways(summary, errors, measure, *, wanted, engines, models, samples, dirs, data, work,
-             dev, n, rates, warm_data, warm_n, rehearse=False) -> None:  # fmt: skip
-    """The FP8 ways, after every bf16 one: the bf16 engines' per-sample losses kept, the
-    models quantised in place by the engine's own ``--quantize fp8`` (refused, and said,
-    where FP8 cannot run), the e4m3 matmul rate, then the ways and their agreement."""
-    from fastscore.benchmarks.agreement import agreement
-    from fastscore.config import EngineConfig
-    from fastscore.engines.torch_engine import TorchEngine
-    from fastscore.errors import ModelError
+@dataclass
+class Run:
+    """One benchmark run's state, handed from step to step: the settings, the device and
+    its matmul rates, the data, the models and engines, and what has been measured (the
+    summary, written after every way, so a run cut short still leaves its figures)."""
 
-    bf16 = _losses(engines, samples)
-    cfg = EngineConfig(kind="torch", device=str(dev.device), quantize="fp8")
-    if rehearse and not dev.cuda:
-        from fastscore.engines.fp8 import quantize_model
+    args: argparse.Namespace
+    shape: BenchShape
+    dev: Device
+    dtype: Any
+    wanted: list[str]
+    work: Path
+    summary: dict
+    matmul_n: int = 0
+    rates: dict = field(default_factory=dict)
+    results: dict = field(default_factory=dict)
+    errors: dict = field(default_factory=dict)
+    samples: list = field(default_factory=list)
+    data: Path | None = None
+    dirs: list = field(default_factory=list)
+    models: list = field(default_factory=list)
+    engines: tuple = ()
+    tokenizer: Any = None
+    warm_n: int = 16
 
-        for m in models:
-            quantize_model(m)
-        cfg = EngineConfig(kind="torch", device=str(dev.device))
-    try:
-        fp8 = tuple(
-            TorchEngine(m, cfg, name=nm) for m, nm in zip(models, ("base", "ref"), strict=True)
+    @property
+    def warm_data(self) -> Path:
+        """The main set's first ``warm_n`` records, for the end-to-end ways' warm-ups."""
+        path = self.work / "warm.jsonl"
+        if not path.exists():
+            lines = self.data.read_bytes().splitlines(keepends=True)[: self.warm_n]
+            path.write_bytes(b"".join(lines))
+        return path
+
+    def write(self) -> None:
+        if self.args.json_out:
+            self.args.json_out.parent.mkdir(parents=True, exist_ok=True)
+            self.args.json_out.write_text(json.dumps(self.summary, indent=2) + "\n")
+
+    def failed(self, name: str, why: str) -> None:
+        self.errors[name] = why[:2000]
+        self.summary["errors"] = self.errors
+        print(f"  {name} FAILED: {self.errors[name]}", flush=True)
+        self.write()
+
+    def measure(
+        self, name: str, subset: list, *, run: Callable, warm: Callable, note: str, fmt="bf16"
+    ) -> None:
+        """Time ``run`` (after ``warm``) ``--repeats`` times; its median, tokens/s, MFU
+        against ``fmt``'s matmul rate (and bf16's), peak memory into the summary."""
+        dev = self.dev
+        print(f"  {name}: {len(subset)} samples ...", flush=True)
+        dev.reset_peak()
+        try:
+            warm()
+            dev.sync()
+            times, extra = [], {}
+            for _ in range(max(1, self.args.repeats)):
+                t0 = time.perf_counter()
+                extra = run() or {}
+                dev.sync()
+                times.append(extra.pop("seconds", None) or time.perf_counter() - t0)
+        except Exception as e:  # an OOM in one way must not lose the others
+            self.failed(name, f"{type(e).__name__}: {e}")
+            return
+        dt = statistics.median(times)
+        extra["seconds_min"], extra["seconds_max"] = round(min(times), 3), round(max(times), 3)
+        extra["repeats"] = len(times)
+        toks = sum(s.n_tokens for s in subset)
+        flops = pair_flops(self.shape.model, subset)
+        if dev.cuda:
+            extra["peak_over_resident_gib"] = round(
+                dev.peak_gib() - self.summary["resident_gib"], 2
+            )
+        if fmt != "bf16":  # MFU against its own format's rate, and against bf16's
+            extra["mfu_vs_bf16_rate"] = round(mfu(flops, dt, self.rates["bf16"]), 4)
+        res = WayResult(
+            name,
+            len(subset),
+            toks,
+            round(dt, 3),
+            round(toks / dt, 1),
+            round(mfu(flops, dt, self.rates[fmt]), 4),
+            dev.peak_gib(),
+            note,
+            extra,
         )
-    except ModelError as e:
-        for w in FP8_WAYS:
-            errors[w] = str(e)
-        summary["errors"] = errors
-        print(f"  FP8 ways not run: {e}", flush=True)
-        return
-    dev.sync()
-    summary["resident_gib"] = summary["resident_gib_fp8"] = dev.allocated_gib()
-    summary["fp8"] = fp8[0].info().get("quantize", {}).get("fp8", "rehearsal on CPU")
-    burst, sustained = fp8_matmul_flops_per_s(dev, n)
-    rates["fp8"] = burst
-    summary["matmul_tflops_fp8"] = round(burst / 1e12, 3)
-    summary["matmul_tflops_fp8_sustained"] = round(sustained / 1e12, 3)
-    print(f"{n}^3 e4m3 _scaled_mm (row-wise scales) {burst / 1e12:,.1f} TFLOP/s (burst)")
-    if "engine-fp8" in wanted:
-        run = ways.engine_only(fp8)
-        measure("engine-fp8", samples, run=lambda: run(samples),
-                warm=lambda: run(samples[:warm_n]), note="the engine with --quantize fp8",
-                fmt="fp8")  # fmt: skip
-    if "fastscore-e2e-fp8" in wanted:
+        self.results[name] = res
+        self.summary["ways"].append(res.to_json())
+        print(
+            f"  {name:<16} {res.tokens_per_s:>12,.0f} tok/s (pair)  MFU {res.mfu:.3f}  "
+            f"peak {res.peak_mem_gib} GiB  {dt:.2f}s",
+            flush=True,
+        )
+        self.write()
 
-        def e2e() -> dict:
-            m = run_e2e(data, dirs[0], dirs[1], out=work / "scores-fp8.jsonl", engines=fp8,
-                        device=dev.device)  # fmt: skip
-            return {"seconds": m["seconds"]["scoring"], "stage_seconds": m["seconds"]}
-
-        if not warm_data.exists():
-            warm_data.write_bytes(b"".join(data.read_bytes().splitlines(keepends=True)[:warm_n]))
-        measure("fastscore-e2e-fp8", samples, run=e2e,
-                warm=lambda: run_e2e(warm_data, dirs[0], dirs[1], out=work / "warm-fp8.jsonl",
-                                     engines=fp8, device=dev.device),
-                note="score_file with the FP8 engines", fmt="fp8")  # fmt: skip
-    summary["fp8_agreement"] = agreement(bf16, _losses(fp8, samples))
+    def e2e(self, engines, out: str, data: Path | None = None) -> dict:
+        """``score_file`` of the main set (or ``data``) with ``engines``: its manifest."""
+        return run_e2e(data or self.data, self.dirs[0], self.dirs[1], out=self.work / out,
+                       engines=engines, device=self.dev.device)  # fmt: skip
 
 
-def _losses(engines, samples: list) -> dict:
-    """Per-sample mean losses of a (base, ref) pair, and lobass."""
-    from fastscore.scoring.arithmetic import mean_nll
-
-    base, ref = (np.array([mean_nll(lp) for lp in e.response_logprobs(samples)]) for e in engines)
-    return {"loss_base": base, "loss_ref": ref, "lobass": (base - ref) / base}
-
-
-def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
+def start(args: argparse.Namespace, argv: list[str] | None) -> Run:
+    """The run's settings and device, and the bf16 (or --dtype) matmul rate MFU is of."""
     import torch
 
-    from fastscore.config import EngineConfig
-    from fastscore.data.formats import to_samples
-    from fastscore.data.readers import read_records
-    from fastscore.engines.models import load_tokenizer
-    from fastscore.engines.torch_engine import TorchEngine
-    from fastscore.records import OK
-    from fastscore.rendering.renderer import Renderer
-
-    t_start = time.perf_counter()
     shape = SHAPES[args.shape]
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
@@ -491,8 +521,6 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         raise SystemExit(f"unknown ways {sorted(unknown)}; choose from {WAYS}")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="fastscore-gpu-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    n_main = args.samples or shape.samples
-    spec = DataSpec(args.median_prompt, args.median_response, args.sigma, args.max_tokens)
     summary: dict = {
         "device": dev.name(),
         "command": "python -m fastscore.benchmarks.gpu " + shlex.join(argv or sys.argv[1:]),
@@ -506,14 +534,10 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         "the subset; e2e_over_engine is of tokens/s on the same samples. Peak memory "
         "includes both models' weights (resident_gib); peak_over_resident_gib is the rest.",
     }
-
-    def write() -> None:  # after every way, so a run cut short still leaves its figures
-        if args.json_out:
-            args.json_out.parent.mkdir(parents=True, exist_ok=True)
-            args.json_out.write_text(json.dumps(summary, indent=2) + "\n")
-
-    n = args.matmul_size or (8192 if dev.cuda else 512)
+    run = Run(args, shape, dev, dtype, wanted, work, summary)
+    n = run.matmul_n = args.matmul_size or (8192 if dev.cuda else 512)
     rate, sustained = matmul_flops_per_s(dev, dtype, n)
+    run.rates["bf16"] = rate
     summary["matmul_tflops"] = round(rate / 1e12, 3)
     summary["matmul_tflops_sustained"] = round(sustained / 1e12, 3)
     summary["matmul"] = f"{n}^3 {summary['dtype']}: burst of 10 after 3 warm-ups (MFU's base)"
@@ -521,22 +545,35 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         f"{summary['device']}: {n}^3 {summary['dtype']} matmul {rate / 1e12:,.1f} TFLOP/s "
         f"(burst), {sustained / 1e12:,.1f} sustained"
     )
+    return run
 
+
+def make_data(run: Run) -> None:
+    """The word-level tokenizer, the main set's JSONL and its rendered samples."""
+    from fastscore.data.formats import to_samples
+    from fastscore.data.readers import read_records
+    from fastscore.engines.models import load_tokenizer
+    from fastscore.records import OK
+    from fastscore.rendering.renderer import Renderer
+
+    args, shape = run.args, run.shape
     t0 = time.perf_counter()
-    tok_dir = work / "tokenizer"
+    spec = DataSpec(args.median_prompt, args.median_response, args.sigma, args.max_tokens)
+    tok_dir = run.work / "tokenizer"
     build_word_tokenizer(shape.model.vocab, tok_dir)
-    tok = load_tokenizer(tok_dir)
-    lengths = sample_lengths(n_main, spec, args.seed)
-    data = work / "data.jsonl"
+    run.tokenizer = load_tokenizer(tok_dir)
+    lengths = sample_lengths(args.samples or shape.samples, spec, args.seed)
+    run.data = run.work / "data.jsonl"
     n_words = shape.model.vocab - len(SPECIALS) - len(ROLES)
-    write_records(data, lengths, n_words=n_words, seed=args.seed)
-    samples = list(Renderer(tok).render_all(to_samples(read_records(data), "messages")))
+    write_records(run.data, lengths, n_words=n_words, seed=args.seed)
+    rendered = Renderer(run.tokenizer).render_all(to_samples(read_records(run.data), "messages"))
+    run.samples = samples = list(rendered)
     for s, (p, r) in zip(samples, lengths.tolist(), strict=True):
         # the word-level tokenizer's promise: one token per word, six template tokens
         assert s.status == OK, s.reason
         assert (s.n_tokens, s.n_response_tokens) == (p + r + TEMPLATE_TOKENS, r + 1), s.index
     n_tokens = sum(s.n_tokens for s in samples)
-    summary["data"] = {
+    run.summary["data"] = {
         "samples": len(samples),
         "tokens": n_tokens,
         "mean_tokens": round(n_tokens / len(samples), 1),
@@ -545,180 +582,194 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         "lengths": asdict(spec),
         "seconds_to_make": round(time.perf_counter() - t0, 2),
     }
-    print(f"data: {summary['data']}")
+    print(f"data: {run.summary['data']}")
+
+
+def make_models(run: Run) -> None:
+    """The pair built on the device, their config-and-tokenizer directories (what the
+    pipeline reads besides the weights, which the engines take from memory), the engines."""
+    from fastscore.config import EngineConfig
+    from fastscore.engines.torch_engine import TorchEngine
 
     t0 = time.perf_counter()
-    models = [build_model(shape, tok, seed=seed, device=device, dtype=dtype) for seed in (0, 1)]
-    dev.sync()
-    dirs = []
-    for name, m in zip(("base", "ref"), models, strict=True):
-        # config and tokenizer only: what the pipeline reads from a checkpoint directory
-        # besides the weights, which the engines take from the models in memory
-        d = work / name
+    device = run.dev.device
+    run.models = [
+        build_model(run.shape, run.tokenizer, seed=seed, device=device, dtype=run.dtype)
+        for seed in (0, 1)
+    ]
+    run.dev.sync()
+    for name, m in zip(("base", "ref"), run.models, strict=True):
+        d = run.work / name
         m.config.save_pretrained(d)
-        tok.save_pretrained(d)
-        dirs.append(d)
+        run.tokenizer.save_pretrained(d)
+        run.dirs.append(d)
     ecfg = EngineConfig(kind="torch", device=str(device))
-    engines = tuple(
-        TorchEngine(m, ecfg, name=nm) for m, nm in zip(models, ("base", "ref"), strict=True)
+    run.engines = tuple(
+        TorchEngine(m, ecfg, name=nm) for m, nm in zip(run.models, ("base", "ref"), strict=True)
     )
-    summary["models_seconds"] = round(time.perf_counter() - t0, 2)
-    summary["resident_gib"] = dev.allocated_gib()
-    summary["engine"] = engines[0].info()
-    print(f"models built in {summary['models_seconds']}s; engine {summary['engine']}")
+    run.summary["models_seconds"] = round(time.perf_counter() - t0, 2)
+    run.summary["resident_gib"] = run.dev.allocated_gib()
+    run.summary["engine"] = run.engines[0].info()
+    run.summary["ways"] = []
+    print(f"models built in {run.summary['models_seconds']}s; engine {run.summary['engine']}")
 
-    results: dict[str, WayResult] = {}
-    summary["ways"] = []
-    errors: dict[str, str] = {}
 
-    rates = {"bf16": rate}
+def bf16_ways(run: Run) -> None:
+    """fastscore end to end, the engine alone, and the two transformers ways."""
+    from fastscore.records import OK
 
-    def measure(
-        name: str, subset: list, *, run: Callable, warm: Callable, note: str, fmt: str = "bf16"
-    ) -> None:
-        print(f"  {name}: {len(subset)} samples ...", flush=True)
-        dev.reset_peak()
-        try:
-            warm()
-            dev.sync()
-            times, extra = [], {}
-            for _ in range(max(1, args.repeats)):
-                t0 = time.perf_counter()
-                extra = run() or {}
-                dev.sync()
-                times.append(extra.pop("seconds", None) or time.perf_counter() - t0)
-        except Exception as e:  # an OOM in one way must not lose the others
-            errors[name] = f"{type(e).__name__}: {e}"[:2000]
-            print(f"  {name} FAILED: {errors[name]}", flush=True)
-            summary["errors"] = errors
-            write()
-            return
-        dt = statistics.median(times)
-        extra["seconds_min"], extra["seconds_max"] = round(min(times), 3), round(max(times), 3)
-        extra["repeats"] = len(times)
-        toks = sum(s.n_tokens for s in subset)
-        if dev.cuda:
-            extra["peak_over_resident_gib"] = round(dev.peak_gib() - summary["resident_gib"], 2)
-        if fmt != "bf16":  # MFU against its own format's rate, and against bf16's
-            extra["mfu_vs_bf16_rate"] = round(mfu(pair_flops(shape.model, subset), dt, rate), 4)
-        res = WayResult(
-            name,
-            len(subset),
-            toks,
-            round(dt, 3),
-            round(toks / dt, 1),
-            round(mfu(pair_flops(shape.model, subset), dt, rates[fmt]), 4),
-            dev.peak_gib(),
-            note,
-            extra,
-        )
-        results[name] = res
-        summary["ways"].append(res.to_json())
-        print(
-            f"  {name:<16} {res.tokens_per_s:>12,.0f} tok/s (pair)  MFU {res.mfu:.3f}  "
-            f"peak {res.peak_mem_gib} GiB  {dt:.2f}s",
-            flush=True,
-        )
-        write()
-
-    warm_n = 16
+    samples, engines, wanted = run.samples, run.engines, run.wanted
     if "fastscore-e2e" in wanted:
-        warm_data = work / "warm.jsonl"
-        warm_data.write_bytes(b"".join(data.read_bytes().splitlines(keepends=True)[:warm_n]))
 
         def e2e() -> dict:
             t0 = time.perf_counter()
-            m = run_e2e(
-                data, dirs[0], dirs[1], out=work / "scores.jsonl", engines=engines, device=device
-            )
+            m = run.e2e(engines, "scores.jsonl")
             wall = time.perf_counter() - t0
             ok = m["counts"]["by_status"].get(OK, 0)
             assert ok == len(samples), f"e2e scored {ok} of {len(samples)}: {m['counts']}"
-            scoring = m["seconds"]["scoring"]
             return {
-                "seconds": scoring,
+                "seconds": m["seconds"]["scoring"],
                 "wall_seconds": round(wall, 3),
-                "tokens_per_s_wall": round(n_tokens / wall, 1),
+                "tokens_per_s_wall": round(run.summary["data"]["tokens"] / wall, 1),
                 "stage_seconds": m["seconds"],
             }
 
-        measure(
+        run.measure(
             "fastscore-e2e",
             samples,
             run=e2e,
-            warm=lambda: run_e2e(
-                warm_data,
-                dirs[0],
-                dirs[1],
-                out=work / "warm.scores.jsonl",
-                engines=engines,
-                device=device,
-            ),
+            warm=lambda: run.e2e(engines, "warm.scores.jsonl", run.warm_data),
             note="score_file from the JSONL: seconds = the stream (read, render, tokenize, both "
             "engines, aggregate, write); wall_seconds adds the one-off set-up a run pays once "
             "(tokenizer loading and comparison, fingerprints) and the final manifest/rename",
         )
     if "engine" in wanted:
-        run = ways.engine_only(engines)
-        measure(
+        go = ways.engine_only(engines)
+        run.measure(
             "engine",
             samples,
-            run=lambda: run(samples),
-            warm=lambda: run(samples[:warm_n]),
+            run=lambda: go(samples),
+            warm=lambda: go(samples[: run.warm_n]),
             note=f"fastscore's torch engine on pre-tokenized samples: {engines[0].batching}, "
             f"{engines[0].info().get('attention')}, forward_tokens {engines[0].forward_tokens}",
         )
     if "hf-padded" in wanted:
-        sub = stratified(samples, args.padded_samples or shape.padded_samples)
-        run = ways.padded(models, device)
+        sub = stratified(samples, run.args.padded_samples or run.shape.padded_samples)
+        padded = ways.padded(run.models, run.dev.device)
         longest = sorted(sub, key=lambda s: -s.n_tokens)[:16]  # the warm-up meets the peak
-        measure(
+        run.measure(
             "hf-padded",
             sub,
-            run=lambda: run(sub),
-            warm=lambda: run(longest),
+            run=lambda: padded(sub),
+            warm=lambda: padded(longest),
             note="transformers, length-sorted batches of 16, full logits, log_softmax (lm-eval)",
         )
     if "one-sample-loop" in wanted:
-        sub = stratified(samples, args.loop_samples or shape.loop_samples)
-        run = ways.one_sample_loop(models, device)
-        measure(
+        sub = stratified(samples, run.args.loop_samples or run.shape.loop_samples)
+        loop = ways.one_sample_loop(run.models, run.dev.device)
+        run.measure(
             "one-sample-loop",
             sub,
-            run=lambda: run(sub),
-            warm=lambda: run(sub[:2]),
+            run=lambda: loop(sub),
+            warm=lambda: loop(sub[:2]),
             note="transformers, one sample per forward, loss at every position, .item() each",
         )
 
-    if any(w in wanted for w in FP8_WAYS):
-        fp8_ways(summary, errors, measure, wanted=wanted, engines=engines, models=models,
-                 samples=samples, dirs=dirs, data=data, work=work, dev=dev, n=n, rates=rates,
-                 warm_data=work / "warm.jsonl", warm_n=warm_n,
-                 rehearse=args.fp8_rehearsal)  # fmt: skip
-    summary["ratios"] = summarize(results)
+
+def fp8_ways(run: Run) -> None:
+    """The FP8 ways, after every bf16 one: the bf16 engines' per-sample losses kept, the
+    models quantised in place by the engine's own ``--quantize fp8`` (refused, and said,
+    where FP8 cannot run; ``--fp8-rehearsal`` on CPU quantises them directly), the e4m3
+    matmul rate, then the ways and their agreement with bf16."""
+    from fastscore.benchmarks.agreement import agreement
+    from fastscore.config import EngineConfig
+    from fastscore.engines.torch_engine import TorchEngine
+    from fastscore.errors import ModelError
+
+    if not any(w in run.wanted for w in FP8_WAYS):
+        return
+    dev, samples = run.dev, run.samples
+    bf16 = _losses(run.engines, samples)
+    cfg = EngineConfig(kind="torch", device=str(dev.device), quantize="fp8")
+    if run.args.fp8_rehearsal and not dev.cuda:
+        from fastscore.engines.fp8 import quantize_model
+
+        for m in run.models:
+            quantize_model(m)
+        cfg = EngineConfig(kind="torch", device=str(dev.device))
+    try:
+        fp8 = tuple(
+            TorchEngine(m, cfg, name=nm) for m, nm in zip(run.models, ("base", "ref"), strict=True)
+        )
+    except ModelError as e:
+        for w in FP8_WAYS:
+            run.failed(w, f"not run: {e}")
+        return
+    dev.sync()
+    run.summary["resident_gib"] = run.summary["resident_gib_fp8"] = dev.allocated_gib()
+    run.summary["fp8"] = fp8[0].info().get("quantize", {}).get("fp8", "rehearsal on CPU")
+    burst, sustained = fp8_matmul_flops_per_s(dev, run.matmul_n)
+    run.rates["fp8"] = burst
+    run.summary["matmul_tflops_fp8"] = round(burst / 1e12, 3)
+    run.summary["matmul_tflops_fp8_sustained"] = round(sustained / 1e12, 3)
+    print(f"{run.matmul_n}^3 e4m3 _scaled_mm (row-wise scales) {burst / 1e12:,.1f} TFLOP/s")
+    if "engine-fp8" in run.wanted:
+        go = ways.engine_only(fp8)
+        run.measure("engine-fp8", samples, run=lambda: go(samples),
+                    warm=lambda: go(samples[: run.warm_n]),
+                    note="the engine with --quantize fp8", fmt="fp8")  # fmt: skip
+    if "fastscore-e2e-fp8" in run.wanted:
+
+        def e2e() -> dict:
+            m = run.e2e(fp8, "scores-fp8.jsonl")
+            return {"seconds": m["seconds"]["scoring"], "stage_seconds": m["seconds"]}
+
+        run.measure("fastscore-e2e-fp8", samples, run=e2e,
+                    warm=lambda: run.e2e(fp8, "warm-fp8.jsonl", run.warm_data),
+                    note="score_file with the FP8 engines", fmt="fp8")  # fmt: skip
+    run.summary["fp8_agreement"] = agreement(bf16, _losses(fp8, samples))
+
+
+def _losses(engines, samples: list) -> dict:
+    """Per-sample mean losses of a (base, ref) pair, and lobass."""
+    from fastscore.scoring.arithmetic import mean_nll
+
+    base, ref = (np.array([mean_nll(lp) for lp in e.response_logprobs(samples)]) for e in engines)
+    return {"loss_base": base, "loss_ref": ref, "lobass": (base - ref) / base}
+
+
+def profile(run: Run) -> None:
+    """``--profile``: the top kernels of one bf16 engine forward."""
+    args, summary = run.args, run.summary
+    if not (args.profile or args.profile_out):
+        return
+    try:
+        top, text = profile_forward(run.engines[0], run.samples, run.dev)
+        summary["profile_top"] = top
+        print(text)
+        if args.profile_out:
+            args.profile_out.parent.mkdir(parents=True, exist_ok=True)
+            args.profile_out.write_text(text)
+    except Exception as e:
+        summary["profile_error"] = f"{type(e).__name__}: {e}"[:2000]
+
+
+def finish(run: Run, t_start: float) -> dict:
+    """The ratios against the targets, the rate again (a card that throttled as it warmed
+    shows it), the table; the engines closed."""
+    summary, dev, shape = run.summary, run.dev, run.shape
+    summary["ratios"] = summarize(run.results)
     summary["targets"] = shape.targets
     summary["met"] = check_targets(summary["ratios"], shape.targets)
-    write()
-    if args.profile or args.profile_out:
-        try:
-            top, text = profile_forward(engines[0], samples, dev)
-            summary["profile_top"] = top
-            print(text)
-            if args.profile_out:
-                args.profile_out.parent.mkdir(parents=True, exist_ok=True)
-                args.profile_out.write_text(text)
-        except Exception as e:
-            summary["profile_error"] = f"{type(e).__name__}: {e}"[:2000]
-    # the rate again after the ways: a card that throttled as it warmed shows it here
-    burst_end, sustained_end = matmul_flops_per_s(dev, dtype, n)
+    run.write()
+    burst_end, sustained_end = matmul_flops_per_s(dev, run.dtype, run.matmul_n)
     summary["matmul_tflops_end"] = round(burst_end / 1e12, 3)
     summary["matmul_tflops_sustained_end"] = round(sustained_end / 1e12, 3)
     summary["total_seconds"] = round(time.perf_counter() - t_start, 1)
-    write()
-
+    run.write()
     print()
     ways.print_table(
-        [r.to_json() for r in results.values()],
+        [r.to_json() for r in run.results.values()],
         [
             ("way", "name", 18, ""),
             ("tok/s (pair)", "tokens_per_s", 14, ",.0f"),
@@ -734,10 +785,21 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         mark = {True: "met", False: "MISSED"}.get(summary["met"].get(k), "")
         want = shape.targets.get(k)
         print(f"{k:<22}{v!s:>10}  {'' if want is None else f'target {want}'} {mark}")
-    print(json.dumps(summary))  # the file was written after each way (write)
-    for e in engines:
+    print(json.dumps(summary))  # the file was written after each way
+    for e in run.engines:
         e.close()
     return summary
+
+
+def main(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
+    t_start = time.perf_counter()
+    run = start(args, argv)
+    make_data(run)
+    make_models(run)
+    bf16_ways(run)
+    profile(run)
+    fp8_ways(run)  # last: it quantises the models in place
+    return finish(run, t_start)
 
 
 if __name__ == "__main__":
