@@ -75,7 +75,30 @@ def report_claims(cfg: ReportConfig, command: str = "report") -> Claims:
     return c
 
 
+@dataclass
+class _Selected:
+    """What the report draws: the scores, the selection the rule makes of them, the score
+    columns, which records are ok and picked, and the seeded sample of points shown."""
+
+    table: ScoresTable
+    plan: Any
+    columns: dict[str, np.ndarray]
+    ok: np.ndarray
+    picked: np.ndarray
+    shown: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.table.ids)
+
+    @property
+    def coverage(self) -> dict[str, Any] | None:
+        return self.plan.extra.get("coverage")
+
+
 def _write_report(cfg: ReportConfig, table: ScoresTable | None) -> dict[str, Any]:
+    """The report's steps, timed: the selection, the figures, the texts from the input,
+    the explorer, the page (a store's directory is written here, then put there)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,36 +108,101 @@ def _write_report(cfg: ReportConfig, table: ScoresTable | None) -> dict[str, Any
     def lap(stage: str) -> None:
         seconds[stage] = round(time.perf_counter() - t0 - sum(seconds.values()), 3)
 
-    # a store's directory is written here, then put there file by file
     store = storage.store_for(cfg.output_dir)
     out = store.local
     out.mkdir(parents=True, exist_ok=True)
+    d = _select(cfg, table or ScoresTable.read(cfg.scores))
+    lap("selection")
+    figures, rhos, status_counts = _figures(out, d)
+    lap("figures")
+    fmt = d.table.input_format(cfg.input)
+    group_of = _group_of(cfg, d.n, fmt=fmt) if cfg.group_field else None
+    samples, clusters, texts, drawn, sel_drawn = _texts(cfg, d, fmt)
+    lap("input")  # the groups and every text shown, the explorer's too
+    heading = _heading(cfg, d)
+    page, explorer_page = out / PAGE, out / EXPLORER_PAGE
+    if cfg.explorer:
+        context = explorer.explorer_context(
+            cfg,
+            d.table,
+            d.plan,
+            columns=d.columns,
+            picked=d.picked,
+            drawn=drawn,
+            selection_drawn=len(sel_drawn),
+            sample=len(d.shown),
+            texts=texts.points,
+            groups=group_of,
+        )
+        _write(explorer_page, render("explorer.html.j2", heading, context))
+        lap("explorer")
+    html = render(
+        "report.html.j2",
+        heading,
+        PageContext(
+            sampled=len(d.shown) < d.n,
+            shown=len(d.shown),
+            status=sorted(status_counts.items(), key=lambda kv: -kv[1]),
+            groups=_group_counts(group_of, d.picked) if group_of else None,
+            group_field=cfg.group_field,
+            rhos=[(c, _fmt(r)) for c, r in rhos.items()],
+            figures=figures,
+            samples=samples,
+            clusters=clusters,
+            coverage=d.coverage or {},
+            explorer=explorer_page.name if cfg.explorer else None,
+        ),
+    )
+    _write(page, html)
+    store.push(out)
+    lap("page")
+    pages = [page, explorer_page] if cfg.explorer else [page]
+    return {
+        "output": storage.shown(store.url(page)),
+        **({"explorer": storage.shown(store.url(explorer_page))} if cfg.explorer else {}),
+        "pngs": [f["png"] for f in figures],
+        "written": [storage.shown(store.url(p)) for p in pages]
+        + [storage.shown(store.url(Path(f["png"]))) for f in figures],
+        "records": d.n,
+        "selected": int(d.picked.sum()),
+        "method": d.plan.method,
+        "by_status": dict(status_counts),
+        "length_spearman": {c: None if r is None else round(r, 4) for c, r in rhos.items()},
+        **({"coverage": d.coverage} if d.coverage else {}),
+        "seconds": seconds,
+    }
+
+
+def _select(cfg: ReportConfig, table: ScoresTable) -> _Selected:
+    """The selection ``cfg``'s rule makes (as ``select`` would), the columns drawn and the
+    seeded sample of points (``--points``)."""
     select_cfg = dataclasses.replace(cfg.select, scores=cfg.scores, input=cfg.input)
-    table = table or ScoresTable.read(cfg.scores)
     p = plan(select_cfg, table)
-    chosen = p.chosen
-    coverage = p.extra.get("coverage")
-    score = cfg.select.score
     columns = {c: table.columns[c] for c in COLUMNS if c in table.columns}
-    columns[score] = table.values(score, cfg.select.seed)
+    columns[cfg.select.score] = table.values(cfg.select.score, cfg.select.seed)
     n = len(table.ids)
     picked = np.zeros(n, dtype=bool)
-    picked[chosen] = True
+    picked[p.chosen] = True
     ok = np.array([s == OK for s in table.status], dtype=bool)
     rng = np.random.default_rng(0)
     shown = np.sort(rng.choice(n, cfg.points, replace=False)) if n > cfg.points else np.arange(n)
-    lap("selection")
+    return _Selected(table, p, columns, ok, picked, shown)
 
+
+def _figures(out: Path, d: _Selected) -> tuple[list[dict[str, Any]], dict, Counter]:
+    """Every PNG (histograms, scores against length with Spearman's rho, the loss plane,
+    the clusters, the statuses), the diagnostics first; the rhos and status counts."""
+    table, ok, shown = d.table, d.ok, d.shown
     figures: list[dict[str, Any]] = []
-    for c in columns:
-        v = columns[c][ok]
+    for c in d.columns:
+        v = d.columns[c][ok]
         v = v[np.isfinite(v)]
         figures.append(
             _figure(out, f"hist_{c}", _hist(c, v), caption=f"Histogram of {c} (ok records)")
         )
     rhos = {}
-    for c in columns:
-        v = columns[c]
+    for c in d.columns:
+        v = d.columns[c]
         fin = ok & np.isfinite(v) & np.isfinite(table.length)
         rhos[c] = spearman(v[fin], table.length[fin])
         figures.append(
@@ -130,12 +218,13 @@ def _write_report(cfg: ReportConfig, table: ScoresTable | None) -> dict[str, Any
             _figure(
                 out,
                 "losses",
-                _scatter_losses(table, ok, picked, shown=shown),
-                caption=f"loss_base against loss_ref; the {int(picked.sum())} selected records in "
-                "orange (below the diagonal the reference has the lower loss; lobass is "
+                _scatter_losses(table, ok, d.picked, shown=shown),
+                caption=f"loss_base against loss_ref; the {int(d.picked.sum())} selected records "
+                "in orange (below the diagonal the reference has the lower loss; lobass is "
                 "the share of the base loss it removed)",
             )
         )
+    coverage = d.coverage
     if coverage:
         figures.append(
             _figure(
@@ -155,90 +244,46 @@ def _write_report(cfg: ReportConfig, table: ScoresTable | None) -> dict[str, Any
     # the diagnostics first: the selection on the two losses, then each score and length
     first = {"losses": 0, "clusters": 1, "length": 2, "hist": 3, "status": 4}
     figures.sort(key=lambda f: first[f["name"].split("_")[0].removesuffix(".png")])
-    lap("figures")
-    fmt = table.input_format(cfg.input)
-    group_of = _group_of(cfg, n, fmt=fmt) if cfg.group_field else None
-    top, bottom = _extremes(cfg, columns[score], ok=ok)
+    return figures, rhos, status_counts
+
+
+def _texts(cfg: ReportConfig, d: _Selected, fmt: str):
+    """The texts the pages show, read from the input in one pass: the top and bottom
+    records by the score, each cluster's example prompt, the explorer's drawn points."""
+    top, bottom = _extremes(cfg, d.columns[cfg.select.score], ok=d.ok)
+    coverage = d.coverage
     examples = {r["example_index"] for r in coverage["by_cluster"].values()} if coverage else set()
     examples.discard(None)
     if cfg.explorer:
-        drawn, sel_drawn = explorer.drawn_records(shown, chosen, seed=cfg.select.seed)
+        drawn, sel_drawn = explorer.drawn_records(d.shown, d.plan.chosen, seed=cfg.select.seed)
     else:
         drawn, sel_drawn = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    texts = _read_texts(cfg, fmt, n, turns=set(top) | set(bottom), prompts=examples, points=drawn)
+    texts = _read_texts(cfg, fmt, d.n, turns=set(top) | set(bottom), prompts=examples, points=drawn)
     samples = {
-        "top": [_sample_row(i, table, columns, texts) for i in top],
-        "bottom": [_sample_row(i, table, columns, texts) for i in bottom],
+        "top": [_sample_row(i, d.table, d.columns, texts) for i in top],
+        "bottom": [_sample_row(i, d.table, d.columns, texts) for i in bottom],
     }
     clusters = _clusters(coverage, texts.prompts) if coverage else None
-    lap("input")  # the groups and every text shown, the explorer's too
+    return samples, clusters, texts, drawn, sel_drawn
+
+
+def _heading(cfg: ReportConfig, d: _Selected) -> Heading:
     rule = next(
         f"{k.replace('_', '-')} {getattr(cfg.select, k)}"
         for k in ("top_k", "fraction", "threshold")
         if getattr(cfg.select, k) is not None
     )
-    heading = Heading(
+    return Heading(
         name=Path(cfg.scores).name,
         scores=str(cfg.scores),
         input=str(cfg.input),
-        n=n,
+        n=d.n,
         rule=rule,
-        score=score,
+        score=cfg.select.score,
         order=cfg.select.order,
-        selected=int(picked.sum()),
-        method=p.method,
+        selected=int(d.picked.sum()),
+        method=d.plan.method,
     )
-    page, explorer_page = out / PAGE, out / EXPLORER_PAGE
-    if cfg.explorer:
-        context = explorer.explorer_context(
-            cfg,
-            table,
-            p,
-            columns=columns,
-            picked=picked,
-            drawn=drawn,
-            selection_drawn=len(sel_drawn),
-            sample=len(shown),
-            texts=texts.points,
-            groups=group_of,
-        )
-        _write(explorer_page, render("explorer.html.j2", heading, context))
-        lap("explorer")
-    html = render(
-        "report.html.j2",
-        heading,
-        PageContext(
-            sampled=len(shown) < n,
-            shown=len(shown),
-            status=sorted(status_counts.items(), key=lambda kv: -kv[1]),
-            groups=_group_counts(group_of, picked) if group_of else None,
-            group_field=cfg.group_field,
-            rhos=[(c, _fmt(r)) for c, r in rhos.items()],
-            figures=figures,
-            samples=samples,
-            clusters=clusters,
-            coverage=coverage or {},
-            explorer=explorer_page.name if cfg.explorer else None,
-        ),
-    )
-    _write(page, html)
-    store.push(out)
-    lap("page")
-    pages = [page, explorer_page] if cfg.explorer else [page]
-    return {
-        "output": storage.shown(store.url(page)),
-        **({"explorer": storage.shown(store.url(explorer_page))} if cfg.explorer else {}),
-        "pngs": [f["png"] for f in figures],
-        "written": [storage.shown(store.url(p)) for p in pages]
-        + [storage.shown(store.url(Path(f["png"]))) for f in figures],
-        "records": n,
-        "selected": int(picked.sum()),
-        "method": p.method,
-        "by_status": dict(status_counts),
-        "length_spearman": {c: None if r is None else round(r, 4) for c, r in rhos.items()},
-        **({"coverage": coverage} if coverage else {}),
-        "seconds": seconds,
-    }
 
 
 def _write(path: Path, text: str) -> None:
