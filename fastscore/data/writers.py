@@ -111,7 +111,8 @@ def write_scores_parquet(src: str | os.PathLike, dst: str | os.PathLike) -> None
 
 def write_subset(input_path, output_path, *, chosen: list[int], ids: list) -> int:
     """Copy the chosen records of the input to the output, checking the input's ids are
-    the scores' ``ids``."""
+    the scores' ``ids``: a JSONL input's lines byte for byte to JSONL, an Arrow input's
+    batches with their schema to Parquet, else the records as parsed."""
     from fastscore.runs.outputs import partial_of
 
     if storage.is_url(output_path):  # written here, then put in the store complete
@@ -124,13 +125,38 @@ def write_subset(input_path, output_path, *, chosen: list[int], ids: list) -> in
     out_kind = OUTPUT_KINDS.get(Path(output_path).suffix.lower())
     if out_kind is None:
         raise InputError(f"output {output_path}: use a .jsonl, .json or .parquet name")
-    wanted = set(chosen)
-    n_input = 0
+    Path(output_path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_of(output_path)
+    check = _SameIds(input_path, ids)
+    if out_kind == "jsonl" and in_kind == "jsonl":
+        written = _copy_lines(input_path, tmp, set(chosen), check)
+    elif out_kind == "parquet" and in_kind in ("parquet", "hf_disk", "dataset"):
+        written = _copy_batches(input_path, in_kind, tmp, set(chosen), check)
+    else:
+        written = _write_parsed(input_path, in_kind, out_kind, tmp, set(chosen), check)
+    if check.seen != len(ids):
+        tmp.unlink(missing_ok=True)
+        raise InputError(
+            f"{input_path} has {check.seen} records but the scores file has {len(ids)}; the "
+            "scores were computed on another input"
+        )
+    tmp.replace(output_path)
+    return written
 
-    def check(index: int, data: Any) -> None:
+
+class _SameIds:
+    """Each record of the input checked against the scores' id at its index (so a subset
+    is never cut from another input than the one scored); ``seen`` counts them."""
+
+    def __init__(self, input_path, ids: list):
+        self.input_path, self.ids, self.seen = input_path, ids, 0
+
+    def __call__(self, index: int, data: Any) -> None:
+        self.seen += 1
+        ids = self.ids
         if index >= len(ids):
             raise InputError(
-                f"{input_path} has more records than the scores file ({len(ids)}); the "
+                f"{self.input_path} has more records than the scores file ({len(ids)}); the "
                 "scores were computed on another input"
             )
         rid = RawRecord(index, data).id
@@ -138,63 +164,64 @@ def write_subset(input_path, output_path, *, chosen: list[int], ids: list) -> in
         # by its position)
         if rid != ids[index] and not (rid is None and ids[index] == index):
             raise InputError(
-                f"record {index} of {input_path} has id {rid!r} but the scores file says "
+                f"record {index} of {self.input_path} has id {rid!r} but the scores file says "
                 f"{ids[index]!r}; the scores were computed on another input"
             )
 
-    Path(output_path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_of(output_path)
+
+def _copy_lines(input_path, tmp: Path, wanted: set[int], check: _SameIds) -> int:
+    """JSONL to JSONL: the chosen lines byte for byte as in the input."""
     written = 0
-    if out_kind == "jsonl" and in_kind == "jsonl":
+    with open(tmp, "wb") as f:
+        for i, lineno, line in jsonl_lines(input_path):
+            check(i, parse_line(i, lineno, line).data)
+            if i in wanted:
+                f.write(line)
+                written += 1
+    return written
+
+
+def _copy_batches(input_path, in_kind: str, tmp: Path, wanted: set[int], check: _SameIds) -> int:
+    """Parquet or a ``datasets`` directory to Parquet: the chosen rows of each record
+    batch, in the input's Arrow schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    batches = record_batches(input_path, in_kind)
+    first = next(batches, None)
+    schema = first.schema if first is not None else pa.schema([])
+    written = base = 0
+    with pq.ParquetWriter(tmp, schema) as w:
+        for batch in itertools.chain([first] if first is not None else [], batches):
+            for j, rec in enumerate(batch.to_pylist()):
+                check(base + j, rec)
+            keep = [j for j in range(batch.num_rows) if base + j in wanted]
+            if keep:
+                w.write_table(pa.Table.from_batches([batch]).take(keep))
+                written += len(keep)
+            base += batch.num_rows
+    return written
+
+
+def _write_parsed(
+    input_path, in_kind: str, out_kind: str, tmp: Path, wanted: set[int], check: _SameIds
+) -> int:
+    """Any other pair of kinds: the chosen records as parsed, written as JSON, JSONL or
+    Parquet (its schema inferred from them)."""
+    records = []
+    for raw in read_records(input_path, in_kind):
+        check(raw.index, raw.data)
+        if raw.index in wanted:
+            records.append(raw.data)
+    if out_kind == "json":
+        tmp.write_bytes(orjson.dumps(records))
+    elif out_kind == "jsonl":
         with open(tmp, "wb") as f:
-            for i, lineno, line in jsonl_lines(input_path):
-                n_input += 1
-                check(i, parse_line(i, lineno, line).data)
-                if i in wanted:
-                    f.write(line)  # byte for byte as in the input
-                    written += 1
-    elif out_kind == "parquet" and in_kind in ("parquet", "hf_disk", "dataset"):
+            for r in records:
+                f.write(orjson.dumps(r) + b"\n")
+    else:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        batches = record_batches(input_path, in_kind)
-        first = next(batches, None)
-        schema = first.schema if first is not None else pa.schema([])
-        with pq.ParquetWriter(tmp, schema) as w:
-            base = 0
-            for batch in itertools.chain([first] if first is not None else [], batches):
-                for j, rec in enumerate(batch.to_pylist()):
-                    check(base + j, rec)
-                keep = [j for j in range(batch.num_rows) if base + j in wanted]
-                if keep:
-                    w.write_table(pa.Table.from_batches([batch]).take(keep))
-                    written += len(keep)
-                base += batch.num_rows
-            n_input = base
-    else:
-        records = []
-        for raw in read_records(input_path, in_kind):
-            n_input += 1
-            check(raw.index, raw.data)
-            if raw.index in wanted:
-                records.append(raw.data)
-        written = len(records)
-        if out_kind == "json":
-            tmp.write_bytes(orjson.dumps(records))
-        elif out_kind == "jsonl":
-            with open(tmp, "wb") as f:
-                for r in records:
-                    f.write(orjson.dumps(r) + b"\n")
-        else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            pq.write_table(pa.Table.from_pylist(records), tmp)
-    if n_input != len(ids):
-        tmp.unlink(missing_ok=True)
-        raise InputError(
-            f"{input_path} has {n_input} records but the scores file has {len(ids)}; the "
-            "scores were computed on another input"
-        )
-    tmp.replace(output_path)
-    return written
+        pq.write_table(pa.Table.from_pylist(records), tmp)
+    return len(records)
