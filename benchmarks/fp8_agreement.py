@@ -6,9 +6,10 @@ scores the demo's records with the torch engine in bf16, then in FP8 each way: `
 (every decoder linear layer e4m3, fast accumulation), ``fp8-ends`` (the first and last
 layers kept bf16), ``fp8-exact-accum`` (no fast accumulation). Per way: the mean and
 largest |delta| of ``loss_base``, ``loss_ref`` and ``lobass`` against bf16, Spearman's rho
-of lobass and the overlap of the top 10%, and the seconds. On CUDA (compute capability >=
-8.9) the FP8 ways are the engine's own ``--quantize fp8``; on CPU they are the same layers
-through torch's CPU ``_scaled_mm``: the number format's effect, not its speed. One JSON line.
+of lobass and the overlap of the top 10%, and the seconds. Each FP8 way is the engine's own
+layers (``engines.fp8.quantize_model``, as ``--quantize fp8`` makes them) with that way's
+settings, in a bf16 torch engine: on CUDA (compute capability >= 8.9) the real kernels; on
+CPU torch's CPU ``_scaled_mm``, the number format's effect, not its speed. One JSON line.
 
     python benchmarks/fp8_agreement.py                     # the demo's 600 records
     python benchmarks/fp8_agreement.py --base B --ref R --data d.jsonl

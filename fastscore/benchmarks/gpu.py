@@ -475,10 +475,9 @@ class Run:
         extra["repeats"] = len(times)
         toks = sum(s.n_tokens for s in subset)
         flops = pair_flops(self.shape.model, subset)
-        if dev.cuda:
-            extra["peak_over_resident_gib"] = round(
-                dev.peak_gib() - self.summary["resident_gib"], 2
-            )
+        if dev.cuda:  # (the FP8 ways' models are the FP8 weights)
+            resident = self.summary["resident_gib_fp8" if fmt == "fp8" else "resident_gib"]
+            extra["peak_over_resident_gib"] = round(dev.peak_gib() - resident, 2)
         if fmt != "bf16":  # MFU against its own format's rate, and against bf16's
             extra["mfu_vs_bf16_rate"] = round(mfu(flops, dt, self.rates["bf16"]), 4)
         res = WayResult(
@@ -690,6 +689,8 @@ def fp8_ways(run: Run) -> None:
         return
     dev, samples = run.dev, run.samples
     bf16 = _losses(run.engines, samples)
+    for e in run.engines:  # their kept prefixes are of the bf16 weights: gone with them
+        e.prefixes = None
     cfg = EngineConfig(kind="torch", device=str(dev.device), quantize="fp8")
     if run.args.fp8_rehearsal and not dev.cuda:
         from fastscore.engines.fp8 import quantize_model
@@ -705,8 +706,8 @@ def fp8_ways(run: Run) -> None:
         for w in FP8_WAYS:
             run.failed(w, f"not run: {e}")
         return
-    dev.sync()
-    run.summary["resident_gib"] = run.summary["resident_gib_fp8"] = dev.allocated_gib()
+    dev.reset_peak()
+    run.summary["resident_gib_fp8"] = dev.allocated_gib()
     run.summary["fp8"] = fp8[0].info().get("quantize", {}).get("fp8", "rehearsal on CPU")
     burst, sustained = fp8_matmul_flops_per_s(dev, run.matmul_n)
     run.rates["fp8"] = burst

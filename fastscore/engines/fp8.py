@@ -71,6 +71,11 @@ def unavailable(device) -> str | None:
             f"{cap[0]}.{cap[1]}; FP8 tensor cores need {'.'.join(map(str, MIN_CAPABILITY))} "
             "or later (Ada, Hopper)"
         )
+    try:  # row-wise scales came to some devices' builds later than the format itself
+        layer = Fp8Linear(torch.nn.Linear(ALIGN, ALIGN, bias=False, device=device))
+        layer(torch.ones(1, ALIGN, device=device, dtype=torch.bfloat16))
+    except Exception as e:
+        return f"this torch ({torch.__version__}) cannot run row-wise FP8 products here: {e}"
     return None
 
 
@@ -117,8 +122,11 @@ class Fp8Linear(torch.nn.Module):
         return self.codes.view(torch.float8_e4m3fn)
 
     def _apply(self, fn, recurse=True):
+        # nor may such a cast round the scales or the bias: they only follow a device move
+        scales, bias = self.scales, self.bias
         super()._apply(fn, recurse)
-        self.scales = self.scales.float()  # nor may such a cast round the scales
+        self.scales = scales.to(self.codes.device)
+        self.bias = None if bias is None else bias.to(self.codes.device)
         return self
 
     def extra_repr(self) -> str:
