@@ -104,7 +104,7 @@ class ShardWorker:
         torch.set_num_threads(max(1, threads))
         self.cfg = from_dict(ScoreConfig, cfg_dict)
         self._stack = contextlib.ExitStack()
-        self.session = self._stack.enter_context(open_session(self.cfg))
+        self.session = self._stack.enter_context(open_session(self.cfg, check_folds=False))
 
     def score(self, lo: int, hi: int, *, start, shard: str, duplicates: dict) -> dict:
         """Shard ``[lo, hi)`` into ``shard`` (its scores' path or store URL)."""

@@ -45,6 +45,26 @@ def assignment(n: int, k: int, seed: int) -> np.ndarray:
     return folds
 
 
+def draw_digest(draw: np.ndarray) -> str:
+    """A hash of the folds as drawn, so scoring can tell it draws them the same way."""
+    return hashlib.sha256(np.ascontiguousarray(draw, dtype=np.int32).tobytes()).hexdigest()[:16]
+
+
+def drawn(folds: dict[str, Any]) -> np.ndarray:
+    """The folds of a cross-fitted reference, drawn again from its seed and checked
+    against the hash its training recorded (another NumPy may draw another permutation,
+    and the records would then go to references that saw them)."""
+    draw = assignment(folds["records"], folds["k"], folds["seed"])
+    saved = folds.get("draw_sha256")
+    if saved is not None and draw_digest(draw) != saved:
+        raise ConfigError(
+            "the cross-fitted reference's folds cannot be drawn again as they were trained "
+            f"(this NumPy, {np.__version__}, draws another permutation from seed "
+            f"{folds['seed']}); score with the NumPy that trained it, or train it again"
+        )
+    return draw
+
+
 def block(ref: str | Path | None) -> dict[str, Any] | None:
     """The ``folds`` block of a cross-fitted reference's train manifest, or None when
     ``ref`` is one reference."""

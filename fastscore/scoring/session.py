@@ -92,8 +92,9 @@ class Session:
             if self.folds is None:
                 self.ref = ref_engines[0]
             else:
-                draw = folds.assignment(self.folds["records"], self.folds["k"], self.folds["seed"])
-                self.ref = folds.FoldedEngine(ref_engines, draw, path=str(self.cfg.ref))
+                self.ref = folds.FoldedEngine(
+                    ref_engines, folds.drawn(self.folds), path=str(self.cfg.ref)
+                )
 
     def engine_info(self) -> dict[str, Any]:
         info = {"base": self.base.info(), "ref": self.ref.info()}
@@ -109,11 +110,13 @@ def open_session(
     engines: tuple[Engine, Engine] | None = None,
     start_engines: bool = True,
     stats: Stats | None = None,
+    check_folds: bool = True,
 ) -> Iterator[Session]:
     """The session of ``cfg``. ``engines``: a (base, ref) pair already started, left
     running on exit (benchmarks and tests that score several inputs); by default both are
     started here (``start_engines=False`` defers it to ``Session.start_engines``) and shut
-    down on exit."""
+    down on exit. ``check_folds``: a cross-fitted reference's record count is checked
+    against the input (a read of it; a Ray worker leaves that to its driver)."""
     stats = stats or Stats()
     owned: list = []
     with libraries_quiet(), _closing(owned, stats):
@@ -126,7 +129,7 @@ def open_session(
         fmt = resolve_format(cfg.input, kind, cfg.format)
         check_format_options(cfg, fmt)
         drawn = folds.block(cfg.ref) if cfg.engine.kind != "served" else None
-        if drawn is not None:
+        if drawn is not None and check_folds:
             from fastscore.data.readers import count_records
             from fastscore.storage import shown
 
@@ -198,6 +201,12 @@ def _local(cfg: ScoreConfig, stats: Stats, *, load_weights: bool):
     drawn = folds.block(cfg.ref)
     refs = ref_dirs(cfg.ref, drawn)
     adapter = is_adapter(refs[0])
+    if drawn and resolve_engine_kind(cfg.engine) == "vllm":
+        raise ConfigError(
+            f"the cross-fitted reference {cfg.ref} is {len(refs)} models: with the base that "
+            f"is {len(refs) + 1} vLLM engines, whose memory shares are sized for two; use "
+            "--engine torch (with --lora folds, one base in memory)"
+        )
     if adapter and cfg.engine.quantize == "fp8":
         raise ConfigError(
             "--quantize fp8 with a peft adapter as the reference is not built yet (the "

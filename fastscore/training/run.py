@@ -198,13 +198,21 @@ def _train_folds(cfg: TrainConfig, launch: Launch, t_start: float) -> dict[str, 
     n_records = sum(examples.counts.values())
     draw = folds.assignment(n_records, cfg.folds, cfg.seed)
     out = Path(cfg.output_dir)
+    parts = [fold_split(examples, draw, k, cfg) for k in range(cfg.folds)]
+    for k, part in enumerate(parts):  # before any fold trains
+        if not len(part):
+            raise ConfigError(
+                f"train-ref --folds {cfg.folds}: every record of {cfg.input} that can be "
+                f"trained on is in fold {k}, so its reference has nothing to train on "
+                f"(by status: {dict(examples.counts)}); use fewer folds or more records"
+            )
+    base_fingerprint = fingerprint(cfg.base)
     runs = []
-    for k in range(cfg.folds):
-        part = fold_split(examples, draw, k, cfg)
+    for k, part in enumerate(parts):
         fold_cfg = dataclasses.replace(
             cfg, output_dir=str(out / folds.fold_dir(k)), folds=None, strict=False
         )
-        done = _finished_fold(fold_cfg, part) if cfg.resume else None
+        done = _finished_fold(fold_cfg, part, max_length, base_fingerprint) if cfg.resume else None
         if done is not None:
             log.info("train-ref: %s was trained already (--resume): kept", fold_cfg.output_dir)
             runs.append(done)
@@ -213,7 +221,14 @@ def _train_folds(cfg: TrainConfig, launch: Launch, t_start: float) -> dict[str, 
             log.info("train-ref: fold %d of %d, on %d records", k + 1, cfg.folds, len(part))
         runs.append(_train(fold_cfg, launch, t_start, examples=part))
     checks = [r["held_out"] for r in runs]
-    check = reference.pooled(checks) if all(checks) else None
+    present = [c for c in checks if c]
+    check = reference.pooled(present) if present else None
+    if present and len(present) < len(checks) and launch.main:
+        log.warning(
+            "train-ref: folds %s held nothing out (too few records in them), so only the "
+            "others' references are checked",
+            [k for k, c in enumerate(checks) if not c],
+        )
     manifest = {
         "fastscore_manifest": 1,
         "command": "train-ref",
@@ -230,6 +245,7 @@ def _train_folds(cfg: TrainConfig, launch: Launch, t_start: float) -> dict[str, 
             "records": n_records,
             "input": storage.shown(cfg.input),
             "dirs": [folds.fold_dir(k) for k in range(cfg.folds)],
+            "draw_sha256": folds.draw_digest(draw),
             "trained_samples": [r["trained_samples"] for r in runs],
             "held_out": checks,
             "seconds": [r["seconds"] for r in runs],
@@ -256,17 +272,28 @@ def _train_folds(cfg: TrainConfig, launch: Launch, t_start: float) -> dict[str, 
     return manifest
 
 
-def _finished_fold(cfg: TrainConfig, part: Examples) -> dict[str, Any] | None:
-    """A fold reference saved by an earlier run of the same data and settings, which
-    ``--resume`` keeps; else None (and it is trained, from its checkpoints if any)."""
+def _finished_fold(
+    cfg: TrainConfig, part: Examples, max_length: int, base: dict[str, Any]
+) -> dict[str, Any] | None:
+    """A fold reference saved by an earlier run of the same data, base weights and
+    settings (those that change what is trained or saved), which ``--resume`` keeps; else
+    None (and it is trained, from its checkpoints if any)."""
     import orjson
 
     p = Path(cfg.output_dir) / MANIFEST
     if not p.is_file():
         return None
     m = orjson.loads(p.read_bytes())
-    same = {**m.get("options", {}), "resume": cfg.resume} == dataclasses.asdict(cfg)
-    return m if same and m.get("data_digest") == part.digest() else None
+    want = run_record(cfg, part, max_length, base)
+    saved = m.get("options", {})
+    same = (
+        {k: v for k, v in saved.items() if k in want["options"]} == want["options"]
+        and saved.get("merge") == cfg.merge  # (what is saved: an adapter, or merged)
+        and (m.get("base") or {}).get("weights_sample_sha256") == want["base"]
+        and m.get("max_length") == max_length
+        and m.get("data_digest") == want["data_digest"]
+    )
+    return m if same else None
 
 
 def _save(trainer, cfg: TrainConfig, out: Path, tokenizer, launch: Launch) -> None:

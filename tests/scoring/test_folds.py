@@ -81,3 +81,11 @@ def test_a_fold_that_is_missing_is_said(tmp_path):
     drawn = {"dirs": ["fold-0", "fold-1"]}
     with pytest.raises(ConfigError, match="lists fold-1 but it is not there"):
         folds.dirs(tmp_path, drawn)
+
+
+def test_a_draw_that_comes_out_otherwise_is_refused():
+    drawn = {"k": 2, "seed": 3, "records": 10}
+    draw = folds.assignment(10, 2, 3)
+    assert np.array_equal(folds.drawn({**drawn, "draw_sha256": folds.draw_digest(draw)}), draw)
+    with pytest.raises(ConfigError, match="cannot be drawn again as they were trained"):
+        folds.drawn({**drawn, "draw_sha256": "0" * 16})

@@ -492,7 +492,7 @@ def test_cross_fitted_references_score_each_record_with_the_one_that_never_saw_i
     assert p.returncode != 0 and "drawn over the 65 records of" in p.stderr, p.stderr
     assert "short.jsonl has 40" in p.stderr
     before = (out / "fold-0" / "adapter_model.safetensors").stat().st_mtime_ns
-    p = cli(*args, "--resume")
+    p = cli(*args, "--resume", "--keep-checkpoints")  # (an option that changes nothing trained)
     assert "was trained already (--resume): kept" in p.stderr, p.stderr
     assert (out / "fold-0" / "adapter_model.safetensors").stat().st_mtime_ns == before
 
@@ -509,6 +509,17 @@ def test_cross_fitted_full_references_score_as_their_folds(tmp_path, demo_assets
     for a, b in zip(rows, alone, strict=True):
         if a["fold"] == 1:
             assert a["loss_ref"] == pytest.approx(b["loss_ref"], abs=1e-9)
+    with pytest.raises(ConfigError, match="is 2 models: with the base that is 3 vLLM engines"):
+        fastscore.score(input=str(data), output=str(tmp_path / "v.jsonl"),
+                        base=str(demo_assets.base), ref=str(out), progress=False,
+                        engine=EngineConfig(kind="vllm"))  # fmt: skip
+    one = tmp_path / "one.jsonl"  # one record that can be trained on, two that cannot
+    lines = data.read_bytes().splitlines()
+    no_reply = orjson.dumps({"messages": [{"role": "user", "content": "no reply"}]})
+    one.write_bytes(b"\n".join([lines[0], no_reply, no_reply.replace(b"no", b"none")]) + b"\n")
+    with pytest.raises(ConfigError, match="so its reference has nothing to train on"):
+        train_ref(input=str(one), base=str(demo_assets.base), output_dir=str(tmp_path / "o"),
+                  folds=2, max_steps=1, progress=False)  # fmt: skip
     with pytest.raises(ConfigError, match="--folds must be at least 2"):
         train_ref(input=str(data), base=str(demo_assets.base), output_dir=str(out), folds=1)
     with pytest.raises(ConfigError, match="give one of them"):
