@@ -162,7 +162,9 @@ def run_scoring(
             stats.counts["resumed_tokens"] = counts["tokens_scored_samples"]
         # (a store's JSONL would be read whole for the count: the bar goes without a total)
         cheap = s.kind != "jsonl" or not storage.is_url(cfg.input)
-        total = count_records(cfg.input, s.kind) if cfg.progress and cheap else None
+        total = s.records
+        if total is None and cfg.progress and cheap:
+            total = count_records(cfg.input, s.kind)
         s.start_engines()
         bar = tqdm(
             total=total, initial=done, unit="sample", disable=not cfg.progress, dynamic_ncols=True

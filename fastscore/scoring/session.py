@@ -59,6 +59,7 @@ class Session:
     _owned: list = field(default_factory=list)
     dtype_note: str | None = None  # when the pair's dtype is not each checkpoint's own
     folds: dict[str, Any] | None = None  # a cross-fitted reference's draw (scoring.folds)
+    records: int | None = None  # the input's record count, when a step had to count them
 
     @property
     def engines(self) -> tuple[Engine, Engine]:
@@ -129,11 +130,13 @@ def open_session(
         fmt = resolve_format(cfg.input, kind, cfg.format)
         check_format_options(cfg, fmt)
         drawn = folds.block(cfg.ref) if cfg.engine.kind != "served" else None
+        records = None
         if drawn is not None and check_folds:
             from fastscore.data.readers import count_records
             from fastscore.storage import shown
 
-            folds.check_input(drawn, shown(cfg.input), count_records(cfg.input, kind))
+            records = count_records(cfg.input, kind)  # (once: the progress bar takes it too)
+            folds.check_input(drawn, shown(cfg.input), records)
         session = Session(
             cfg,
             tok,
@@ -146,6 +149,7 @@ def open_session(
             *(engines or (None, None)),
             _owned=owned,
             folds=drawn,
+            records=records,
         )
         if start_engines:
             session.start_engines()
