@@ -222,6 +222,10 @@ def _losses_so_far(paths: OutputPaths, pending_shards) -> int:
 
 
 def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[str, Any]:
+    """Score ``cfg.input`` in shards on Ray workers into ``SCORES.partial``: plan the shards,
+    keep those an earlier run finished, schedule the rest (``Scheduler``: a lost worker
+    costs a retry of its shard, within the failure bounds), merge them in input order;
+    returns the manifest (not written)."""
     try:
         import ray
     except ImportError as e:
@@ -242,198 +246,32 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
     write_run_record(paths, cfg, facts)  # keeps the date for a restart
     paths.shards.mkdir(parents=True, exist_ok=True)
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        try:
-            ray.init(
-                address=cfg.ray.address,
-                ignore_reinit_error=True,
-                log_to_driver=False,
-                logging_level=logging.WARNING,
-            )
-        except (ConnectionError, RuntimeError) as e:
-            if "InvalidAuthToken" in str(e) or "AuthenticationError" in repr(e.__cause__):
-                raise ConfigError(
-                    f"ray: the cluster at {cfg.ray.address or os.environ.get('RAY_ADDRESS')} "
-                    "wants token authentication: set RAY_AUTH_MODE=token and its token "
-                    "(RAY_AUTH_TOKEN, or ~/.ray/auth_token)"
-                ) from e
-            raise
+    started_here = _connect(ray, cfg)
     try:
-        gpus = ray.cluster_resources().get("GPU", 0)
-        cpus = ray.cluster_resources().get("CPU", 1)
-        per_gpu = (
-            cfg.ray.gpus_per_worker
-            if cfg.ray.gpus_per_worker is not None
-            else (1.0 if gpus else 0.0)
-        )
-        n_workers = cfg.ray.workers or max(
-            1, int(gpus // per_gpu) if per_gpu else int(cpus // cfg.ray.cpus_per_worker)
-        )
+        n_workers, per_gpu, cpus = _workers(ray, cfg)
         with stats.timer("plan"):
             shards, starts, duplicates = _plan(
                 ray, cfg, kind, fmt, n_shards=cfg.ray.shards or 4 * n_workers, tasks=int(cpus)
             )
-        n_records = shards[-1][1]
-        max_run_failures = (
-            cfg.ray.max_run_failures
-            if cfg.ray.max_run_failures is not None
-            else cfg.ray.max_failures * n_workers
-        )
-
-        def stopped(k: int, why: str, cause: BaseException | None) -> EngineError:
-            """The run stops: which shard, where its last attempt ran, why, what is kept."""
-            attempt = read_attempt(paths.store, paths.shard(k)[0]) or {}
-            text = str(cause).strip() if cause is not None else ""
-            return EngineError(
-                f"ray: shard {k} {shards[k]} {why}; its last attempt ran on node "
-                f"{attempt.get('node', '?')} (pid {attempt.get('pid', '?')})"
-                + (f": {text.splitlines()[0]}" if text else "")
-                + f". {len(results)} of {len(shards)} shards are done and kept in "
-                f"{storage.shown(paths.url(paths.shards))}; run again to score the rest"
-            )
-
-        def submit(w, k: int):
-            lo, hi = shards[k]
-            mine = {i: f for i, f in duplicates.items() if lo <= i < hi}
-            return w.score.remote(
-                lo, hi, start=starts.get(lo), shard=paths.url(paths.shard(k)[0]), duplicates=mine
-            )
-
-        results: dict[int, dict] = {}
-        for k, (lo, hi) in enumerate(shards):
-            data, done = paths.shard(k)
-            if paths.store.pull(done) and paths.store.exists(data):
-                mark = orjson.loads(done.read_bytes())
-                if mark.get("fingerprint") == fp and mark.get("range") == [lo, hi]:
-                    results[k] = {**mark["result"], "reused": True}
-                    continue
-                if mark.get("fingerprint") != fp:
-                    log.warning("ray: shard %d was made with other settings or models", k)
-            clear_attempt(paths.store, data)
-            # a done mark of other settings would outlive this run's data if it died
-            # before marking the shard: a rerun would take that data for the mark's
-            paths.store.remove(done)
+        results = _reused(paths, shards, fp)
         todo = [k for k in range(len(shards)) if k not in results]
         log.info(
             "ray: %d records in %d shards (%d done before), %d workers",
-            n_records,
+            shards[-1][1],
             len(shards),
             len(results),
             min(n_workers, len(todo)),
         )
-
         t_scoring = time.perf_counter()
-        engine_info = None
+        scheduler = Scheduler(ray, cfg, paths, shards, starts, duplicates, fp, results)
         if todo:
-            # Ray restarts a lost worker (its constructor runs again, on a live node) and
-            # retries the shard it had on the restarted one: the bounds are ours
-            actor = ray.remote(ShardWorker).options(
-                num_cpus=cfg.ray.cpus_per_worker,
-                num_gpus=per_gpu,
-                max_restarts=max_run_failures,
-                # retried until the restarted worker runs it: an unreachable worker is one
-                # loss however often Ray tries it meanwhile; the worker counts the attempts
-                max_task_retries=-1,
-            )
-            cfg_dict = dataclasses.asdict(cfg)
-            workers = [
-                actor.remote(cfg_dict, int(cfg.ray.cpus_per_worker))
-                for _ in range(min(n_workers, len(todo)))
-            ]
-            pending, queue = {}, list(todo)
-            replaced: dict[int, int] = {}  # workers Ray could not restart, by shard
-            try:
-                for w in workers:  # one shard each to start, then the next as one finishes
-                    if queue:
-                        k = queue.pop(0)
-                        pending[submit(w, k)] = (k, w)
-                while pending:
-                    ready, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
-                    in_flight = [k for k, _ in pending.values()]
-                    lost = (
-                        _losses_so_far(paths, in_flight)
-                        + sum(
-                            len(r.get("lost", [])) for r in results.values() if not r.get("reused")
-                        )
-                        + sum(replaced.values())
-                    )
-                    if lost > max_run_failures:
-                        raise stopped(
-                            in_flight[0],
-                            f"was in flight when the run had lost {lost} workers "
-                            f"(--max-run-failures {max_run_failures})",
-                            None,
-                        )
-                    if not ready:
-                        continue
-                    k, w = pending.pop(ready[0])
-                    try:
-                        result = ray.get(ready[0])
-                    except ray.exceptions.RayTaskError as e:  # the shard's own error: no retry
-                        if isinstance(e.cause, ShardGaveUp):
-                            raise stopped(k, str(e.cause), None) from e
-                        raise stopped(k, "failed", e.cause or e) from e
-                    except ray.exceptions.RayError as e:  # a worker Ray did not restart
-                        replaced[k] = replaced.get(k, 0) + 1
-                        if replaced[k] > cfg.ray.max_failures:
-                            raise stopped(
-                                k,
-                                f"lost its worker more than --max-failures "
-                                f"{cfg.ray.max_failures} times",
-                                e,
-                            ) from e
-                        log.warning("ray: shard %d lost its worker for good; starting another", k)
-                        with contextlib.suppress(Exception):
-                            ray.kill(w, no_restart=True)
-                        workers[workers.index(w)] = w = actor.remote(
-                            cfg_dict, int(cfg.ray.cpus_per_worker)
-                        )
-                        pending[submit(w, k)] = (k, w)
-                        continue
-                    results[k] = result
-                    paths.store.remove(attempt_path(paths.shard(k)[0]))
-                    paths.shard(k)[1].write_bytes(
-                        orjson.dumps(
-                            {"fingerprint": fp, "range": list(shards[k]), "result": result}
-                        )
-                    )
-                    paths.store.push(paths.shard(k)[1])  # after the shard's data
-                    if queue:
-                        k = queue.pop(0)
-                        pending[submit(w, k)] = (k, w)
-            finally:
-                for w in workers:
-                    try:
-                        ray.get(w.close.remote(), timeout=120)
-                    except Exception as e:  # a dead actor cannot close; report, go on
-                        log.warning("ray: a worker did not close cleanly: %s", e)
-                    ray.kill(w, no_restart=True)
+            scheduler.run(todo, min(n_workers, len(todo)), per_gpu, n_workers)
         scoring_seconds = time.perf_counter() - t_scoring
     finally:
         if started_here:
             ray.shutdown()
-
     with stats.timer("merge"):
-        n_lines = 0
-        with open(paths.partial, "wb") as f:
-            for k in range(len(shards)):
-                if not paths.store.pull(paths.shard(k)[0]):
-                    raise EngineError(f"ray: shard {k} is marked done but its scores are gone")
-                data = paths.shard(k)[0].read_bytes()
-                n_lines += data.count(b"\n")
-                f.write(data)
-        if n_lines != n_records:
-            raise EngineError(f"ray: the shards hold {n_lines} lines for {n_records} records")
-        from fastscore.scoring.features import merge_features, remove_features
-
-        parts = [paths.shard(k)[0] for k in range(len(shards))]
-        for p in parts:
-            # a shard's features (an earlier version left its partial for the driver)
-            if not paths.store.pull(features_path(p)):
-                finish_features(p)
-        if not merge_features(parts, paths.scores):
-            remove_features(paths.scores)
+        _merge(paths, shards)
     for r in results.values():
         for key, v in r["counts"].items():
             stats.counts[key] += v
@@ -461,9 +299,225 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
         # what lost workers cost: each loss is a retry of the shard it held
         "workers_lost": sum(len(r.get("lost", [])) for r in fresh),
         # of them, workers Ray could not restart, started again by the driver
-        "workers_replaced": sum(replaced.values()) if todo else 0,
+        "workers_replaced": sum(scheduler.replaced.values()),
         "shards_retried": sum(1 for r in fresh if r.get("lost")),
         "records_kept_from_lost_attempts": sum(r.get("kept_from_lost_attempts", 0) for r in fresh),
         "seconds_lost": round(sum(x["seconds_lost"] for r in fresh for x in r.get("lost", [])), 3),
     }
     return manifest
+
+
+def _connect(ray, cfg: ScoreConfig) -> bool:
+    """Ray started (or joined at ``--ray-address``) unless it is already; whether it was
+    started here (and is then shut down here)."""
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(
+            address=cfg.ray.address,
+            ignore_reinit_error=True,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+    except (ConnectionError, RuntimeError) as e:
+        if "InvalidAuthToken" in str(e) or "AuthenticationError" in repr(e.__cause__):
+            raise ConfigError(
+                f"ray: the cluster at {cfg.ray.address or os.environ.get('RAY_ADDRESS')} "
+                "wants token authentication: set RAY_AUTH_MODE=token and its token "
+                "(RAY_AUTH_TOKEN, or ~/.ray/auth_token)"
+            ) from e
+        raise
+    return True
+
+
+def _workers(ray, cfg: ScoreConfig) -> tuple[int, float, float]:
+    """(workers, GPUs per worker, the cluster's CPUs): one worker per GPU when the cluster
+    has GPUs, else per ``--cpus-per-worker`` CPUs, unless ``--workers`` says."""
+    gpus = ray.cluster_resources().get("GPU", 0)
+    cpus = ray.cluster_resources().get("CPU", 1)
+    per_gpu = (
+        cfg.ray.gpus_per_worker if cfg.ray.gpus_per_worker is not None else (1.0 if gpus else 0.0)
+    )
+    n_workers = cfg.ray.workers or max(
+        1, int(gpus // per_gpu) if per_gpu else int(cpus // cfg.ray.cpus_per_worker)
+    )
+    return n_workers, per_gpu, cpus
+
+
+def _reused(paths: OutputPaths, shards, fp: str) -> dict[int, dict]:
+    """The shards an earlier run finished with this run's fingerprint and range, by index;
+    any other shard's attempt record and done mark removed."""
+    results: dict[int, dict] = {}
+    for k, (lo, hi) in enumerate(shards):
+        data, done = paths.shard(k)
+        if paths.store.pull(done) and paths.store.exists(data):
+            mark = orjson.loads(done.read_bytes())
+            if mark.get("fingerprint") == fp and mark.get("range") == [lo, hi]:
+                results[k] = {**mark["result"], "reused": True}
+                continue
+            if mark.get("fingerprint") != fp:
+                log.warning("ray: shard %d was made with other settings or models", k)
+        clear_attempt(paths.store, data)
+        # a done mark of other settings would outlive this run's data if it died
+        # before marking the shard: a rerun would take that data for the mark's
+        paths.store.remove(done)
+    return results
+
+
+class Scheduler:
+    """The shards to do on a pool of workers, one shard each at a time, the next as one
+    finishes; each result marked done beside its shard's data. Ray restarts a lost worker
+    and retries its shard there (``max_restarts``); a worker Ray could not restart is
+    replaced here. The run stops when a shard fails on its own, when one shard lost more
+    workers than ``--max-failures``, or when the run lost more than
+    ``--max-run-failures`` (counted from the attempt records the workers leave)."""
+
+    def __init__(self, ray, cfg, paths, shards, starts, duplicates, fp, results):
+        self.ray, self.cfg, self.paths = ray, cfg, paths
+        self.shards, self.starts, self.duplicates, self.fp = shards, starts, duplicates, fp
+        self.results = results
+        self.replaced: dict[int, int] = {}  # workers Ray could not restart, by shard
+
+    def run(self, todo: list[int], n: int, per_gpu: float, n_workers: int) -> None:
+        ray, cfg = self.ray, self.cfg
+        self.max_run_failures = (
+            cfg.ray.max_run_failures
+            if cfg.ray.max_run_failures is not None
+            else cfg.ray.max_failures * n_workers
+        )
+        # Ray restarts a lost worker (its constructor runs again, on a live node) and
+        # retries the shard it had on the restarted one: the bounds are ours
+        self.actor = ray.remote(ShardWorker).options(
+            num_cpus=cfg.ray.cpus_per_worker,
+            num_gpus=per_gpu,
+            max_restarts=self.max_run_failures,
+            # retried until the restarted worker runs it: an unreachable worker is one
+            # loss however often Ray tries it meanwhile; the worker counts the attempts
+            max_task_retries=-1,
+        )
+        self.cfg_dict = dataclasses.asdict(cfg)
+        workers = [self._worker() for _ in range(n)]
+        pending, queue = {}, list(todo)
+        try:
+            for w in workers:  # one shard each to start, then the next as one finishes
+                if queue:
+                    k = queue.pop(0)
+                    pending[self._submit(w, k)] = (k, w)
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
+                self._check_losses([k for k, _ in pending.values()])
+                if not ready:
+                    continue
+                k, w = pending.pop(ready[0])
+                result = self._result(ready[0], k, w)
+                if result is None:  # its worker is gone for good: another takes the shard
+                    w2 = self._worker()
+                    workers[workers.index(w)] = w2
+                    pending[self._submit(w2, k)] = (k, w2)
+                    continue
+                self._done(k, result)
+                if queue:
+                    k = queue.pop(0)
+                    pending[self._submit(w, k)] = (k, w)
+        finally:
+            for w in workers:
+                try:
+                    ray.get(w.close.remote(), timeout=120)
+                except Exception as e:  # a dead actor cannot close; report, go on
+                    log.warning("ray: a worker did not close cleanly: %s", e)
+                ray.kill(w, no_restart=True)
+
+    def _worker(self):
+        return self.actor.remote(self.cfg_dict, int(self.cfg.ray.cpus_per_worker))
+
+    def _submit(self, w, k: int):
+        lo, hi = self.shards[k]
+        mine = {i: f for i, f in self.duplicates.items() if lo <= i < hi}
+        shard = self.paths.url(self.paths.shard(k)[0])
+        return w.score.remote(lo, hi, start=self.starts.get(lo), shard=shard, duplicates=mine)
+
+    def _check_losses(self, in_flight: list[int]) -> None:
+        """Workers lost so far: by the shards in flight (their attempt records), by those
+        done in this run, and those replaced here; over the bound, the run stops."""
+        lost = (
+            _losses_so_far(self.paths, in_flight)
+            + sum(len(r.get("lost", [])) for r in self.results.values() if not r.get("reused"))
+            + sum(self.replaced.values())
+        )
+        if lost > self.max_run_failures:
+            raise self._stopped(
+                in_flight[0],
+                f"was in flight when the run had lost {lost} workers "
+                f"(--max-run-failures {self.max_run_failures})",
+                None,
+            )
+
+    def _result(self, ref, k: int, w) -> dict | None:
+        """A finished shard's result; None when its worker is gone and Ray could not
+        restart it (it is killed here, and counted); a shard's own error stops the run."""
+        ray = self.ray
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as e:  # the shard's own error: no retry
+            if isinstance(e.cause, ShardGaveUp):
+                raise self._stopped(k, str(e.cause), None) from e
+            raise self._stopped(k, "failed", e.cause or e) from e
+        except ray.exceptions.RayError as e:  # a worker Ray did not restart
+            self.replaced[k] = self.replaced.get(k, 0) + 1
+            if self.replaced[k] > self.cfg.ray.max_failures:
+                raise self._stopped(
+                    k,
+                    f"lost its worker more than --max-failures {self.cfg.ray.max_failures} times",
+                    e,
+                ) from e
+            log.warning("ray: shard %d lost its worker for good; starting another", k)
+            with contextlib.suppress(Exception):
+                ray.kill(w, no_restart=True)
+            return None
+
+    def _done(self, k: int, result: dict) -> None:
+        """The shard's result kept, and its done mark put after its data."""
+        paths = self.paths
+        self.results[k] = result
+        paths.store.remove(attempt_path(paths.shard(k)[0]))
+        mark = {"fingerprint": self.fp, "range": list(self.shards[k]), "result": result}
+        paths.shard(k)[1].write_bytes(orjson.dumps(mark))
+        paths.store.push(paths.shard(k)[1])
+
+    def _stopped(self, k: int, why: str, cause: BaseException | None) -> EngineError:
+        """The run stops: which shard, where its last attempt ran, why, what is kept."""
+        paths = self.paths
+        attempt = read_attempt(paths.store, paths.shard(k)[0]) or {}
+        text = str(cause).strip() if cause is not None else ""
+        return EngineError(
+            f"ray: shard {k} {self.shards[k]} {why}; its last attempt ran on node "
+            f"{attempt.get('node', '?')} (pid {attempt.get('pid', '?')})"
+            + (f": {text.splitlines()[0]}" if text else "")
+            + f". {len(self.results)} of {len(self.shards)} shards are done and kept in "
+            f"{storage.shown(paths.url(paths.shards))}; run again to score the rest"
+        )
+
+
+def _merge(paths: OutputPaths, shards) -> None:
+    """The shards' scores into the partial in input order (every line accounted for), and
+    their coverage features into one file beside the scores."""
+    from fastscore.scoring.features import merge_features, remove_features
+
+    n_records = shards[-1][1]
+    n_lines = 0
+    with open(paths.partial, "wb") as f:
+        for k in range(len(shards)):
+            if not paths.store.pull(paths.shard(k)[0]):
+                raise EngineError(f"ray: shard {k} is marked done but its scores are gone")
+            data = paths.shard(k)[0].read_bytes()
+            n_lines += data.count(b"\n")
+            f.write(data)
+    if n_lines != n_records:
+        raise EngineError(f"ray: the shards hold {n_lines} lines for {n_records} records")
+    parts = [paths.shard(k)[0] for k in range(len(shards))]
+    for p in parts:
+        # a shard's features (an earlier version left its partial for the driver)
+        if not paths.store.pull(features_path(p)):
+            finish_features(p)
+    if not merge_features(parts, paths.scores):
+        remove_features(paths.scores)
