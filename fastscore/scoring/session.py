@@ -31,7 +31,7 @@ from fastscore.engines.models import (
     pair_dtype,
     require_checkpoint,
 )
-from fastscore.errors import ConfigError
+from fastscore.errors import ConfigError, ModelError
 from fastscore.quiet import libraries_quiet
 from fastscore.rendering.renderer import Renderer, make_renderer
 from fastscore.runs.stats import Stats
@@ -211,6 +211,8 @@ def _local(cfg: ScoreConfig, stats: Stats, *, load_weights: bool):
             f"is {len(refs) + 1} vLLM engines, whose memory shares are sized for two; use "
             "--engine torch (with --lora folds, one base in memory)"
         )
+    if cfg.engine.quantize == "fp8" and resolve_engine_kind(cfg.engine) == "torch":
+        _check_fp8(cfg.engine)  # before a run record or any output is written
     if adapter and cfg.engine.quantize == "fp8":
         raise ConfigError(
             "--quantize fp8 with a peft adapter as the reference is not built yet (the "
@@ -285,6 +287,21 @@ def _served(cfg: ScoreConfig, stats: Stats, owned: list):
     }
     models["tokenizer"] = fingerprint(tok_dir)
     return tok, cfg.max_length or context - 1, models
+
+
+def _check_fp8(engine: EngineConfig) -> None:
+    import torch
+
+    from fastscore.engines import fp8
+
+    device = (
+        engine.device
+        if engine.device != "auto"
+        else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    reason = fp8.unavailable(torch.device(device))
+    if reason:
+        raise ModelError(f"--quantize fp8: {reason}")
 
 
 def ref_dirs(ref: str | Path, drawn: dict[str, Any] | None) -> list:

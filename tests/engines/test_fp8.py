@@ -133,6 +133,19 @@ def test_fp8_is_refused_where_it_cannot_run(demo_assets):
             validate_score(ScoreConfig(**fields, engine=engine))
 
 
+def test_score_with_fp8_on_cpu_stops_before_writing_anything(tmp_path, demo_assets):
+    from tests.helpers import cli
+
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(b"".join(demo_assets.data.read_bytes().splitlines(keepends=True)[:4]))
+    out = tmp_path / "out" / "s.jsonl"
+    args = ["score", data, "--base", demo_assets.base, "--ref", demo_assets.ref, "--output",
+            out, "--engine", "torch", "--quantize", "fp8", "--no-progress"]  # fmt: skip
+    p = cli(*args, check=False)
+    assert p.returncode == 1 and "--quantize fp8: FP8 scoring is for CUDA" in p.stderr, p.stderr
+    assert not (tmp_path / "out").exists()  # no run record, no lock, no partial
+
+
 def test_vllm_fp8_is_refused_on_cpu(demo_assets):
     pytest.importorskip("vllm")
     from fastscore.engines.vllm_engine import VllmEngine
