@@ -7,7 +7,7 @@ checkpoint are saved beside it. Each way scores the same records with the torch 
 a process of its own, which reports its peak resident memory, the engines' start time and
 the scoring throughput. One JSON line at the end.
 
-    python benchmarks/adapter_memory.py                  # hidden 1024, 8 layers (~0.2B)
+    python benchmarks/adapter_memory.py                  # hidden 1024, 8 layers (~0.11B)
     python benchmarks/adapter_memory.py --hidden 2048 --layers 16
 """
 

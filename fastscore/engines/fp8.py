@@ -18,6 +18,7 @@ builds, the rows too: the activations are padded with zero rows to a multiple of
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -36,8 +37,8 @@ TRUNK_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
 def quantize_rows(x):
     """``x`` [rows, n] -> (codes [rows, n] float8_e4m3fn, scales [rows, 1] float32), with
     ``codes * scales`` ~ ``x``: each row scaled so its largest magnitude is 448."""
+    amax = x.abs().amax(dim=-1, keepdim=True).float()  # (exact in x's own dtype)
     xf = x.float()
-    amax = xf.abs().amax(dim=-1, keepdim=True)
     scale = torch.where(amax > 0, amax / E4M3_MAX, torch.ones_like(amax))
     codes = (xf / scale).clamp_(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
     return codes, scale
@@ -55,8 +56,21 @@ def emulated_product(x, codes_w, scales_w):
     return (cx.float() @ codes_w.float().T) * sx * scales_w.T
 
 
+def require(device) -> None:
+    """``--quantize fp8`` refused, with the reason, where it cannot run."""
+    reason = unavailable(device)
+    if reason:
+        raise ModelError(f"--quantize fp8: {reason}")
+
+
 def unavailable(device) -> str | None:
-    """Why FP8 scoring cannot run on ``device`` (a torch.device), or None when it can."""
+    """Why FP8 scoring cannot run on ``device`` (a torch.device), or None when it can
+    (asked once per device: the answer runs a product)."""
+    return _unavailable(torch.device(device))
+
+
+@functools.cache
+def _unavailable(device) -> str | None:
     if not hasattr(torch, "float8_e4m3fn") or not hasattr(torch, "_scaled_mm"):
         return f"this torch ({torch.__version__}) has no float8_e4m3fn or _scaled_mm"
     if device.type != "cuda":

@@ -174,9 +174,10 @@ def plan_prefixes(
         return sum(lengths[order[j]] - max(avail, own[order[j]][0]) for j in range(lo, hi))
 
     def known(lo: int, hi: int, avail: int, depth: int) -> tuple[int, bool] | None:
-        if is_leaf(lo, hi, depth):
-            return leaf(lo, hi, avail), False
-        return memo.get((lo, hi, avail))
+        got = memo.get((lo, hi, avail))
+        if got is None and is_leaf(lo, hi, depth):  # (a leaf's sum, once)
+            got = memo[(lo, hi, avail)] = (leaf(lo, hi, avail), False)
+        return got
 
     def cost(lo: int, hi: int, avail: int, depth: int) -> tuple[int, bool]:
         """(tokens run for samples order[lo:hi] given a prefix of ``avail`` tokens paid

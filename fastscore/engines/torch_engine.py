@@ -96,10 +96,7 @@ class TorchEngine:
         self.name, self.cfg = name, cfg
         self.pool, self.pooled, self._pooled_parts = pool, None, []
         self.switch = None  # an AdapterSwitch when a peft adapter is the reference
-        device = (
-            cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        )
-        self.device = torch.device(device)
+        self.device = resolve_device(cfg.device)
         if cfg.dtype == "auto":
             dtype = "auto"
         elif cfg.dtype in _DTYPES:
@@ -110,9 +107,7 @@ class TorchEngine:
         if cfg.quantize == "fp8":  # before any weight is read: said at once where it cannot run
             from fastscore.engines import fp8
 
-            reason = fp8.unavailable(self.device)
-            if reason:
-                raise ModelError(f"--quantize fp8: {reason}")
+            fp8.require(self.device)
             dtype = torch.bfloat16  # everything but the trunk's products
         t0 = time.perf_counter()
         if isinstance(model, (str, Path)):
@@ -403,6 +398,15 @@ class TorchEngine:
 
     def close(self) -> None:
         self.model = self.trunk = self.head = None
+
+
+def resolve_device(spec: str):
+    """``--device``: auto is cuda when there is one, else cpu."""
+    import torch
+
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(spec)
 
 
 def _quantized(model, cfg: EngineConfig) -> dict:

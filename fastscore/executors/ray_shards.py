@@ -181,20 +181,22 @@ def _where(attempt: dict | None) -> dict:
     return {k: attempt.get(k) for k in ("node", "ray_node", "pid")}
 
 
-def _plan(ray, cfg: ScoreConfig, kind: str, fmt: str, *, n_shards: int, tasks: int):
+def _plan(ray, cfg: ScoreConfig, kind: str, fmt: str, *, n_shards: int, tasks: int, records=None):
     """The shards ([lo, hi) record ranges), where each JSONL shard's first record starts,
     and the duplicate ids ({index: first index}). JSONL byte ranges and Parquet row ranges
     are surveyed by ``tasks`` Ray tasks side by side (``data.ranges``), each taking a run
     of consecutive parts (a task is a process to start: one per shard costs more than the
     reading), so the driver reads no more than a Parquet footer; a JSON array or a
-    datasets directory is read here whole."""
+    datasets directory is read here whole. ``records``: the count, when the session made
+    it already (a cross-fitted reference's check)."""
     survey = ray.remote(num_cpus=0)(_survey_parts)  # reading, beside the workers' engines
     if kind == "jsonl":
         parts = ranges.byte_ranges(storage.size(cfg.input), n_shards)
     elif kind == "parquet":
-        parts = plan_shards(count_records(cfg.input, kind), n_shards)
+        n = records if records is not None else count_records(cfg.input, kind)
+        parts = plan_shards(n, n_shards)
     else:
-        n = count_records(cfg.input, kind)
+        n = records if records is not None else count_records(cfg.input, kind)
         return plan_shards(n, n_shards), {}, duplicate_records(cfg.input, kind, fmt)
     tasks = max(1, min(tasks, len(parts)))
     runs = [parts[len(parts) * t // tasks : len(parts) * (t + 1) // tasks] for t in range(tasks)]
@@ -236,7 +238,7 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
     t_start = time.perf_counter()
     stats = Stats()
     with open_session(cfg, start_engines=False, stats=stats) as s:  # no engines here
-        facts = session_facts(s)
+        facts, records = session_facts(s), s.records
         if not cfg.allow_empty:
             require_scorable(s)
     kind, fmt = facts.kind, facts.fmt
@@ -251,7 +253,13 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
         n_workers, per_gpu, cpus = _workers(ray, cfg)
         with stats.timer("plan"):
             shards, starts, duplicates = _plan(
-                ray, cfg, kind, fmt, n_shards=cfg.ray.shards or 4 * n_workers, tasks=int(cpus)
+                ray,
+                cfg,
+                kind,
+                fmt,
+                n_shards=cfg.ray.shards or 4 * n_workers,
+                tasks=int(cpus),
+                records=records,
             )
         results = _reused(paths, shards, fp)
         todo = [k for k in range(len(shards)) if k not in results]

@@ -31,7 +31,7 @@ from fastscore.engines.models import (
     pair_dtype,
     require_checkpoint,
 )
-from fastscore.errors import ConfigError, ModelError
+from fastscore.errors import ConfigError
 from fastscore.quiet import libraries_quiet
 from fastscore.rendering.renderer import Renderer, make_renderer
 from fastscore.runs.stats import Stats
@@ -121,15 +121,16 @@ def open_session(
     stats = stats or Stats()
     owned: list = []
     with libraries_quiet(), _closing(owned, stats):
+        drawn = None  # (a cross-fitted reference's draw: read once, here)
         if cfg.engine.kind == "served":
             tok, max_length, models = _served(cfg, stats, owned)
             engines = (owned[0], owned[1])
         else:
-            tok, max_length, models = _local(cfg, stats, load_weights=engines is None)
+            drawn = folds.block(cfg.ref)
+            tok, max_length, models = _local(cfg, stats, drawn, load_weights=engines is None)
         kind = detect_file_kind(cfg.input)
         fmt = resolve_format(cfg.input, kind, cfg.format)
         check_format_options(cfg, fmt)
-        drawn = folds.block(cfg.ref) if cfg.engine.kind != "served" else None
         records = None
         if drawn is not None and check_folds:
             from fastscore.data.readers import count_records
@@ -197,22 +198,26 @@ def check_format_options(cfg: ScoreConfig, fmt: str) -> None:
         )
 
 
-def _local(cfg: ScoreConfig, stats: Stats, *, load_weights: bool):
-    """Tokenizer (the base's, checked against the ref's), max length, model fingerprints."""
+def _local(cfg: ScoreConfig, stats: Stats, drawn: dict[str, Any] | None, *, load_weights: bool):
+    """Tokenizer (the base's, checked against the ref's), max length, model fingerprints.
+    ``drawn``: a cross-fitted reference's draw (``folds.block``), or None."""
     trc = cfg.engine.trust_remote_code
+    kind = resolve_engine_kind(cfg.engine)
     # engines handed in (benchmarks' in-memory models) need no weight files here
     require_checkpoint(cfg.base, "base model", weights=load_weights)
-    drawn = folds.block(cfg.ref)
     refs = ref_dirs(cfg.ref, drawn)
     adapter = is_adapter(refs[0])
-    if drawn and resolve_engine_kind(cfg.engine) == "vllm":
+    if drawn and kind == "vllm":
         raise ConfigError(
             f"the cross-fitted reference {cfg.ref} is {len(refs)} models: with the base that "
             f"is {len(refs) + 1} vLLM engines, whose memory shares are sized for two; use "
             "--engine torch (with --lora folds, one base in memory)"
         )
-    if cfg.engine.quantize == "fp8" and resolve_engine_kind(cfg.engine) == "torch":
-        _check_fp8(cfg.engine)  # before a run record or any output is written
+    if cfg.engine.quantize == "fp8" and kind == "torch":
+        from fastscore.engines import fp8
+        from fastscore.engines.torch_engine import resolve_device
+
+        fp8.require(resolve_device(cfg.engine.device))  # before a run record or any output
     if adapter and cfg.engine.quantize == "fp8":
         raise ConfigError(
             "--quantize fp8 with a peft adapter as the reference is not built yet (the "
@@ -221,7 +226,7 @@ def _local(cfg: ScoreConfig, stats: Stats, *, load_weights: bool):
         )
     for d in refs:
         if adapter:
-            check_adapter(d, cfg.base, resolve_engine_kind(cfg.engine))
+            check_adapter(d, cfg.base, kind)
         else:
             require_checkpoint(d, "reference model", weights=load_weights)
     if cfg.tokenizer:
@@ -243,7 +248,7 @@ def _local(cfg: ScoreConfig, stats: Stats, *, load_weights: bool):
         }
         if cfg.tokenizer:  # (else the base's fingerprint covers its tokenizer's files)
             models["tokenizer"] = fingerprint(cfg.tokenizer)
-    return tok, resolve_max_length(cfg), models
+    return tok, resolve_max_length(cfg, refs[0]), models
 
 
 def _served(cfg: ScoreConfig, stats: Stats, owned: list):
@@ -289,30 +294,16 @@ def _served(cfg: ScoreConfig, stats: Stats, owned: list):
     return tok, cfg.max_length or context - 1, models
 
 
-def _check_fp8(engine: EngineConfig) -> None:
-    import torch
-
-    from fastscore.engines import fp8
-
-    device = (
-        engine.device
-        if engine.device != "auto"
-        else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
-    reason = fp8.unavailable(torch.device(device))
-    if reason:
-        raise ModelError(f"--quantize fp8: {reason}")
-
-
 def ref_dirs(ref: str | Path, drawn: dict[str, Any] | None) -> list:
     """The reference's checkpoint or adapter directories: one, or a cross-fitted
     reference's folds (``scoring.folds``)."""
     return folds.dirs(ref, drawn) if drawn else [ref]
 
 
-def resolve_max_length(cfg) -> int:
+def resolve_max_length(cfg, first: str | Path) -> int:
+    """The longest sample: ``cfg.max_length``, checked, or the context of the base and the
+    reference (``first``: its checkpoint, or a fold's) less one."""
     trc = cfg.engine.trust_remote_code
-    first = ref_dirs(cfg.ref, folds.block(cfg.ref))[0]
     models = [cfg.base] + ([] if is_adapter(first) else [first])
     context = min(model_max_length(m, trc) for m in models)
     if cfg.max_length is None:

@@ -39,7 +39,7 @@ from fastscore.training.trainer import build_trainer, distributed_kind, trainer_
 log = logging.getLogger(__name__)
 
 
-MANIFEST = "train_manifest.json"
+MANIFEST = reference.TRAIN_MANIFEST  # (score reads it from beside the reference)
 
 
 ADAPTER = "adapter"  # under output_dir: the LoRA adapter, before it is merged
@@ -97,8 +97,34 @@ def train_claims(cfg: TrainConfig, launch: Launch) -> Claims:
     return c
 
 
+@dataclasses.dataclass(frozen=True)
+class _Base:
+    """What a run takes from the base once (the folds of ``--folds`` share it): its
+    tokenizer, the longest sample, its fingerprint and its width."""
+
+    tokenizer: Any
+    max_length: int
+    fingerprint: dict[str, Any]
+    width: int | None
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> _Base:
+        require_checkpoint(cfg.base, "base model")
+        trc = cfg.trust_remote_code
+        return cls(
+            load_tokenizer(cfg.base, trc),
+            cfg.max_length or model_max_length(cfg.base, trc) - 1,
+            fingerprint(cfg.base),
+            model_width(cfg.base, trc),
+        )
+
+
 def _train(
-    cfg: TrainConfig, launch: Launch, t_start: float, examples: Examples | None = None
+    cfg: TrainConfig,
+    launch: Launch,
+    t_start: float,
+    examples: Examples | None = None,
+    base: _Base | None = None,
 ) -> dict[str, Any]:
     """One reference: of ``examples`` (split already: a fold's), else of the input's
     records less the held-out slice (and with --sample, a sample of them)."""
@@ -106,9 +132,8 @@ def _train(
     import torch
 
     torch.manual_seed(cfg.seed)
-    require_checkpoint(cfg.base, "base model")
-    tokenizer = load_tokenizer(cfg.base, cfg.trust_remote_code)
-    max_length = cfg.max_length or model_max_length(cfg.base, cfg.trust_remote_code) - 1
+    base = base or _Base.of(cfg)
+    tokenizer, max_length = base.tokenizer, base.max_length
     if examples is None:
         examples = rendered_examples(cfg, tokenizer, max_length)
         if len(examples):
@@ -118,10 +143,10 @@ def _train(
             f"train-ref: no record of {cfg.input} can be trained on "
             f"(by status: {dict(examples.counts)})"
         )
-    p = plan(cfg, max_length, launch, model_width(cfg.base, cfg.trust_remote_code))
+    p = plan(cfg, max_length, launch, base.width)
     out = Path(cfg.output_dir)
     checkpoints = out / CHECKPOINTS
-    base_fingerprint = fingerprint(cfg.base)
+    base_fingerprint = base.fingerprint
     run = run_record(cfg, examples, max_length, base_fingerprint)
     resume_from = resume_point(cfg, checkpoints, run, main=launch.main)
     if launch.main:
@@ -191,10 +216,9 @@ def _train_folds(cfg: TrainConfig, launch: Launch, t_start: float) -> dict[str, 
     each reference learned (``scoring.folds``)."""
     import orjson
 
-    require_checkpoint(cfg.base, "base model")
-    tokenizer = load_tokenizer(cfg.base, cfg.trust_remote_code)
-    max_length = cfg.max_length or model_max_length(cfg.base, cfg.trust_remote_code) - 1
-    examples = rendered_examples(cfg, tokenizer, max_length)
+    base = _Base.of(cfg)
+    max_length = base.max_length
+    examples = rendered_examples(cfg, base.tokenizer, max_length)
     n_records = sum(examples.counts.values())
     draw = folds.assignment(n_records, cfg.folds, cfg.seed)
     out = Path(cfg.output_dir)
@@ -206,20 +230,19 @@ def _train_folds(cfg: TrainConfig, launch: Launch, t_start: float) -> dict[str, 
                 f"trained on is in fold {k}, so its reference has nothing to train on "
                 f"(by status: {dict(examples.counts)}); use fewer folds or more records"
             )
-    base_fingerprint = fingerprint(cfg.base)
     runs = []
     for k, part in enumerate(parts):
         fold_cfg = dataclasses.replace(
             cfg, output_dir=str(out / folds.fold_dir(k)), folds=None, strict=False
         )
-        done = _finished_fold(fold_cfg, part, max_length, base_fingerprint) if cfg.resume else None
+        done = _finished_fold(fold_cfg, part, max_length, base.fingerprint) if cfg.resume else None
         if done is not None:
             log.info("train-ref: %s was trained already (--resume): kept", fold_cfg.output_dir)
             runs.append(done)
             continue
         if launch.main:
             log.info("train-ref: fold %d of %d, on %d records", k + 1, cfg.folds, len(part))
-        runs.append(_train(fold_cfg, launch, t_start, examples=part))
+        runs.append(_train(fold_cfg, launch, t_start, examples=part, base=base))
     checks = [r["held_out"] for r in runs]
     present = [c for c in checks if c]
     check = reference.pooled(present) if present else None

@@ -85,9 +85,9 @@ def test_the_trunk_is_converted_and_scores_near_bf16(demo_assets, tokenizer):
     losses within the measured tolerance and the ranking kept."""
     from transformers import AutoModelForCausalLM
 
-    from tests.engines.test_gpu import _demo_samples
+    from tests.helpers.format_records import demo_samples
 
-    samples = _demo_samples(demo_assets.data, tokenizer, n=60)
+    samples = demo_samples(demo_assets.data, tokenizer, n=60)
     losses, scales = {}, {}
     for way in ("bf16", "fp8", "fp8-ends"):
         out = {}

@@ -27,7 +27,7 @@ from fastscore.engines.packed import (
 from fastscore.engines.torch_engine import TorchEngine
 from fastscore.records import OK, RenderedSample
 from fastscore.scoring.arithmetic import mean_nll
-from tests.helpers.format_records import rendered
+from tests.helpers.format_records import demo_samples, rendered
 
 pytestmark = [
     pytest.mark.gpu,
@@ -54,15 +54,6 @@ def cpu_engines(demo_assets):
         "base": TorchEngine(demo_assets.base, cfg, name="base"),
         "ref": TorchEngine(demo_assets.ref, cfg, name="ref"),
     }
-
-
-def _demo_samples(path, tokenizer, n=200):
-    from fastscore.data.formats import to_samples
-    from fastscore.data.readers import read_records
-    from fastscore.rendering.renderer import Renderer
-
-    out = Renderer(tokenizer).render_all(to_samples(read_records(path)))
-    return [s for s in out if s.status == OK][:n]
 
 
 def _assert_losses_close(samples, a, b, tol=LOSS_TOL):
@@ -99,7 +90,7 @@ def test_every_format_on_cuda_equals_cpu_fp32(cuda_engines, cpu_engines, tokeniz
 def test_demo_data_on_cuda_equals_cpu_fp32_across_several_streams(
     demo_assets, tokenizer, cpu_engines
 ):
-    samples = _demo_samples(demo_assets.data, tokenizer)
+    samples = demo_samples(demo_assets.data, tokenizer)
     cfg = EngineConfig(kind="torch", device="cuda", dtype="bfloat16", forward_tokens=2048)
     for name, path in (("base", demo_assets.base), ("ref", demo_assets.ref)):
         cuda = TorchEngine(path, cfg, name=name)
@@ -108,7 +99,7 @@ def test_demo_data_on_cuda_equals_cpu_fp32_across_several_streams(
 
 
 def test_packed_equals_padded_on_cuda(demo_assets, tokenizer):
-    samples = rendered(tokenizer, "model") + _demo_samples(demo_assets.data, tokenizer)
+    samples = rendered(tokenizer, "model") + demo_samples(demo_assets.data, tokenizer)
     padded_cfg = dataclasses.replace(CUDA, batching="padded")
     padded = TorchEngine(demo_assets.ref, padded_cfg, name="r")
     packed = TorchEngine(demo_assets.ref, CUDA, name="r")
@@ -246,7 +237,7 @@ def test_score_on_cuda_end_to_end(tmp_path, demo_assets, tokenizer, cpu_engines)
         assert info["engine"] == "torch"  # auto takes torch on a GPU until vLLM is verified
         assert info["batching"] == "packed" and info["attention"] == "varlen-flash"
     rows = [orjson.loads(x) for x in (tmp_path / "s.jsonl").read_bytes().splitlines()]
-    samples = _demo_samples(data, tokenizer)
+    samples = demo_samples(data, tokenizer)
     assert len(rows) == 64 and sum(r["status"] == OK for r in rows) == len(samples) > 50
     for name in ("base", "ref"):
         want = cpu_engines[name].response_logprobs(samples)
@@ -352,7 +343,7 @@ def test_fp8_engine_on_cuda_scores_near_bf16(demo_assets, tokenizer, cuda_engine
     from fastscore.benchmarks.agreement import agreement
     from fastscore.engines.fp8 import Fp8Linear
 
-    samples = _demo_samples(demo_assets.data, tokenizer, n=600)
+    samples = demo_samples(demo_assets.data, tokenizer, n=600)
     cfg = dataclasses.replace(CUDA, quantize="fp8")
     got, want = {}, {}
     for name, path in (("base", demo_assets.base), ("ref", demo_assets.ref)):

@@ -57,3 +57,11 @@ def rendered(tokenizer, template: str) -> list:
             assert r.status == OK, r.reason
             out.append(r)
     return out
+
+
+def demo_samples(path, tokenizer, n: int = 200) -> list:
+    """The first ``n`` scorable samples of a data file (the demo's), rendered."""
+    from fastscore.data.readers import read_records
+
+    out = Renderer(tokenizer).render_all(to_samples(read_records(path)))
+    return [s for s in out if s.status == OK][:n]

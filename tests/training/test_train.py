@@ -339,6 +339,14 @@ def test_two_processes_under_torchrun_train_the_one_process_reference(tmp_path, 
     assert sum(r["loss_ref"] for r in torch_rows) < 0.8 * sum(r["loss_base"] for r in torch_rows)
 
 
+def _until(condition, child) -> None:
+    """Wait for ``condition`` while the training process runs (no clock: a run that ends
+    before it holds fails here, with its stderr)."""
+    while not condition():
+        assert child.poll() is None, child.result().stderr[-2000:]
+        time.sleep(0.05)
+
+
 def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, demo_assets):
     """SIGKILL once a checkpoint is on disk; --resume continues from it, and the loss
     curve and the reference are the uninterrupted run's."""
@@ -346,12 +354,8 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, demo_assets):
     out = tmp_path / "ref"
     args = _train_args(data, demo_assets, out, "--max-steps", 12, "--save-steps", 3)
     child = forked.Child(args)
-    deadline = time.monotonic() + 600
     # a checkpoint is complete once its run's record is written (after the trainer's state)
-    while not list((out / CHECKPOINTS).glob("checkpoint-*/train_run.json")):
-        assert child.poll() is None, child.result().stderr[-2000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    _until(lambda: list((out / CHECKPOINTS).glob("checkpoint-*/train_run.json")), child)
     child.send_signal(signal.SIGKILL)
     child.wait()
     left = sorted(p.name for p in (out / CHECKPOINTS).glob("checkpoint-*"))
@@ -390,11 +394,7 @@ def test_a_run_after_a_finished_one_never_resumes_from_its_checkpoints(tmp_path,
     b_args = _train_args(b_data, demo_assets, out, "--max-steps", 400, "--save-steps", 300)
     child = forked.Child(b_args)
     run = out / CHECKPOINTS / "train_run.json"
-    deadline = time.monotonic() + 600
-    while not (run.is_file() and not json.loads(run.read_text()).get("finished")):
-        assert child.poll() is None, child.result().stderr[-2000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    _until(lambda: run.is_file() and not json.loads(run.read_text()).get("finished"), child)
     child.send_signal(signal.SIGKILL)
     child.wait()
     (aside,) = (out / CHECKPOINTS).glob("finished-*")
