@@ -13,12 +13,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from fastscore import storage
 from fastscore.data.memory import as_input
 from fastscore.errors import ConfigError
-from fastscore.storage import shown
+from fastscore.storage import Location, locate
 
 ENGINES = ("auto", "vllm", "torch", "served")
 LOGPROB_PATHS = ("auto", "flat", "token_ids")
@@ -57,6 +57,19 @@ def option(
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+class Located:
+    """A config whose ``LOCATIONS`` fields name files (a path or a store URL): each is a
+    ``storage.Location`` from the moment it is set, however it is set (the CLI, a YAML
+    file, the Python API, ``dataclasses.replace``, an option copied onto a config)."""
+
+    LOCATIONS: ClassVar[tuple[str, ...]] = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self.LOCATIONS:
+            value = locate(value)
+        object.__setattr__(self, name, value)
 
 
 @dataclass
@@ -156,11 +169,13 @@ class RayConfig:
 
 
 @dataclass
-class ScoreConfig:
-    input: str | None = None  # the command's argument
+class ScoreConfig(Located):
+    LOCATIONS: ClassVar[tuple[str, ...]] = ("input", "output")
+
+    input: Location | str | None = None  # the command's argument
     base: str | None = option(None, "Base model: a local Hugging Face checkpoint directory.")
     ref: str | None = option(None, "Reference model fine-tuned from the base on the full set.")
-    output: str | None = option(
+    output: Location | str | None = option(
         None, "Scores file to write (.jsonl, or .parquet), one line per input record."
     )
     base_url: str | None = option(None, "served: base endpoint(s), comma-separated.")
@@ -222,10 +237,12 @@ class ScoreConfig:
 
 
 @dataclass
-class SelectConfig:
-    scores: str | None = None  # the command's argument
-    input: str | None = option(None, "The input file the scores were computed on.")
-    output: str | None = option(None, "Subset to write (.jsonl, .json or .parquet).")
+class SelectConfig(Located):
+    LOCATIONS: ClassVar[tuple[str, ...]] = ("scores", "input", "output")
+
+    scores: Location | str | None = None  # the command's argument
+    input: Location | str | None = option(None, "The input file the scores were computed on.")
+    output: Location | str | None = option(None, "Subset to write (.jsonl, .json or .parquet).")
     top_k: int | None = option(None, "Keep the k best records.")
     fraction: float | None = option(None, "Keep floor(F x records) best records.")
     threshold: float | None = option(None, "Keep records scoring at least T.")
@@ -303,11 +320,13 @@ class SelectConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Located):
     """``fastscore train-ref``: fine-tune the base on the data into the reference model,
     with the loss on exactly the response tokens the scorer scores."""
 
-    input: str | None = None  # the command's argument
+    LOCATIONS: ClassVar[tuple[str, ...]] = ("input",)
+
+    input: Location | str | None = None  # the command's argument
     base: str | None = option(None, "Base model: a local Hugging Face checkpoint directory.")
     output_dir: str | None = option(None, "Where the reference checkpoint is saved.")
     format: str = option("auto", "Record format.", choices=FORMAT_CHOICES)
@@ -414,8 +433,10 @@ class TrainConfig:
 
 
 @dataclass
-class RunConfig:
-    output_dir: str | None = option(
+class RunConfig(Located):
+    LOCATIONS: ClassVar[tuple[str, ...]] = ("output_dir",)
+
+    output_dir: Location | str | None = option(
         None, "Directory for scores.jsonl, selected.jsonl, manifest.json."
     )
     score: ScoreConfig = field(default_factory=ScoreConfig)
@@ -426,15 +447,17 @@ class RunConfig:
 
 
 @dataclass
-class InspectConfig:
+class InspectConfig(Located):
     """``fastscore inspect``: one record as the models see it, the scored tokens marked;
     with ``ref``, each scored token's logprob under both models. With ``scores``, the
     models, template, format and max_length default to those the scores were made with."""
 
-    input: str | None = None  # the command's argument
+    LOCATIONS: ClassVar[tuple[str, ...]] = ("input", "scores")
+
+    input: Location | str | None = None  # the command's argument
     base: str | None = option(None, "Base model: its tokenizer and template render the record.")
     ref: str | None = option(None, "Reference model: adds each scored token's logprob under both.")
-    scores: str | None = option(
+    scores: Location | str | None = option(
         None, "A scores file: its row, and (unless given) its models and options."
     )
     # the record's id (compared as text too: --id 3 finds id 3 and "3")
@@ -449,13 +472,15 @@ class InspectConfig:
 
 
 @dataclass
-class ReportConfig:
+class ReportConfig(Located):
     """``fastscore report``: an HTML page and PNGs of a scores file; ``select`` is the rule
     whose chosen records the page marks (its scores / input / output are not used)."""
 
-    scores: str | None = None  # the command's argument
-    input: str | None = option(None, "The input file the scores were computed on.")
-    output_dir: str | None = option(None, "Where report.html and its PNGs are written.")
+    LOCATIONS: ClassVar[tuple[str, ...]] = ("scores", "input", "output_dir")
+
+    scores: Location | str | None = None  # the command's argument
+    input: Location | str | None = option(None, "The input file the scores were computed on.")
+    output_dir: Location | str | None = option(None, "Where report.html and its PNGs are written.")
     select: SelectConfig = field(default_factory=lambda: SelectConfig(fraction=0.06))
     group_field: str | None = None  # counts per value of this input field (--group-field)
     samples: int = option(10, "Top and bottom samples shown with their text.")
@@ -469,6 +494,12 @@ class ReportConfig:
         "Also write explorer.html: the plots to hover, a budget to try, ids to find (offline).",
         switch="--explorer/--no-explorer",
     )
+
+
+def plain(cfg: Any) -> dict[str, Any]:
+    """A config's fields as a manifest records them: nested dicts, each location the path
+    it was given (a URL without its userinfo: a password is no option)."""
+    return storage.without_userinfo(dataclasses.asdict(cfg))
 
 
 def api_config(cls: type, config: Any, fields: dict[str, Any]) -> Any:
@@ -711,8 +742,9 @@ def validate_report(cfg: ReportConfig) -> None:
         if not getattr(cfg, name):
             raise ConfigError(f"report: {name!r} is required (--{name.replace('_', '-')})")
     for name in ("scores", "input"):
-        if not storage.exists(getattr(cfg, name)):
-            raise ConfigError(f"report: {name} {shown(getattr(cfg, name))!r} does not exist")
+        where = getattr(cfg, name)
+        if not where.exists():
+            raise ConfigError(f"report: {name} {where.shown!r} does not exist")
     validate_select(cfg.select, need_paths=False)
     if cfg.samples < 0:
         raise ConfigError(f"samples must be >= 0, got {cfg.samples}")

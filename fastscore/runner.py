@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 
-from fastscore import storage
 from fastscore.config import (
     EngineConfig,
     ReportConfig,
@@ -43,10 +42,10 @@ def run_with_scores(config: RunConfig) -> tuple[dict[str, Any], ScoresTable]:
     """``run``, returning the scores table too (read once, shared by every step)."""
     if not config.output_dir:
         raise ConfigError("run: 'output_dir' is required (--output-dir)")
-    out = str(config.output_dir)
+    out = config.output_dir  # (a storage.Location)
 
-    def inside(name: str) -> str:  # (a store URL, or a local path)
-        return storage.join(out, name) if storage.is_url(out) else str(Path(out) / name)
+    def inside(name: str):
+        return out / name
 
     score_cfg = dataclasses.replace(
         config.score, input=as_input(config.score.input), output=inside("scores.jsonl")
@@ -80,9 +79,7 @@ def run_with_scores(config: RunConfig) -> tuple[dict[str, Any], ScoresTable]:
         manifest["selection"] = select(select_cfg, table=table)
         scored = [paths.scores, paths.features, paths.manifest]
         written = [
-            storage.shown(paths.url(f))
-            for f in scored
-            if f == paths.manifest or paths.store.exists(f)
+            paths.url(f).shown for f in scored if f == paths.manifest or paths.store.exists(f)
         ]
         written.append(manifest["selection"]["output"])
         if config.report:
@@ -111,7 +108,7 @@ def _finished_scoring(cfg: ScoreConfig, paths: OutputPaths):
         fp = run_fingerprint(cfg, session_facts(s))
     if manifest.get("fingerprint") != fp:
         raise ConfigError(
-            f"cannot resume in {storage.shown(paths.url(paths.scores.parent))}: its scores "
+            f"cannot resume in {paths.url(paths.scores.parent).shown}: its scores "
             "were made with "
             "other settings, models or another input; start again without --resume"
         )

@@ -4,15 +4,23 @@ bad URL, a missing bucket or refused credentials get."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import pickle
 import subprocess
 import sys
+import uuid
+from pathlib import Path
 
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st_
 
 from fastscore import storage
+from fastscore.config import ScoreConfig, set_path
 from fastscore.data import ranges
 from fastscore.data.readers import (
     count_records,
@@ -22,7 +30,7 @@ from fastscore.data.readers import (
     read_records,
 )
 from fastscore.errors import ConfigError, InputError
-from fastscore.storage import Store
+from fastscore.storage.staging import Store, store_for
 
 LINES = [orjson.dumps({"id": f"r{i}", "prompt": f"q{i}", "response": "a" * i}) for i in range(40)]
 JSONL = b"\xef\xbb\xbf" + b"\n".join(LINES[:5]) + b"\n\n" + b"\n".join(LINES[5:]) + b"\n"
@@ -33,14 +41,32 @@ def test_urls_are_told_from_paths_and_shown_without_userinfo():
     assert not storage.is_url("/tmp/x") and not storage.is_url("file:///tmp/x")
     assert not storage.is_url("C:/data/x.jsonl")
     assert storage.shown("s3://AKIA:secret@bucket/k.jsonl") == "s3://bucket/k.jsonl"
-    assert storage.parent("s3://b/a/c.jsonl") == "s3://b/a"
+    loc = storage.Location("s3://AKIA:secret@b/a/c.jsonl")
+    assert str(loc) == "s3://b/a/c.jsonl" and "secret" not in repr(loc)
+    assert loc.parent == storage.Location("s3://AKIA:secret@b/a") and str(loc.parent) == "s3://b/a"
+    assert loc.name == "c.jsonl" and loc.suffix == ".jsonl"
+    assert loc.parent / "d.jsonl" == loc.with_name("d.jsonl")
+    local = storage.Location("out/x.jsonl")
+    assert str(local) == "out/x.jsonl" and local.parent == storage.Location("out")
+    assert storage.locate(local) is local and storage.locate(None) is None
+    assert local == Path("out/x.jsonl") and hash(local) == hash(Path("out/x.jsonl"))
+    assert pickle.loads(pickle.dumps(loc)) == loc  # (a Ray worker gets the credentials)
+    with pytest.raises(ConfigError, match=r"s3://b/a/c.jsonl: must be a local path"):
+        os.fspath(loc)
+    # every config field that names a file is a Location however it is set
+    cfg = ScoreConfig(input="s3://b/d.jsonl", output=Path("o.jsonl"))
+    assert cfg.input == storage.Location("s3://b/d.jsonl") and cfg.output == Path("o.jsonl")
+    set_path(cfg, "output", "s3://b/o.jsonl")
+    assert isinstance(cfg.output, storage.Location) and cfg.output.name == "o.jsonl"
+    assert dataclasses.replace(cfg, input=None).input is None
     opts = {"input": "s3://k:pw@b/d.jsonl", "output": "out.jsonl", "engine": {"x": "s3://u@b/m"}}
     assert storage.without_userinfo(opts) == {
         "input": "s3://b/d.jsonl",
         "output": "out.jsonl",
         "engine": {"x": "s3://b/m"},
     }
-    assert storage.name("s3://b/a/c.jsonl") == "c.jsonl"
+    opts = {"input": storage.Location("s3://k:pw@b/d.jsonl"), "output": local}
+    assert storage.without_userinfo(opts) == {"input": "s3://b/d.jsonl", "output": "out/x.jsonl"}
 
 
 def test_an_unknown_scheme_is_a_clear_error():
@@ -178,7 +204,7 @@ def test_a_store_puts_whole_objects_and_growing_files_as_segments(s3):
 def test_a_store_that_fails_mid_run_stops_it_at_the_next_chunk(s3):
     """The uploader's failure (here the bucket is deleted under the run) is raised in the
     scoring thread, as one line naming the object, and nothing after it goes out."""
-    st = storage.store_for(f"{s3.url}/run")
+    st = store_for(f"{s3.url}/run")
     f = st.local / "scores.jsonl.partial"
     f.write_bytes(b"a\n")
     st.sync(f)
@@ -190,7 +216,7 @@ def test_a_store_that_fails_mid_run_stops_it_at_the_next_chunk(s3):
     with pytest.raises(ConfigError, match=r"output s3://.*/run/scores.jsonl.partial: .*bucket"):
         st.drain()
     # the store is done for: a later run in this process starts from a new one
-    assert storage.store_for(f"{s3.url}/run") is not st
+    assert store_for(f"{s3.url}/run") is not st
 
 
 def test_a_cut_after_a_restore_that_grows_back_is_put_whole(s3):
@@ -217,10 +243,68 @@ def test_a_staging_path_is_known_as_its_store(s3):
     earlier run's features must not outlive a run that writes none)."""
     from fastscore.scoring.features import remove_features
 
-    st = storage.store_for(f"{s3.url}/out")
+    st = store_for(f"{s3.url}/out")
     feats = st.local / "s.features.npy"
     feats.write_bytes(b"old")
     st.push(feats)
-    assert storage.store_for(st.local) is st and storage.store_for(st.local / "sub") is st
+    assert store_for(st.local) is st and store_for(st.local / "sub") is st
     remove_features(st.local / "s.jsonl")
     assert not s3.fs.exists(f"{s3.bucket}/out/s.features.npy")
+
+
+_GROWTH = st_.lists(
+    st_.one_of(
+        st_.tuples(st_.just("append"), st_.binary(min_size=1, max_size=40)),
+        st_.tuples(st_.just("sync"), st_.none()),
+        # a resume elsewhere, which cuts what it restored to this fraction (a torn line)
+        st_.tuples(st_.just("resume"), st_.floats(0, 1)),
+    ),
+    max_size=25,
+)
+
+
+def _staged(url: str, tag: str) -> Store:
+    """A Store of ``url`` with a staging copy of its own (another process's, as it were)."""
+    s = Store(url)
+    s.local = s.local.with_name(f"{s.local.name}-{tag}")
+    s.local.mkdir(parents=True, exist_ok=True)
+    return s
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=_GROWTH)
+def test_a_growing_file_in_a_store_is_always_one_complete_chain(ops):
+    """The growing-file protocol's invariants (storage.staging), whatever the appends,
+    syncs and resumes in another process that cut what they restored and write on (to the
+    old length or past it): the store gives back exactly the file as it was at its last
+    sync, never a mix of two states."""
+    url = f"memory://fastscore-chain-{uuid.uuid4().hex}/run"
+    writer = _staged(url, "w0")
+    stores = [writer]
+    f = writer.local / "s.partial"
+    f.write_bytes(b"")
+    synced = b""  # what the store must give back
+    try:
+        for k, (op, arg) in enumerate(ops):
+            if op == "append":
+                with open(f, "ab") as h:
+                    h.write(arg)
+            elif op == "sync":
+                writer.sync(f)
+                writer.drain()
+                synced = f.read_bytes()
+            else:
+                writer = _staged(url, f"w{k}")
+                stores.append(writer)
+                f = writer.local / "s.partial"
+                if not writer.restore(f):
+                    f.write_bytes(b"")
+                assert f.read_bytes() == synced
+                f.write_bytes(synced[: int(len(synced) * arg)])
+            reader = _staged(url, f"r{k}")
+            stores.append(reader)
+            g = reader.local / "s.partial"
+            assert (g.read_bytes() if reader.restore(g) else b"") == synced
+    finally:
+        for s in stores:
+            s.close()

@@ -60,6 +60,14 @@ class InMemory(str):
             "file first (Dataset.to_parquet, or JSONL)"
         )
 
+    @property
+    def shown(self) -> str:
+        """As logs and manifests show it (``storage.Location.shown``'s counterpart)."""
+        return str(self)
+
+    def exists(self) -> bool:
+        return True
+
     def signature(self) -> tuple[int, int]:
         """(records, content) in place of a file's (size, modification time)."""
         return len(self.data), int(self.digest, 16)

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fastscore import storage
 from fastscore.data.formats import to_sample
 from fastscore.data.ids import id_hash
 from fastscore.data.readers import parse_line, read_record_range
 from fastscore.records import BAD_RECORD, RawRecord
+from fastscore.storage import locate
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -62,7 +62,7 @@ def survey_jsonl(path: str | os.PathLike, fmt: str, lo: int, hi: int) -> PartSur
     """The lines that start in bytes ``[lo, hi)`` of a JSONL file."""
     ids = _Ids()
     lines = records = 0
-    with storage.open_read(path) as f:
+    with locate(path).open() as f:
         if lo > 0:
             f.seek(lo - 1)
             f.readline()  # the rest of a line that started before lo (or its newline)

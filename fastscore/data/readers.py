@@ -1,7 +1,8 @@
 """Reading input files record by record, or a shard's range of records.
 
-An input may be a local path or a store URL (``storage``): a store's object is read in
-ranges as it is read, so a shard fetches only its part.
+An input is a ``storage.Location`` (a local path or a store URL; a str is taken as one),
+or an input held in memory (``data.memory``): a store's object is read in ranges as it is
+read, so a shard fetches only its part.
 
 JSONL, Parquet and Hugging Face ``datasets`` directories (``save_to_disk``) stream; a JSON
 array is parsed whole (use JSONL for very large sets). JSONL records keep their raw line
@@ -13,21 +14,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-from fastscore import storage
 from fastscore.data.memory import MEMORY_KINDS
 from fastscore.errors import InputError
 from fastscore.records import RawRecord
+from fastscore.storage import locate
 
 FILE_KINDS = ("jsonl", "json", "parquet", "hf_disk")
-
-
-def _child(path: str | os.PathLike, name: str) -> str | Path:
-    return storage.join(str(path), name) if storage.is_url(path) else Path(path) / name
 
 
 def detect_file_kind(path: str | os.PathLike) -> str:
@@ -36,30 +32,33 @@ def detect_file_kind(path: str | os.PathLike) -> str:
     an input held in memory is a ``dataset`` or ``records`` (``data.memory``)."""
     if getattr(path, "in_memory", False):
         return path.kind
-    shown = storage.shown(path) if storage.is_url(path) else str(path)
-    found = storage.info(path)
+    path = locate(path)
+    return file_kind(path, path.info())
+
+
+def file_kind(path, found: dict | None) -> str:
+    """``detect_file_kind`` of a ``storage.Location`` whose ``info()`` is ``found``."""
+    shown = str(path)
     if found is None:
         raise InputError(f"input file {shown!r} does not exist")
     if found["type"] == "directory":
-        if storage.exists(_child(path, "state.json")) and storage.exists(
-            _child(path, "dataset_info.json")
-        ):
+        if (path / "state.json").exists() and (path / "dataset_info.json").exists():
             return "hf_disk"
-        if storage.exists(_child(path, "dataset_dict.json")):
+        if (path / "dataset_dict.json").exists():
             raise InputError(
                 f"{shown!r} is a DatasetDict (several splits); give one split's directory, "
-                f"e.g. {str(_child(path, 'train'))!r}"
+                f"e.g. {str(path / 'train')!r}"
             )
         raise InputError(
             f"input {shown!r} is a directory but not one saved by datasets' save_to_disk "
             "(no state.json); give a .jsonl, .json or .parquet file or such a directory"
         )
-    suffix = Path(shown).suffix.lower()
+    suffix = path.suffix.lower()
     if suffix == ".parquet":
         return "parquet"
     if suffix in (".jsonl", ".ndjson"):
         return "jsonl"
-    with storage.open_read(path) as f:
+    with path.open() as f:
         head = f.read(4096)
     if head.startswith(b"PAR1"):
         return "parquet"
@@ -79,7 +78,7 @@ def parquet_file(path: str | os.PathLike):
     then the row groups asked for)."""
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(storage.open_read(path) if storage.is_url(path) else path)
+    return pq.ParquetFile(locate(path).open_arrow())
 
 
 def count_records(path: str | os.PathLike, kind: str | None = None) -> int:
@@ -101,22 +100,21 @@ def _hf_disk_tables(path: str | os.PathLike) -> Iterator[Any]:
     ``datasets.load_from_disk`` reads, without needing ``datasets``)."""
     import pyarrow as pa
 
-    state = orjson.loads(storage.read_bytes(_child(path, "state.json")))
+    path = locate(path)
+    state = orjson.loads((path / "state.json").read_bytes())
     if state.get("_indices_data_files"):
         raise InputError(
             f"{path}: this dataset was saved with an indices mapping (a select/shuffle not "
             "flattened); save it again after dataset.flatten_indices()"
         )
     for f in state.get("_data_files", []):
-        where = _child(path, f["filename"])
-        opened = storage.open_read(where) if storage.is_url(where) else pa.memory_map(str(where))
-        with opened as src:
+        with (path / f["filename"]).open_arrow() as src:
             yield pa.ipc.open_stream(src).read_all()
 
 
 def _load_json_array(path: str | os.PathLike) -> list[Any]:
     try:
-        data = orjson.loads(storage.read_bytes(path).removeprefix(b"\xef\xbb\xbf"))
+        data = orjson.loads(locate(path).read_bytes().removeprefix(b"\xef\xbb\xbf"))
     except orjson.JSONDecodeError as e:
         raise InputError(f"{path}: not valid JSON ({e})") from e
     if not isinstance(data, list):
@@ -169,7 +167,7 @@ def jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[int, int, bytes]]:
     Lines keep their newline (one is added to a last line without it).
     """
     i = 0
-    with storage.open_read(path) as f:
+    with locate(path).open() as f:
         for lineno, line in enumerate(f, start=1):
             if lineno == 1:
                 line = line.removeprefix(b"\xef\xbb\xbf")
@@ -196,7 +194,7 @@ def jsonl_starts(path: str | os.PathLike, wanted: Iterable[int]) -> dict[int, tu
     parsing a record; so a shard of records ``lo..hi`` starts reading at record ``lo``."""
     wanted = set(wanted)
     starts, pos, index = {}, 0, 0
-    with storage.open_read(path) as f:
+    with locate(path).open() as f:
         for lineno, line in enumerate(f, start=1):
             body = line.removeprefix(b"\xef\xbb\xbf") if lineno == 1 else line
             if body.strip():
@@ -213,7 +211,7 @@ def skip_jsonl(path: str | os.PathLike, start: tuple[int, int], n: int) -> tuple
     """The (byte offset, line number) ``n`` records after ``start``: where a shard's
     retried attempt goes on from the lines its lost attempt had written."""
     offset, lineno = start
-    with storage.open_read(path) as f:
+    with locate(path).open() as f:
         f.seek(offset)
         while n > 0:
             line = f.readline()
@@ -240,7 +238,7 @@ def read_record_range(
     if kind == "jsonl" and start is not None:
         offset, lineno = start
         index = lo
-        with storage.open_read(path) as f:
+        with locate(path).open() as f:
             f.seek(offset)
             for n, line in enumerate(f, start=lineno):
                 if index >= hi:

@@ -14,7 +14,6 @@ from typing import Any
 
 import orjson
 
-from fastscore import storage
 from fastscore.data.readers import (
     detect_file_kind,
     jsonl_lines,
@@ -25,6 +24,8 @@ from fastscore.data.readers import (
 )
 from fastscore.errors import InputError
 from fastscore.records import RawRecord
+from fastscore.storage import locate
+from fastscore.storage.staging import store_for
 
 # what a subset may be written as, by its name
 OUTPUT_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
@@ -55,7 +56,7 @@ def read_jsonl_rows(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
 
 def read_score_rows(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
     """Rows of a scores file fastscore wrote, JSONL or Parquet (by the extension)."""
-    if Path(path).suffix.lower() != ".parquet":
+    if locate(path).suffix.lower() != ".parquet":
         yield from read_jsonl_rows(path)
         return
     pf = parquet_file(path)
@@ -109,24 +110,24 @@ def write_scores_parquet(src: str | os.PathLike, dst: str | os.PathLike) -> None
         w.write_table(pa.Table.from_pylist(batch, schema=schema))
 
 
-def write_subset(input_path, output_path, *, chosen: list[int], ids: list) -> int:
+def write_subset(
+    input_path, output_path, *, chosen: list[int], ids: list, kind: str | None = None
+) -> int:
     """Copy the chosen records of the input to the output, checking the input's ids are
     the scores' ``ids``: a JSONL input's lines byte for byte to JSONL, an Arrow input's
-    batches with their schema to Parquet, else the records as parsed."""
+    batches with their schema to Parquet, else the records as parsed. ``kind``: the
+    input's, when known."""
     from fastscore.runs.outputs import partial_of
 
-    if storage.is_url(output_path):  # written here, then put in the store complete
-        st = storage.store_for(storage.parent(str(output_path)))
-        local = st.local / storage.name(str(output_path))
-        written = write_subset(input_path, local, chosen=chosen, ids=ids)
-        st.push(local)
-        return written
-    in_kind = detect_file_kind(input_path)
-    out_kind = OUTPUT_KINDS.get(Path(output_path).suffix.lower())
+    output = locate(output_path)
+    store = store_for(output.parent)  # a store's: written here, then put in it complete
+    local = store.place(output)
+    in_kind = kind or detect_file_kind(input_path)
+    out_kind = OUTPUT_KINDS.get(local.suffix.lower())
     if out_kind is None:
-        raise InputError(f"output {output_path}: use a .jsonl, .json or .parquet name")
-    Path(output_path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_of(output_path)
+        raise InputError(f"output {output}: use a .jsonl, .json or .parquet name")
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_of(local)
     check = _SameIds(input_path, ids)
     if out_kind == "jsonl" and in_kind == "jsonl":
         written = _copy_lines(input_path, tmp, set(chosen), check)
@@ -140,7 +141,8 @@ def write_subset(input_path, output_path, *, chosen: list[int], ids: list) -> in
             f"{input_path} has {check.seen} records but the scores file has {len(ids)}; the "
             "scores were computed on another input"
         )
-    tmp.replace(output_path)
+    tmp.replace(local)
+    store.push(local)
     return written
 
 

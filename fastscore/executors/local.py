@@ -15,15 +15,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from fastscore import storage
 from fastscore.config import ScoreConfig, api_config, validate_score
 from fastscore.data.ids import IdRegistry, flag_duplicate_ids
 from fastscore.data.readers import count_records, jsonl_starts, read_record_range, read_records
+from fastscore.data.source import Source, find_source
 from fastscore.errors import ConfigError
 from fastscore.executors.base import by_record, require_scorable, score_range
 from fastscore.records import OK, RenderedSample
 from fastscore.rendering.renderer import today
-from fastscore.runs.claims import Claims, raise_if_lease_lost
+from fastscore.runs.claims import Claims
 from fastscore.runs.manifest import build_manifest, finish
 from fastscore.runs.outputs import OutputPaths
 from fastscore.runs.problems import SHOWN, Problem, located, nothing_to_score
@@ -33,6 +33,7 @@ from fastscore.scoring import reference
 from fastscore.scoring.session import Session, open_session, session_facts
 from fastscore.scoring.stream import alone_sample
 from fastscore.selection.table import ScoresTable
+from fastscore.storage.locks import raise_if_lease_lost
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,10 @@ def score_file(
     and the scores table (read once, for the length diagnostic and whoever selects next).
     ``engines``: see ``run_scoring``."""
     paths = OutputPaths.of(cfg.output, manifest_path)
-    # an input that cannot be read says so before any model is loaded; so does an output
-    # that is an input, cannot be written or is another run's
-    storage.check_readable(cfg.input)
+    # an input that cannot be read says so before any model is loaded (its facts are
+    # found here, once for the run); so does an output that is an input, cannot be
+    # written or is another run's
+    source = find_source(cfg.input)
     with score_claims(cfg, paths).settled():
         cfg = dataclasses.replace(cfg, date=resolve_date(cfg))
         if cfg.executor == "ray":
@@ -84,9 +86,9 @@ def score_file(
                 )
             from fastscore.executors.ray_shards import run_scoring_ray
 
-            manifest = run_scoring_ray(cfg, paths)
+            manifest = run_scoring_ray(cfg, paths, source)
         else:
-            manifest = run_scoring(cfg, paths, engines)
+            manifest = run_scoring(cfg, paths, engines, source)
         t0 = time.perf_counter()
         table = ScoresTable.read(paths.partial, fmt=manifest["input"]["format"])
         # Spearman(score, response length) per score: the paper's reason for normalising
@@ -132,7 +134,10 @@ def score_claims(cfg: ScoreConfig, paths: OutputPaths, command: str = "score") -
 
 
 def run_scoring(
-    cfg: ScoreConfig, paths: OutputPaths | None = None, engines: tuple | None = None
+    cfg: ScoreConfig,
+    paths: OutputPaths | None = None,
+    engines: tuple | None = None,
+    source: Source | None = None,
 ) -> dict[str, Any]:
     """Score ``cfg.input`` into ``SCORES.partial``; returns the manifest (not written).
 
@@ -145,7 +150,7 @@ def run_scoring(
     paths = paths or OutputPaths.of(cfg.output)
     stats = Stats()
     t_start = time.perf_counter()
-    with open_session(cfg, engines=engines, start_engines=False, stats=stats) as s:
+    with open_session(cfg, engines=engines, start_engines=False, stats=stats, source=source) as s:
         paths.scores.parent.mkdir(parents=True, exist_ok=True)
         done, ids = 0, IdRegistry()
         facts = session_facts(s)
@@ -161,7 +166,7 @@ def run_scoring(
             stats.counts["resumed_after_records"] = done
             stats.counts["resumed_tokens"] = counts["tokens_scored_samples"]
         # (a store's JSONL would be read whole for the count: the bar goes without a total)
-        cheap = s.kind != "jsonl" or not storage.is_url(cfg.input)
+        cheap = s.kind != "jsonl" or s.source.local
         total = s.records
         if total is None and cfg.progress and cheap:
             total = count_records(cfg.input, s.kind)
@@ -189,7 +194,7 @@ def run_scoring(
                 done=done,
                 ids=ids,
                 on_chunk=progress,
-                flushed=paths.sync if paths.remote else None,
+                flushed=paths.sync,
             )
         finally:
             bar.close()
@@ -224,7 +229,7 @@ def dry_run(
     Nothing is written."""
     cfg = api_config(ScoreConfig, config, fields)
     if not cfg.output:
-        cfg = dataclasses.replace(cfg, output=str(Path(cfg.input or ".").with_suffix(".dry")))
+        cfg = dataclasses.replace(cfg, output=Path(str(cfg.input or ".")).with_suffix(".dry"))
     validate_score(cfg)
     stats = Stats()
     t_start = time.perf_counter()
@@ -267,7 +272,7 @@ def dry_run(
     rate = sample_tok / timed if timed > 0 else None
     by_status = {k.split(":", 1)[1]: v for k, v in sorted(counts.items()) if ":" in k}
     return {
-        "input": storage.shown(cfg.input),
+        "input": cfg.input.shown,
         "problems": [p.to_json() for p in located(cfg.input, s.kind, problems)],
         "format": fmt,
         "engine": engine_kind,

@@ -36,11 +36,11 @@ from typing import Any
 
 import orjson
 
-from fastscore import storage
 from fastscore.config import ScoreConfig, from_dict
 from fastscore.data import ranges
 from fastscore.data.ids import KnownDuplicates, duplicate_records
 from fastscore.data.readers import count_records, read_record_range, skip_jsonl
+from fastscore.data.source import Source
 from fastscore.errors import ConfigError, EngineError
 from fastscore.executors.base import require_scorable, score_range
 from fastscore.runs.manifest import build_manifest
@@ -49,7 +49,7 @@ from fastscore.runs.resume import kept_lines, run_fingerprint, write_run_record
 from fastscore.runs.stats import Stats
 from fastscore.scoring.features import features_partial_path, features_path, finish_features
 from fastscore.scoring.session import open_session
-from fastscore.storage import Store
+from fastscore.storage.staging import Store
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +98,15 @@ class ShardWorker:
     ``score`` call. Restarted by Ray after its process is lost; the retried call continues
     the shard from its partial."""
 
-    def __init__(self, cfg_dict: dict, threads: int):
+    def __init__(self, cfg_dict: dict, threads: int, source: Source | None = None):
         import torch
 
         torch.set_num_threads(max(1, threads))
         self.cfg = from_dict(ScoreConfig, cfg_dict)
         self._stack = contextlib.ExitStack()
-        self.session = self._stack.enter_context(open_session(self.cfg, check_folds=False))
+        # the input's facts as the driver found them (not looked up again per worker)
+        opened = open_session(self.cfg, check_folds=False, source=source)
+        self.session = self._stack.enter_context(opened)
 
     def score(self, lo: int, hi: int, *, start, shard: str, duplicates: dict) -> dict:
         """Shard ``[lo, hi)`` into ``shard`` (its scores' path or store URL)."""
@@ -143,7 +145,7 @@ class ShardWorker:
             partial,
             done=done,
             ids=KnownDuplicates(duplicates),
-            flushed=sp.sync if sp.remote else None,
+            flushed=sp.sync,
         )
         os.replace(partial, out_path)
         # the shard's scores, then its features, each one complete object; the driver
@@ -181,7 +183,9 @@ def _where(attempt: dict | None) -> dict:
     return {k: attempt.get(k) for k in ("node", "ray_node", "pid")}
 
 
-def _plan(ray, cfg: ScoreConfig, kind: str, fmt: str, *, n_shards: int, tasks: int, records=None):
+def _plan(
+    ray, cfg: ScoreConfig, source: Source, fmt: str, *, n_shards: int, tasks: int, records=None
+):
     """The shards ([lo, hi) record ranges), where each JSONL shard's first record starts,
     and the duplicate ids ({index: first index}). JSONL byte ranges and Parquet row ranges
     are surveyed by ``tasks`` Ray tasks side by side (``data.ranges``), each taking a run
@@ -189,9 +193,10 @@ def _plan(ray, cfg: ScoreConfig, kind: str, fmt: str, *, n_shards: int, tasks: i
     reading), so the driver reads no more than a Parquet footer; a JSON array or a
     datasets directory is read here whole. ``records``: the count, when the session made
     it already (a cross-fitted reference's check)."""
+    kind = source.kind
     survey = ray.remote(num_cpus=0)(_survey_parts)  # reading, beside the workers' engines
     if kind == "jsonl":
-        parts = ranges.byte_ranges(storage.size(cfg.input), n_shards)
+        parts = ranges.byte_ranges(source.size, n_shards)
     elif kind == "parquet":
         n = records if records is not None else count_records(cfg.input, kind)
         parts = plan_shards(n, n_shards)
@@ -223,7 +228,9 @@ def _losses_so_far(paths: OutputPaths, pending_shards) -> int:
     )
 
 
-def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[str, Any]:
+def run_scoring_ray(
+    cfg: ScoreConfig, paths: OutputPaths | None = None, source: Source | None = None
+) -> dict[str, Any]:
     """Score ``cfg.input`` in shards on Ray workers into ``SCORES.partial``: plan the shards,
     keep those an earlier run finished, schedule the rest (``Scheduler``: a lost worker
     costs a retry of its shard, within the failure bounds), merge them in input order;
@@ -237,11 +244,11 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
     paths = paths or OutputPaths.of(cfg.output)
     t_start = time.perf_counter()
     stats = Stats()
-    with open_session(cfg, start_engines=False, stats=stats) as s:  # no engines here
+    with open_session(cfg, start_engines=False, stats=stats, source=source) as s:  # no engines
         facts, records = session_facts(s), s.records
         if not cfg.allow_empty:
             require_scorable(s)
-    kind, fmt = facts.kind, facts.fmt
+    fmt = facts.fmt
     # a shard of other renderings (an edited template, another TRL) is never reused
     fp = run_fingerprint(cfg, facts)
     paths.scores.parent.mkdir(parents=True, exist_ok=True)
@@ -255,7 +262,7 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
             shards, starts, duplicates = _plan(
                 ray,
                 cfg,
-                kind,
+                facts.source,
                 fmt,
                 n_shards=cfg.ray.shards or 4 * n_workers,
                 tasks=int(cpus),
@@ -271,7 +278,9 @@ def run_scoring_ray(cfg: ScoreConfig, paths: OutputPaths | None = None) -> dict[
             min(n_workers, len(todo)),
         )
         t_scoring = time.perf_counter()
-        scheduler = Scheduler(ray, cfg, paths, shards, starts, duplicates, fp, results)
+        scheduler = Scheduler(
+            ray, cfg, paths, shards, starts, duplicates, fp, results, source=facts.source
+        )
         if todo:
             scheduler.run(todo, min(n_workers, len(todo)), per_gpu, n_workers)
         scoring_seconds = time.perf_counter() - t_scoring
@@ -378,10 +387,15 @@ class Scheduler:
     and retries its shard there (``max_restarts``); a worker Ray could not restart is
     replaced here. The run stops when a shard fails on its own, when one shard lost more
     workers than ``--max-failures``, or when the run lost more than
-    ``--max-run-failures`` (counted from the attempt records the workers leave)."""
+    ``--max-run-failures`` (counted from the attempt records the workers leave).
 
-    def __init__(self, ray, cfg, paths, shards, starts, duplicates, fp, results):
-        self.ray, self.cfg, self.paths = ray, cfg, paths
+    Not ``ray.util.ActorPool`` (Ray 2.60): its ``get_next_unordered`` raises a dead
+    worker's ``ActorDiedError`` without saying which submitted shard it was running (the
+    shard to resubmit and to count the loss against), and it drops the dead worker
+    without replacing it, so the pool shrinks with every loss Ray could not restart."""
+
+    def __init__(self, ray, cfg, paths, shards, starts, duplicates, fp, results, *, source):
+        self.ray, self.cfg, self.paths, self.source = ray, cfg, paths, source
         self.shards, self.starts, self.duplicates, self.fp = shards, starts, duplicates, fp
         self.results = results
         self.replaced: dict[int, int] = {}  # workers Ray could not restart, by shard
@@ -436,7 +450,7 @@ class Scheduler:
                 ray.kill(w, no_restart=True)
 
     def _worker(self):
-        return self.actor.remote(self.cfg_dict, int(self.cfg.ray.cpus_per_worker))
+        return self.actor.remote(self.cfg_dict, int(self.cfg.ray.cpus_per_worker), self.source)
 
     def _submit(self, w, k: int):
         lo, hi = self.shards[k]
@@ -502,7 +516,7 @@ class Scheduler:
             f"{attempt.get('node', '?')} (pid {attempt.get('pid', '?')})"
             + (f": {text.splitlines()[0]}" if text else "")
             + f". {len(self.results)} of {len(self.shards)} shards are done and kept in "
-            f"{storage.shown(paths.url(paths.shards))}; run again to score the rest"
+            f"{paths.url(paths.shards).shown}; run again to score the rest"
         )
 
 

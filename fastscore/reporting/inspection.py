@@ -112,7 +112,6 @@ def _from_scores_manifest(cfg: InspectConfig) -> InspectConfig:
     given: so the tokens shown are the ones that were scored."""
     if not cfg.scores:
         return cfg
-    from fastscore import storage
     from fastscore.runs.outputs import OutputPaths
 
     path = OutputPaths.find_manifest(cfg.scores)
@@ -122,7 +121,7 @@ def _from_scores_manifest(cfg: InspectConfig) -> InspectConfig:
         raise ConfigError(
             f"inspect: no manifest beside {cfg.scores} to take the models from; give --base"
         )
-    m = orjson.loads(storage.read_bytes(path, "manifest"))
+    m = orjson.loads(path.read_bytes("manifest"))
     if cfg.input is None and m["input"].get("kind") in MEMORY_KINDS:
         raise ConfigError(
             f"inspect: the scores {cfg.scores} were made from an input held in memory "

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import math
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -24,9 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from fastscore import storage
 from fastscore.config import ReportConfig, api_config, validate_report
-from fastscore.data.readers import detect_file_kind, read_records
+from fastscore.data.readers import read_records
 from fastscore.errors import InputError
 from fastscore.records import OK
 from fastscore.reporting import explorer
@@ -36,6 +34,7 @@ from fastscore.runs.outputs import OutputPaths
 from fastscore.scoring.arithmetic import spearman
 from fastscore.selection.selector import plan
 from fastscore.selection.table import ScoresTable
+from fastscore.storage.staging import store_for
 
 # score columns drawn when the scores file has them, in this order
 COLUMNS = ("lobass", "rho", "loss_base", "loss_ref", "ifd", "loss_alone", "margin")
@@ -66,12 +65,12 @@ def report_claims(cfg: ReportConfig, command: str = "report") -> Claims:
         .read("coverage features", scores.url(scores.features))
         .read("input", cfg.input)
     )
-    inside = storage.join if storage.is_url(cfg.output_dir) else os.path.join
-    c.write("report page", inside(str(cfg.output_dir), PAGE), lock=True)
-    c.write("explorer page", inside(str(cfg.output_dir), EXPLORER_PAGE))
+    out = cfg.output_dir
+    c.write("report page", out / PAGE, lock=True)
+    c.write("explorer page", out / EXPLORER_PAGE)
     names = [f"{kind}_{col}" for kind in ("hist", "length") for col in (*COLUMNS, cfg.select.score)]
     for name in (*names, "losses", "clusters", "status"):
-        c.write("report figure", inside(str(cfg.output_dir), f"{name}.png"))
+        c.write("report figure", out / f"{name}.png")
     return c
 
 
@@ -108,7 +107,7 @@ def _write_report(cfg: ReportConfig, table: ScoresTable | None) -> dict[str, Any
     def lap(stage: str) -> None:
         seconds[stage] = round(time.perf_counter() - t0 - sum(seconds.values()), 3)
 
-    store = storage.store_for(cfg.output_dir)
+    store = store_for(cfg.output_dir)
     out = store.local
     out.mkdir(parents=True, exist_ok=True)
     d = _select(cfg, table or ScoresTable.read(cfg.scores))
@@ -116,7 +115,8 @@ def _write_report(cfg: ReportConfig, table: ScoresTable | None) -> dict[str, Any
     figures, rhos, status_counts = _figures(out, d)
     lap("figures")
     fmt = d.table.input_format(cfg.input)
-    group_of = _group_of(cfg, d.n, fmt=fmt) if cfg.group_field else None
+    kind = d.table.input_kind(cfg.input)  # (found once: every reader below takes it)
+    group_of = _group_of(cfg, d.n, fmt=fmt, kind=kind) if cfg.group_field else None
     samples, clusters, texts, drawn, sel_drawn = _texts(cfg, d, fmt)
     lap("input")  # the groups and every text shown, the explorer's too
     heading = _heading(cfg, d)
@@ -158,11 +158,11 @@ def _write_report(cfg: ReportConfig, table: ScoresTable | None) -> dict[str, Any
     lap("page")
     pages = [page, explorer_page] if cfg.explorer else [page]
     return {
-        "output": storage.shown(store.url(page)),
-        **({"explorer": storage.shown(store.url(explorer_page))} if cfg.explorer else {}),
+        "output": store.url(page).shown,
+        **({"explorer": store.url(explorer_page).shown} if cfg.explorer else {}),
         "pngs": [f["png"] for f in figures],
-        "written": [storage.shown(store.url(p)) for p in pages]
-        + [storage.shown(store.url(Path(f["png"]))) for f in figures],
+        "written": [store.url(p).shown for p in pages]
+        + [store.url(Path(f["png"])).shown for f in figures],
         "records": d.n,
         "selected": int(d.picked.sum()),
         "method": d.plan.method,
@@ -258,7 +258,15 @@ def _texts(cfg: ReportConfig, d: _Selected, fmt: str):
         drawn, sel_drawn = explorer.drawn_records(d.shown, d.plan.chosen, seed=cfg.select.seed)
     else:
         drawn, sel_drawn = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    texts = _read_texts(cfg, fmt, d.n, turns=set(top) | set(bottom), prompts=examples, points=drawn)
+    texts = _read_texts(
+        cfg,
+        fmt,
+        d.n,
+        kind=d.table.input_kind(cfg.input),
+        turns=set(top) | set(bottom),
+        prompts=examples,
+        points=drawn,
+    )
     samples = {
         "top": [_sample_row(i, d.table, d.columns, texts) for i in top],
         "bottom": [_sample_row(i, d.table, d.columns, texts) for i in bottom],
@@ -274,7 +282,7 @@ def _heading(cfg: ReportConfig, d: _Selected) -> Heading:
         if getattr(cfg.select, k) is not None
     )
     return Heading(
-        name=Path(cfg.scores).name,
+        name=cfg.scores.name,
         scores=str(cfg.scores),
         input=str(cfg.input),
         n=d.n,
@@ -404,11 +412,11 @@ def _clusters(coverage: dict[str, Any], prompts: dict[int, str]) -> list[dict]:
     return out
 
 
-def _group_of(cfg: ReportConfig, n: int, *, fmt: str) -> list[str]:
+def _group_of(cfg: ReportConfig, n: int, *, fmt: str, kind: str) -> list[str]:
     """Each record's value of ``cfg.group_field``, as text."""
     from fastscore.selection.inputs import input_facts
 
-    return input_facts(cfg.input, n_rows=n, fmt=fmt, group_field=cfg.group_field).groups
+    return input_facts(cfg.input, n_rows=n, fmt=fmt, group_field=cfg.group_field, kind=kind).groups
 
 
 def _group_counts(group_of: list[str], picked) -> dict[str, dict[str, int]]:
@@ -437,7 +445,9 @@ class _Texts:
     points: dict[int, tuple[str, str]]  # the explorer's points (explorer.point_texts)
 
 
-def _read_texts(cfg: ReportConfig, fmt: str, n: int, *, turns, prompts, points) -> _Texts:
+def _read_texts(
+    cfg: ReportConfig, fmt: str, n: int, *, kind: str, turns, prompts, points
+) -> _Texts:
     """One pass over the input for every text the report shows: the ``turns`` of the top
     and bottom samples, the ``prompts`` of the clusters' examples, the ``points`` the
     explorer draws (sets or arrays of record indices)."""
@@ -447,7 +457,7 @@ def _read_texts(cfg: ReportConfig, fmt: str, n: int, *, turns, prompts, points) 
     points = set(np.asarray(points).tolist())
     out = _Texts({}, {}, {})
     records = 0
-    for raw in read_records(cfg.input, detect_file_kind(cfg.input)):
+    for raw in read_records(cfg.input, kind):
         i = raw.index
         records += 1
         if i >= n:

@@ -9,7 +9,6 @@ a run that ``--resume`` completes.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import platform
 from pathlib import Path
@@ -17,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from fastscore import __version__, storage
+from fastscore import __version__
+from fastscore.config import plain
 from fastscore.data.writers import write_scores_parquet
 from fastscore.records import STATUSES
 from fastscore.runs.outputs import OutputPaths, partial_of
@@ -54,16 +54,16 @@ def build_manifest(
         "fastscore_manifest": 1,
         "command": "score",
         "versions": versions(),
-        "input": {"path": storage.shown(cfg.input), "kind": f.kind, "format": f.fmt},
+        "input": {"path": cfg.input.shown, "kind": f.kind, "format": f.fmt},
         # what a resume compares: the input, the models' contents and every option that
         # changes a score
         "fingerprint": run_fingerprint(cfg, f),
-        "output": storage.shown(cfg.output),
+        "output": cfg.output.shown,
         "models": f.models,
         "engines": engine_info,
         "template": f.template,
         "max_length": f.max_length,
-        "options": storage.without_userinfo(dataclasses.asdict(cfg)),
+        "options": plain(cfg),
         "counts": {
             "records": counts["records"],
             "by_status": {s: counts[f"status:{s}"] for s in STATUSES if counts[f"status:{s}"]},
@@ -106,7 +106,7 @@ def finish(paths: OutputPaths, manifest: dict[str, Any]) -> list[str]:
     completes: the manifest (atomically), then the complete scores renamed into place, then
     the run record removed. So a scores file never exists without its manifest. In a store
     (no rename), each is one object put complete, in the same order, and the partials'
-    segments go last. Returns the files in place (as ``storage.shown`` shows them)."""
+    segments go last. Returns the files in place (as ``Location.shown`` shows them)."""
     kill_point("final:manifest")
     write_manifest(paths.manifest, manifest)
     paths.store.push(paths.manifest)
@@ -127,4 +127,4 @@ def finish(paths: OutputPaths, manifest: dict[str, Any]) -> list[str]:
     kill_point("final:cleanup")
     paths.drop_partials()
     paths.store.remove(paths.run_record)
-    return [storage.shown(paths.url(p)) for p in written]
+    return [paths.url(p).shown for p in written]

@@ -5,9 +5,9 @@
 ``--resume`` checks), ``SCORES.shards/`` (Ray's shards and their done markers); at the end
 the manifest (``<stem>.manifest.json``, or ``manifest.json`` in a ``run`` directory).
 
-``SCORES`` may be a store URL (``s3://bucket/run/scores.jsonl``): the paths here are then
-those of the run's local staging copy, and ``store`` puts each file in the store
-(``storage.Store``: whole objects, and the partials as segments).
+``SCORES`` is a ``storage.Location``; in a store (``s3://bucket/run/scores.jsonl``) the
+paths here are those of the run's local staging copy, and ``store`` puts each file in the
+store (``storage.staging.Store``: whole objects, and the partials as segments).
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastscore import storage
 from fastscore.errors import ConfigError
-from fastscore.runs.claims import raise_if_lease_lost
+from fastscore.storage import Location, locate, shown
+from fastscore.storage.locks import raise_if_lease_lost
+from fastscore.storage.staging import Store, store_for
 
 PARTIAL = ".partial"
 RUN_MANIFEST = "manifest.json"  # a `fastscore run` directory's manifest
@@ -42,32 +43,26 @@ def manifest_name(scores_name: str) -> str:
 class OutputPaths:
     scores: Path
     manifest: Path
-    store: storage.Store = field(compare=False, repr=False)
+    store: Store = field(compare=False, repr=False)
 
     @classmethod
-    def of(cls, scores: str | Path, manifest: str | Path | None = None) -> OutputPaths:
-        if storage.is_url(scores):
-            where = storage.parent(str(scores))
-            st = storage.store_for(where)
-            s = st.local / storage.name(str(scores))
-            # the manifest beside the scores: named by its URL, or its staging path
-            beside = not manifest or (
-                storage.parent(str(manifest)) == where
-                if storage.is_url(manifest)
-                else Path(manifest).parent == st.local
-            )
-            if not beside:
-                raise ConfigError(
-                    f"the manifest {storage.shown(manifest)} must be in the directory of the "
-                    f"scores {storage.shown(scores)}"
-                )
-            m = st.local / (storage.name(str(manifest)) if manifest else manifest_name(s.name))
-            return cls(s, m, st)
-        s = Path(scores)
-        m = Path(manifest) if manifest else s.with_name(manifest_name(s.name))
-        return cls(s, m, storage.store_for(s.parent))
+    def of(cls, scores: str | Location, manifest: str | Location | None = None) -> OutputPaths:
+        """The files of a run writing ``scores``; ``manifest``: where its manifest goes, in
+        the scores' directory (by its location, or its staging path)."""
+        scores = locate(scores)
+        st = store_for(scores.parent)
+        s = st.place(scores)
+        if not manifest:
+            return cls(s, s.with_name(manifest_name(s.name)), st)
+        try:
+            return cls(s, st.place(manifest), st)
+        except ConfigError:
+            raise ConfigError(
+                f"the manifest {shown(manifest)} must be in the directory of the scores "
+                f"{scores.shown}"
+            ) from None
 
-    def files(self) -> list[tuple[str, str]]:
+    def files(self) -> list[tuple[str, Location]]:
         """Every file a scoring run writes, by role, where it is kept (a path or URL)."""
         return [
             (role, self.url(local))
@@ -82,11 +77,7 @@ class OutputPaths:
             )
         ]
 
-    @property
-    def remote(self) -> bool:
-        return self.store.remote is not None
-
-    def url(self, local: Path) -> str:
+    def url(self, local: Path) -> Location:
         """Where a file of the run is kept (its store URL, or the path itself)."""
         return self.store.url(local)
 
@@ -135,22 +126,12 @@ class OutputPaths:
             self.store.remove(p)
 
     @classmethod
-    def find_manifest(cls, scores: str | Path) -> Path | str | None:
+    def find_manifest(cls, scores: str | Location) -> Location | None:
         """The manifest of a scores file (or of its partial): ``<stem>.manifest.json``
         beside it, else a ``run`` directory's ``manifest.json``; None when neither exists."""
-        if storage.is_url(scores):
-            s = str(scores).removesuffix(PARTIAL)
-            where = storage.parent(s)
-            for m in (
-                storage.join(where, manifest_name(storage.name(s))),
-                storage.join(where, RUN_MANIFEST),
-            ):
-                if storage.exists(m):
-                    return m
-            return None
-        p = Path(scores)
-        p = p.with_name(p.name.removesuffix(PARTIAL))
-        for m in (p.with_name(manifest_name(p.name)), p.with_name(RUN_MANIFEST)):
+        s = locate(scores)
+        s = s.with_name(s.name.removesuffix(PARTIAL))
+        for m in (s.with_name(manifest_name(s.name)), s.with_name(RUN_MANIFEST)):
             if m.exists():
                 return m
         return None

@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from fastscore import storage
 from fastscore.data.readers import jsonl_starts
 from fastscore.errors import InputError
 from fastscore.records import record_label
@@ -75,7 +74,7 @@ def nothing_to_score(
     """The error of a run with no record it can score: the counts by status and the first
     problems with their lines; ``kept``: the partial that holds the lines it scored."""
     records = sum(by_status.values())
-    where = storage.shown(path)
+    where = path.shown
     if not records:
         head = f"nothing to score: {where} has no records (an empty file?)"
     else:
@@ -88,7 +87,7 @@ def nothing_to_score(
         lines.append("Nothing was written; --allow-empty writes the outputs anyway (exit 0).")
     else:
         lines.append(
-            f"The scores file was not put in place; its lines are kept in {storage.shown(kept)}: "
+            f"The scores file was not put in place; its lines are kept in {kept.shown}: "
             "the same command with --resume --allow-empty puts them there (exit 0)."
         )
     return InputError("\n".join(lines))

@@ -14,7 +14,6 @@ shard markers carry the same fingerprint.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import os
 import signal
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from fastscore import storage
+from fastscore.config import plain
 from fastscore.data.ids import IdRegistry
 from fastscore.errors import ConfigError
 from fastscore.records import BAD_RECORD, DUPLICATE_ID
@@ -71,12 +70,11 @@ def kill_point(name: str) -> None:
 def score_options(cfg) -> dict:
     """Every option that can change a score, nested ones as ``engine.dtype``."""
     out = {}
-    for k, v in dataclasses.asdict(cfg).items():
+    for k, v in plain(cfg).items():  # (a URL's password is no option, and may rotate)
         if isinstance(v, dict):
             out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
         else:
             out[k] = v
-    out = storage.without_userinfo(out)  # a URL's password is no option (and may rotate)
     return {k: v for k, v in out.items() if k not in NEUTRAL and k.split(".")[0] not in NEUTRAL}
 
 
@@ -88,30 +86,6 @@ def model_identity(models: dict | None) -> dict:
         for name, m in (models or {}).items()
         if isinstance(m, dict)
     }
-
-
-def input_signature(path) -> tuple[int, int]:
-    """(size, modification time) of an input: a file's own; for a ``save_to_disk``
-    directory, the total size and latest time of its files. A store's object: its size
-    and version (ETag), as an integer; for a directory there, its files'. An input held in
-    memory: its records and their digest."""
-    if getattr(path, "in_memory", False):
-        return path.signature()
-    if storage.is_url(path):
-        files = (
-            [path]
-            if not storage.is_dir(path)
-            else [storage.join(str(path), n) for n in storage.listdir(path)]
-        )
-        found = [storage.info(f) for f in files]
-        found = [i for i in found if i and i["type"] == "file"]
-        return sum(i["size"] for i in found), sum(i["version"] for i in found) % (1 << 62)
-    p = Path(path)
-    if not p.is_dir():
-        st = os.stat(p)
-        return st.st_size, st.st_mtime_ns
-    stats = [f.stat() for f in sorted(p.rglob("*")) if f.is_file()]
-    return sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
 
 
 def rendering_identity(facts: SessionFacts) -> dict:
@@ -135,10 +109,10 @@ def rendering_identity(facts: SessionFacts) -> dict:
 
 
 def run_fingerprint(cfg, facts: SessionFacts) -> str:
-    size, mtime = input_signature(cfg.input)
+    src = facts.source  # (found once per run: data.source)
     blob = orjson.dumps(
         {
-            "input": [storage.shown(cfg.input), size, mtime],
+            "input": [cfg.input.shown, src.size, src.version],
             "format": facts.fmt,
             "models": model_identity(facts.models),
             "rendering": rendering_identity(facts),
@@ -156,11 +130,11 @@ def read_run_record(paths: OutputPaths) -> dict | None:
 
 
 def write_run_record(paths: OutputPaths, cfg, facts: SessionFacts) -> None:
-    size, mtime = input_signature(cfg.input)
+    src = facts.source
     record = {
         "fingerprint": run_fingerprint(cfg, facts),
         "format": facts.fmt,
-        "input": {"path": storage.shown(cfg.input), "size": size, "mtime_ns": mtime},
+        "input": {"path": cfg.input.shown, "size": src.size, "mtime_ns": src.version},
         "models": facts.models,
         "rendering": rendering_identity(facts),
         "options": score_options(cfg),
@@ -175,7 +149,8 @@ def what_changed(record: dict, cfg, facts: SessionFacts) -> list[str]:
     now = score_options(cfg)
     was = record.get("options", {})
     changed = sorted(k for k in set(now) | set(was) if now.get(k) != was.get(k))
-    if list(input_signature(cfg.input)) != [record["input"]["size"], record["input"]["mtime_ns"]]:
+    src = facts.source
+    if [src.size, src.version] != [record["input"]["size"], record["input"]["mtime_ns"]]:
         changed.append("the input file (size or modification time)")
     if record["format"] != facts.fmt:
         changed.append("the record format")
@@ -219,7 +194,7 @@ def prepare_resume(
     record = read_run_record(paths)
     if record is None or not paths.restore():
         if paths.store.exists(paths.scores):
-            where = storage.shown(paths.url(paths.scores))
+            where = paths.url(paths.scores).shown
             raise ConfigError(f"{where} is already complete; nothing to resume")
         return None  # a fresh start (recorded by the caller, as a run without --resume)
     # what the record says, item by item, and its fingerprint (of the same, hashed)
@@ -227,7 +202,7 @@ def prepare_resume(
     if changed or record["fingerprint"] != run_fingerprint(cfg, facts):
         changed = ", ".join(changed) or "its fingerprint"
         raise ConfigError(
-            f"cannot resume {storage.shown(paths.url(paths.partial))}: it was started with "
+            f"cannot resume {paths.url(paths.partial).shown}: it was started with "
             f"other settings ({changed}). Resume with the same input, models and options, "
             "or start again without --resume"
         )

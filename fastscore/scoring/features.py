@@ -60,7 +60,7 @@ def features_path(scores: str | os.PathLike) -> Path:
 
 
 def _store(scores: str | os.PathLike):
-    """Where the scores are kept (``storage.Store``): features are removed there too."""
+    """Where the scores are kept (``storage.staging.Store``): features are removed there too."""
     from fastscore.runs.outputs import OutputPaths
 
     return OutputPaths.of(scores).store

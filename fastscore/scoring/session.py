@@ -19,7 +19,7 @@ from typing import Any
 
 from fastscore.config import EngineConfig, ScoreConfig
 from fastscore.data.formats import resolve_format
-from fastscore.data.readers import detect_file_kind
+from fastscore.data.source import Source, find_source
 from fastscore.engines import Engine
 from fastscore.engines.adapters import check_adapter, is_adapter, torch_engines
 from fastscore.engines.models import (
@@ -50,7 +50,7 @@ class Session:
     tokenizer: Any
     renderer: Renderer
     max_length: int
-    kind: str  # the input file's kind (jsonl, json, parquet, hf_disk)
+    source: Source  # the input and its facts, found once (data.source)
     fmt: str  # the record format of the whole file
     models: dict[str, Any]  # what identifies each model: hashes, or the servers' facts
     stats: Stats
@@ -60,6 +60,11 @@ class Session:
     dtype_note: str | None = None  # when the pair's dtype is not each checkpoint's own
     folds: dict[str, Any] | None = None  # a cross-fitted reference's draw (scoring.folds)
     records: int | None = None  # the input's record count, when a step had to count them
+
+    @property
+    def kind(self) -> str:
+        """The input's kind (jsonl, json, parquet, hf_disk; dataset, records in memory)."""
+        return self.source.kind
 
     @property
     def engines(self) -> tuple[Engine, Engine]:
@@ -112,12 +117,14 @@ def open_session(
     start_engines: bool = True,
     stats: Stats | None = None,
     check_folds: bool = True,
+    source: Source | None = None,
 ) -> Iterator[Session]:
     """The session of ``cfg``. ``engines``: a (base, ref) pair already started, left
     running on exit (benchmarks and tests that score several inputs); by default both are
     started here (``start_engines=False`` defers it to ``Session.start_engines``) and shut
     down on exit. ``check_folds``: a cross-fitted reference's record count is checked
-    against the input (a read of it; a Ray worker leaves that to its driver)."""
+    against the input (a read of it; a Ray worker leaves that to its driver). ``source``:
+    the input's facts when the caller found them (else found here)."""
     stats = stats or Stats()
     owned: list = []
     with libraries_quiet(), _closing(owned, stats):
@@ -128,22 +135,22 @@ def open_session(
         else:
             drawn = folds.block(cfg.ref)
             tok, max_length, models = _local(cfg, stats, drawn, load_weights=engines is None)
-        kind = detect_file_kind(cfg.input)
+        source = source or find_source(cfg.input)
+        kind = source.kind
         fmt = resolve_format(cfg.input, kind, cfg.format)
         check_format_options(cfg, fmt)
         records = None
         if drawn is not None and check_folds:
             from fastscore.data.readers import count_records
-            from fastscore.storage import shown
 
             records = count_records(cfg.input, kind)  # (once: the progress bar takes it too)
-            folds.check_input(drawn, shown(cfg.input), records)
+            folds.check_input(drawn, cfg.input.shown, records)
         session = Session(
             cfg,
             tok,
             make_renderer(cfg, tok, max_length),
             max_length,
-            kind,
+            source,
             fmt,
             models,
             stats,
@@ -171,19 +178,24 @@ def _closing(owned: list, stats: Stats) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class SessionFacts:
-    """What the manifest says of a session: the input's file kind and record format, the
-    models (their fingerprints), the rendering (template, rule, date) and the length limit."""
+    """What the manifest says of a session: the input (its kind, size and version) and
+    record format, the models (their fingerprints), the rendering (template, rule, date)
+    and the length limit."""
 
-    kind: str
+    source: Source
     fmt: str
     models: dict[str, Any]
     template: dict[str, Any]
     max_length: int
 
+    @property
+    def kind(self) -> str:
+        return self.source.kind
+
 
 def session_facts(s: Session) -> SessionFacts:
     return SessionFacts(
-        kind=s.kind,
+        source=s.source,
         fmt=s.fmt,
         models=s.models,
         template=s.renderer.info(),

@@ -88,15 +88,16 @@ def response_text(sample) -> str | None:
 
 
 def record_texts(
-    path, fmt: str, indices: set[int] | None = None, *, part: str = "prompt"
+    path, fmt: str, indices: set[int] | None = None, *, part: str = "prompt", kind=None
 ) -> Iterator[tuple]:
     """(index, text) of the input's records, ``part`` "prompt" or "response" (None for an
-    unreadable record); only the ``indices`` given, when given."""
+    unreadable record); only the ``indices`` given, when given; ``kind``: the input's,
+    when known."""
     from fastscore.data.formats import to_sample
     from fastscore.data.readers import detect_file_kind, read_records
 
     text_of = prompt_text if part == "prompt" else response_text
-    for raw in read_records(path, detect_file_kind(path)):
+    for raw in read_records(path, kind or detect_file_kind(path)):
         if indices is None or raw.index in indices:
             yield raw.index, text_of(to_sample(raw, fmt))
 
@@ -110,6 +111,7 @@ def lexical_features(
     sample: int = LEXICAL_SAMPLE,
     fmt: str,
     part: str = "prompt",
+    kind: str | None = None,
 ) -> np.ndarray:
     """float32 ``[n_rows, dim]``: each record's prompt (or, ``part="response"``, what it
     answers; read in the record format ``fmt``) as hashed words, tf-idf weighted,
@@ -133,7 +135,9 @@ def lexical_features(
     rng = np.random.default_rng(seed)
     whole = n_rows <= sample
     fit_on = None if whole else set(rng.choice(n_rows, sample, replace=False).tolist())
-    fit_texts = [t for _, t in record_texts(path, fmt, fit_on, part=part) if t is not None]
+    fit_texts = [
+        t for _, t in record_texts(path, fmt, fit_on, part=part, kind=kind) if t is not None
+    ]
     out = np.full((n_rows, dim), np.nan, dtype=np.float32)
     if not fit_texts:
         return out
@@ -158,7 +162,7 @@ def lexical_features(
             idx.clear()
             texts.clear()
 
-    for i, t in record_texts(path, fmt, None, part=part):
+    for i, t in record_texts(path, fmt, None, part=part, kind=kind):
         if i >= n_rows:
             raise InputError(
                 f"{path} has more records than the scores file ({n_rows}); the scores were "
@@ -292,7 +296,7 @@ def choose_diverse(
     return sorted(chosen), topped
 
 
-def record_features(cfg, n_rows: int, fmt: str) -> tuple[np.ndarray, str]:
+def record_features(cfg, n_rows: int, fmt: str, kind=None) -> tuple[np.ndarray, str]:
     """(features ``[n_rows, d]``, their source) as ``cfg.features`` asks: the scores' engine
     features file; lexical features of the input's prompts; auto: the first that exists."""
     if cfg.features in ("auto", "engine"):
@@ -304,7 +308,7 @@ def record_features(cfg, n_rows: int, fmt: str) -> tuple[np.ndarray, str]:
                 f"{cfg.scores} has no engine features ({features_path(cfg.scores).name}): "
                 "they are written by the torch engine; use --features lexical (or auto)"
             )
-    return lexical_features(cfg.input, n_rows, seed=cfg.seed, fmt=fmt), "lexical"
+    return lexical_features(cfg.input, n_rows, seed=cfg.seed, fmt=fmt, kind=kind), "lexical"
 
 
 def choose_covered(
@@ -323,7 +327,10 @@ def choose_covered(
     quotas = None
     if cfg.coverage == "clusters" and cfg.group_field:
         fmt = table.input_format(cfg.input)
-        names = input_facts(cfg.input, n_rows=n, fmt=fmt, group_field=cfg.group_field).groups
+        kind = table.input_kind(cfg.input)
+        names = input_facts(
+            cfg.input, n_rows=n, fmt=fmt, group_field=cfg.group_field, kind=kind
+        ).groups
         report["features"] = f"field:{cfg.group_field}"
         values = sorted(set(names))
         code = {v: c for c, v in enumerate(values)}
@@ -331,7 +338,8 @@ def choose_covered(
         cluster_names = values
         x = None
     else:
-        feats, source = record_features(cfg, n, table.input_format(cfg.input))
+        fmt, kind = table.input_format(cfg.input), table.input_kind(cfg.input)
+        feats, source = record_features(cfg, n, fmt, kind)
         x = normalise(feats, centre=source == "engine", inplace=source == "lexical")
         report["features"] = source
         cluster_names = None
@@ -374,7 +382,12 @@ def _varied_in_responses(cfg, table, eligible, *, labels, quotas) -> list[int]:
     what they answer instead of repeating the answer the reference learnt best."""
     resp = normalise(
         lexical_features(
-            cfg.input, len(table), seed=cfg.seed, fmt=table.input_format(cfg.input), part="response"
+            cfg.input,
+            len(table),
+            seed=cfg.seed,
+            fmt=table.input_format(cfg.input),
+            part="response",
+            kind=table.input_kind(cfg.input),
         ),
         centre=False,
         inplace=True,

@@ -23,12 +23,19 @@ class InputFacts:
 
 
 def input_facts(
-    path, *, n_rows: int, fmt: str, group_field: str | None = None, dedup: bool = False
+    path,
+    *,
+    n_rows: int,
+    fmt: str,
+    group_field: str | None = None,
+    dedup: bool = False,
+    kind: str | None = None,
 ) -> InputFacts:
     """One pass over the input, read in ``fmt`` (the format the scores were made with):
     each record's group (with ``group_field``) and, with ``dedup``, the records that
-    repeat an earlier one's roles and texts (case and whitespace normalised)."""
-    kind = detect_file_kind(path)
+    repeat an earlier one's roles and texts (case and whitespace normalised). ``kind``:
+    the input's, when known (``ScoresTable.input_kind``)."""
+    kind = kind or detect_file_kind(path)
     groups: list[str] = []
     duplicates: set[int] = set()
     seen = IdRegistry()

@@ -16,7 +16,6 @@ import dataclasses
 from collections import Counter
 from typing import Any
 
-from fastscore import storage
 from fastscore.config import (
     SelectConfig,
     api_config,
@@ -24,7 +23,6 @@ from fastscore.config import (
     resolve_coverage,
     validate_select,
 )
-from fastscore.data.readers import detect_file_kind
 from fastscore.data.writers import write_subset
 from fastscore.errors import ConfigError, InputError
 from fastscore.runs.claims import Claims
@@ -50,16 +48,21 @@ def select(
     cfg = api_config(SelectConfig, config, fields)
     validate_select(cfg)
     for name in ("scores", "input"):
-        if not storage.exists(getattr(cfg, name)):
-            raise ConfigError(
-                f"select: {name} {storage.shown(getattr(cfg, name))!r} does not exist"
-            )
+        where = getattr(cfg, name)
+        if not where.exists():
+            raise ConfigError(f"select: {name} {where.shown!r} does not exist")
     with select_claims(cfg).settled():
         table = table or ScoresTable.read(cfg.scores)
         p = plan(cfg, table)
         if not p.chosen and not cfg.allow_empty:
             raise nothing_selected(cfg, table, p)
-        n_written = write_subset(cfg.input, cfg.output, chosen=p.chosen, ids=table.ids)
+        n_written = write_subset(
+            cfg.input,
+            cfg.output,
+            chosen=p.chosen,
+            ids=table.ids,
+            kind=table.input_kind(cfg.input),
+        )
     return {
         "score": cfg.score,
         "order": cfg.order,
@@ -74,7 +77,7 @@ def select(
         "selected": n_written,
         # fewer eligible records than asked for: said, not hidden
         "short_by": 0 if p.target is None else p.target - n_written,
-        "output": storage.shown(cfg.output),
+        "output": cfg.output.shown,
         **p.extra,
         "length_spearman": table.length_correlations(),
     }
@@ -91,7 +94,7 @@ def select_claims(cfg: SelectConfig, command: str = "select") -> Claims:
         .read("coverage features", scores.url(scores.features))
         .read("input", cfg.input)
         .write("subset output", cfg.output, lock=True)
-        .write("subset partial", f"{cfg.output}{PARTIAL}")
+        .write("subset partial", cfg.output.with_name(cfg.output.name + PARTIAL))
     )
 
 
@@ -100,7 +103,7 @@ def nothing_selected(cfg: SelectConfig, table: ScoresTable, p: Plan) -> InputErr
     every score), with the first records that could not be chosen and their lines."""
     n = len(table)
     if not n:
-        why = f"the scores file {storage.shown(cfg.scores)} has no rows"
+        why = f"the scores file {cfg.scores.shown} has no rows"
     elif not p.eligible:
         by = ", ".join(f"{k}={v:,}" for k, v in sorted(Counter(table.status).items()))
         why = (
@@ -119,7 +122,7 @@ def nothing_selected(cfg: SelectConfig, table: ScoresTable, p: Plan) -> InputErr
         why = f"{p.method} chose none of the {len(p.eligible):,} eligible records"
     lines = [f"nothing to select: {why}"]
     if table.problems and not p.eligible:
-        kind = detect_file_kind(cfg.input)
+        kind = table.input_kind(cfg.input)
         not_ok = sum(1 for s in table.status if s != "ok")
         lines += summary_lines(located(cfg.input, kind, table.problems), not_ok)
     lines.append("No subset was written; --allow-empty writes an empty one (exit 0).")
@@ -157,6 +160,7 @@ def plan(cfg: SelectConfig, table: ScoresTable | None = None) -> Plan:
             fmt=table.input_format(cfg.input),
             group_field=field_name,
             dedup=cfg.dedup,
+            kind=table.input_kind(cfg.input),
         )
     if cfg.dedup:
         before = len(eligible)

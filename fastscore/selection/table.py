@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from fastscore import storage
 from fastscore.data.writers import read_score_rows
 from fastscore.errors import InputError
 from fastscore.records import OK
 from fastscore.runs.outputs import OutputPaths
 from fastscore.runs.problems import SHOWN, Problem
 from fastscore.scoring.arithmetic import perplexity, seeded_uniform, spearman
+from fastscore.storage import Location, locate
 
 # scores computed from a row rather than read from a column
 DERIVED = ("perplexity", "length", "random")
@@ -28,13 +28,14 @@ _NOT_SCORES = ("index",)
 
 @dataclass
 class ScoresTable:
-    path: Path
+    path: Path | Location
     ids: list
     status: list[str]
     length: np.ndarray  # float64 [n]: response tokens (NaN where none)
     columns: dict[str, np.ndarray]  # every numeric column, float64 [n], NaN where null
     fmt: str | None = None  # the record format the scores were made with (the manifest's)
     problems: list[Problem] = field(default_factory=list)  # the first rows not ok
+    kind: str | None = None  # the input's kind (data.readers), once found (``input_kind``)
 
     @classmethod
     def read(cls, path: str | Path, fmt: str | None = None) -> ScoresTable:
@@ -69,7 +70,7 @@ class ScoresTable:
                 if len(col) < len(ids):
                     col.append(math.nan)
         return cls(
-            path if storage.is_url(path) else Path(path),
+            locate(path),
             ids,
             status,
             np.asarray(length, dtype=np.float64),
@@ -81,14 +82,23 @@ class ScoresTable:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def input_kind(self, input_path: str | Path) -> str:
+        """The kind of the input these scores were made on (JSONL, Parquet, ...), found
+        once: every later reader of the input (the subset, the groups, the texts) takes it
+        from here."""
+        if self.kind is None:
+            from fastscore.data.readers import detect_file_kind
+
+            self.kind = detect_file_kind(input_path)
+        return self.kind
+
     def input_format(self, input_path: str | Path) -> str:
         """The record format of the input these scores were made on: the manifest's, else
         detected from the input, once (kept for every later reader of the input)."""
         if self.fmt is None:
             from fastscore.data.formats import resolve_format
-            from fastscore.data.readers import detect_file_kind
 
-            self.fmt = resolve_format(input_path, detect_file_kind(input_path), "auto")
+            self.fmt = resolve_format(input_path, self.input_kind(input_path), "auto")
         return self.fmt
 
     @property
@@ -142,6 +152,6 @@ def _manifest_format(path: str | Path) -> str | None:
     if m is None:
         return None
     try:
-        return orjson.loads(storage.read_bytes(m, "manifest"))["input"]["format"]
+        return orjson.loads(m.read_bytes("manifest"))["input"]["format"]
     except (KeyError, orjson.JSONDecodeError, TypeError):
         return None

@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastscore import storage
-from fastscore.config import TrainConfig, api_config, validate_train
+from fastscore.config import TrainConfig, api_config, plain, validate_train
 from fastscore.engines.models import (
     fingerprint,
     load_tokenizer,
@@ -165,12 +164,12 @@ def _train(
         "fastscore_manifest": 1,
         "command": "train-ref",
         "trainer": trainer_versions(),
-        "input": storage.shown(cfg.input),
+        "input": cfg.input.shown,
         "base": base_fingerprint,
         "output_dir": str(out.resolve()),
         "template": examples.template,
         "max_length": max_length,
-        "options": dataclasses.asdict(cfg),
+        "options": plain(cfg),
         "schedule": p.schedule(cfg, trainer),
         "device": p.device,
         "dtype": p.dtype,
@@ -193,7 +192,8 @@ def _train(
         "total_seconds": round(time.perf_counter() - t_start, 3),
     }
     if launch.main:
-        draw_curve(curve, out / CURVE, title=f"train-ref on {Path(cfg.input).name}")
+        name = getattr(cfg.input, "name", cfg.input)  # (an input held in memory: its name)
+        draw_curve(curve, out / CURVE, title=f"train-ref on {name}")
         mine = {*SAVED_FILES, CURVE, ADAPTER, *([CHECKPOINTS] if cfg.keep_checkpoints else [])}
         manifest["written"] = sorted(
             {str(p.resolve()) for p in out.iterdir() if p.name in mine}
@@ -256,17 +256,17 @@ def _train_folds(cfg: TrainConfig, launch: Launch, t_start: float) -> dict[str, 
         "fastscore_manifest": 1,
         "command": "train-ref",
         "trainer": runs[0]["trainer"],
-        "input": storage.shown(cfg.input),
+        "input": cfg.input.shown,
         "base": runs[0]["base"],
         "output_dir": str(out.resolve()),
         "template": examples.template,
         "max_length": max_length,
-        "options": dataclasses.asdict(cfg),
+        "options": plain(cfg),
         "folds": {
             "k": cfg.folds,
             "seed": cfg.seed,
             "records": n_records,
-            "input": storage.shown(cfg.input),
+            "input": cfg.input.shown,
             "dirs": [folds.fold_dir(k) for k in range(cfg.folds)],
             "draw_sha256": folds.draw_digest(draw),
             "trained_samples": [r["trained_samples"] for r in runs],

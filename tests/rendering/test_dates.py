@@ -82,9 +82,13 @@ def test_a_restarted_ray_run_takes_the_date_of_its_run_record(tmp_path, monkeypa
     data.write_bytes(b"{}\n")
     out = tmp_path / "s.jsonl"
     cfg = ScoreConfig(input=str(data), output=str(out), executor="ray", date="2024-05-06")
-    facts = SessionFacts(kind="jsonl", fmt="messages", models={}, max_length=10, template={
-        "name": "model", "rule": "markers", "trl_variant": None, "sha256": "a",
-        "original_sha256": "a"})  # fmt: skip
+    from fastscore.data.source import find_source
+
+    template = {"name": "model", "rule": "markers", "trl_variant": None, "sha256": "a",
+                "original_sha256": "a"}  # fmt: skip
+    facts = SessionFacts(
+        source=find_source(data), fmt="messages", models={}, max_length=10, template=template
+    )
     write_run_record(OutputPaths.of(out), cfg, facts)
     monkeypatch.setattr(pipeline, "today", lambda: "1999-12-31")
     undated = ScoreConfig(input=str(data), output=str(out), executor="ray")

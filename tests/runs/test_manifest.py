@@ -8,13 +8,14 @@ import orjson
 import pyarrow.parquet as pq
 
 from fastscore.config import ScoreConfig
+from fastscore.data.source import find_source
 from fastscore.runs.manifest import build_manifest, finish, write_manifest
 from fastscore.runs.outputs import OutputPaths
 from fastscore.runs.stats import Stats
 from fastscore.scoring.session import SessionFacts
 
 FACTS = SessionFacts(
-    kind="jsonl",
+    source=None,  # the input's, found by _manifest
     fmt="messages",
     models={"base": {"root": "/m/base"}, "ref": {"root": "/m/ref"}},
     template={"name": "chatml", "rule": "generation"},
@@ -27,6 +28,7 @@ def _manifest(tmp_path, counts, scoring_seconds=2.0, facts=FACTS):
     if not data.exists():  # written once: the fingerprint covers its size and mtime
         data.write_bytes(b'{"messages": []}\n')
     cfg = ScoreConfig(input=str(data), output=str(tmp_path / "s.jsonl"))
+    facts = dataclasses.replace(facts, source=find_source(data))
     stats = Stats()
     stats.counts.update(counts)
     stats.seconds["render"] = 0.123456

@@ -160,7 +160,7 @@ def test_an_output_in_a_bucket_is_held_by_a_lease(demo_assets, clean, s3):
     this host, or not renewed for LEASE_SECONDS elsewhere, is taken over."""
     import socket
 
-    from fastscore.runs.claims import LEASE_SECONDS
+    from fastscore.storage.locks import LEASE_SECONDS
 
     data, want = clean
     out, lease = f"{s3.url}/out/s.jsonl", f"{s3.bucket}/out/s.jsonl.lock"
@@ -199,7 +199,7 @@ def test_two_runs_taking_over_a_stale_lease_cannot_both_hold_it(s3):
     import threading
 
     from fastscore.errors import ConfigError
-    from fastscore.runs.claims import LEASE_SECONDS, _Lease
+    from fastscore.storage.locks import LEASE_SECONDS, _Lease
 
     out = f"{s3.url}/x/s.jsonl"
     stale = {"host": "elsewhere", "pid": 1, "command": "score", "started": "then",
@@ -245,23 +245,23 @@ def test_two_runs_taking_over_a_stale_lease_cannot_both_hold_it(s3):
 
 def test_a_run_whose_lease_was_taken_stops_at_its_next_chunk(s3, monkeypatch):
     from fastscore.errors import ConfigError
-    from fastscore.runs import claims
+    from fastscore.storage import locks
 
-    monkeypatch.setattr(claims, "LEASE_SECONDS", 0.4)  # renewed every 0.1 s
-    monkeypatch.setattr(claims, "_LOST", [])
+    monkeypatch.setattr(locks, "LEASE_SECONDS", 0.4)  # renewed every 0.1 s
+    monkeypatch.setattr(locks, "_LOST", [])
     out = f"{s3.url}/y/s.jsonl"
-    lease = claims._Lease(out + ".lock", out, "score")
+    lease = locks._Lease(out + ".lock", out, "score")
     lease.acquire()
     try:
-        claims.raise_if_lease_lost()  # held: nothing to say
+        locks.raise_if_lease_lost()  # held: nothing to say
         other = {"host": "elsewhere", "pid": 7, "command": "score", "started": "now",
                  "renewed": time.time(), "token": "theirs"}  # fmt: skip
         s3.fs.pipe_file(f"{s3.bucket}/y/s.jsonl.lock", orjson.dumps(other))
         deadline = time.monotonic() + 30
-        while not claims._LOST and time.monotonic() < deadline:
+        while not locks._LOST and time.monotonic() < deadline:
             time.sleep(0.05)
         with pytest.raises(ConfigError, match="was taken over by another run .*host elsewhere"):
-            claims.raise_if_lease_lost()
+            locks.raise_if_lease_lost()
     finally:
         lease.release()
     # what it let go of was not its own: the other run's lease stays

@@ -1,15 +1,26 @@
-"""Where files live: local paths, or object storage named by an fsspec URL (``s3://``,
-``gs://``, ``memory://``, ...), through ``fsspec`` (``s3fs`` for S3).
+"""Writing to a store through a local *staging* copy (``Store``): a run writes its files
+as it does on a local disk, and each one reaches the store as one object written once,
+complete (a store has no rename). A file that grows while the run goes (the scores
+partial, the features partial) reaches it as *segments*: each flush puts the bytes added
+since the last one as a new object, so a run killed anywhere leaves in the store every
+line it had flushed, and ``--resume`` (or a retried Ray shard, on another node) puts the
+segments together again.
 
-Reading goes to the store itself: a reader opens the object and seeks, so a Ray worker
-fetches only its shard's byte range (or a Parquet file's footer and row groups). Writing
-goes through a local *staging* copy (``Store``): a run writes its files as it does on a
-local disk, and each one reaches the store as one object written once, complete (a
-store has no rename). A file that grows while the run goes (the scores partial, the
-features partial) reaches it as *segments*: each flush puts the bytes added since the
-last one as a new object, so a run killed anywhere leaves in the store every line it had
-flushed, and ``--resume`` (or a retried Ray shard, on another node) puts the segments
-together again.
+The growing file's protocol, and what holds at every moment:
+- a segment is an immutable object ``FILE.segments/<generation>-<offset>`` holding the
+  file's bytes ``[offset, offset + size)``; it is put once and never rewritten;
+- a generation's segments, read from offset 0 while each starts where the one before
+  ends, are a prefix of the file as it was written (the *chain*);
+- a growing file is cut or rewritten only after ``restore`` (a resume drops a torn last
+  line; a retried shard starts again), and the first segment after a restore starts a
+  new generation, put whole from offset 0, as does a file found shorter than what was
+  sent; the store cannot tell a cut that grew back to its old length from growth, so a
+  cut anywhere else is outside the protocol;
+- the older generations are removed only after the new one's first segment is in, so
+  the store always holds one complete chain, and ``restore`` takes the newest generation
+  that has one;
+- segments go out in order on one uploader thread; after a failed put nothing more goes
+  out, and the failure is raised in the scoring thread at its next call.
 
 Credentials are the store's own (for S3 the usual AWS variables, ``~/.aws`` or an
 instance role; ``AWS_ENDPOINT_URL`` for an S3-compatible server); fastscore never takes
@@ -26,230 +37,21 @@ import queue
 import re
 import shutil
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
 
-from fastscore.errors import ConfigError, InputError
+from fastscore.errors import ConfigError
+from fastscore.storage.location import Location, locate, store_errors
 
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 SEGMENTS = ".segments"  # beside a growing file in the store: its flushed parts
-READ_BLOCK = 4 << 20  # what a read fetches ahead: a shard's range plus at most this
 UPLOADS_AHEAD = 16  # segments the uploader may be behind before a sync waits for it
 
 
-def is_url(path: Any) -> bool:
-    """A store URL (``scheme://``, not ``file://``), as opposed to a local path."""
-    m = _SCHEME.match(str(path)) if path is not None else None
-    return bool(m) and m.group(1).lower() not in ("file", "local")
+def _name(key: str) -> str:
+    return key.rstrip("/").rpartition("/")[2]
 
 
-def shown(path: Any) -> str:
-    """A path or URL as logs and manifests show it: a local path made absolute, a URL
-    without userinfo (``s3://key:secret@bucket`` keeps only ``s3://bucket``); an input
-    held in memory (``data.memory``) by its name."""
-    if getattr(path, "in_memory", False):
-        return str(path)
-    if not is_url(path):
-        return str(Path(path).resolve())
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1", str(path))
-
-
-def without_userinfo(options: dict) -> dict:
-    """A config's fields with each URL among them as ``shown`` (no credentials)."""
-    return {
-        k: without_userinfo(v) if isinstance(v, dict) else shown(v) if is_url(v) else v
-        for k, v in options.items()
-    }
-
-
-def join(url: str, *names: str) -> str:
-    return "/".join([str(url).rstrip("/"), *names])
-
-
-def parent(url: str) -> str:
-    head, _, _ = str(url).rstrip("/").rpartition("/")
-    return head
-
-
-def name(url: str) -> str:
-    return str(url).rstrip("/").rpartition("/")[2]
-
-
-def filesystem(url: str):
-    """(fsspec filesystem, path in it) for a URL, with a clear error for an unknown
-    scheme or a missing driver."""
-    import fsspec
-
-    scheme = _SCHEME.match(url).group(1).lower()
-    try:
-        # no cached listings: other processes (workers, a resume) write the same prefixes
-        return fsspec.core.url_to_fs(url, use_listings_cache=False)
-    except ValueError as e:
-        if "Protocol not known" in str(e):
-            raise ConfigError(
-                f"{shown(url)}: unknown storage scheme {scheme!r}; give a local path or an "
-                "fsspec URL (s3://bucket/key, gs://..., memory://...)"
-            ) from None
-        raise ConfigError(f"{shown(url)}: not a usable storage URL ({e})") from None
-    except ImportError as e:
-        extra = " (pip install 'fastscore[s3]')" if scheme in ("s3", "s3a") else ""
-        raise ConfigError(f"{shown(url)}: reading {scheme}:// needs {e.name or e}{extra}") from None
-
-
-def store_error(e: BaseException, url: str, role: str) -> Exception:
-    """An fsspec/botocore error as one actionable line (never the credentials)."""
-    where = shown(url)
-    if isinstance(e, FileNotFoundError):
-        text = str(e)
-        if "bucket" in text.lower():
-            return ConfigError(f"{role} {where}: the bucket does not exist ({text})")
-        return InputError(f"{role} {where} does not exist")
-    if isinstance(e, PermissionError):
-        return ConfigError(
-            f"{role} {where}: access denied ({e}); check the credentials the store is given "
-            "(for S3: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws) and "
-            "their permissions on this bucket"
-        )
-    text = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return ConfigError(f"{role} {where}: the store cannot be reached or refused ({text})")
-
-
-@contextlib.contextmanager
-def store_errors(url: str, role: str) -> Iterator[None]:
-    """A store's errors as ``store_error`` says them; an object that exists where one
-    was to be created only if absent (``FileExistsError``) is the caller's to handle."""
-    try:
-        yield
-    except (ConfigError, InputError, FileExistsError):
-        raise
-    except (OSError, ValueError) as e:
-        raise store_error(e, url, role) from e
-    except Exception as e:  # botocore's own errors (endpoint, signature) are not OSErrors
-        if type(e).__module__.split(".")[0] in ("botocore", "aiobotocore", "aiohttp", "s3fs"):
-            raise store_error(e, url, role) from e
-        raise
-
-
-# --- reading -------------------------------------------------------------------------
-
-
-def open_read(path: str | os.PathLike, role: str = "input") -> IO[bytes]:
-    """A binary, seekable file: a local one, or an object read in ranges as it is read."""
-    if not is_url(path):
-        return open(path, "rb")  # noqa: SIM115 - the caller closes it
-    fs, p = filesystem(str(path))
-    with store_errors(str(path), role):
-        return fs.open(p, "rb", block_size=READ_BLOCK)
-
-
-def read_bytes(path: str | os.PathLike, role: str = "input") -> bytes:
-    with open_read(path, role) as f:
-        return f.read()
-
-
-def info(path: str | os.PathLike, role: str = "input") -> dict | None:
-    """``{"type": "file"|"directory"|"memory", "size", "version"}``, None when nothing is
-    there (an input held in memory: its records and their digest)."""
-    if getattr(path, "in_memory", False):
-        records, digest = path.signature()
-        return {"type": "memory", "size": records, "version": digest}
-    if not is_url(path):
-        p = Path(path)
-        if not p.exists():
-            return None
-        st = p.stat()
-        return {
-            "type": "directory" if p.is_dir() else "file",
-            "size": st.st_size,
-            "version": st.st_mtime_ns,
-        }
-    fs, p = filesystem(str(path))
-    with store_errors(str(path), role):
-        try:
-            i = fs.info(p)
-        except FileNotFoundError as e:
-            if "bucket" in str(e).lower():
-                raise
-            return None
-    version = i.get("ETag") or i.get("etag") or i.get("LastModified") or i.get("mtime") or 0
-    return {
-        "type": i.get("type", "file"),
-        "size": int(i.get("size") or 0),
-        "version": _as_int(version),
-    }
-
-
-def _as_int(v: Any) -> int:
-    """A version (an ETag, a date) as the integer a run fingerprint holds."""
-    if isinstance(v, int):
-        return v
-    return int.from_bytes(hashlib.sha256(str(v).encode()).digest()[:7], "big")
-
-
-def exists(path: str | os.PathLike) -> bool:
-    return info(path) is not None
-
-
-def is_dir(path: str | os.PathLike) -> bool:
-    i = info(path)
-    return bool(i) and i["type"] == "directory"
-
-
-def size(path: str | os.PathLike) -> int:
-    i = info(path)
-    if i is None:
-        raise InputError(f"input {shown(path)} does not exist")
-    return i["size"]
-
-
-def listdir(path: str | os.PathLike) -> list[str]:
-    """The names in a directory (a prefix of a store), sorted; [] when there is none."""
-    if not is_url(path):
-        p = Path(path)
-        return sorted(x.name for x in p.iterdir()) if p.is_dir() else []
-    fs, p = filesystem(str(path))
-    with store_errors(str(path), "directory"):
-        try:
-            return sorted(name(x) for x in fs.ls(p, detail=False, refresh=True))
-        except FileNotFoundError:
-            return []
-
-
-def check_readable(path: str | os.PathLike, role: str = "input") -> None:
-    """Before any scoring: the input is there and the credentials may read it."""
-    if not is_url(path):
-        return
-    if info(path, role) is None:
-        raise InputError(f"{role} {shown(path)} does not exist")
-    if not is_dir(path):
-        with open_read(path, role) as f:
-            f.read(1)
-
-
-def check_writable(url: str, role: str = "output") -> None:
-    """Before any scoring: the bucket is there and the credentials may write to it (a
-    probe object, put and removed)."""
-    if not is_url(url):
-        return
-    fs, p = filesystem(url)
-    probe = join(p, f".fastscore-probe-{os.getpid()}")
-    with store_errors(url, role):
-        fs.pipe_file(probe, b"")
-        fs.rm_file(probe)
-    try:  # a run finds its partial, run record and shards by listing and reading
-        fs.ls(p, detail=False, refresh=True)
-    except FileNotFoundError:
-        pass
-    except PermissionError as e:
-        raise ConfigError(
-            f"{role} {shown(url)}: the credentials may write but not list ({e}); a run "
-            "needs to read, write, delete and list there (for S3: s3:GetObject, "
-            "s3:PutObject, s3:DeleteObject, s3:ListBucket)"
-        ) from e
-
-
-# --- writing through a local staging copy ----------------------------------------------
+def _join(key: str, *names: str) -> str:
+    return "/".join([key.rstrip("/"), *names])
 
 
 def staging_root() -> Path:
@@ -263,14 +65,15 @@ class Store:
     operations, or nothing), or one in a store, written through a local staging copy
     that belongs to this process (a killed process's copy is removed by the next one)."""
 
-    def __init__(self, where: str | os.PathLike):
-        self.remote = str(where).rstrip("/") if is_url(where) else None
+    def __init__(self, where: str | os.PathLike | Location):
+        where = locate(where)
+        self.remote = where if where.in_store else None  # (the store's directory)
         self.pid = os.getpid()
         if self.remote is None:
-            self.local = Path(where)
+            self.local = where.local
             return
-        self.fs, self._root = filesystem(self.remote)
-        key = hashlib.sha256(shown(self.remote).encode()).hexdigest()[:12]
+        self.fs, self._root = self.remote.upath.fs, self.remote.upath.path.rstrip("/")
+        key = hashlib.sha256(self.remote.shown.rstrip("/").encode()).hexdigest()[:12]
         root = staging_root()
         _remove_dead_staging(root)
         # the host too: a cache directory on a shared disk is seen by several machines
@@ -282,16 +85,36 @@ class Store:
         self._error: tuple[Path, BaseException] | None = None
 
     def __repr__(self) -> str:
-        return f"Store({shown(self.remote or self.local)!r})"
+        return f"Store({(self.remote or Location(self.local)).shown!r})"
 
-    def url(self, local: Path) -> str:
+    def url(self, local: Path) -> Location:
         """Where a staging file goes in the store (its path, for a local store)."""
         if self.remote is None:
-            return str(local)
-        return join(self.remote, *Path(local).relative_to(self.local).parts)
+            return Location(local)
+        loc = self.remote
+        for part in Path(local).relative_to(self.local).parts:
+            loc = loc / part
+        return loc
+
+    def place(self, where: Location | Path) -> Path:
+        """The file this process writes for ``where``: the path itself for a local store;
+        in a store, its staging copy (``where`` must then be in the store's directory or
+        below it, named by its URL or by its staging path: a ``ConfigError`` says so)."""
+        where = locate(where)
+        if self.remote is None:
+            return where.local
+        if not where.in_store:
+            p = where.local.absolute()
+            if p == self.local or self.local in p.parents:
+                return p
+        else:
+            root = self.remote.key.rstrip("/")
+            if where.key == root or where.key.startswith(root + "/"):
+                return self.local.joinpath(*where.key[len(root) :].split("/"))
+        raise ConfigError(f"{where.shown} is not in {self.remote.shown}")
 
     def _key(self, local: Path) -> str:
-        return join(self._root, *Path(local).relative_to(self.local).parts)
+        return _join(self._root, *Path(local).relative_to(self.local).parts)
 
     def _do(self, local: Path, what: str):
         return store_errors(self.url(local), what)
@@ -363,17 +186,18 @@ class Store:
             return
         gen, sent = self._sent.get(local, (0, 0))
         length = local.stat().st_size
-        if local in self._rebase:  # restored, then maybe cut and grown again: whole
-            self._rebase.discard(local)
+        # restored, then maybe cut and grown again; or cut shorter since: a new
+        # generation, whole (an empty one too: the store must not keep what was cut)
+        new = local in self._rebase or length < sent
+        self._rebase.discard(local)
+        if new:
             gen, sent = gen + 1, 0
-        if length == sent:
+        elif length == sent:
             return
-        if length < sent:  # cut shorter since: a new generation, whole
-            gen, sent = gen + 1, 0
         with open(local, "rb") as f:
             f.seek(sent)
             data = f.read(length - sent)
-        seg = join(self._key(local) + SEGMENTS, f"{gen:06d}-{sent:016d}")
+        seg = _join(self._key(local) + SEGMENTS, f"{gen:06d}-{sent:016d}")
 
         def put(seg=seg, data=data, new_base=sent == 0 and gen > 0):
             self.fs.pipe_file(seg, data)
@@ -408,8 +232,8 @@ class Store:
             # starts from a new store (and from what the store holds)
             self._error = None
             self._sent.clear()
-            if _STORES.get(self.remote) is self:
-                del _STORES[self.remote]
+            if _STORES.get(self.remote.key) is self:
+                del _STORES[self.remote.key]
             with self._do(local, "output"):
                 raise e
 
@@ -434,7 +258,7 @@ class Store:
         with self._do(local, "output"), open(local, "wb") as f:
             for key, _, _ in chain:
                 f.write(self.fs.cat_file(key))
-        gen = int(name(chain[0][0]).split("-")[0])
+        gen = int(_name(chain[0][0]).split("-")[0])
         self._sent[local] = (gen, local.stat().st_size)
         # a resume cuts a torn tail and writes on: the store cannot tell a cut that grew
         # back from growth, so the next segment starts a new generation, whole
@@ -460,7 +284,7 @@ class Store:
                 return []
         by_gen: dict[int, dict[int, tuple[str, int, float]]] = {}
         for e in entries:
-            g, _, off = name(e["name"]).partition("-")
+            g, _, off = _name(e["name"]).partition("-")
             if g.isdigit() and off.isdigit():
                 when = e.get("LastModified") or e.get("mtime") or e.get("created") or 0
                 when = when.timestamp() if hasattr(when, "timestamp") else float(when)
@@ -479,7 +303,7 @@ class Store:
     def _drop_generations(self, local: Path, *, below: int) -> None:
         seg_dir = self._key(local) + SEGMENTS
         for k in self.fs.ls(seg_dir, detail=False, refresh=True):
-            g = name(k).split("-")[0]
+            g = _name(k).split("-")[0]
             if g.isdigit() and int(g) < below:
                 self.fs.rm_file(k)
 
@@ -494,19 +318,19 @@ class Store:
 _STORES: dict[str, Store] = {}
 
 
-def store_for(where: str | os.PathLike) -> Store:
+def store_for(where: str | os.PathLike | Location) -> Store:
     """The ``Store`` of a directory: one per remote directory in a process, so that every
     step of a run (scoring, its resume, the selection after it) shares one staging copy."""
-    if not is_url(where):
-        p = Path(where).absolute()
+    where = locate(where)
+    if not where.in_store:
+        p = where.local.absolute()
         for st in _STORES.values():  # a path in a staging copy: that copy's store
             if st.pid == os.getpid() and (p == st.local or st.local in p.parents):
                 return st
         return Store(where)
-    key = str(where).rstrip("/")
-    st = _STORES.get(key)
+    st = _STORES.get(where.key)
     if st is None or st.pid != os.getpid():
-        st = _STORES[key] = Store(key)
+        st = _STORES[where.key] = Store(where)
     return st
 
 
