@@ -108,3 +108,21 @@ def test_the_package_has_no_import_cycle():
     graph = import_graph()
     assert "fastscore.cli" in graph and graph["fastscore.cli"]  # the graph was read
     assert cycles(graph) == []
+
+
+def test_only_the_storage_package_tells_a_url_from_a_path():
+    """A location is a ``storage.Location`` from the config on: the stages call its
+    methods, and no module outside ``fastscore/storage/`` asks whether it is a URL."""
+    asking = {
+        module_name(p)
+        for p in PACKAGE.rglob("*.py")
+        if "storage" not in p.relative_to(PACKAGE).parts[:1]
+        and any(
+            isinstance(n, (ast.Name, ast.Attribute, ast.alias))
+            and "is_url"
+            in (getattr(n, "id", None), getattr(n, "attr", None), getattr(n, "name", None))
+            for n in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+        )
+    }
+    assert (PACKAGE / "storage" / "location.py").exists()
+    assert asking == set()
