@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st_
 
 from fastscore import storage
-from fastscore.config import ScoreConfig, set_path
+from fastscore.config import ScoreConfig, plain, set_path
 from fastscore.data import ranges
 from fastscore.data.readers import (
     count_records,
@@ -59,6 +59,12 @@ def test_urls_are_told_from_paths_and_shown_without_userinfo():
     set_path(cfg, "output", "s3://b/o.jsonl")
     assert isinstance(cfg.output, storage.Location) and cfg.output.name == "o.jsonl"
     assert dataclasses.replace(cfg, input=None).input is None
+    assert ScoreConfig(output="").output is None  # (no path given: "is required" says so)
+    # a path as it was typed is what a manifest records (a run record compares it)
+    assert plain(ScoreConfig(input="./d/"))["input"] == "./d/" == str(storage.locate("./d/"))
+    assert storage.Location("s3://k:pw@b/x/") == storage.Location("s3://b/x")  # one object
+    with pytest.raises(ConfigError, match=r"s3://b: name a file inside a bucket"):
+        storage.Location("s3://k:pw@b").with_name("x.jsonl")
     opts = {"input": "s3://k:pw@b/d.jsonl", "output": "out.jsonl", "engine": {"x": "s3://u@b/m"}}
     assert storage.without_userinfo(opts) == {
         "input": "s3://b/d.jsonl",
@@ -284,6 +290,7 @@ def test_a_growing_file_in_a_store_is_always_one_complete_chain(ops):
     f = writer.local / "s.partial"
     f.write_bytes(b"")
     synced = b""  # what the store must give back
+    put: dict[str, bytes] = {}  # every segment seen, as it was first seen
     try:
         for k, (op, arg) in enumerate(ops):
             if op == "append":
@@ -305,6 +312,8 @@ def test_a_growing_file_in_a_store_is_always_one_complete_chain(ops):
             stores.append(reader)
             g = reader.local / "s.partial"
             assert (g.read_bytes() if reader.restore(g) else b"") == synced
+            for key in reader.fs.find(reader._root):  # a segment is put once, never again
+                assert put.setdefault(key, reader.fs.cat_file(key)) == reader.fs.cat_file(key)
     finally:
         for s in stores:
             s.close()

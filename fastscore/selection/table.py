@@ -35,7 +35,7 @@ class ScoresTable:
     columns: dict[str, np.ndarray]  # every numeric column, float64 [n], NaN where null
     fmt: str | None = None  # the record format the scores were made with (the manifest's)
     problems: list[Problem] = field(default_factory=list)  # the first rows not ok
-    kind: str | None = None  # the input's kind (data.readers), once found (``input_kind``)
+    kind: tuple[str, str] | None = None  # (an input, its kind), once found (``input_kind``)
 
     @classmethod
     def read(cls, path: str | Path, fmt: str | None = None) -> ScoresTable:
@@ -86,11 +86,12 @@ class ScoresTable:
         """The kind of the input these scores were made on (JSONL, Parquet, ...), found
         once: every later reader of the input (the subset, the groups, the texts) takes it
         from here."""
-        if self.kind is None:
+        key = getattr(locate(input_path), "key", str(input_path))  # (or held in memory)
+        if self.kind is None or self.kind[0] != key:
             from fastscore.data.readers import detect_file_kind
 
-            self.kind = detect_file_kind(input_path)
-        return self.kind
+            self.kind = (key, detect_file_kind(input_path))
+        return self.kind[1]
 
     def input_format(self, input_path: str | Path) -> str:
         """The record format of the input these scores were made on: the manifest's, else

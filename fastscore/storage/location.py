@@ -67,12 +67,16 @@ def _plain(v: Any) -> Any:
         return without_userinfo(v)
     if isinstance(v, Location):
         return str(v)
-    return shown(v) if isinstance(v, str) and is_url(v) else v
+    if isinstance(v, str) and is_url(v):  # (served endpoints: a comma-separated list)
+        return ",".join(shown(u) if is_url(u) else u for u in v.split(","))
+    return v
 
 
 def locate(where: Any) -> Any:
-    """``where`` as a ``Location`` (a str, a path, a Location); anything else (None, an
-    input held in memory, ``data.memory``) as it is."""
+    """``where`` as a ``Location`` (a str, a path, a Location); an empty str as None (no
+    path given); anything else (None, an input held in memory, ``data.memory``) as it is."""
+    if isinstance(where, str) and not where.strip():
+        return None
     if (
         isinstance(where, Location)
         or not isinstance(where, (str, os.PathLike))
@@ -127,11 +131,11 @@ class Location:
     """A file or directory: a local path, or an object (a prefix) in a store. Made from a
     str, a path or another Location; compared, hashed and pickled as what it names."""
 
-    __slots__ = ("_up", "_url")
+    __slots__ = ("_up", "_url", "_given")
 
     def __init__(self, where: str | os.PathLike | Location):
         if isinstance(where, Location):
-            self._up, self._url = where._up, where._url
+            self._up, self._url, self._given = where._up, where._url, where._given
             return
         if getattr(where, "protocol", "") not in ("", "file", "local"):
             text = str(where)  # a UPath of a store: its URL (its fspath drops the scheme)
@@ -139,6 +143,8 @@ class Location:
             text = os.fspath(where) if isinstance(where, os.PathLike) else str(where)
         self._url = text if is_url(text) else None
         self._up = None if self._url else Path(text)
+        # a local path as it was typed (``./data/``): what manifests and run records hold
+        self._given = text
 
     # --- what it is called -------------------------------------------------------------
 
@@ -167,26 +173,25 @@ class Location:
         return os.fspath(self.local)
 
     def __str__(self) -> str:
-        return str(self._up) if self._url is None else _without_userinfo(self._url)
+        return self._given if self._url is None else _without_userinfo(self._url)
 
     def __repr__(self) -> str:
         return f"Location({str(self)!r})"
 
     def __eq__(self, other: object) -> bool:
-        """The same URL, or the same local path (a ``pathlib.Path`` too, which hashes
-        alike)."""
+        """The same object of a store (its URL without userinfo or a trailing slash), or
+        the same local path (a ``pathlib.Path`` too, which hashes alike)."""
         if isinstance(other, Location):
-            return (self._url, self._up if self._url is None else None) == (
-                other._url,
-                other._up if other._url is None else None,
-            )
+            if (self._url is None) != (other._url is None):
+                return False
+            return self._up == other._up if self._url is None else self.key == other.key
         return self._url is None and isinstance(other, Path) and self._up == other
 
     def __hash__(self) -> int:
-        return hash(self._url) if self._url is not None else hash(self._up)
+        return hash(self.key) if self._url is not None else hash(self._up)
 
     def __reduce__(self):
-        return Location, (self._url or str(self._up),)
+        return Location, (self._url or self._given,)
 
     def __truediv__(self, name: str) -> Location:
         if self._url is None:
@@ -203,9 +208,17 @@ class Location:
 
     @property
     def parent(self) -> Location:
+        """The directory above; a bucket (``s3://b``) has none: a ``ConfigError``."""
         if self._url is None:
             return Location(self._up.parent)
-        return Location(self._url.rstrip("/").rpartition("/")[0])
+        scheme, _, rest = self._url.partition("://")
+        head, sep, _ = rest.rstrip("/").rpartition("/")
+        if not sep or not head:
+            raise ConfigError(
+                f"{self.shown}: name a file inside a bucket or prefix "
+                f"({scheme}://bucket/name), not the store's top level"
+            )
+        return Location(f"{scheme}://{head}")
 
     def with_name(self, name: str) -> Location:
         return self.parent / name

@@ -206,6 +206,8 @@ class Store:
 
         self._submit(local, put)
         self._sent[local] = (gen, length)
+        if new and not length:  # what grows next starts another generation: a segment
+            self._rebase.add(local)  # is put once, never over this empty one
 
     def _submit(self, local: Path, job) -> None:
         if self._uploads is None:

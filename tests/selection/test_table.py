@@ -54,3 +54,14 @@ def test_the_input_format_comes_from_the_manifest_else_is_detected_once(tmp_path
     assert t.input_format(data) == "prompt-response"
     (tmp_path / "s.manifest.json").write_bytes(orjson.dumps({"input": {"format": "messages"}}))
     assert ScoresTable.read(scores).input_format(data) == "messages"
+
+
+def test_the_input_kind_is_found_once_per_input(tmp_path):
+    t = ScoresTable.read(_write(tmp_path / "s.jsonl", ROWS))
+    data = _write(tmp_path / "d.jsonl", [{"prompt": "p", "response": "r"}] * 3)
+    assert t.input_kind(data) == "jsonl"
+    data.unlink()  # kept: the input is not looked at again
+    assert t.input_kind(data) == "jsonl"
+    other = tmp_path / "d.parquet"  # another input (a table reused): its own kind
+    other.write_bytes(b"PAR1")
+    assert t.input_kind(other) == "parquet"
