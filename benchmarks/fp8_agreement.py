@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 WAYS = {  # name: (quantise, keep the first and last layers bf16, fast accumulation)
     "bf16": (False, False, True),
@@ -38,10 +37,10 @@ def score_way(way: str, models: dict, samples: list, device) -> tuple[dict, floa
     import torch
     from transformers import AutoModelForCausalLM
 
+    from fastscore.benchmarks.agreement import loss_columns, mean_losses
     from fastscore.config import EngineConfig
     from fastscore.engines import fp8
     from fastscore.engines.torch_engine import TorchEngine
-    from fastscore.scoring.arithmetic import mean_nll
 
     quantise, ends, fast = WAYS[way]
     out, seconds = {}, 0.0
@@ -59,11 +58,10 @@ def score_way(way: str, models: dict, samples: list, device) -> tuple[dict, floa
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds += time.perf_counter() - t0
-        out[f"loss_{side}"] = np.array([mean_nll(lp) for lp in lps])
+        out[side] = mean_losses(lps)
         e.close()
         del m
-    out["lobass"] = (out["loss_base"] - out["loss_ref"]) / out["loss_base"]
-    return out, seconds
+    return loss_columns(out["base"], out["ref"]), seconds
 
 
 def main(argv=None) -> dict:
@@ -74,6 +72,7 @@ def main(argv=None) -> dict:
     from fastscore.data.readers import read_records
     from fastscore.engines import fp8
     from fastscore.engines.models import load_tokenizer
+    from fastscore.engines.torch_engine import resolve_device
     from fastscore.records import OK
     from fastscore.rendering.renderer import Renderer
 
@@ -84,13 +83,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     ap.add_argument("--ways", default=",".join(WAYS))
     ap.add_argument("--json-out", type=Path)
+    ap.add_argument("--note", default=None, help="said in the JSON (how the machine ran)")
     args = ap.parse_args(argv)
     if not (args.base and args.ref and args.data):
         from fastscore.demodata.build import ensure_demo
 
         demo = ensure_demo()
         args.base, args.ref, args.data = demo.base, demo.ref, demo.data
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device or "auto")
     if device.type == "cuda" and (why := fp8.unavailable(device)):
         raise SystemExit(f"fp8 cannot run here: {why}")
     tok = load_tokenizer(args.base)
@@ -106,6 +106,8 @@ def main(argv=None) -> dict:
         "tokens": sum(s.n_tokens for s in samples),
         "gates": GATES,
         "ways": {},
+        "command": shlex.join(["python", "benchmarks/fp8_agreement.py", *(argv or sys.argv[1:])]),
+        **({"note": args.note} if args.note else {}),
     }
     scored = {}
     for way in args.ways.split(","):

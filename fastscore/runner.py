@@ -43,30 +43,26 @@ def run_with_scores(config: RunConfig) -> tuple[dict[str, Any], ScoresTable]:
     if not config.output_dir:
         raise ConfigError("run: 'output_dir' is required (--output-dir)")
     out = config.output_dir  # (a storage.Location)
-
-    def inside(name: str):
-        return out / name
-
     score_cfg = dataclasses.replace(
-        config.score, input=as_input(config.score.input), output=inside("scores.jsonl")
+        config.score, input=as_input(config.score.input), output=out / "scores.jsonl"
     )
     select_cfg = dataclasses.replace(
         config.select,
         scores=score_cfg.output,
         input=score_cfg.input,
-        output=inside("selected.jsonl"),
+        output=out / "selected.jsonl",
         allow_empty=config.select.allow_empty or score_cfg.allow_empty,
     )
     report_cfg = ReportConfig(
         scores=score_cfg.output,
         input=score_cfg.input,
-        output_dir=inside("report"),
+        output_dir=out / "report",
         select=select_cfg,
         group_field=select_cfg.group_field,
     )
     validate_score(score_cfg)
     validate_select(select_cfg)  # before the expensive part, so a typo costs nothing
-    paths = OutputPaths.of(score_cfg.output, inside(RUN_MANIFEST))
+    paths = OutputPaths.of(score_cfg.output, out / RUN_MANIFEST)
     # every file of the run checked and held before its scoring starts (an input inside
     # the run directory, say its selected.jsonl, is not overwritten by the selection)
     claims = score_claims(score_cfg, paths, "run").then(select_claims(select_cfg, "run"))

@@ -119,8 +119,8 @@ def test_only_the_storage_package_tells_a_url_from_a_path():
         if "storage" not in p.relative_to(PACKAGE).parts[:1]
         and any(
             isinstance(n, (ast.Name, ast.Attribute, ast.alias))
-            and "is_url"
-            in (getattr(n, "id", None), getattr(n, "attr", None), getattr(n, "name", None))
+            and {"is_url", "in_store"}
+            & {getattr(n, "id", None), getattr(n, "attr", None), getattr(n, "name", None)}
             for n in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
         )
     }

@@ -77,7 +77,7 @@ def test_urls_are_told_from_paths_and_shown_without_userinfo():
 
 def test_an_unknown_scheme_is_a_clear_error():
     with pytest.raises(ConfigError, match=r"unknown storage scheme 'nosuch'"):
-        storage.open_read("nosuch://bucket/x.jsonl")
+        storage.locate("nosuch://bucket/x.jsonl").open()
 
 
 def test_readers_give_the_same_records_from_a_store(tmp_path, s3):
@@ -126,10 +126,10 @@ def test_missing_objects_and_buckets_are_named(s3):
     with pytest.raises(InputError, match=r"does not exist"):
         detect_file_kind(f"{s3.url}/nothing.jsonl")
     with pytest.raises(ConfigError, match=r"bucket"):
-        storage.check_readable("s3://no-such-bucket-here/x.jsonl")
+        storage.locate("s3://no-such-bucket-here/x.jsonl").check_readable()
     with pytest.raises(ConfigError, match=r"output s3://no-such-bucket-here/run: the bucket does"):
-        storage.check_writable("s3://no-such-bucket-here/run")
-    storage.check_writable(f"{s3.url}/run")  # the writer may
+        storage.locate("s3://no-such-bucket-here/run").check_writable(directory=True)
+    storage.locate(f"{s3.url}/run").check_writable(directory=True)  # the writer may
     assert s3.fs.ls(s3.bucket) == []  # and the probe is gone
 
 
@@ -142,9 +142,9 @@ def test_refused_credentials_are_said_without_the_secret(tmp_path, s3):
         "from fastscore.errors import FastscoreError\n"
         "import sys\n"
         "try:\n"
-        f"    storage.check_readable({s3.url + '/d.jsonl'!r})\n"
+        f"    storage.locate({s3.url + '/d.jsonl'!r}).check_readable()\n"
         "    print('read ok')\n"
-        f"    storage.check_writable({s3.url + '/out'!r})\n"
+        f"    storage.locate({s3.url + '/out'!r}).check_writable(directory=True)\n"
         "except FastscoreError as e:\n"
         "    print(e)\n"
     )

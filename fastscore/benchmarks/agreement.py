@@ -6,9 +6,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastscore.scoring.arithmetic import spearman
+from fastscore.scoring.arithmetic import mean_nll, spearman
 
 COLUMNS = ("loss_base", "loss_ref", "lobass")
+
+
+def mean_losses(logprobs: list) -> np.ndarray:
+    """Each sample's mean response loss, from an engine's ``response_logprobs``."""
+    return np.array([mean_nll(lp) for lp in logprobs])
+
+
+def loss_columns(loss_base, loss_ref) -> dict:
+    """The ``COLUMNS`` of one way: both losses and lobass, per sample."""
+    base, ref = np.asarray(loss_base, dtype=np.float64), np.asarray(loss_ref, dtype=np.float64)
+    return {"loss_base": base, "loss_ref": ref, "lobass": (base - ref) / base}
 
 
 def top_overlap(a: np.ndarray, b: np.ndarray, share: float) -> float:

@@ -510,8 +510,10 @@ def start(args: argparse.Namespace, argv: list[str] | None) -> Run:
     """The run's settings and device, and the bf16 (or --dtype) matmul rate MFU is of."""
     import torch
 
+    from fastscore.engines.torch_engine import resolve_device
+
     shape = SHAPES[args.shape]
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device or "auto")
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
     dev = Device(device)
     wanted = [w for w in args.ways.split(",") if w]
@@ -532,6 +534,7 @@ def start(args: argparse.Namespace, argv: list[str] | None) -> Run:
         "ways are) with each way by MFU, useful FLOPs per second, which does not depend on "
         "the subset; e2e_over_engine is of tokens/s on the same samples. Peak memory "
         "includes both models' weights (resident_gib); peak_over_resident_gib is the rest.",
+        "ways": [],
     }
     run = Run(args, shape, dev, dtype, wanted, work, summary)
     n = run.matmul_n = args.matmul_size or (8192 if dev.cuda else 512)
@@ -609,7 +612,6 @@ def make_models(run: Run) -> None:
     run.summary["models_seconds"] = round(time.perf_counter() - t0, 2)
     run.summary["resident_gib"] = run.dev.allocated_gib()
     run.summary["engine"] = run.engines[0].info()
-    run.summary["ways"] = []
     print(f"models built in {run.summary['models_seconds']}s; engine {run.summary['engine']}")
 
 
@@ -682,23 +684,30 @@ def fp8_ways(run: Run) -> None:
     matmul rate, then the ways and their agreement with bf16."""
     from fastscore.benchmarks.agreement import agreement
     from fastscore.config import EngineConfig
+    from fastscore.engines import fp8 as fp8_format
     from fastscore.engines.torch_engine import TorchEngine
     from fastscore.errors import ModelError
 
     if not any(w in run.wanted for w in FP8_WAYS):
         return
     dev, samples = run.dev, run.samples
-    bf16 = _losses(run.engines, samples)
+    rehearsal = run.args.fp8_rehearsal and not dev.cuda
+    try:  # (before the bf16 losses: a device that cannot run FP8 pays for no pass)
+        if not rehearsal:
+            fp8_format.require(dev.device)
+    except ModelError as e:
+        for w in FP8_WAYS:
+            run.failed(w, f"not run: {e}")
+        return
+    bf16 = _losses(run.engines, samples)  # (the models are quantised in place below)
     for e in run.engines:  # their kept prefixes are of the bf16 weights: gone with them
         e.prefixes = None
     cfg = EngineConfig(kind="torch", device=str(dev.device), quantize="fp8")
-    if run.args.fp8_rehearsal and not dev.cuda:
-        from fastscore.engines.fp8 import quantize_model
-
+    if rehearsal:
         for m in run.models:
-            quantize_model(m)
+            fp8_format.quantize_model(m)
         cfg = EngineConfig(kind="torch", device=str(dev.device))
-    try:
+    try:  # (the engine's own refusals: a dtype FP8 does not take, say)
         fp8 = tuple(
             TorchEngine(m, cfg, name=nm) for m, nm in zip(run.models, ("base", "ref"), strict=True)
         )
@@ -706,7 +715,6 @@ def fp8_ways(run: Run) -> None:
         for w in FP8_WAYS:
             run.failed(w, f"not run: {e}")
         return
-    dev.reset_peak()
     run.summary["resident_gib_fp8"] = dev.allocated_gib()
     run.summary["fp8"] = fp8[0].info().get("quantize", {}).get("fp8", "rehearsal on CPU")
     burst, sustained = fp8_matmul_flops_per_s(dev, run.matmul_n)
@@ -729,14 +737,15 @@ def fp8_ways(run: Run) -> None:
                     warm=lambda: run.e2e(fp8, "warm-fp8.jsonl", run.warm_data),
                     note="score_file with the FP8 engines", fmt="fp8")  # fmt: skip
     run.summary["fp8_agreement"] = agreement(bf16, _losses(fp8, samples))
+    for e in fp8:
+        e.close()
 
 
 def _losses(engines, samples: list) -> dict:
     """Per-sample mean losses of a (base, ref) pair, and lobass."""
-    from fastscore.scoring.arithmetic import mean_nll
+    from fastscore.benchmarks.agreement import loss_columns, mean_losses
 
-    base, ref = (np.array([mean_nll(lp) for lp in e.response_logprobs(samples)]) for e in engines)
-    return {"loss_base": base, "loss_ref": ref, "lobass": (base - ref) / base}
+    return loss_columns(*(mean_losses(e.response_logprobs(samples)) for e in engines))
 
 
 def profile(run: Run) -> None:

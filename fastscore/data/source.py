@@ -21,7 +21,6 @@ from fastscore.storage import locate
 
 @dataclass(frozen=True)
 class Source:
-    where: Any  # a storage.Location, or an input held in memory (data.memory)
     kind: str  # data.readers.FILE_KINDS, or data.memory.MEMORY_KINDS
     size: int  # bytes (a directory: its files'); held in memory: its records
     version: int  # a local file's mtime (ns), a store's ETag as an integer; a digest
@@ -33,14 +32,12 @@ def find_source(where: Any) -> Source:
     credentials: its first byte is read) says so here, before any model is loaded."""
     if getattr(where, "in_memory", False):
         records, digest = where.signature()
-        return Source(where, where.kind, records, digest, True)
+        return Source(where.kind, records, digest, True)
     where = locate(where)
     found = where.info()
     if found is None:
         raise InputError(f"input file {str(where)!r} does not exist")
     kind = file_kind(where, found)
-    if not found["local"] and found["type"] == "file":
-        with where.open() as f:  # (the store says it is there; may we read it?)
-            f.read(1)
+    where.check_readable(found=found)  # (a store's object: may these credentials read it?)
     size, version = where.signature(found)
-    return Source(where, kind, size, version, found["local"])
+    return Source(kind, size, version, found["local"])

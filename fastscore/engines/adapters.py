@@ -96,14 +96,18 @@ def check_adapter(path: str | Path, base: str | Path, engine: str) -> dict[str, 
     return c
 
 
-def attach(model: Any, path: str | Path) -> Any:
+def attach(model: Any, path: str | Path, name: str | None = None) -> Any:
     """``model`` with the adapter's layers injected in place (peft); returns the peft
-    model, whose ``base_model`` turns them on and off."""
+    model, whose ``base_model`` turns them on and off. ``name``: another adapter loaded
+    beside those of ``model``, a peft model already (a cross-fitted reference's folds)."""
     try:
         from peft import PeftModel
     except ImportError as e:
         raise ModelError("a peft adapter as --ref needs peft: pip install 'fastscore[lora]'") from e
     try:
+        if name is not None:
+            model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            return model
         return PeftModel.from_pretrained(model, str(path), is_trainable=False)
     except Exception as e:
         raise ModelError(f"could not attach the reference adapter {str(path)!r}: {e}") from e
@@ -131,7 +135,7 @@ def torch_engines(base: str | Path, adapters: list, cfg: Any) -> tuple[Any, list
         names = ["default"]
         for k, path in enumerate(adapters[1:], start=1):
             names.append(f"adapter-{k}")
-            _load_more(peft_model, path, names[-1])
+            attach(peft_model, path, names[-1])
         base_engine.model.eval()
         base_engine.switch = AdapterSwitch(peft_model, on=False)
         for path, name in zip(adapters, names, strict=True):
@@ -148,13 +152,6 @@ def torch_engines(base: str | Path, adapters: list, cfg: Any) -> tuple[Any, list
         base_engine.close()
         raise
     return base_engine, refs
-
-
-def _load_more(peft_model: Any, path: str | Path, name: str) -> None:
-    try:
-        peft_model.load_adapter(str(path), adapter_name=name, is_trainable=False)
-    except Exception as e:
-        raise ModelError(f"could not attach the reference adapter {str(path)!r}: {e}") from e
 
 
 class AdapterSwitch:

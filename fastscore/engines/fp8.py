@@ -38,9 +38,9 @@ def quantize_rows(x):
     """``x`` [rows, n] -> (codes [rows, n] float8_e4m3fn, scales [rows, 1] float32), with
     ``codes * scales`` ~ ``x``: each row scaled so its largest magnitude is 448."""
     amax = x.abs().amax(dim=-1, keepdim=True).float()  # (exact in x's own dtype)
-    xf = x.float()
-    scale = torch.where(amax > 0, amax / E4M3_MAX, torch.ones_like(amax))
-    codes = (xf / scale).clamp_(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+    scale = torch.where(amax > 0, amax / E4M3_MAX, 1.0)
+    # (x / scale is computed in float32, scale's dtype: no float32 copy of x first)
+    codes = (x / scale).clamp_(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
     return codes, scale
 
 

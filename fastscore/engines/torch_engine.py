@@ -127,7 +127,9 @@ class TorchEngine:
             self.model_path = getattr(m, "name_or_path", "") or f"<in-memory {type(m).__name__}>"
         self.model = m.to(self.device).eval()
         if cfg.quantize == "fp8":
-            self.quant = _quantized(self.model, cfg)
+            from fastscore.engines import fp8
+
+            self.quant = fp8.quantize_model(self.model, keep_ends=cfg.fp8_keep_ends)
         self.trunk = m.get_decoder()
         self.head = m.get_output_embeddings()
         if self.head is None:
@@ -407,16 +409,6 @@ def resolve_device(spec: str):
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(spec)
-
-
-def _quantized(model, cfg: EngineConfig) -> dict:
-    """The model's trunk in FP8 (``engines.fp8``), once: an engine over a model another
-    engine quantised already (a LoRA pair's) finds it done."""
-    from fastscore.engines import fp8
-
-    if any(isinstance(m, fp8.Fp8Linear) for m in model.modules()):
-        return {"format": "e4m3", "shared": True}
-    return fp8.quantize_model(model, keep_ends=cfg.fp8_keep_ends)
 
 
 def _fp32_gemm_works(head, device) -> bool:

@@ -98,7 +98,7 @@ class ShardWorker:
     ``score`` call. Restarted by Ray after its process is lost; the retried call continues
     the shard from its partial."""
 
-    def __init__(self, cfg_dict: dict, threads: int, source: Source | None = None):
+    def __init__(self, cfg_dict: dict, threads: int, source: Source):
         import torch
 
         torch.set_num_threads(max(1, threads))

@@ -117,7 +117,7 @@ def _write_report(cfg: ReportConfig, table: ScoresTable | None) -> dict[str, Any
     fmt = d.table.input_format(cfg.input)
     kind = d.table.input_kind(cfg.input)  # (found once: every reader below takes it)
     group_of = _group_of(cfg, d.n, fmt=fmt, kind=kind) if cfg.group_field else None
-    samples, clusters, texts, drawn, sel_drawn = _texts(cfg, d, fmt)
+    samples, clusters, texts, drawn, sel_drawn = _texts(cfg, d, fmt, kind)
     lap("input")  # the groups and every text shown, the explorer's too
     heading = _heading(cfg, d)
     page, explorer_page = out / PAGE, out / EXPLORER_PAGE
@@ -247,7 +247,7 @@ def _figures(out: Path, d: _Selected) -> tuple[list[dict[str, Any]], dict, Count
     return figures, rhos, status_counts
 
 
-def _texts(cfg: ReportConfig, d: _Selected, fmt: str):
+def _texts(cfg: ReportConfig, d: _Selected, fmt: str, kind: str):
     """The texts the pages show, read from the input in one pass: the top and bottom
     records by the score, each cluster's example prompt, the explorer's drawn points."""
     top, bottom = _extremes(cfg, d.columns[cfg.select.score], ok=d.ok)
@@ -262,7 +262,7 @@ def _texts(cfg: ReportConfig, d: _Selected, fmt: str):
         cfg,
         fmt,
         d.n,
-        kind=d.table.input_kind(cfg.input),
+        kind=kind,
         turns=set(top) | set(bottom),
         prompts=examples,
         points=drawn,

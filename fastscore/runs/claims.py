@@ -95,7 +95,7 @@ class Claims:
             inside = False
             if hit is None:
                 hit = next(
-                    (t for t in self.trees if rpath.key.startswith(t[1].key.rstrip("/") + "/")),
+                    (t for t in self.trees if rpath.key.startswith(t[1].key + "/")),
                     None,
                 )
                 inside = hit is not None

@@ -24,9 +24,10 @@ PARTIAL = ".partial"
 RUN_MANIFEST = "manifest.json"  # a `fastscore run` directory's manifest
 
 
-def partial_of(path: str | Path) -> Path:
-    """The file a result is written to before it is renamed into place."""
-    p = Path(path)
+def partial_of(path: str | Path | Location) -> Path | Location:
+    """The file a result is written to before it is renamed into place (beside it: a
+    Location's in a store too)."""
+    p = path if isinstance(path, Location) else Path(path)
     return p.with_name(p.name + PARTIAL)
 
 

@@ -70,7 +70,7 @@ def block(ref: str | Path | None) -> dict[str, Any] | None:
     ``ref`` is one reference."""
     from fastscore.scoring.reference import read_train_manifest
 
-    m = read_train_manifest(ref) if ref and Path(ref).is_dir() else None
+    m = read_train_manifest(ref)
     f = m.get("folds") if m else None
     return f if isinstance(f, dict) else None
 

@@ -50,7 +50,7 @@ class Session:
     tokenizer: Any
     renderer: Renderer
     max_length: int
-    source: Source  # the input and its facts, found once (data.source)
+    source: Source  # the input's facts, found once (data.source)
     fmt: str  # the record format of the whole file
     models: dict[str, Any]  # what identifies each model: hashes, or the servers' facts
     stats: Stats
@@ -225,7 +225,7 @@ def _local(cfg: ScoreConfig, stats: Stats, drawn: dict[str, Any] | None, *, load
             f"is {len(refs) + 1} vLLM engines, whose memory shares are sized for two; use "
             "--engine torch (with --lora folds, one base in memory)"
         )
-    if cfg.engine.quantize == "fp8" and kind == "torch":
+    if cfg.engine.quantize == "fp8" and kind in ("torch", "vllm"):  # (vLLM's refusal too)
         from fastscore.engines import fp8
         from fastscore.engines.torch_engine import resolve_device
 

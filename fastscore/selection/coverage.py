@@ -94,10 +94,10 @@ def record_texts(
     unreadable record); only the ``indices`` given, when given; ``kind``: the input's,
     when known."""
     from fastscore.data.formats import to_sample
-    from fastscore.data.readers import detect_file_kind, read_records
+    from fastscore.data.readers import read_records
 
     text_of = prompt_text if part == "prompt" else response_text
-    for raw in read_records(path, kind or detect_file_kind(path)):
+    for raw in read_records(path, kind):
         if indices is None or raw.index in indices:
             yield raw.index, text_of(to_sample(raw, fmt))
 

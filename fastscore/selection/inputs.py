@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from fastscore.data.formats import sample_turns, to_sample
 from fastscore.data.ids import IdRegistry
-from fastscore.data.readers import detect_file_kind, read_records
+from fastscore.data.readers import read_records
 from fastscore.errors import InputError
 from fastscore.records import OK
 
@@ -35,7 +35,6 @@ def input_facts(
     each record's group (with ``group_field``) and, with ``dedup``, the records that
     repeat an earlier one's roles and texts (case and whitespace normalised). ``kind``:
     the input's, when known (``ScoresTable.input_kind``)."""
-    kind = kind or detect_file_kind(path)
     groups: list[str] = []
     duplicates: set[int] = set()
     seen = IdRegistry()

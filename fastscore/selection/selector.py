@@ -26,7 +26,7 @@ from fastscore.config import (
 from fastscore.data.writers import write_subset
 from fastscore.errors import ConfigError, InputError
 from fastscore.runs.claims import Claims
-from fastscore.runs.outputs import PARTIAL, OutputPaths
+from fastscore.runs.outputs import OutputPaths, partial_of
 from fastscore.runs.problems import located, summary_lines
 from fastscore.selection.budget import (
     allocate,
@@ -94,7 +94,7 @@ def select_claims(cfg: SelectConfig, command: str = "select") -> Claims:
         .read("coverage features", scores.url(scores.features))
         .read("input", cfg.input)
         .write("subset output", cfg.output, lock=True)
-        .write("subset partial", cfg.output.with_name(cfg.output.name + PARTIAL))
+        .write("subset partial", partial_of(cfg.output))
     )
 
 

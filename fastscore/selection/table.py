@@ -35,7 +35,8 @@ class ScoresTable:
     columns: dict[str, np.ndarray]  # every numeric column, float64 [n], NaN where null
     fmt: str | None = None  # the record format the scores were made with (the manifest's)
     problems: list[Problem] = field(default_factory=list)  # the first rows not ok
-    kind: tuple[str, str] | None = None  # (an input, its kind), once found (``input_kind``)
+    # (an input, its kind), once found (``input_kind``)
+    kind: tuple[str, str] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def read(cls, path: str | Path, fmt: str | None = None) -> ScoresTable:

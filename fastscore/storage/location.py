@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,10 +34,18 @@ READ_BLOCK = 4 << 20  # what a read fetches ahead: a shard's range plus at most 
 
 def is_url(path: Any) -> bool:
     """A store URL (``scheme://``, not ``file://``), as opposed to a local path."""
-    if isinstance(path, Location):
-        return path.in_store
     m = _SCHEME.match(str(path)) if path is not None else None
     return bool(m) and m.group(1).lower() not in ("file", "local")
+
+
+def join(key: str, *names: str) -> str:
+    """A store's key (or URL) and names below it, one ``/`` between each."""
+    return "/".join([key.rstrip("/"), *names])
+
+
+def name(key: str) -> str:
+    """The last name of a store's key (or URL)."""
+    return key.rstrip("/").rpartition("/")[2]
 
 
 def _without_userinfo(url: str) -> str:
@@ -120,6 +129,18 @@ def store_errors(url: Any, role: str) -> Iterator[None]:
         raise
 
 
+def _version(entry: dict) -> int:
+    """A store's entry's version (its ETag, else its date) as an integer."""
+    v = (
+        entry.get("ETag")
+        or entry.get("etag")
+        or entry.get("LastModified")
+        or entry.get("mtime")
+        or 0
+    )
+    return _as_int(v)
+
+
 def _as_int(v: Any) -> int:
     """A version (an ETag, a date) as the integer a run fingerprint holds."""
     if isinstance(v, int):
@@ -193,14 +214,14 @@ class Location:
     def __reduce__(self):
         return Location, (self._url or self._given,)
 
-    def __truediv__(self, name: str) -> Location:
+    def __truediv__(self, child: str) -> Location:
         if self._url is None:
-            return Location(self._up / name)
-        return Location("/".join([self._url.rstrip("/"), str(name)]))
+            return Location(self._up / child)
+        return Location(join(self._url, str(child)))
 
     @property
     def name(self) -> str:
-        return self._up.name if self._url is None else self._url.rstrip("/").rpartition("/")[2]
+        return self._up.name if self._url is None else name(self._url)
 
     @property
     def suffix(self) -> str:
@@ -246,8 +267,8 @@ class Location:
         except OSError:
             return False
 
-    def _fs(self):
-        """(filesystem, path in it) of an object in a store."""
+    def fs_path(self):
+        """(fsspec filesystem, path in it) of an object in a store."""
         up = self.upath
         return up.fs, up.path
 
@@ -257,7 +278,7 @@ class Location:
         """A binary, seekable file: a local one, or an object read in ranges as it is read."""
         if self._url is None:
             return open(self._up, "rb")  # noqa: SIM115 - the caller closes it
-        fs, p = self._fs()
+        fs, p = self.fs_path()
         with store_errors(self, role):
             return fs.open(p, "rb", block_size=READ_BLOCK)
 
@@ -278,13 +299,13 @@ class Location:
         is there. ``version``: a local file's mtime in ns, an object's ETag as an integer;
         ``local``: whether reading it is a read of this machine's disk."""
         if self._url is None:
-            p = self._up
-            if not p.exists():
+            try:
+                st = os.stat(self._up)
+            except (FileNotFoundError, NotADirectoryError):
                 return None
-            st = p.stat()
-            kind = "directory" if p.is_dir() else "file"
+            kind = "directory" if stat.S_ISDIR(st.st_mode) else "file"
             return {"type": kind, "size": st.st_size, "version": st.st_mtime_ns, "local": True}
-        fs, p = self._fs()
+        fs, p = self.fs_path()
         with store_errors(self, role):
             try:
                 i = fs.info(p)
@@ -292,11 +313,10 @@ class Location:
                 if "bucket" in str(e).lower():
                     raise
                 return None
-        version = i.get("ETag") or i.get("etag") or i.get("LastModified") or i.get("mtime") or 0
         return {
             "type": i.get("type", "file"),
             "size": int(i.get("size") or 0),
-            "version": _as_int(version),
+            "version": _version(i),
             "local": False,
         }
 
@@ -307,22 +327,14 @@ class Location:
         i = self.info()
         return bool(i) and i["type"] == "directory"
 
-    def size(self, role: str = "input") -> int:
-        i = self.info(role)
-        if i is None:
-            raise InputError(f"{role} {self.shown} does not exist")
-        return i["size"]
-
     def listdir(self) -> list[str]:
         """The names in a directory (a prefix of a store), sorted; [] when there is none."""
         if self._url is None:
             return sorted(x.name for x in self._up.iterdir()) if self._up.is_dir() else []
-        fs, p = self._fs()
+        fs, p = self.fs_path()
         with store_errors(self, "directory"):
             try:
-                return sorted(
-                    x.rstrip("/").rpartition("/")[2] for x in fs.ls(p, detail=False, refresh=True)
-                )
+                return sorted(name(x) for x in fs.ls(p, detail=False, refresh=True))
             except FileNotFoundError:
                 return []
 
@@ -338,20 +350,21 @@ class Location:
         if self._url is None:
             stats = [f.stat() for f in sorted(self._up.rglob("*")) if f.is_file()]
             return sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
-        found = [(self / n).info() for n in self.listdir()]
-        found = [f for f in found if f and f["type"] == "file"]
-        return sum(f["size"] for f in found), sum(f["version"] for f in found) % (1 << 62)
+        fs, p = self.fs_path()
+        with store_errors(self, "input"):  # (one listing: its entries' sizes and ETags)
+            files = [e for e in fs.ls(p, detail=True, refresh=True) if e.get("type") == "file"]
+        versions = (_version(e) for e in files)
+        return sum(int(e.get("size") or 0) for e in files), sum(versions) % (1 << 62)
 
     # --- before any work -----------------------------------------------------------------
 
-    def check_readable(self, role: str = "input") -> None:
+    def check_readable(self, role: str = "input", found: dict | None = None) -> None:
         """The input is there and the credentials may read it (a store's object: its first
-        byte read)."""
-        if self._url is None:
-            return
-        if self.info(role) is None:
+        byte read). ``found``: its ``info()``, when known."""
+        found = found or self.info(role)
+        if found is None:
             raise InputError(f"{role} {self.shown} does not exist")
-        if not self.is_dir():
+        if self._url is not None and found["type"] == "file":
             with self.open(role) as f:
                 f.read(1)
 
@@ -394,8 +407,8 @@ class Location:
             ) from None
 
     def _probe_store(self, role: str) -> None:
-        fs, p = self._fs()
-        probe = "/".join([p.rstrip("/"), f".fastscore-probe-{os.getpid()}"])
+        fs, p = self.fs_path()
+        probe = join(p, f".fastscore-probe-{os.getpid()}")
         with store_errors(self, role):
             fs.pipe_file(probe, b"")
             fs.rm_file(probe)

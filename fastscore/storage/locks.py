@@ -87,7 +87,7 @@ class OutputLock:
 
     def __init__(self, output: Any, command: str):
         self.output = locate(output)
-        self.key = self.output.key.rstrip("/") + LOCK
+        self.key = self.output.key + LOCK
         self.command = command
         self._fd: int | None = None
         self._lease: _Lease | None = None
@@ -196,7 +196,7 @@ class _Lease:
 
     def __init__(self, url: Any, output: Any, command: str):
         self.url, self.output = locate(url), output
-        self.fs, self.path = self.url.upath.fs, self.url.upath.path
+        self.fs, self.path = self.url.fs_path()
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         self.conditional = "s3" in protocols  # If-None-Match / If-Match on writes
         self.me = {**_holder(command), "token": os.urandom(8).hex()}

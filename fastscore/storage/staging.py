@@ -40,18 +40,10 @@ import threading
 from pathlib import Path
 
 from fastscore.errors import ConfigError
-from fastscore.storage.location import Location, locate, store_errors
+from fastscore.storage.location import Location, join, locate, name, store_errors
 
 SEGMENTS = ".segments"  # beside a growing file in the store: its flushed parts
 UPLOADS_AHEAD = 16  # segments the uploader may be behind before a sync waits for it
-
-
-def _name(key: str) -> str:
-    return key.rstrip("/").rpartition("/")[2]
-
-
-def _join(key: str, *names: str) -> str:
-    return "/".join([key.rstrip("/"), *names])
 
 
 def staging_root() -> Path:
@@ -72,8 +64,9 @@ class Store:
         if self.remote is None:
             self.local = where.local
             return
-        self.fs, self._root = self.remote.upath.fs, self.remote.upath.path.rstrip("/")
-        key = hashlib.sha256(self.remote.shown.rstrip("/").encode()).hexdigest()[:12]
+        self.fs, root = self.remote.fs_path()
+        self._root = root.rstrip("/")
+        key = hashlib.sha256(self.remote.key.encode()).hexdigest()[:12]
         root = staging_root()
         _remove_dead_staging(root)
         # the host too: a cache directory on a shared disk is seen by several machines
@@ -105,16 +98,20 @@ class Store:
             return where.local
         if not where.in_store:
             p = where.local.absolute()
-            if p == self.local or self.local in p.parents:
+            if self.holds(p):
                 return p
         else:
-            root = self.remote.key.rstrip("/")
+            root = self.remote.key
             if where.key == root or where.key.startswith(root + "/"):
                 return self.local.joinpath(*where.key[len(root) :].split("/"))
         raise ConfigError(f"{where.shown} is not in {self.remote.shown}")
 
+    def holds(self, path: Path) -> bool:
+        """Whether an (absolute) local path is this store's staging copy or inside it."""
+        return path == self.local or self.local in path.parents
+
     def _key(self, local: Path) -> str:
-        return _join(self._root, *Path(local).relative_to(self.local).parts)
+        return join(self._root, *Path(local).relative_to(self.local).parts)
 
     def _do(self, local: Path, what: str):
         return store_errors(self.url(local), what)
@@ -197,7 +194,7 @@ class Store:
         with open(local, "rb") as f:
             f.seek(sent)
             data = f.read(length - sent)
-        seg = _join(self._key(local) + SEGMENTS, f"{gen:06d}-{sent:016d}")
+        seg = join(self._key(local) + SEGMENTS, f"{gen:06d}-{sent:016d}")
 
         def put(seg=seg, data=data, new_base=sent == 0 and gen > 0):
             self.fs.pipe_file(seg, data)
@@ -260,7 +257,7 @@ class Store:
         with self._do(local, "output"), open(local, "wb") as f:
             for key, _, _ in chain:
                 f.write(self.fs.cat_file(key))
-        gen = int(_name(chain[0][0]).split("-")[0])
+        gen = int(name(chain[0][0]).split("-")[0])
         self._sent[local] = (gen, local.stat().st_size)
         # a resume cuts a torn tail and writes on: the store cannot tell a cut that grew
         # back from growth, so the next segment starts a new generation, whole
@@ -286,7 +283,7 @@ class Store:
                 return []
         by_gen: dict[int, dict[int, tuple[str, int, float]]] = {}
         for e in entries:
-            g, _, off = _name(e["name"]).partition("-")
+            g, _, off = name(e["name"]).partition("-")
             if g.isdigit() and off.isdigit():
                 when = e.get("LastModified") or e.get("mtime") or e.get("created") or 0
                 when = when.timestamp() if hasattr(when, "timestamp") else float(when)
@@ -305,7 +302,7 @@ class Store:
     def _drop_generations(self, local: Path, *, below: int) -> None:
         seg_dir = self._key(local) + SEGMENTS
         for k in self.fs.ls(seg_dir, detail=False, refresh=True):
-            g = _name(k).split("-")[0]
+            g = name(k).split("-")[0]
             if g.isdigit() and int(g) < below:
                 self.fs.rm_file(k)
 
@@ -327,7 +324,7 @@ def store_for(where: str | os.PathLike | Location) -> Store:
     if not where.in_store:
         p = where.local.absolute()
         for st in _STORES.values():  # a path in a staging copy: that copy's store
-            if st.pid == os.getpid() and (p == st.local or st.local in p.parents):
+            if st.pid == os.getpid() and st.holds(p):
                 return st
         return Store(where)
     st = _STORES.get(where.key)

@@ -145,8 +145,7 @@ def _train(
     p = plan(cfg, max_length, launch, base.width)
     out = Path(cfg.output_dir)
     checkpoints = out / CHECKPOINTS
-    base_fingerprint = base.fingerprint
-    run = run_record(cfg, examples, max_length, base_fingerprint)
+    run = run_record(cfg, examples, max_length, base.fingerprint)
     resume_from = resume_point(cfg, checkpoints, run, main=launch.main)
     if launch.main:
         write_run(checkpoints, run)
@@ -165,7 +164,7 @@ def _train(
         "command": "train-ref",
         "trainer": trainer_versions(),
         "input": cfg.input.shown,
-        "base": base_fingerprint,
+        "base": base.fingerprint,
         "output_dir": str(out.resolve()),
         "template": examples.template,
         "max_length": max_length,
@@ -242,7 +241,8 @@ def _train_folds(cfg: TrainConfig, launch: Launch, t_start: float) -> dict[str, 
             continue
         if launch.main:
             log.info("train-ref: fold %d of %d, on %d records", k + 1, cfg.folds, len(part))
-        runs.append(_train(fold_cfg, launch, t_start, examples=part, base=base))
+        # (each fold's own seconds, not the run's so far)
+        runs.append(_train(fold_cfg, launch, time.perf_counter(), examples=part, base=base))
     checks = [r["held_out"] for r in runs]
     present = [c for c in checks if c]
     check = reference.pooled(present) if present else None
@@ -301,12 +301,9 @@ def _finished_fold(
     """A fold reference saved by an earlier run of the same data, base weights and
     settings (those that change what is trained or saved), which ``--resume`` keeps; else
     None (and it is trained, from its checkpoints if any)."""
-    import orjson
-
-    p = Path(cfg.output_dir) / MANIFEST
-    if not p.is_file():
+    m = reference.read_train_manifest(cfg.output_dir)  # (a torn one: trained again)
+    if m is None:
         return None
-    m = orjson.loads(p.read_bytes())
     want = run_record(cfg, part, max_length, base)
     saved = m.get("options", {})
     same = (

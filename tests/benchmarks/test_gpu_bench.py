@@ -116,3 +116,19 @@ def test_pair_flops_count_both_models():
     shape = gb.SHAPES["tiny"].model
     one = gb.scoring_flops(shape, [(10, 5)])
     assert gb.pair_flops(shape, [s]) == 2 * one and math.isfinite(one)
+
+
+def test_fp8_ratios_by_hand():
+    def way(name, tps):
+        return gb.WayResult(name, 1, 1, 1.0, tps, 0.5, 30.0)
+
+    results = {
+        "fastscore-e2e": way("fastscore-e2e", 90.0),
+        "engine": way("engine", 100.0),
+        "engine-fp8": way("engine-fp8", 170.0),
+        "fastscore-e2e-fp8": way("fastscore-e2e-fp8", 144.0),
+    }
+    r = gb.summarize(results)
+    assert r["fp8_engine_over_bf16_engine"] == 1.7 and r["fp8_e2e_over_bf16_e2e"] == 1.6
+    met = gb.check_targets(r, gb.SHAPES["llama-8b"].targets)
+    assert met["fp8_e2e_over_bf16_e2e"] is True

@@ -505,9 +505,11 @@ def test_cross_fitted_full_references_score_as_their_folds(tmp_path, demo_assets
                   max_steps=2, batch_size=8, progress=False, holdout="0")  # fmt: skip
     assert m["held_out"] is None and m["folds"]["trained_samples"] == [32, 32]
     rows = _score(data, out, tmp_path / "s.jsonl", demo_assets)
-    alone = _score(data, out / "fold-1", tmp_path / "f1.jsonl", demo_assets)
-    for a, b in zip(rows, alone, strict=True):
-        if a["fold"] == 1:
+    for k in (0, 1):  # each record routed to its own fold's model
+        alone = _score(data, out / f"fold-{k}", tmp_path / f"f{k}.jsonl", demo_assets)
+        mine = [(a, b) for a, b in zip(rows, alone, strict=True) if a["fold"] == k]
+        assert mine
+        for a, b in mine:
             assert a["loss_ref"] == pytest.approx(b["loss_ref"], abs=1e-9)
     with pytest.raises(ConfigError, match="is 2 models: with the base that is 3 vLLM engines"):
         fastscore.score(input=str(data), output=str(tmp_path / "v.jsonl"),
